@@ -1,0 +1,151 @@
+"""Saving and loading the model artifact: one joblib file, validated on load.
+
+Security: the artifact is a pickle (joblib). Loading a pickle runs code chosen
+by whoever wrote the file, so only load artifacts from locations you trust
+(the image's own, or a volume you control). We store only plain containers,
+strings, numbers and NumPy arrays, and check every one of them on load, but
+that check happens *after* unpickling and is no defence against a malicious
+file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import joblib
+import numpy as np
+
+from model.features import FEATURE_NAMES, N_FEATURES
+from model.predictor import Predictor
+
+FORMAT_VERSION: Final[int] = 1
+REQUIRED_KEYS: Final[tuple[str, ...]] = (
+    "format_version",
+    "model_version",
+    "created_at",
+    "feature_names",
+    "weights",
+    "scaler",
+    "threshold",
+    "hyperparameters",
+    "metrics",
+    "data_sha256",
+    "library_versions",
+)
+RETRAIN_HINT: Final[str] = "run `python -m training` to train and write a fresh artifact"
+
+
+class ArtifactError(Exception):
+    """The artifact is missing, unreadable or does not match this code."""
+
+
+def save_artifact(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``payload`` atomically: a temp file in the same directory, then a rename.
+
+    A crash or Ctrl-C mid-write leaves the previous artifact (or nothing), never
+    half a file, because ``os.replace`` is atomic on the same filesystem.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _check_payload(dict(payload), target)  # never write what we could not load back
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            joblib.dump(dict(payload), fh, compress=3)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Unpickle and validate the artifact's contents, without building a predictor."""
+    source = Path(path)
+    if not source.is_file():
+        raise ArtifactError(f"model artifact not found at {source}: {RETRAIN_HINT}")
+    try:
+        payload = joblib.load(source)
+    except Exception as exc:  # joblib/pickle raise many types for a damaged file
+        raise ArtifactError(
+            f"model artifact at {source} is unreadable (truncated or corrupt: "
+            f"{type(exc).__name__}: {exc}): {RETRAIN_HINT}"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise ArtifactError(
+            f"model artifact at {source} holds a {type(payload).__name__}, not a model: "
+            f"{RETRAIN_HINT}"
+        )
+    _check_payload(payload, source)
+    return payload
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Predictor:
+    """Load, validate and return the ready predictor (raises :class:`ArtifactError`)."""
+    payload = read_payload(path)
+    weights, scaler = payload["weights"], payload["scaler"]
+    metadata = {k: v for k, v in payload.items() if k not in ("weights", "scaler")}
+    return Predictor.from_network(
+        coefs=(weights["W1"], weights["W2"]),
+        intercepts=(weights["b1"], weights["b2"]),
+        mean=scaler["mean"],
+        scale=scaler["scale"],
+        threshold=float(payload["threshold"]),
+        model_version=str(payload["model_version"]),
+        metadata=metadata,
+    )
+
+
+def _check_payload(payload: dict[str, Any], source: Path) -> None:
+    def fail(why: str) -> ArtifactError:
+        return ArtifactError(f"model artifact at {source} is invalid: {why}; {RETRAIN_HINT}")
+
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise fail(f"missing keys {missing}")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise fail(
+            f"format version {payload['format_version']!r} is not the supported {FORMAT_VERSION}"
+        )
+    if list(payload["feature_names"]) != list(FEATURE_NAMES):
+        raise fail(
+            f"its features {list(payload['feature_names'])} differ from this code's "
+            f"{list(FEATURE_NAMES)}"
+        )
+    weights, scaler = payload["weights"], payload["scaler"]
+    if not isinstance(weights, dict) or not isinstance(scaler, dict):
+        raise fail("weights and scaler must be mappings of arrays")
+    arrays: dict[str, Any] = {}
+    for group, keys in ((weights, ("W1", "b1", "W2", "b2")), (scaler, ("mean", "scale"))):
+        for key in keys:
+            if key not in group:
+                raise fail(f"array {key!r} is missing")
+            try:
+                value = np.asarray(group[key], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise fail(f"array {key!r} is not numeric") from exc
+            if not np.all(np.isfinite(value)):
+                raise fail(f"array {key!r} has NaN or infinite values")
+            arrays[key] = value
+    w1, b1, w2, b2 = arrays["W1"], arrays["b1"], arrays["W2"], arrays["b2"]
+    if w1.ndim != 2 or w1.shape[0] != N_FEATURES or w1.shape[1] < 1:
+        raise fail(f"W1 has shape {w1.shape}, expected ({N_FEATURES}, hidden)")
+    hidden = w1.shape[1]
+    expected = {"b1": (hidden,), "W2": (hidden, 1), "b2": (1,), "mean": (N_FEATURES,),
+                "scale": (N_FEATURES,)}
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            raise fail(f"{key} has shape {arrays[key].shape}, expected {shape}")
+    if np.any(arrays["scale"] <= 0):
+        raise fail("scaler scale must be positive")
+    threshold = payload["threshold"]
+    if not isinstance(threshold, int | float) or not 0.0 < float(threshold) < 1.0:
+        raise fail(f"threshold {threshold!r} must be a number strictly between 0 and 1")
+    if not isinstance(payload["model_version"], str) or not payload["model_version"]:
+        raise fail("model_version must be a non-empty string")

@@ -58,6 +58,8 @@ def save_artifact(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> P
             joblib.dump(dict(payload), fh, compress=3)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; an artifact is meant to be read by the (non-root) service user.
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -133,12 +135,17 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
             if not np.all(np.isfinite(value)):
                 raise fail(f"array {key!r} has NaN or infinite values")
             arrays[key] = value
-    w1, b1, w2, b2 = arrays["W1"], arrays["b1"], arrays["W2"], arrays["b2"]
+    w1 = arrays["W1"]
     if w1.ndim != 2 or w1.shape[0] != N_FEATURES or w1.shape[1] < 1:
         raise fail(f"W1 has shape {w1.shape}, expected ({N_FEATURES}, hidden)")
     hidden = w1.shape[1]
-    expected = {"b1": (hidden,), "W2": (hidden, 1), "b2": (1,), "mean": (N_FEATURES,),
-                "scale": (N_FEATURES,)}
+    expected = {
+        "b1": (hidden,),
+        "W2": (hidden, 1),
+        "b2": (1,),
+        "mean": (N_FEATURES,),
+        "scale": (N_FEATURES,),
+    }
     for key, shape in expected.items():
         if arrays[key].shape != shape:
             raise fail(f"{key} has shape {arrays[key].shape}, expected {shape}")

@@ -127,7 +127,10 @@ class _Adam:
         self, params: Params, learning_rate: float, beta_1: float, beta_2: float, epsilon: float
     ) -> None:
         self.learning_rate, self.beta_1, self.beta_2, self.epsilon = (
-            learning_rate, beta_1, beta_2, epsilon,
+            learning_rate,
+            beta_1,
+            beta_2,
+            epsilon,
         )
         self.m = [np.zeros_like(p) for p in params.arrays()]
         self.v = [np.zeros_like(p) for p in params.arrays()]
@@ -135,11 +138,7 @@ class _Adam:
 
     def step(self, params: Params, grads: Params) -> None:
         self.t += 1
-        lr = (
-            self.learning_rate
-            * np.sqrt(1.0 - self.beta_2**self.t)
-            / (1.0 - self.beta_1**self.t)
-        )
+        lr = self.learning_rate * np.sqrt(1.0 - self.beta_2**self.t) / (1.0 - self.beta_1**self.t)
         for p, g, m, v in zip(params.arrays(), grads.arrays(), self.m, self.v, strict=True):
             m *= self.beta_1
             m += (1.0 - self.beta_1) * g
@@ -225,13 +224,19 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def _validate_hyperparameters(self) -> None:
         checks = [
-            (isinstance(self.hidden_units, int | np.integer) and self.hidden_units >= 1,
-             "hidden_units must be a positive integer"),
+            (
+                isinstance(self.hidden_units, int | np.integer) and self.hidden_units >= 1,
+                "hidden_units must be a positive integer",
+            ),
             (self.learning_rate > 0, "learning_rate must be positive"),
-            (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1,
-             "max_iter must be a positive integer"),
-            (self.batch_size is None or self.batch_size >= 1,
-             "batch_size must be None or a positive integer"),
+            (
+                isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1,
+                "max_iter must be a positive integer",
+            ),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                "batch_size must be None or a positive integer",
+            ),
             (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (self.alpha >= 0, "alpha must be non-negative"),
             (self.init in ("he", "glorot", "normal"), "init must be 'he', 'glorot' or 'normal'"),
@@ -327,7 +332,7 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
         positive = self.decision_function(X) > 0.0
-        return self.classes_[positive.astype(np.intp)]  # type: ignore[no-any-return]
+        return self.classes_[positive.astype(np.intp)]
 
 
 def _stratified_holdout(

@@ -1,0 +1,1 @@
+"""Offline training: data loading, the training run, evaluation and the artifact it writes."""

@@ -1,0 +1,189 @@
+"""``python -m training`` / ``heart-train``: train the default model and write the artifact."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.artifact import save_artifact
+from training.data import DataError
+from training.pipeline import TrainingConfig, train
+from training.report import plot_loss, report_from_payload, write_json_atomic
+
+DEFAULT_OUTPUT = Path("artifacts") / "model.joblib"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainingConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the NumPy heart-disease network on UCI Statlog (Heart), evaluate it "
+        "and write the model artifact (joblib), a JSON report and a loss plot.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument("--data", type=Path, default=d.data_path, help="Statlog heart.dat file")
+    io.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="train even if the data file's SHA-256 differs from the published one",
+    )
+    io.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="artifact path (written atomically)",
+    )
+    io.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="JSON report path (default: OUTPUT with .report.json)",
+    )
+    io.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="loss-curve PNG path (default: OUTPUT with .loss.png)",
+    )
+    io.add_argument("--no-plot", action="store_true", help="do not draw the loss curve")
+    io.add_argument("--quiet", "-q", action="store_true", help="no progress display or summary")
+
+    net = p.add_argument_group("network")
+    net.add_argument(
+        "--hidden-units",
+        type=int,
+        default=d.hidden_units,
+        help="hidden layer width (tutorial: 8, or 10)",
+    )
+    net.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    net.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
+    net.add_argument("--batch-size", type=int, default=0, help="rows per update; 0 = full batch")
+    net.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default=d.optimizer,
+        help="sgd is plain gradient descent, as in the tutorial",
+    )
+    net.add_argument(
+        "--alpha", type=float, default=d.alpha, help="L2 weight decay (MLPClassifier units)"
+    )
+    net.add_argument("--init", choices=["he", "glorot", "normal"], default=d.init)
+    net.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the loss on a held-out validation fraction stops improving",
+    )
+    net.add_argument("--validation-fraction", type=float, default=d.validation_fraction)
+    net.add_argument("--seed", type=int, default=d.seed, help="random_state of the network")
+
+    ev = p.add_argument_group("split, threshold and evaluation")
+    ev.add_argument("--test-size", type=float, default=d.test_size)
+    ev.add_argument(
+        "--split-seed",
+        type=int,
+        default=d.split_seed,
+        help="random_state of the stratified split (tutorial: 2)",
+    )
+    ev.add_argument(
+        "--threshold",
+        type=float,
+        default=d.threshold,
+        help="decision threshold with --threshold-strategy fixed",
+    )
+    ev.add_argument(
+        "--threshold-strategy",
+        choices=["fixed", "min-cost"],
+        default=d.threshold_strategy,
+        help="min-cost: choose the threshold minimising the StatLog cost on "
+        "out-of-fold predictions of the training data",
+    )
+    ev.add_argument(
+        "--cv-folds",
+        type=int,
+        default=d.cv_folds,
+        help="folds of the repeated stratified cross-validation (0 = skip)",
+    )
+    ev.add_argument("--cv-repeats", type=int, default=d.cv_repeats)
+    ev.add_argument("--cv-seed", type=int, default=d.cv_seed)
+    return p
+
+
+def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConfig:
+    return TrainingConfig(
+        hidden_units=args.hidden_units,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        batch_size=args.batch_size or None,
+        optimizer=args.optimizer,
+        alpha=args.alpha,
+        init=args.init,
+        early_stopping=args.early_stopping,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        test_size=args.test_size,
+        split_seed=args.split_seed,
+        threshold=args.threshold,
+        threshold_strategy=args.threshold_strategy,
+        cv_folds=args.cv_folds,
+        cv_repeats=args.cv_repeats,
+        cv_seed=args.cv_seed,
+        data_path=args.data,
+        accept_data_change=args.accept_data_change,
+        verbose=verbose,
+    )
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    test, m = payload["metrics"]["test"], payload["metrics"]
+    lines = [
+        f"model {payload['model_version']}  threshold {payload['threshold']:.3f}",
+        f"test  accuracy {test['accuracy']:.3f}  roc_auc {test['roc_auc']:.3f}  "
+        f"statlog_cost {test['statlog_cost']:.3f}  (n={test['n']})",
+    ]
+    if "cross_validation" in m:
+        cv = m["cross_validation"]
+        lines.append(
+            f"cv    accuracy {cv['accuracy']['mean']:.3f} +- {cv['accuracy']['std']:.3f}  "
+            f"roc_auc {cv['roc_auc']['mean']:.3f} +- {cv['roc_auc']['std']:.3f}  "
+            f"({cv['protocol']['n_splits']}-fold x {cv['protocol']['n_repeats']})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 0:
+        build_parser().error("--batch-size must be 0 (full batch) or positive")
+    verbose = not args.quiet and sys.stderr.isatty()
+    config = config_from_args(args, verbose=verbose)
+    try:
+        result = train(config)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # invalid hyperparameters, reported by the estimator
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output: Path = args.output
+    save_artifact(result.payload, output)
+    report = args.report or output.with_suffix(".report.json")
+    write_json_atomic(report_from_payload(result.payload), report)
+    plotted = False
+    if not args.no_plot:
+        plot_path = args.plot or output.with_suffix(".loss.png")
+        plotted = plot_loss(result.loss_curve, plot_path)
+    if not args.quiet:
+        print(_summary(result.payload))
+        print(f"wrote {output} and {report}" + (" and the loss plot" if plotted else ""))
+        if not plotted and not args.no_plot:
+            print("loss plot skipped: matplotlib is not installed (pip install '.[plot]')")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

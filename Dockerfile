@@ -1,0 +1,95 @@
+# Heart-disease risk prediction API.
+#
+#   docker build -t heart-api .
+#   docker run --rm -p 8000:8000 -e HEART_API_KEY=change-me heart-api
+#
+# Two stages: "build" installs the package into a virtualenv and trains the
+# default model, so the image always carries an artifact made by the code it
+# serves; "runtime" gets only that virtualenv and the artifact (no compilers,
+# no pip, no tests, no training data). Any Debian-like image with python3 >= 3.11
+# and its venv module works as BASE_IMAGE; CI builds with a local Debian one.
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS build
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# python3, not python: Debian's own python3 has no `python` alias. Everything
+# after this uses the venv's interpreter, whichever base image provided it.
+RUN python3 -m venv /opt/venv
+
+WORKDIR /src
+
+# Dependencies first, from pyproject.toml alone, so editing the code does not
+# invalidate this (slowest) layer.
+COPY pyproject.toml ./
+RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt
+
+COPY README.md ./
+COPY model/ model/
+COPY training/ training/
+COPY app/ app/
+RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps .
+
+# Train the default model from the source tree (training finds data/ next to
+# itself), then prove that the installed package (-P: not the source tree in
+# the working directory) loads what was written.
+COPY data/ data/
+RUN /opt/venv/bin/python -m training --output /opt/heart/model.joblib --quiet --no-plot \
+    && /opt/venv/bin/python -P -c "import sys; from model.artifact import load_artifact; print('trained model', load_artifact(sys.argv[1]).model_version)" /opt/heart/model.joblib
+
+# The runtime needs neither pip nor setuptools: dropping them keeps the image
+# smaller and leaves nothing to install packages with at run time.
+RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools wheel
+
+
+FROM ${BASE_IMAGE} AS runtime
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="heart-risk-api" \
+      org.opencontainers.image.description="Heart-disease risk prediction API (NumPy network on UCI Statlog Heart, FastAPI)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="MIT"
+
+# A fixed numeric user, so Kubernetes can check runAsNonRoot without a passwd lookup.
+RUN groupadd --system --gid 10001 heart \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 \
+       --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin heart
+
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/heart/model.joblib /opt/heart/model.joblib
+
+# Same variables as the service reads outside a container; override any with -e.
+# Mount your own artifact and point HEART_MODEL_PATH at it to serve another model.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HEART_MODEL_PATH=/opt/heart/model.joblib \
+    HEART_HOST=0.0.0.0 \
+    HEART_PORT=8000 \
+    HEART_WORKERS=1 \
+    HEART_LOG_LEVEL=info
+
+WORKDIR /opt/heart
+USER 10001:10001
+EXPOSE 8000
+
+# Liveness only (not /ready): a container whose model failed to load is still
+# alive and should be reported, not restarted in a loop by Docker.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('HEART_PORT', '8000'), timeout=4)"]
+
+# Exec form: the server is PID 1 and receives SIGTERM itself, drains in-flight
+# requests and exits 0 (uvicorn's supervisor reaps its workers with HEART_WORKERS > 1).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["heart-api"]
+CMD ["serve"]

@@ -1,0 +1,61 @@
+# The two promised commands: `make run` (set up, train if needed, serve) and
+# `make test` (set up, then lint, type-check and run the whole test suite).
+# Both create their own virtualenv in .venv and install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARTIFACT ?= artifacts/model.joblib
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run serve train test lint typecheck pytest system-deps openapi quality tune clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# One stamp per install flavour, refreshed whenever pyproject.toml changes.
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(ARTIFACT): | $(VENV)/.stamp-run
+	$(BIN)/python -m training --output $(ARTIFACT)
+
+run: $(VENV)/.stamp-run $(ARTIFACT)  ## set up, train the default model if missing, serve on :8000
+	HEART_MODEL_PATH=$${HEART_MODEL_PATH:-$(ARTIFACT)} $(BIN)/python -m app
+
+train: $(VENV)/.stamp-run  ## (re)train the default model into $(ARTIFACT)
+	$(BIN)/python -m training --output $(ARTIFACT)
+
+system-deps:  ## Debian tools the tests use (curl, promtool); needs root, else prints how
+	bash scripts/install-system-deps.sh
+
+test: $(VENV)/.stamp-dev system-deps lint typecheck pytest  ## set up and run every check
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+quality: $(VENV)/.stamp-dev  ## model quality benchmark (10x5 CV and the StatLog 9-fold protocol)
+	$(BIN)/python -m bench.quality
+
+tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default configuration
+	$(BIN)/python -m training.tune
+
+clean:  ## remove the virtualenv, caches and trained artifacts
+	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,169 @@
+"""The training command end to end on the real data, in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.artifact import load_artifact
+from training.data import default_data_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_training(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_training_command_writes_artifact_report_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "model.joblib"
+    proc = run_training(
+        "--output",
+        str(out),
+        "--cv-folds",
+        "3",
+        "--cv-repeats",
+        "1",
+        "--threshold-strategy",
+        "min-cost",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test  accuracy" in proc.stdout and "cv    accuracy" in proc.stdout
+    predictor = load_artifact(out)
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["model_version"] == predictor.model_version
+    assert report["threshold_strategy"] == "min-cost"
+    assert 0.0 < predictor.threshold < 0.5  # a missed disease costs 5x a false alarm
+    for part in ("train", "test"):
+        metrics = report["metrics"][part]
+        for key in (
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+            "log_loss",
+            "brier",
+            "statlog_cost",
+            "confusion_matrix",
+        ):
+            assert key in metrics
+    assert report["metrics"]["cross_validation"]["protocol"]["n_folds"] == 3
+    assert len(report["loss_curve"]) == report["hyperparameters"]["epochs"]
+    png = out.with_suffix(".loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    # no temp files left behind next to the outputs
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "model.joblib",
+        "model.loss.png",
+        "model.report.json",
+    ]
+
+
+def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: Path) -> None:
+    out = tmp_path / "m.joblib"
+    proc = run_training(
+        "--output",
+        str(out),
+        "--quiet",
+        "--no-plot",
+        "--cv-folds",
+        "0",
+        "--hidden-units",
+        "10",
+        "--learning-rate",
+        "0.01",
+        "--epochs",
+        "50",
+        "--optimizer",
+        "sgd",
+        "--init",
+        "normal",
+        "--seed",
+        "3",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    predictor = load_artifact(out)
+    assert predictor.n_hidden == 10
+    hp = predictor.metadata["hyperparameters"]
+    assert (hp["optimizer"], hp["init"], hp["epochs"], hp["seed"]) == ("sgd", "normal", 50, 3)
+    assert not out.with_suffix(".loss.png").exists()
+
+
+def test_help_documents_defaults() -> None:
+    proc = run_training("--help", cwd=REPO)
+    assert proc.returncode == 0
+    for option in (
+        "--hidden-units",
+        "--alpha",
+        "--optimizer",
+        "--threshold-strategy",
+        "--accept-data-change",
+        "--quiet",
+    ):
+        assert option in proc.stdout
+    assert "(default: 10.0)" in proc.stdout  # alpha
+
+
+def test_changed_data_is_refused_then_accepted(tmp_path: Path) -> None:
+    data = tmp_path / "heart.dat"
+    rows = default_data_path().read_text().splitlines()
+    data.write_text("\n".join(rows[:-1]) + "\n")
+    args = (
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "m.joblib"),
+        "--quiet",
+        "--no-plot",
+        "--cv-folds",
+        "0",
+    )
+    refused = run_training(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "SHA-256" in refused.stderr
+    assert not (tmp_path / "m.joblib").exists()
+    accepted = run_training(*args, "--accept-data-change", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert load_artifact(tmp_path / "m.joblib").metadata["split"]["n_train"] == 215
+
+
+def test_bad_data_and_bad_options_exit_with_a_message(tmp_path: Path) -> None:
+    data = tmp_path / "bad.dat"
+    data.write_text("63 1 4 145 233 1 2 150 0 2.3 3 0 9 1\n")
+    proc = run_training(
+        "--data",
+        str(data),
+        "--accept-data-change",
+        "--output",
+        str(tmp_path / "m.joblib"),
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "row 1, column 13 (thal)" in proc.stderr
+    proc = run_training(
+        "--learning-rate",
+        "-1",
+        "--output",
+        str(tmp_path / "m.joblib"),
+        "--quiet",
+        "--cv-folds",
+        "0",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "learning_rate must be positive" in proc.stderr

@@ -70,6 +70,8 @@ COPY --from=build /opt/heart/model.joblib /opt/heart/model.joblib
 
 # Same variables as the service reads outside a container; override any with -e.
 # Mount your own artifact and point HEART_MODEL_PATH at it to serve another model.
+# The shutdown timeout stays under `docker stop`'s 10 s, so a stop drains
+# in-flight requests instead of ending in SIGKILL.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -77,7 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HEART_HOST=0.0.0.0 \
     HEART_PORT=8000 \
     HEART_WORKERS=1 \
-    HEART_LOG_LEVEL=info
+    HEART_LOG_LEVEL=info \
+    HEART_SHUTDOWN_TIMEOUT=8
 
 WORKDIR /opt/heart
 USER 10001:10001

@@ -213,6 +213,27 @@ def test_prometheus_annotations_point_at_the_http_port() -> None:
     assert annotations["prometheus.io/param_format"] == "prometheus"
 
 
+def test_environment_variables_are_settings_of_the_service() -> None:
+    from app.settings import Settings
+
+    known = {Settings.env_name(name) for name in Settings.model_fields}
+    docker_env = " ".join(args for instr, args in dockerfile_instructions() if instr == "ENV")
+    image_vars = set(re.findall(r"\b(HEART_[A-Z_]+)=", docker_env))
+    pod_vars = {e["name"] for e in api_container()["env"]}
+    # A misspelt name would be ignored by the service (with only a warning).
+    assert image_vars | pod_vars <= known
+    assert {"HEART_MODEL_PATH", "HEART_HOST", "HEART_PORT"} <= image_vars
+
+
+def test_shutdown_fits_in_the_grace_period() -> None:
+    pod = find("Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in api_container()["env"]}
+    pre_stop = api_container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(env["HEART_SHUTDOWN_TIMEOUT"])
+    assert int(pre_stop[1]) + drain < pod["terminationGracePeriodSeconds"]
+
+
 # --- Prometheus ---------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ class TrainingConfig:
     """
 
     hidden_units: int = 8
-    learning_rate: float = 0.01
+    learning_rate: float = 0.003
     epochs: int = 300
     batch_size: int | None = None
     optimizer: Literal["sgd", "adam"] = "adam"

@@ -1,0 +1,162 @@
+"""Model quality benchmark: ``python -m bench.quality`` (or ``make quality``).
+
+Runs the same protocols, on identical folds, for our default network and three
+references, and checks the issue's bar for the default configuration:
+
+* 10-fold x 5 repeated stratified CV: accuracy >= LogisticRegression's in the
+  same run and ROC AUC >= 0.905;
+* the StatLog project's 9-fold CV (270 = 9 x 30 patients; repeated 5 times with
+  different shuffles so the figure is not one partition's luck): StatLog cost at
+  the cost-minimising threshold <= 0.40.
+
+Every model is a Pipeline whose scaler is refitted inside each training fold,
+and the cost-minimising threshold is chosen by inner cross-validation on the
+training folds only, never on the fold it is scored on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from training.data import load_dataset
+from training.evaluate import cross_validate
+from training.pipeline import TrainingConfig, library_versions, make_pipeline
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ("accuracy", "roc_auc", "brier", "statlog_cost", "statlog_cost_tuned")
+
+
+def _scaled(estimator: BaseEstimator) -> Pipeline:
+    return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
+
+
+def models() -> dict[str, Callable[[], BaseEstimator]]:
+    """The contenders; MLPClassifier's settings are the tuned ones from the issue's prototype."""
+    return {
+        "NumpyMLPClassifier (our default)": lambda: make_pipeline(TrainingConfig()),
+        "LogisticRegression": lambda: _scaled(LogisticRegression(max_iter=1000)),
+        "GaussianNB": lambda: _scaled(GaussianNB()),
+        "MLPClassifier (8 hidden, alpha=1)": lambda: _scaled(
+            MLPClassifier(hidden_layer_sizes=(8,), alpha=1.0, max_iter=2000, random_state=0)
+        ),
+    }
+
+
+def run(protocols: dict[str, tuple[int, int]], seed: int) -> dict[str, Any]:
+    x, y = load_dataset()
+    out: dict[str, Any] = {}
+    for proto, (folds, repeats) in protocols.items():
+        out[proto] = {}
+        for name, factory in models().items():
+            start = time.perf_counter()
+            res = cross_validate(
+                factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed
+            )
+            res["seconds"] = time.perf_counter() - start
+            out[proto][name] = res
+            print(
+                f"  {proto:<22} {name:<36} acc {res['accuracy']['mean']:.3f}  "
+                f"auc {res['roc_auc']['mean']:.3f}  ({res['seconds']:.1f} s)",
+                flush=True,
+            )
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for proto, by_model in results.items():
+        lines += [
+            f"**{proto}**",
+            "",
+            "| model | accuracy | ROC AUC | Brier | StatLog cost @0.5 "
+            "| StatLog cost @min-cost threshold |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in by_model.items():
+            cells = [f"{r[c]['mean']:.3f} +- {r[c]['std']:.3f}" for c in COLUMNS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def check_targets(results: dict[str, Any]) -> list[str]:
+    """The issue's bar for our default configuration; returns the failures."""
+    ours, ref = "NumpyMLPClassifier (our default)", "LogisticRegression"
+    ten = results["10-fold x 5"]
+    nine = results["9-fold (StatLog) x 5"]
+    checks = [
+        (
+            ten[ours]["accuracy"]["mean"] >= ten[ref]["accuracy"]["mean"],
+            f"accuracy {ten[ours]['accuracy']['mean']:.4f} >= LogisticRegression "
+            f"{ten[ref]['accuracy']['mean']:.4f}",
+        ),
+        (
+            ten[ours]["roc_auc"]["mean"] >= 0.905,
+            f"ROC AUC {ten[ours]['roc_auc']['mean']:.4f} >= 0.905",
+        ),
+        (
+            nine[ours]["statlog_cost_tuned"]["mean"] <= 0.40,
+            f"9-fold StatLog cost at min-cost threshold "
+            f"{nine[ours]['statlog_cost_tuned']['mean']:.4f} <= 0.40",
+        ),
+    ]
+    for ok, text in checks:
+        print(("PASS " if ok else "FAIL ") + text)
+    return [text for ok, text in checks if not ok]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.quality",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--repeats", type=int, default=5, help="repeats of each protocol")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles")
+    p.add_argument("--output", type=Path, default=RESULTS / "quality")
+    args = p.parse_args(argv)
+    protocols = {"10-fold x 5": (10, args.repeats), "9-fold (StatLog) x 5": (9, args.repeats)}
+    if args.repeats != 5:
+        protocols = {k.replace("x 5", f"x {args.repeats}"): v for k, v in protocols.items()}
+    started = datetime.now(UTC)
+    results = run(protocols, args.seed)
+    table = markdown(results)
+    print()
+    print(table)
+    failures = check_targets(results) if args.repeats == 5 else []
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    args.output.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "date": started.isoformat(timespec="seconds"),
+                "machine": platform.platform(),
+                "versions": library_versions(),
+                "seed": args.seed,
+                "results": results,
+                "failures": failures,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

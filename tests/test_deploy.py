@@ -353,3 +353,31 @@ def test_dockerignore_is_an_allow_list_covering_every_copied_path() -> None:
     ]
     assert copied and set(copied) <= allowed
     assert not {".venv", "tests", "artifacts", ".git"} & allowed
+
+
+# --- container scripts --------------------------------------------------------
+
+
+def test_container_scripts_pass_shellcheck() -> None:
+    shellcheck = require_tool("shellcheck")
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))
+    ours = [s for s in scripts if "container" in s or "base-image" in s]
+    assert len(ours) >= 3
+    result = subprocess.run(
+        [shellcheck, "--external-sources", *ours],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_flags_a_careless_script(tmp_path: Path) -> None:
+    shellcheck = require_tool("shellcheck")
+    careless = tmp_path / "careless.sh"
+    careless.write_text("#!/usr/bin/env bash\ndir=$1\nrm -rf $dir/cache\n")
+    result = subprocess.run(
+        [shellcheck, "--format", "gcc", str(careless)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0 and "SC2086" in result.stdout

@@ -1,0 +1,58 @@
+"""Request bodies for the load benchmarks: real patients from the Statlog data.
+
+Cycling through the 270 real patients (rather than POSTing one body forever)
+keeps the benchmark honest about the work per request: nothing can be cached,
+and the drift monitor sees a realistic stream of values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model.features import FEATURES
+from training.data import load_dataset
+
+
+def patient(row: npt.NDArray[np.float64]) -> dict[str, int | float]:
+    """One patient as a client would send it: codes as integers, measurements as numbers."""
+    out: dict[str, int | float] = {}
+    for feature, value in zip(FEATURES, row, strict=True):
+        v = float(value)
+        out[feature.name] = int(v) if feature.is_coded or v.is_integer() else v
+    return out
+
+
+def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
+    """``n`` real patients, starting at row ``offset`` and wrapping around the data set."""
+    x, _ = load_dataset()
+    return [patient(x[(offset + i) % len(x)]) for i in range(n)]
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def write_single_bodies(path: Path) -> Path:
+    """Every patient of the data set as a one-patient body, one per line."""
+    x, _ = load_dataset()
+    lines = [_dumps(patient(row)) for row in x]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
+    """``n_bodies`` different ``{"patients": [...]}`` bodies of ``batch_size`` patients each."""
+    lines = [_dumps({"patients": patients(batch_size, offset=k * 67)}) for k in range(n_bodies)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def first_body(path: Path) -> bytes:
+    """The first body of a body file, for the pre-flight check of each server."""
+    with path.open("rb") as fh:
+        return fh.readline().rstrip(b"\n")

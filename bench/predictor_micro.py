@@ -1,0 +1,191 @@
+"""Micro-benchmark: the NumPy predictor against the scikit-learn pipeline, same model, same rows.
+
+Both sides compute the same probabilities from the same fit: the default
+training configuration is fitted once (``training.pipeline.train`` without
+cross-validation), the scikit-learn ``Pipeline`` (StandardScaler + network) is
+kept as is, and its weights go through the real artifact round trip
+(``save_artifact`` -> ``load_artifact``) to give the service's ``Predictor``.
+The run refuses to report speed if the two disagree on any probability.
+
+Run: ``python -m bench.predictor_micro`` (``--quick`` for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import timeit
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench import machine, report
+from bench.stats import Summary, ratio, summarize
+from model.artifact import load_artifact, save_artifact
+from model.predictor import Predictor
+from training.data import load_dataset
+from training.pipeline import TrainingConfig, train
+
+SIZES = (1, 1_000, 100_000)
+#: The issue's target: the predictor alone, one row, at least this many times faster.
+TARGET_ONE_ROW_SPEEDUP = 30.0
+#: Largest allowed difference between the two implementations' probabilities.
+AGREEMENT_TOLERANCE = 1e-9
+
+
+def time_per_call(fn: Callable[[], object], *, repeat: int, min_time_s: float) -> list[float]:
+    """Seconds per call in each of ``repeat`` timeit repeats of enough loops to last ``min_time_s``.
+
+    Like ``python -m timeit``: the loop count is chosen once (doubling until one
+    repeat lasts ``min_time_s``) so that timer resolution and call overhead of
+    the loop are negligible, then every repeat runs that many calls.
+    """
+    timer = timeit.Timer(fn)
+    loops = 1
+    while True:
+        if timer.timeit(loops) >= min_time_s:
+            break
+        loops *= 2
+    return [t / loops for t in timer.repeat(repeat=repeat, number=loops)]
+
+
+def rows(n: int) -> npt.NDArray[np.float64]:
+    """``n`` real patients (the data set repeated), as a C-contiguous n x 13 matrix."""
+    x, _ = load_dataset()
+    return np.ascontiguousarray(np.resize(x, (n, x.shape[1])))
+
+
+def fit_both(workdir: Path) -> tuple[Any, Predictor]:
+    """The fitted scikit-learn pipeline and the Predictor loaded from its artifact."""
+    result = train(TrainingConfig(cv_folds=0))
+    path = save_artifact(result.payload, workdir / "model.joblib")
+    return result.pipeline, load_artifact(path)
+
+
+def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
+        pipeline, predictor = fit_both(Path(tmp))
+
+    big = rows(max(SIZES))
+    disagreement = float(
+        np.max(np.abs(pipeline.predict_proba(big)[:, 1] - predictor.probability(big)))
+    )
+    if disagreement > AGREEMENT_TOLERANCE:
+        raise SystemExit(
+            f"the predictor and the pipeline disagree by {disagreement:g}: not the same model, "
+            "so timing them against each other would mean nothing"
+        )
+
+    def timed(fn: Callable[[], object]) -> Summary:
+        return summarize(time_per_call(fn, repeat=repeat, min_time_s=min_time_s))
+
+    cases: list[dict[str, Any]] = []
+    for n in SIZES:
+        x = rows(n)
+        sk = timed(partial(_sklearn_probability, pipeline, x))
+        ours = timed(partial(predictor.probability, x))
+        cases.append(_case(f"{n:,} row{'' if n == 1 else 's'} (ndarray)", n, sk, ours))
+    # The shape the service has in hand for one patient: a Python list of 13 floats.
+    row_list = rows(1)[0].tolist()
+    sk = timed(partial(_sklearn_probability, pipeline, [row_list]))
+    ours = timed(partial(predictor.probability, row_list))
+    cases.append(_case("1 row (Python list)", 1, sk, ours))
+    return {
+        "benchmark": "predictor_micro",
+        "machine": machine.describe(),
+        "repeat": repeat,
+        "min_time_s": min_time_s,
+        "max_abs_probability_difference": disagreement,
+        "cases": cases,
+    }
+
+
+def _sklearn_probability(pipeline: Any, x: Any) -> Any:
+    return pipeline.predict_proba(x)[:, 1]
+
+
+def _case(name: str, n: int, sk: Summary, ours: Summary) -> dict[str, Any]:
+    return {
+        "case": name,
+        "rows": n,
+        "sklearn_s_per_call": sk.as_dict(),
+        "predictor_s_per_call": ours.as_dict(),
+        "speedup": ratio(sk.median, ours.median),
+        "predictor_rows_per_s": ratio(n, ours.median),
+    }
+
+
+def to_markdown(data: dict[str, Any]) -> str:
+    rows_md = []
+    for c in data["cases"]:
+        sk, ours = c["sklearn_s_per_call"], c["predictor_s_per_call"]
+        rows_md.append(
+            [
+                c["case"],
+                report.duration(sk["median"]),
+                report.duration(ours["median"]),
+                report.times(c["speedup"]),
+                report.number(c["predictor_rows_per_s"]),
+                f"{max(sk['spread'], ours['spread']) * 100:.0f}%",
+            ]
+        )
+    one_row = data["cases"][0]["speedup"]
+    verdict = "met" if one_row >= TARGET_ONE_ROW_SPEEDUP else "NOT met"
+    return "\n".join(
+        [
+            "## Predictor alone vs the scikit-learn pipeline",
+            "",
+            machine.markdown(data["machine"]),
+            f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
+            f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
+            f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})",
+            "",
+            report.table(
+                [
+                    "input",
+                    "sklearn `predict_proba`",
+                    "`Predictor.probability`",
+                    "speed-up",
+                    "predictor rows/s",
+                    "max spread",
+                ],
+                rows_md,
+            ),
+            "",
+            f"Target (issue 6): one row at least {TARGET_ONE_ROW_SPEEDUP:.0f}x faster than the "
+            f"pipeline: **{verdict}** ({report.times(one_row)}).",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.predictor_micro",
+        description="Time Predictor.probability against the scikit-learn pipeline's "
+        "predict_proba on 1, 1,000 and 100,000 rows of the same model.",
+    )
+    parser.add_argument("--repeat", type=int, default=7, help="timeit repeats per case")
+    parser.add_argument(
+        "--min-time", type=float, default=0.2, help="seconds per repeat (calibrates the loops)"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 short repeats: a smoke test")
+    parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    repeat, min_time = (3, 0.02) if args.quick else (args.repeat, args.min_time)
+    data = run(repeat=repeat, min_time_s=min_time)
+    data["machine"]["load_average_end"] = machine.load_average()
+    markdown = to_markdown(data)
+    stem = "predictor_micro-quick" if args.quick else "predictor_micro"
+    for path in report.write_results(stem, markdown, data, args.output_dir):
+        print(f"wrote {path}", file=sys.stderr)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

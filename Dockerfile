@@ -61,8 +61,8 @@ LABEL org.opencontainers.image.title="heart-risk-api" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed numeric user, so Kubernetes can check runAsNonRoot without a passwd lookup.
-RUN groupadd --system --gid 10001 heart \
-    && useradd --system --no-log-init --uid 10001 --gid 10001 \
+RUN groupadd --gid 10001 heart \
+    && useradd --no-log-init --uid 10001 --gid 10001 \
        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin heart
 
 COPY --from=build /opt/venv /opt/venv
@@ -86,8 +86,8 @@ WORKDIR /opt/heart
 USER 10001:10001
 EXPOSE 8000
 
-# Liveness only (not /ready): a container whose model failed to load is still
-# alive and should be reported, not restarted in a loop by Docker.
+# Liveness, as the Kubernetes probe: /health answers while the process serves
+# HTTP. (A model that fails to load stops the server at start, with a log line.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('HEART_PORT', '8000'), timeout=4)"]
 

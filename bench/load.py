@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -334,6 +335,8 @@ def measure(
     server.check_alive()
     pids = server_pids(server, target)
     cpu_before = cpu_seconds(pids)
+    machine_before = machine.cpu_busy_seconds()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk.run(
         url,
         body_file,
@@ -342,11 +345,24 @@ def measure(
         cpus=plan.client,
     )
     cpu_used = cpu_seconds(pids) - cpu_before
+    machine_after = machine.cpu_busy_seconds()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server.check_alive()
+    wrk_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    busy = machine_after[0] - machine_before[0]
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"==== {scenario.key} load {os.getloadavg()}\n{result.raw}\n")
     out = result.as_dict()
+    if result.requests == 0:  # a stalled server must not pass as a slow one
+        out["errors"]["no_request_completed"] = 1
     out["server_cpu_s"] = cpu_used
+    out["wrk_cpu_s"] = wrk_cpu
+    # Whatever else kept the cores busy during the run (other jobs on a shared machine),
+    # in cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
+    out["other_load_cores"] = max(0.0, busy - cpu_used - wrk_cpu) / result.duration_s
+    out["steal_cores"] = (machine_after[1] - machine_before[1]) / result.duration_s
     out["server_cpu_us_per_request"] = ratio(cpu_used * 1e6, result.requests)
     out["load_average"] = machine.load_average()
     return out
@@ -362,6 +378,7 @@ def summarize_runs(runs: list[dict[str, Any]], batch_size: int, endpoint: str) -
         "server_cpu_us_per_request": summarize(
             r["server_cpu_us_per_request"] for r in runs
         ).as_dict(),
+        "other_load_cores": summarize(r["other_load_cores"] for r in runs).as_dict(),
         "errors": sum(sum(r["errors"].values()) for r in runs),
         "runs": runs,
     }
@@ -551,6 +568,7 @@ def comparison_table(results: dict[str, Any], found: list[Target]) -> str:
                 report.milliseconds(r["p99_us"]["median"]),
                 report.number(r["server_cpu_us_per_request"]["median"]),
                 f"{r['requests_per_s']['spread'] * 100:.0f}%",
+                f"{r['other_load_cores']['median']:.2f}",
                 str(r["errors"]),
             ]
         )
@@ -566,6 +584,7 @@ def comparison_table(results: dict[str, Any], found: list[Target]) -> str:
             "p99",
             "server CPU us/req",
             "req/s spread",
+            "other load",
             "errors",
         ],
         rows,
@@ -714,6 +733,10 @@ def to_markdown(data: dict[str, Any], found: list[Target]) -> tuple[str, list[st
         f"{s['warmup_s']:g} s warm-up + {s['duration_s']:g} s measured per scenario, "
         f"{s['rounds']} interleaved round(s), medians; batch bodies of {s['batch_size']} patients",
         f"- command: `{data['command']}`",
+        "- columns: `server CPU us/req` is the worker's CPU time per request (from "
+        "/proc/PID/stat); `req/s spread` is (max - min) / median over the rounds; "
+        "`other load` is how many cores other processes kept busy during the runs "
+        "(median; 0 on a quiet machine)",
         "",
         comparison_table(data["comparison"], found),
         "",

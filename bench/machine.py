@@ -31,6 +31,25 @@ PACKAGES = (
 )
 
 
+def cpu_busy_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, summed over cores.
+
+    Busy is everything but idle and iowait; steal is time the hypervisor gave
+    our virtual CPUs to someone else. Differences between two readings tell how
+    much else ran on the machine during a measurement.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]
+            steal = values[7] if len(values) > 7 else 0
+            # guest time is already included in user time
+            busy = sum(values[:8]) - idle
+            return busy / ticks, steal / ticks
+    return float("nan"), float("nan")
+
+
 def load_average() -> tuple[float, float, float]:
     one, five, fifteen = os.getloadavg()
     return (round(one, 2), round(five, 2), round(fifteen, 2))

@@ -197,6 +197,7 @@ def entry(target: str, endpoint: str, c: int, rps: float, p99: float) -> dict[st
         "requests_per_s": rps,
         "latency_us": {"p50": p99 / 2, "p99": p99},
         "server_cpu_us_per_request": 100.0,
+        "other_load_cores": 0.0,
         "errors": {"status": 0},
     }
     summary = load.summarize_runs([run], batch_size=1000, endpoint=endpoint)

@@ -21,7 +21,7 @@ HEADERS: Final[tuple[str, ...]] = (
     "Test acc %: mean ± std [min-max]",
     "CV acc %",
     "CV ROC AUC",
-    "StatLog cost: test | CV",
+    "StatLog cost: test / CV",
     "Agrees with LR (test) %",
     "Fit ms (x LR)",
     "Predict µs/row (x LR)",
@@ -60,7 +60,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _pct(test["accuracy"], with_range=m["seed_dependent"]),
                 _pct(cv["accuracy"]),
                 f"{cv['roc_auc']['mean']:.3f} ± {cv['roc_auc']['std']:.3f}",
-                f"{test['statlog_cost']['mean']:.2f} | "
+                f"{test['statlog_cost']['mean']:.2f} / "
                 f"{cv['statlog_cost']['mean']:.2f} ± {cv['statlog_cost']['std']:.2f}",
                 f"{100 * m['agreement_with_reference']['mean']:.0f}",
                 _timing(timing["fit_seconds_median"], 1e3, timing.get("fit_ratio_to_reference")),
@@ -136,11 +136,15 @@ def facts(result: dict[str, Any]) -> list[str]:
             f"({_patients(round(width / point))}), {widest['label']}."
         )
     tuning = result["tuning"]["mlp_classifier"]
-    score = tuning["best_score"]
+    scores = tuning["best_scores"]
     lines.append(
-        f"MLPClassifier tuned: {tuning['best_params']} by grid search over {tuning['grid']} "
-        f"scored by {tuning['scoring']} with {tuning['cv']} ({tuning['source']}"
-        + (f", best score {score:.4f}" if score is not None else "")
+        f"MLPClassifier tuned: {tuning['best_params']} by grid search over {tuning['grid']}, "
+        f"ranked by {tuning['ranking']}, with {tuning['cv']} ({tuning['source']}"
+        + (
+            f": CV ROC AUC {scores['roc_auc']:.3f}, log loss {scores['log_loss']:.3f}"
+            if scores
+            else ""
+        )
         + ")."
     )
     return lines

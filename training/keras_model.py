@@ -199,8 +199,9 @@ class KerasTutorialClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         if self.hidden_activation not in (None, "linear"):
             return None
+        to_numpy = import_keras().ops.convert_to_numpy  # get_weights() warns under NumPy 2
         hidden, output = (
-            [np.asarray(v, dtype=np.float64) for v in layer.get_weights()]
+            [np.asarray(to_numpy(v.value), dtype=np.float64) for v in layer.weights]
             for layer in self.model_.layers
         )
         (w1, b1), (w2, b2) = hidden, output

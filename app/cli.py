@@ -1,0 +1,153 @@
+"""``heart-api`` (also ``python -m app``): serve the API, export its OpenAPI document, check.
+
+``serve`` validates the configuration and loads the artifact *before* uvicorn
+starts, so a bad setting or a missing model ends the command with one clear
+line and exit status 2 instead of workers that crash and get restarted. With
+several workers it gives them a private ``PROMETHEUS_MULTIPROC_DIR`` (created
+empty, removed on exit) so the metrics add up across workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.config
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.logs import APP_LOGGER, logging_config
+from app.settings import Settings, SettingsError
+
+logger = logging.getLogger(APP_LOGGER)
+
+EXIT_CONFIG_ERROR = 2
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heart-api",
+        description="Heart-disease risk prediction API. Every option defaults to its "
+        "HEART_* environment variable (see README.md).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API with uvicorn (default command)")
+    check = commands.add_parser("check", help="validate configuration and artifact, then exit")
+    for sub in (serve, check):
+        sub.add_argument("--model-path", type=Path, help="artifact (HEART_MODEL_PATH)")
+        sub.add_argument("--host", help="interface (HEART_HOST, default 127.0.0.1)")
+        sub.add_argument("--port", type=int, help="TCP port (HEART_PORT, default 8000)")
+        sub.add_argument("--workers", type=int, help="processes (HEART_WORKERS, default 1)")
+        sub.add_argument(
+            "--log-level",
+            choices=["critical", "error", "warning", "info", "debug"],
+            help="HEART_LOG_LEVEL, default info",
+        )
+        sub.add_argument(
+            "--no-access-log",
+            dest="access_log",
+            action="store_const",
+            const=False,
+            help="no per-request log lines (HEART_ACCESS_LOG=false)",
+        )
+
+    openapi = commands.add_parser(
+        "openapi",
+        help="print the OpenAPI document of the default configuration "
+        "(regenerate the repository's copy with: heart-api openapi > openapi.json)",
+    )
+    openapi.add_argument("--output", "-o", type=Path, help="write to a file instead")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # `heart-api` alone, or `python -m app --host H --port P`, means `serve`.
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+        arguments.insert(0, "serve")
+    args = build_parser().parse_args(arguments)
+    command: str = args.command
+    if command == "openapi":
+        return export_openapi(args.output)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("model_path", "host", "port", "workers", "log_level", "access_log")
+    }
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as exc:
+        _configure_logging("info")
+        logger.critical(str(exc))
+        return EXIT_CONFIG_ERROR
+    _configure_logging(settings.log_level)
+    unknown = Settings.unknown_variables()
+    if unknown:
+        logger.warning("ignoring unknown HEART_* variables: %s", ", ".join(unknown))
+
+    from app.main import StartupError, load_service
+
+    try:
+        load_service(settings)
+    except StartupError as exc:
+        logger.critical(f"cannot start: {exc}")
+        return EXIT_CONFIG_ERROR
+    if command == "check":
+        logger.info("configuration and model artifact are valid")
+        return 0
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn; every worker rebuilds the same settings from the environment."""
+    import uvicorn
+
+    os.environ.update(settings.to_env())
+    private_dir: str | None = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        private_dir = tempfile.mkdtemp(prefix="heart-api-metrics-")
+        os.environ[MULTIPROC_ENV] = private_dir
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=logging_config(settings.log_level),
+            log_level=settings.log_level,
+            access_log=False,  # app.middleware writes a cheaper JSON line per request
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+            server_header=False,
+        )
+    finally:
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
+            os.environ.pop(MULTIPROC_ENV, None)
+    return 0
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the default configuration (no environment involved)."""
+    from app.main import create_app
+
+    return create_app(Settings()).openapi()
+
+
+def export_openapi(output: Path | None) -> int:
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.config.dictConfig(logging_config(level))

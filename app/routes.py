@@ -1,0 +1,303 @@
+"""The endpoints.
+
+Prediction handlers are ``async def`` on purpose: the work is a few
+microseconds of NumPy, far cheaper than the hop to a thread pool that FastAPI
+makes for plain ``def`` handlers. They return ready-made JSON bytes; the
+``response_model`` still documents (and the tests check) the exact shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import exposition, openmetrics
+
+from app.runtime import Runtime, RuntimeDep, runtime_of
+from app.schemas import (
+    PATIENT_EXAMPLE,
+    BatchPrediction,
+    ErrorMessage,
+    HealthStatus,
+    MetricsReport,
+    ModelCard,
+    PatientFeatures,
+    Prediction,
+    ReadyStatus,
+    RecordedMetrics,
+)
+from app.service import InvalidBatchError, PredictionService
+
+PROMETHEUS_TEXT: Final[str] = exposition.CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_TEXT: Final[str] = openmetrics.exposition.CONTENT_TYPE_LATEST
+
+TAGS: Final[list[dict[str, str]]] = [
+    {"name": "predictions", "description": "Risk of heart disease for one or many patients."},
+    {"name": "model", "description": "What the loaded model is and how well it did."},
+    {
+        "name": "monitoring",
+        "description": "Liveness, readiness and metrics (JSON or Prometheus exposition).",
+    },
+]
+
+
+class JSONBytes(Response):
+    """A response whose body is already JSON bytes (no re-encoding, no re-validation)."""
+
+    media_type = "application/json"
+
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
+}
+_BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    **_ERRORS,
+    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    415: {"model": ErrorMessage, "description": "Body not sent as application/json."},
+}
+_EXAMPLE_NAME: Final[str] = "example patient"
+
+router = APIRouter()
+
+
+def _service(runtime: Runtime) -> PredictionService:
+    if runtime.service is None:
+        raise HTTPException(503, detail="The model is not loaded; see /ready.")
+    return runtime.service
+
+
+@router.post(
+    "/predict",
+    operation_id="predict",
+    summary="Predict heart disease for one patient",
+    tags=["predictions"],
+    response_model=Prediction,
+    responses=_BODY_ERRORS,
+)
+async def predict(
+    patient: Annotated[
+        PatientFeatures,
+        Body(
+            openapi_examples={
+                _EXAMPLE_NAME: {
+                    "summary": "A 54-year-old man with asymptomatic chest pain",
+                    "value": PATIENT_EXAMPLE,
+                }
+            }
+        ),
+    ],
+    request: Request,
+) -> Response:
+    """Probability of heart disease for one patient and the class at the model's threshold.
+
+    Every feature is required; each field's description gives its unit and
+    accepted values. Invalid input is answered with 422 naming each field.
+    """
+    runtime = runtime_of(request)
+    body, row, positive = _service(runtime).predict_one(patient)
+    runtime.metrics.observe_prediction(row, positive)
+    return JSONBytes(body)
+
+
+_BATCH_EXAMPLE: Final[dict[str, Any]] = {
+    "summary": "Two patients",
+    "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
+}
+
+#: The batch body is validated from raw bytes in one Pydantic call (see
+#: PredictionService.parse_batch), so FastAPI does not see it as a parameter and it
+#: is documented here; app.main adds the BatchRequest schema to the components.
+BATCH_REQUEST_BODY: Final[dict[str, Any]] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/BatchRequest"},
+            "examples": {"two patients": _BATCH_EXAMPLE},
+        }
+    },
+}
+
+
+@router.post(
+    "/predict/batch",
+    operation_id="predict_batch",
+    summary="Predict heart disease for many patients at once",
+    tags=["predictions"],
+    response_model=BatchPrediction,
+    responses={
+        **_BODY_ERRORS,
+        422: {
+            "description": "Validation Error",
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+                }
+            },
+        },
+    },
+    openapi_extra={"requestBody": BATCH_REQUEST_BODY},
+)
+async def predict_batch(request: Request) -> Response:
+    """Predictions for a list of patients, in request order, computed in one NumPy call.
+
+    At most ``HEART_MAX_BATCH_SIZE`` patients (1000 by default). One invalid
+    patient fails the whole request with 422; each error's ``loc`` gives the
+    patient's index and the field, e.g. ``["body", "patients", 3, "age"]``.
+    """
+    runtime = runtime_of(request)
+    service = _service(runtime)
+    body = await request.body()
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    try:
+        rows = service.parse_batch(body)
+    except InvalidBatchError as exc:
+        raise RequestValidationError(exc.errors) from None
+    payload, positive = service.predict_rows(rows)
+    runtime.metrics.observe_batch(rows, positive)
+    return JSONBytes(payload)
+
+
+@router.get(
+    "/model",
+    operation_id="get_model",
+    summary="Model card of the loaded model",
+    tags=["model"],
+    response_model=ModelCard,
+    responses=_ERRORS,
+)
+async def get_model(runtime: RuntimeDep) -> Response:
+    """Version, creation time, architecture, hyperparameters, features and their
+    meanings, training data checksum, decision threshold and evaluation metrics."""
+    return JSONBytes(_service(runtime).model_card_json)
+
+
+MetricsFormat = Literal["json", "prometheus", "openmetrics"]
+_METRICS_MEDIA_TYPES: Final[dict[str, MetricsFormat]] = {
+    "application/json": "json",
+    "text/plain": "prometheus",
+    "application/openmetrics-text": "openmetrics",
+}
+
+
+def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None) -> MetricsFormat:
+    """``?format=`` wins; otherwise the Accept media type with the highest q-value.
+
+    JSON is the default (no Accept, ``*/*``, ``application/json``, or a tie), so a
+    browser or a generated client gets JSON and a Prometheus scraper, whose Accept
+    header lists openmetrics and text/plain, gets the exposition format.
+    """
+    if requested is not None:
+        return requested
+    candidates: list[tuple[float, int, int, MetricsFormat]] = []
+    for rank, item in enumerate((accept or "").split(",")):
+        media, _, params = item.partition(";")
+        fmt = _METRICS_MEDIA_TYPES.get(media.strip().lower())
+        if fmt is None:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        # Highest q first; on equal q JSON wins, then the earlier entry.
+        candidates.append((q, int(fmt == "json"), -rank, fmt))
+    best = max(candidates, default=None)
+    return best[3] if best is not None and best[0] > 0 else "json"
+
+
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    summary="Model quality and live service metrics (JSON or Prometheus)",
+    tags=["monitoring"],
+    response_model=MetricsReport,
+    responses={
+        200: {
+            "description": (
+                "JSON by default. The Prometheus text exposition format for "
+                "`Accept: text/plain` or `?format=prometheus`, and OpenMetrics for "
+                "`Accept: application/openmetrics-text` or `?format=openmetrics`."
+            ),
+            "content": {
+                PROMETHEUS_TEXT: {"schema": {"type": "string"}},
+                OPENMETRICS_TEXT: {"schema": {"type": "string"}},
+            },
+        },
+        **_ERRORS,
+    },
+)
+async def get_metrics(
+    request: Request,
+    runtime: RuntimeDep,
+    format_: Annotated[
+        MetricsFormat | None,
+        Query(
+            alias="format",
+            description="Force a representation instead of negotiating with Accept.",
+        ),
+    ] = None,
+) -> Response:
+    """Training-time evaluation metrics of the loaded model, and live serving figures
+    summed over all workers: uptime, requests, predictions, errors by kind, latency
+    percentiles, share of positive predictions, and input drift per feature."""
+    fmt = negotiate_metrics_format(request.headers.get("accept"), format_)
+    metrics = runtime.metrics
+    if fmt == "prometheus":
+        text = exposition.generate_latest(metrics.snapshot())
+        return Response(text, media_type=PROMETHEUS_TEXT)
+    if fmt == "openmetrics":
+        return Response(
+            openmetrics.exposition.generate_latest(metrics.snapshot()),  # type: ignore[no-untyped-call]
+            media_type=OPENMETRICS_TEXT,
+        )
+    service = _service(runtime)
+    report = MetricsReport(
+        model_version=service.model_version,
+        training=RecordedMetrics(
+            test=service.model_card.metrics.test,
+            cross_validation=service.model_card.metrics.cross_validation,
+            cross_validation_protocol=service.model_card.metrics.cross_validation_protocol,
+        ),
+        serving=metrics.serving_report(),
+    )
+    return JSONBytes(report.model_dump_json().encode())
+
+
+_HEALTH_OK: Final[bytes] = HealthStatus(status="ok").model_dump_json().encode()
+
+
+@router.get(
+    "/health",
+    operation_id="health",
+    summary="Liveness: the process answers",
+    tags=["monitoring"],
+    response_model=HealthStatus,
+)
+async def health() -> Response:
+    """Always 200 while the process runs; never needs the API key."""
+    return JSONBytes(_HEALTH_OK)
+
+
+@router.get(
+    "/ready",
+    operation_id="ready",
+    summary="Readiness: the model is loaded and answers",
+    tags=["monitoring"],
+    response_model=ReadyStatus,
+    responses={503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."}},
+)
+async def ready(runtime: RuntimeDep) -> Response:
+    """200 once the model is loaded and its self-test prediction succeeded, 503 otherwise.
+    Never needs the API key."""
+    if runtime.service is None or runtime.not_ready_reason is not None:
+        status = ReadyStatus(status="not ready", reason=runtime.not_ready_reason)
+        return JSONBytes(status.model_dump_json().encode(), status_code=503)
+    status = ReadyStatus(status="ready", model_version=runtime.service.model_version)
+    return JSONBytes(status.model_dump_json().encode())

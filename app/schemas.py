@@ -1,0 +1,398 @@
+"""The API's request and response models.
+
+``PatientFeatures`` is generated from :data:`model.features.FEATURES`, so the
+field names, descriptions, units, bounds, allowed codes and examples in the
+OpenAPI document, the validation errors and the README all come from the one
+definition the model was trained with.
+
+Numbers are strict on purpose: ``"54"`` (a string), ``true`` and, for the
+coded features, ``1.0`` are refused rather than coerced, because a client that
+sends them has a bug we should report, not guess around. Continuous features
+accept JSON integers and decimals; NaN and Infinity are refused.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
+
+from model.features import CLASS_LABELS, FEATURES, Feature
+
+__all__ = [
+    "BatchPrediction",
+    "BatchRequest",
+    "ErrorMessage",
+    "FeatureCard",
+    "HealthStatus",
+    "MetricsReport",
+    "ModelCard",
+    "PatientFeatures",
+    "Prediction",
+    "ReadyStatus",
+    "RecordedMetrics",
+    "batch_request_model",
+]
+
+PATIENT_EXAMPLE: Final[dict[str, float | int]] = {
+    f.name: int(f.example) if f.codes else f.example for f in FEATURES
+}
+
+
+def _codes_text(feature: Feature) -> str:
+    return ", ".join(f"{code} = {meaning}" for code, meaning in sorted(feature.codes.items()))
+
+
+def _member_of(feature: Feature) -> AfterValidator:
+    """Membership check for codes with gaps (thal: 3, 6, 7), which ge/le cannot express.
+
+    The error mimics Pydantic's own enum error so clients see one shape.
+    """
+    allowed = frozenset(feature.codes)
+    expected = ", ".join(str(c) for c in sorted(allowed)[:-1]) + f" or {max(allowed)}"
+
+    def check(value: int) -> int:
+        if value not in allowed:
+            raise PydanticCustomError(
+                "enum", "Input should be {expected}", {"expected": expected}
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _field_annotation(feature: Feature) -> Any:
+    """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``."""
+    if feature.codes:
+        codes = sorted(feature.codes)
+        extra: dict[str, Any] = {
+            "enum": codes,
+            "x-codes": {str(c): m for c, m in sorted(feature.codes.items())},
+            "x-kind": feature.kind,
+        }
+        metadata: list[Any] = [
+            Field(
+                strict=True,
+                ge=codes[0],
+                le=codes[-1],
+                description=f"{feature.description} Codes: {_codes_text(feature)}.",
+                examples=[int(feature.example)],
+                json_schema_extra=extra,
+            )
+        ]
+        if codes != list(range(codes[0], codes[-1] + 1)):
+            metadata.append(_member_of(feature))
+        return Annotated[(int, *metadata)]
+    unit = f" Unit: {feature.unit}." if feature.unit else ""
+    return Annotated[
+        float,
+        Field(
+            strict=True,
+            ge=feature.minimum,
+            le=feature.maximum,
+            allow_inf_nan=False,
+            description=(
+                f"{feature.description}{unit} Accepted: {feature.describe_domain()}."
+            ),
+            examples=[feature.example],
+            json_schema_extra={"x-unit": feature.unit, "x-kind": feature.kind},
+        ),
+    ]
+
+
+_PATIENT_SCHEMA_EXTRA: Final[dict[str, Any]] = {"examples": [PATIENT_EXAMPLE]}
+_PATIENT_CONFIG: Final = ConfigDict(
+    extra="forbid", title="PatientFeatures", json_schema_extra=_PATIENT_SCHEMA_EXTRA
+)
+
+if TYPE_CHECKING:
+
+    class PatientFeatures(BaseModel):
+        """Static view for type checkers; the real class is generated below."""
+
+        def __getattr__(self, name: str) -> float: ...
+
+else:
+    PatientFeatures = create_model(
+        "PatientFeatures",
+        __config__=_PATIENT_CONFIG,
+        __doc__=(
+            "The 13 clinical features of one patient (UCI Statlog Heart). "
+            "All fields are required; unknown fields are refused."
+        ),
+        __module__=__name__,
+        **{f.name: (_field_annotation(f), ...) for f in FEATURES},
+    )
+
+
+_BATCH_SCHEMA_EXTRA: Final[dict[str, Any]] = {
+    "examples": [{"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]}]
+}
+
+
+class BatchRequest(BaseModel):
+    """Several patients scored in one vectorised call, answered in the same order."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_BATCH_SCHEMA_EXTRA)
+
+    patients: list[PatientFeatures] = Field(
+        min_length=1, max_length=1000, description="The patients, at most 1000 by default."
+    )
+
+
+@lru_cache(maxsize=8)
+def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
+    """``BatchRequest`` with the configured size limit (``HEART_MAX_BATCH_SIZE``).
+
+    Built once per limit: creating a model compiles a validator, which is far
+    too slow to do per request or per test.
+    """
+    if max_batch_size == 1000:
+        return BatchRequest
+    return create_model(
+        "BatchRequest",
+        __base__=BatchRequest,
+        __module__=__name__,
+        patients=(
+            list[PatientFeatures],
+            Field(
+                min_length=1,
+                max_length=max_batch_size,
+                description=f"The patients, at most {max_batch_size}.",
+            ),
+        ),
+    )
+
+
+_LABELS: Final[list[str]] = [CLASS_LABELS[k] for k in sorted(CLASS_LABELS)]
+
+
+def _enum(values: list[Any]) -> dict[str, Any]:
+    """Document the allowed output values (responses are built by us, not validated)."""
+    return {"enum": values}
+
+
+class Prediction(BaseModel):
+    """The model's answer for one patient."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "probability": 0.1379,
+                    "prediction": 0,
+                    "label": _LABELS[0],
+                    "threshold": 0.5,
+                    "model_version": "2024-01-01T00-00-00Z-abc1234",
+                }
+            ]
+        }
+    )
+
+    probability: float = Field(
+        ge=0.0, le=1.0, description="Estimated probability of heart disease, 0 to 1."
+    )
+    prediction: int = Field(
+        ge=0,
+        le=1,
+        description="1 when the probability reaches the threshold (disease), else 0.",
+        json_schema_extra=_enum(sorted(CLASS_LABELS)),
+    )
+    label: str = Field(
+        description="The prediction in words.", json_schema_extra=_enum(_LABELS)
+    )
+    threshold: float = Field(
+        ge=0.0, le=1.0, description="Decision threshold chosen at training time."
+    )
+    model_version: str = Field(description="Version of the model that answered.")
+
+
+class BatchPrediction(BaseModel):
+    """One prediction per patient, in request order."""
+
+    predictions: list[Prediction]
+
+
+class ErrorMessage(BaseModel):
+    """FastAPI's error shape for errors that concern the whole request."""
+
+    detail: str = Field(description="What went wrong and how to fix it.")
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"] = Field(description="Always `ok`: the process answers.")
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str | None = Field(default=None, description="Loaded model, when ready.")
+    reason: str | None = Field(default=None, description="Why the service is not ready.")
+
+
+# ----- model card (/model) -------------------------------------------------------------
+
+
+class FeatureCard(BaseModel):
+    """One input feature as the model understands it."""
+
+    name: str
+    description: str
+    unit: str | None
+    kind: Literal["continuous", "binary", "ordinal", "nominal"]
+    minimum: float
+    maximum: float
+    allowed_values: dict[str, str] | None = Field(
+        description="For coded features: code -> meaning. Null for continuous ones."
+    )
+    example: float
+
+
+class EvaluationMetrics(BaseModel):
+    """Classification quality on one data split, as recorded at training time."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    roc_auc: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+    statlog_cost: float | None = Field(
+        default=None, description="Mean misclassification cost with Statlog's cost matrix."
+    )
+    threshold: float | None = Field(default=None, description="Threshold these used.")
+    n: int | None = Field(default=None, description="Number of patients evaluated.")
+    confusion_matrix: list[list[int]] | None = Field(
+        default=None, description="[[true negatives, false positives], [false negatives, "
+        "true positives]]."
+    )
+
+
+class MetricSummary(BaseModel):
+    mean: float
+    std: float
+
+
+class TrainingMetrics(BaseModel):
+    """Evaluation recorded in the artifact by the training command."""
+
+    train: EvaluationMetrics | None = None
+    test: EvaluationMetrics | None = None
+    cross_validation: dict[str, MetricSummary] = Field(
+        default_factory=dict, description="Metric -> mean and std over the folds."
+    )
+    cross_validation_protocol: dict[str, Any] | None = Field(
+        default=None, description="How the folds were made."
+    )
+
+
+class Architecture(BaseModel):
+    n_features: int
+    n_hidden: int
+    layers: str = Field(description="The network, input to output.")
+
+
+class ModelCard(BaseModel):
+    """What the loaded model is, how it was trained and how well it did."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str
+    created_at: str = Field(description="Training time, ISO-8601 UTC.")
+    format_version: int
+    architecture: Architecture
+    threshold: float
+    threshold_strategy: str | None = None
+    hyperparameters: dict[str, Any]
+    features: list[FeatureCard]
+    data_sha256: str
+    library_versions: dict[str, str]
+    split: dict[str, Any] | None = None
+    metrics: TrainingMetrics
+
+
+def feature_cards() -> list[FeatureCard]:
+    return [
+        FeatureCard(
+            name=f.name,
+            description=f.description,
+            unit=f.unit,
+            kind=f.kind,
+            minimum=f.minimum,
+            maximum=f.maximum,
+            allowed_values=(
+                {str(c): m for c, m in sorted(f.codes.items())} if f.codes else None
+            ),
+            example=f.example,
+        )
+        for f in FEATURES
+    ]
+
+
+# ----- /metrics --------------------------------------------------------------------------
+
+
+class LatencySummary(BaseModel):
+    """Latency percentiles estimated from the Prometheus histogram's buckets."""
+
+    count: int
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+
+
+class FeatureDrift(BaseModel):
+    """How far the served inputs have moved from the training data, per feature."""
+
+    feature: str
+    training_mean: float
+    training_std: float
+    served_mean: float | None = Field(description="Mean over every row served so far.")
+    drift_std: float | None = Field(
+        description=(
+            "(served_mean - training_mean) / training_std: 0 means no drift; "
+            "|value| > 1 deserves a look."
+        )
+    )
+
+
+class ServingMetrics(BaseModel):
+    """Live figures of the running service, summed over all worker processes."""
+
+    uptime_seconds: float
+    worker_processes: int
+    requests_total: int
+    requests_by_route: dict[str, int]
+    predictions_total: int = Field(description="Patients scored (batch rows count).")
+    positive_predictions: int
+    positive_share: float | None = Field(description="Share of predictions that are 1.")
+    errors_total: int
+    errors_by_kind: dict[str, int]
+    latency: dict[str, LatencySummary] = Field(description="Per route.")
+    drift: list[FeatureDrift]
+
+
+class RecordedMetrics(BaseModel):
+    """The loaded model's quality as measured at training time."""
+
+    test: EvaluationMetrics | None = Field(description="On the held-out test split.")
+    cross_validation: dict[str, MetricSummary] = Field(
+        description="Mean and standard deviation over the cross-validation folds."
+    )
+    cross_validation_protocol: dict[str, Any] | None = Field(
+        default=None, description="How the folds were made."
+    )
+
+
+class MetricsReport(BaseModel):
+    """Model quality (from training) and service behaviour (live)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str
+    training: RecordedMetrics
+    serving: ServingMetrics

@@ -1,0 +1,213 @@
+"""The prediction core of the service: turn validated input into response bytes, fast.
+
+Kept free of FastAPI so the hot path is plain functions over NumPy arrays:
+one patient or a thousand go through the same ``Predictor.probability`` call.
+Responses are assembled from byte templates prepared at start-up (everything
+but the probability is constant for a given model), which is what lets a
+1000-row batch answer without building 1000 response objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from app.schemas import (
+    PATIENT_EXAMPLE,
+    Architecture,
+    MetricSummary,
+    ModelCard,
+    PatientFeatures,
+    TrainingMetrics,
+    batch_request_model,
+    feature_cards,
+)
+from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES
+from model.predictor import Predictor
+
+FloatArray = npt.NDArray[np.float64]
+
+_PROBABILITY_KEY: Final[bytes] = b'{"probability":'
+
+
+class InvalidBatchError(Exception):
+    """The batch body failed validation; ``errors`` are in FastAPI's error format."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+class PredictionService:
+    """A loaded model plus everything derived from it once: templates, model card, validator."""
+
+    def __init__(self, predictor: Predictor, *, max_batch_size: int = 1000) -> None:
+        self.predictor = predictor
+        self.threshold = float(predictor.threshold)
+        self.model_version = predictor.model_version
+        self.max_batch_size = max_batch_size
+        self._batch_model = batch_request_model(max_batch_size)
+        # Everything after the probability, per class: constant for this model.
+        self._tails: tuple[bytes, bytes] = tuple(  # type: ignore[assignment]
+            (
+                "," + json.dumps(
+                    {
+                        "prediction": cls,
+                        "label": CLASS_LABELS[cls],
+                        "threshold": self.threshold,
+                        "model_version": self.model_version,
+                    },
+                    separators=(",", ":"),
+                )[1:]
+            ).encode()
+            for cls in (0, 1)
+        )
+        self.model_card = build_model_card(predictor)
+        self.model_card_json: bytes = self.model_card.model_dump_json().encode()
+
+    # -- single patient -------------------------------------------------------------------
+
+    def predict_one(self, patient: PatientFeatures) -> tuple[bytes, FloatArray, int]:
+        """JSON body of the prediction, the input row (for drift) and the class."""
+        row = np.fromiter(patient.__dict__.values(), np.float64, N_FEATURES)
+        probability = float(self.predictor.probability(row)[0])
+        positive = int(probability >= self.threshold)
+        body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[positive]
+        return body, row, positive
+
+    # -- batch ------------------------------------------------------------------------------
+
+    def parse_batch(self, body: bytes) -> FloatArray:
+        """Validate a ``BatchRequest`` JSON body straight from bytes into an n x 13 matrix.
+
+        One Pydantic call parses and validates the whole list in Rust, with the
+        same field definitions as ``/predict`` (so the same errors); the matrix
+        is then filled from the validated rows without per-value Python work.
+        """
+        try:
+            batch = self._batch_model.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidBatchError(request_errors(exc)) from None
+        patients = batch.patients
+        values = chain.from_iterable([p.__dict__.values() for p in patients])
+        matrix = np.fromiter(values, np.float64, len(patients) * N_FEATURES)
+        return matrix.reshape(len(patients), N_FEATURES)
+
+    def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
+        """JSON body of ``BatchPrediction`` for the rows of ``x``, and the positive count."""
+        probabilities = self.predictor.probability(x)
+        positive = probabilities >= self.threshold
+        # pydantic-core renders the floats in Rust: shortest round-trip form, valid JSON.
+        rendered = to_json(probabilities.tolist())[1:-1].split(b",")
+        tail0, tail1 = self._tails
+        items = [
+            _PROBABILITY_KEY + p + (tail1 if c else tail0)
+            for p, c in zip(rendered, positive.tolist(), strict=True)
+        ]
+        return b'{"predictions":[' + b",".join(items) + b"]}", int(positive.sum())
+
+    # -- readiness ------------------------------------------------------------------------
+
+    def self_test(self) -> str | None:
+        """Predict the documented example patient; return why that failed, or None."""
+        try:
+            row = [float(PATIENT_EXAMPLE[name]) for name in FEATURE_NAMES]
+            probability = float(self.predictor.probability(row)[0])
+        except Exception as exc:  # any failure means "not ready", reported, not raised
+            return f"self-test prediction failed: {type(exc).__name__}: {exc}"
+        if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
+            return f"self-test prediction returned {probability!r}, not a probability"
+        return None
+
+
+def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors of a body validated from raw JSON, as FastAPI reports body errors.
+
+    Locations get the ``body`` prefix; invalid JSON gets FastAPI's ``json_invalid``
+    shape; and echoed inputs stay small (never the whole list of patients back).
+    """
+    errors: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False):
+        item: dict[str, Any] = dict(error)
+        item["loc"] = ("body", *error["loc"])
+        if error["type"] == "json_invalid":
+            item = {
+                "type": "json_invalid",
+                "loc": ("body",),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": error.get("ctx", {}).get("error", error["msg"])},
+            }
+        elif isinstance(error.get("input"), list | dict) and len(error["loc"]) <= 1:
+            item["input"] = None
+        errors.append(item)
+    return errors
+
+
+def build_model_card(predictor: Predictor) -> ModelCard:
+    """The ``/model`` document: the artifact's metadata, checked against the schema."""
+    meta = dict(predictor.metadata)
+    metrics = meta.get("metrics") or {}
+    return ModelCard(
+        model_version=predictor.model_version,
+        created_at=str(meta.get("created_at", "")),
+        format_version=int(meta.get("format_version", 0)),
+        architecture=Architecture(
+            n_features=N_FEATURES,
+            n_hidden=predictor.n_hidden,
+            layers=f"{N_FEATURES} inputs -> {predictor.n_hidden} ReLU -> 1 sigmoid",
+        ),
+        threshold=predictor.threshold,
+        threshold_strategy=meta.get("threshold_strategy"),
+        hyperparameters=_plain(meta.get("hyperparameters") or {}),
+        features=feature_cards(),
+        data_sha256=str(meta.get("data_sha256", "")),
+        library_versions={str(k): str(v) for k, v in (meta.get("library_versions") or {}).items()},
+        split=_plain(meta["split"]) if isinstance(meta.get("split"), dict) else None,
+        metrics=_training_metrics(_plain(metrics)),
+    )
+
+
+def _training_metrics(metrics: dict[str, Any]) -> TrainingMetrics:
+    """Split cross-validation entries into summaries ({mean, std}) and the protocol."""
+    cv = metrics.get("cross_validation") or {}
+    summaries = {
+        str(k): MetricSummary(mean=v["mean"], std=v["std"])
+        for k, v in cv.items()
+        if isinstance(v, dict) and {"mean", "std"} <= v.keys()
+    }
+    protocol = cv.get("protocol")
+    return TrainingMetrics(
+        train=metrics.get("train"),
+        test=metrics.get("test"),
+        cross_validation=summaries,
+        cross_validation_protocol=protocol if isinstance(protocol, dict) else None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars/arrays from the artifact as JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def rows_of(values: Iterable[dict[str, float]]) -> FloatArray:
+    """Feature dicts as a matrix in model column order (tests and tools)."""
+    return np.array([[float(v[name]) for name in FEATURE_NAMES] for v in values])

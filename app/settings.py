@@ -1,0 +1,122 @@
+"""Service configuration: ``HEART_*`` environment variables, validated once at start.
+
+A small Pydantic model instead of pydantic-settings: the service reads a
+handful of flat variables, and owning the parsing lets a bad value fail with
+one line that names the variable, what it holds and what is allowed, before
+any worker starts. Unknown ``HEART_*`` variables are reported as warnings (a
+typo such as ``HEART_MODLE_PATH`` would otherwise be silently ignored) but do
+not stop the service, because other tools of this project share the prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX: Final[str] = "HEART_"
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the service cannot start with."""
+
+
+class Settings(BaseModel):
+    """Everything the service can be told from outside; each field is ``HEART_<NAME>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_path: Path = Field(
+        default=Path("artifacts/model.joblib"),
+        description="Trained model artifact written by `python -m training`.",
+    )
+    api_key: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+        default=None,
+        description=(
+            "When set, every endpoint except /health and /ready requires it in the "
+            "X-API-Key header. At least 16 characters. Unset or empty: no authentication."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(default=1, ge=1, le=64, description="Number of uvicorn worker processes.")
+    log_level: LogLevel = Field(default="info", description="Minimum level of the JSON log lines.")
+    access_log: bool = Field(default=True, description="Write one JSON line per request.")
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted request body in bytes; larger bodies get 413.",
+    )
+    max_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Most patients accepted by /predict/batch."
+    )
+    shutdown_timeout: int = Field(
+        default=30,
+        ge=1,
+        description="Seconds to let in-flight requests finish after SIGTERM.",
+    )
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        """Build settings from ``HEART_*`` variables; ``overrides`` (e.g. CLI flags) win.
+
+        Raises :class:`SettingsError` with one line per invalid variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(cls.env_name(name))
+            if raw is None or (name == "api_key" and raw == ""):
+                continue
+            values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, overrides)) from None
+
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``HEART_*`` variables that configure nothing (probably typos)."""
+        env = os.environ if environ is None else environ
+        known = {cls.env_name(name) for name in cls.model_fields}
+        return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in another process (a worker)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[self.env_name(name)] = str(value)
+        return env
+
+
+def _explain(exc: ValidationError, overrides: Mapping[str, object]) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        source = (
+            f"--{field.replace('_', '-')}"
+            if overrides.get(field) is not None
+            else Settings.env_name(field)
+        )
+        shown = "<hidden>" if field == "api_key" else repr(error.get("input"))
+        problems.append(f"{source}={shown}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -366,3 +366,63 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
             server.url("/predict"), bodies, connections=1, duration_s=1, stop_after=50
         )
         assert counted.requests == 50
+
+
+# ---------------------------------------------------------------- profile attribution, variants
+
+
+FOLDED = """\
+<module> (app/__main__.py);run (uvicorn/main.py);Runner.run (asyncio/runners.py);read (libc.so.6) 5
+<module> (app/__main__.py);run (uvicorn/main.py);__call__ (app/middleware.py);\
+app (fastapi/routing.py);predict (app/routes.py);Predictor.probability (model/predictor.py);\
+PyArray_MatrixProduct2 (numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so) 3
+<module> (app/__main__.py);run (uvicorn/main.py);__call__ (app/middleware.py);\
+AccessLog.write (app/logs.py);_PyEval_EvalFrameDefault (libpython3.11.so.1.0) 2
+"""
+
+
+def test_profile_attribution_self_and_inclusive() -> None:
+    from bench import profile_service as ps
+
+    stacks = ps.parse_folded(FOLDED.splitlines())
+    assert [count for _, count in stacks] == [5, 3, 2]
+    att = ps.attribute(stacks)
+    assert att.total == 10
+    # interpreter frames (libpython) count towards the Python function that called them
+    assert att.self_samples == {"kernel/libc (syscalls)": 5, "predictor + NumPy": 3, "logging": 2}
+    assert att.inclusive["our middleware"] == 5
+    assert att.inclusive["our handler"] == 3
+    assert att.inclusive["uvicorn + HTTP parser"] == 10
+    assert att.top_functions[0] == ("Runner.run (asyncio/runners.py)", 5)
+
+
+def test_profile_markdown_splits_cpu_time_by_share() -> None:
+    from bench import profile_service as ps
+
+    att = ps.attribute(ps.parse_folded(FOLDED.splitlines()))
+    text = ps.to_markdown(att, "t", cpu_us_per_request=200.0, context="c")
+    assert "| predictor + NumPy | 3 | 30.0% | 60.0 |" in text
+
+
+def test_variant_names_are_checked() -> None:
+    from bench import variants
+
+    assert variants.parse("none") == []
+    assert variants.parse("no-metrics, fast-predict") == ["no-metrics", "fast-predict"]
+    with pytest.raises(SystemExit, match="unknown variant"):
+        variants.parse("no-such-thing")
+
+
+def test_fast_probability_matches_the_predictor(artifact_path: Path) -> None:
+    import numpy as np
+
+    from bench import variants
+    from model.artifact import load_artifact
+    from model.predictor import Predictor
+
+    predictor = load_artifact(artifact_path)
+    fast = variants.fast_probability(Predictor.probability)
+    rows = np.array([list(p.values()) for p in payloads.patients(50)], dtype=np.float64)
+    for row in rows:
+        assert fast(predictor, row)[0] == pytest.approx(predictor.probability(row)[0], abs=1e-12)
+    np.testing.assert_allclose(fast(predictor, rows), predictor.probability(rows))

@@ -54,6 +54,13 @@ pytest: $(VENV)/.stamp-dev
 quality: $(VENV)/.stamp-dev  ## model quality benchmark (10x5 CV and the StatLog 9-fold protocol)
 	$(BIN)/python -m bench.quality
 
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: $(VENV)/.stamp-dev $(ARTIFACT)  ## speed benchmarks (predictor alone, then wrk load; BENCH_ARGS=--quick)
+	$(BIN)/python -m bench.predictor_micro $(filter --quick,$(BENCH_ARGS))
+	$(BIN)/python -m bench.load --artifact $(ARTIFACT) $(BENCH_ARGS)
+
 tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default configuration
 	$(BIN)/python -m training.tune
 

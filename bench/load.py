@@ -324,14 +324,15 @@ def measure(
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run; also the server's CPU time per request."""
     url = server.url(scenario.path)
+    warmup_requests = 0
     if settings.warmup_s > 0:
-        wrk.run(
+        warmup_requests = wrk.run(
             url,
             body_file,
             connections=scenario.connections,
             duration_s=settings.warmup_s,
             cpus=plan.client,
-        )
+        ).requests
     server.check_alive()
     pids = server_pids(server, target)
     cpu_before = cpu_seconds(pids)
@@ -357,6 +358,7 @@ def measure(
     out = result.as_dict()
     if result.requests == 0:  # a stalled server must not pass as a slow one
         out["errors"]["no_request_completed"] = 1
+    out["warmup_requests"] = warmup_requests
     out["server_cpu_s"] = cpu_used
     out["wrk_cpu_s"] = wrk_cpu
     # Whatever else kept the cores busy during the run (other jobs on a shared machine),
@@ -531,6 +533,10 @@ def scale(artifact: Path, bodies: dict[str, Path], settings: Settings) -> dict[s
                         LOG_DIR / "wrk.log",
                     )
                 )
+        counts = {
+            w: prometheus_check(started[w], results[w], settings.scale_concurrency)
+            for w in settings.scale_workers
+        }
     finally:
         for server in started.values():
             server.stop()
@@ -538,9 +544,53 @@ def scale(artifact: Path, bodies: dict[str, Path], settings: Settings) -> dict[s
         str(w): {
             "workers": w,
             "connections": settings.scale_concurrency,
+            "prometheus": counts[w],
             **summarize_runs(results[w], settings.batch_size, "predict"),
         }
         for w in settings.scale_workers
+    }
+
+
+def predict_requests_counted(exposition: str) -> float:
+    """Sum of ``heart_http_requests_total`` for route ``/predict`` over all label sets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "heart_http_requests_total" and sample.labels.get("route") == (
+                "/predict"
+            ):
+                total += sample.value
+    return total
+
+
+def prometheus_check(
+    server: servers.Server, runs: list[dict[str, Any]], connections: int
+) -> dict[str, Any]:
+    """Do the Prometheus counters add up across workers? Compare with what wrk completed.
+
+    wrk counts the responses it received; the service also counts requests that
+    were still in flight when wrk stopped (at most ``connections`` per wrk run),
+    so the service's figure must lie between the two bounds. Several scrapes
+    are taken because each may be answered by a different worker.
+    """
+    completed = 1 + sum(r["requests"] + r["warmup_requests"] for r in runs)  # 1: pre-flight
+    upper = completed + connections * 2 * len(runs)
+    scrapes = []
+    for _ in range(4):
+        status, body = servers.request(
+            server.url("/metrics?format=prometheus"), method="GET", timeout_s=10
+        )
+        if status != 200:
+            raise servers.ServerError(f"/metrics?format=prometheus answered {status}")
+        scrapes.append(predict_requests_counted(body.decode()))
+    consistent = all(completed <= v <= upper for v in scrapes) and len(set(scrapes)) == 1
+    return {
+        "wrk_completed": completed,
+        "upper_bound": upper,
+        "scrapes": scrapes,
+        "consistent": consistent,
     }
 
 
@@ -706,7 +756,16 @@ def memory_table(mem: dict[str, Any]) -> str:
 def scale_table(sc: dict[str, Any]) -> str:
     base = sc[min(sc, key=int)]["requests_per_s"]["median"]
     return report.table(
-        ["workers", "c", "req/s", "p50", "p99", "CPU us/req (all workers)", "vs 1 worker"],
+        [
+            "workers",
+            "c",
+            "req/s",
+            "p50",
+            "p99",
+            "CPU us/req (all workers)",
+            "vs 1 worker",
+            "/predict in Prometheus vs wrk",
+        ],
         [
             [
                 str(r["workers"]),
@@ -716,10 +775,17 @@ def scale_table(sc: dict[str, Any]) -> str:
                 report.milliseconds(r["p99_us"]["median"]),
                 report.number(r["server_cpu_us_per_request"]["median"]),
                 report.times(ratio(r["requests_per_s"]["median"], base)),
+                prometheus_cell(r["prometheus"]),
             ]
             for r in sc.values()
         ],
     )
+
+
+def prometheus_cell(check: dict[str, Any]) -> str:
+    counted = ", ".join(report.number(v) for v in sorted(set(check["scrapes"])))
+    verdict_text = "consistent" if check["consistent"] else "**inconsistent**"
+    return f"{counted} vs {report.number(check['wrk_completed'])} completed: {verdict_text}"
 
 
 def to_markdown(data: dict[str, Any], found: list[Target]) -> tuple[str, list[str]]:
@@ -766,11 +832,25 @@ def to_markdown(data: dict[str, Any], found: list[Target]) -> tuple[str, list[st
         ]
     sc = data.get("scale")
     if sc is not None:
+        per_core = med(data["comparison"], "service/predict/c32", "requests_per_s")
         parts += [
             f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)",
             "",
             scale_table(sc),
             "",
+            f"Per core: one pinned worker with wrk on the other core served "
+            f"{report.number(per_core)} req/s at c=32 in the comparison above; that is the "
+            "figure to plan with per core that runs nothing but the worker. Here the load "
+            "generator competes with the workers for the same two cores, so two workers "
+            "cannot double the throughput of one. The Prometheus column compares the "
+            'service\'s own `heart_http_requests_total{route="/predict"}` (several scrapes, '
+            "each answered by whichever worker) with the responses wrk received.",
+            "",
+        ]
+        missed += [
+            f"Prometheus counts with {w} workers"
+            for w, r in sc.items()
+            if not r["prometheus"]["consistent"]
         ]
     return "\n".join(parts), missed
 

@@ -426,3 +426,18 @@ def test_fast_probability_matches_the_predictor(artifact_path: Path) -> None:
     for row in rows:
         assert fast(predictor, row)[0] == pytest.approx(predictor.probability(row)[0], abs=1e-12)
     np.testing.assert_allclose(fast(predictor, rows), predictor.probability(rows))
+
+
+def test_prometheus_predict_count_sums_every_label_set() -> None:
+    text = (
+        "# HELP heart_http_requests_total HTTP requests answered.\n"
+        "# TYPE heart_http_requests_total counter\n"
+        'heart_http_requests_total{method="POST",route="/predict",status="200"} 1200.0\n'
+        'heart_http_requests_total{method="POST",route="/predict",status="422"} 3.0\n'
+        'heart_http_requests_total{method="GET",route="/ready",status="200"} 7.0\n'
+    )
+    assert load.predict_requests_counted(text) == 1203.0
+    cell = load.prometheus_cell(
+        {"scrapes": [1203.0, 1203.0], "wrk_completed": 1200, "consistent": True}
+    )
+    assert cell == "1,203 vs 1,200 completed: consistent"

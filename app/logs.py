@@ -73,6 +73,24 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
+def ensure_logging(level: str) -> None:
+    """Make the service's own logs usable however the app was started.
+
+    ``heart-api serve`` configures every logger (``logging_config``). Under
+    another server, or in a test, the ``heart`` loggers still get the
+    configured level (the access line checks it) and, when nothing at all is
+    configured (no handler on ``heart`` nor on the root logger), our JSON handler.
+    """
+    logger = logging.getLogger(APP_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 class AccessLog:
     """Writes the per-request JSON line cheaply; see the module docstring for why."""
 

@@ -29,7 +29,7 @@ from fastapi.routing import iter_route_contexts
 from prometheus_client import disable_created_metrics
 from pydantic import ValidationError
 
-from app.logs import APP_LOGGER, AccessLog
+from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics
 from app.middleware import ServiceMiddleware
 from app.routes import TAGS, router
@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # `*_created` series double the exposition for figures nobody queries (and
     # multiprocess mode does not produce them): one way for both modes.
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    ensure_logging(settings.log_level)
     runtime = Runtime(
         settings=settings,
         metrics=ServiceMetrics(multiprocess_dir=_multiprocess_dir()),

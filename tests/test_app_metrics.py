@@ -1,0 +1,101 @@
+"""Metrics internals: histogram percentiles, drift, error kinds, content negotiation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.metrics import LATENCY_BUCKETS, ServiceMetrics, _quantile_ms, error_kind
+from app.routes import negotiate_metrics_format
+from model.features import FEATURE_NAMES, N_FEATURES
+
+
+def test_quantile_interpolates_inside_buckets_like_prometheus() -> None:
+    # 100 observations: 50 in (0, 1 ms], 40 in (1, 2 ms], 10 in (2, 4 ms]
+    cumulative = [(0.001, 50.0), (0.002, 90.0), (0.004, 100.0), (float("inf"), 100.0)]
+    assert _quantile_ms(cumulative, 0.5) == pytest.approx(1.0)
+    assert _quantile_ms(cumulative, 0.25) == pytest.approx(0.5)
+    assert _quantile_ms(cumulative, 0.7) == pytest.approx(1.5)
+    assert _quantile_ms(cumulative, 0.95) == pytest.approx(3.0)
+    assert _quantile_ms([(0.001, 0.0), (float("inf"), 0.0)], 0.5) is None
+    # Beyond the last finite bucket Prometheus answers that bucket's bound.
+    assert _quantile_ms([(0.001, 0.0), (float("inf"), 4.0)], 0.5) == pytest.approx(1.0)
+
+
+def test_latency_report_tracks_observed_distribution() -> None:
+    metrics = ServiceMetrics()
+    rng = np.random.default_rng(1)
+    samples = rng.uniform(0.0002, 0.0008, size=2000)  # 0.2..0.8 ms
+    for s in samples:
+        metrics.observe_request("POST", "/predict", 200, float(s))
+    summary = metrics.serving_report().latency["/predict"]
+    assert summary.count == 2000
+    assert summary.p50_ms is not None and summary.p99_ms is not None
+    # Bucket bounds around 0.5 ms are 0.25/0.5/0.75: the estimate is within one bucket.
+    assert abs(summary.p50_ms - 1000 * float(np.median(samples))) < 0.25
+    assert 0.75 <= summary.p99_ms <= 1.0
+    assert LATENCY_BUCKETS[0] <= 0.0002
+
+
+def test_drift_is_the_running_mean_in_training_standard_deviations() -> None:
+    metrics = ServiceMetrics()
+    mean = np.arange(N_FEATURES, dtype=float)
+    std = np.full(N_FEATURES, 2.0)
+    metrics.bind_model("v-test", mean, std)
+    rows = np.tile(mean + 4.0, (10, 1))  # every served value 2 std above the mean
+    metrics.observe_batch(rows[:7], positive=3)
+    metrics.observe_prediction(rows[7], positive=1)
+    metrics.observe_prediction(rows[8], positive=0)
+    metrics.observe_prediction(rows[9], positive=0)
+    report = metrics.serving_report()
+    assert report.predictions_total == 10
+    assert report.positive_predictions == 4
+    assert report.positive_share == pytest.approx(0.4)
+    assert [d.feature for d in report.drift] == list(FEATURE_NAMES)
+    for i, d in enumerate(report.drift):
+        assert d.training_mean == mean[i] and d.training_std == 2.0
+        assert d.served_mean == pytest.approx(mean[i] + 4.0)
+        assert d.drift_std == pytest.approx(2.0)
+
+
+def test_pending_drift_sums_reach_the_counters_on_flush() -> None:
+    metrics = ServiceMetrics()
+    metrics.observe_prediction(np.ones(N_FEATURES), positive=1)
+    sample = metrics.drift_rows.collect()[0].samples[0]
+    assert sample.value == 0.0  # not yet published
+    metrics.flush()
+    assert metrics.drift_rows.collect()[0].samples[0].value == 1.0
+
+
+def test_error_kinds() -> None:
+    assert error_kind(422) == "validation"
+    assert error_kind(401) == "unauthorized"
+    assert error_kind(413) == "payload_too_large"
+    assert error_kind(418) == "client_other"
+    assert error_kind(502) == "server_other"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "json"),
+        ("", "json"),
+        ("*/*", "json"),
+        ("text/plain", "prometheus"),
+        ("TEXT/PLAIN; version=0.0.4", "prometheus"),
+        ("application/openmetrics-text", "openmetrics"),
+        ("application/json, text/plain", "json"),
+        ("text/plain, application/json", "json"),  # equal q: JSON
+        ("text/plain;q=0.9, application/json;q=0.5", "prometheus"),
+        ("text/plain;q=0", "json"),
+        ("text/plain;q=abc", "json"),
+        ("image/png", "json"),
+    ],
+)
+def test_negotiation(accept: str | None, expected: str) -> None:
+    assert negotiate_metrics_format(accept, None) == expected
+
+
+def test_query_parameter_wins() -> None:
+    assert negotiate_metrics_format("application/json", "prometheus") == "prometheus"
+    assert negotiate_metrics_format("text/plain", "json") == "json"

@@ -1,0 +1,96 @@
+"""HEART_* configuration: parsed and validated once, errors name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert s.model_path == Path("artifacts/model.joblib")
+    assert s.api_key is None
+    assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 8000, 1, "info")
+    assert s.max_batch_size == 1000
+    assert s.max_body_bytes == 2 * 1024 * 1024
+
+
+def test_every_field_reads_its_variable() -> None:
+    env = {
+        "HEART_MODEL_PATH": "/models/m.joblib",
+        "HEART_API_KEY": "k" * 20,
+        "HEART_HOST": "0.0.0.0",
+        "HEART_PORT": "9000",
+        "HEART_WORKERS": "3",
+        "HEART_LOG_LEVEL": "warning",
+        "HEART_ACCESS_LOG": "false",
+        "HEART_MAX_BODY_BYTES": "4096",
+        "HEART_MAX_BATCH_SIZE": "10",
+        "HEART_SHUTDOWN_TIMEOUT": "5",
+    }
+    assert set(env) == {Settings.env_name(name) for name in Settings.model_fields}
+    s = Settings.from_env(env)
+    assert s.model_path == Path("/models/m.joblib")
+    assert s.api_key is not None and s.api_key.get_secret_value() == "k" * 20
+    assert (s.host, s.port, s.workers, s.log_level, s.access_log) == (
+        "0.0.0.0", 9000, 3, "warning", False,
+    )
+    assert (s.max_body_bytes, s.max_batch_size, s.shutdown_timeout) == (4096, 10, 5)
+    # to_env reproduces the settings in a worker process
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_empty_api_key_means_none() -> None:
+    assert Settings.from_env({"HEART_API_KEY": ""}).api_key is None
+
+
+def test_api_key_is_never_shown() -> None:
+    s = Settings.from_env({"HEART_API_KEY": "super-secret-value-123"})
+    assert "super-secret" not in repr(s)
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HEART_API_KEY": "short-secret"})
+    assert "short-secret" not in str(info.value)
+    assert "HEART_API_KEY" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HEART_PORT": "eighty"}, "HEART_PORT='eighty'"),
+        ({"HEART_PORT": "70000"}, "HEART_PORT='70000'"),
+        ({"HEART_WORKERS": "0"}, "HEART_WORKERS='0'"),
+        ({"HEART_LOG_LEVEL": "loud"}, "HEART_LOG_LEVEL='loud'"),
+        ({"HEART_MAX_BATCH_SIZE": "-1"}, "HEART_MAX_BATCH_SIZE"),
+        ({"HEART_MAX_BODY_BYTES": "10"}, "HEART_MAX_BODY_BYTES"),
+        ({"HEART_ACCESS_LOG": "maybe"}, "HEART_ACCESS_LOG"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert message.startswith("invalid configuration: ")
+    assert named in message
+    assert "\n" not in message
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HEART_PORT": "x", "HEART_WORKERS": "y"})
+    assert "HEART_PORT" in str(info.value) and "HEART_WORKERS" in str(info.value)
+
+
+def test_overrides_win_and_are_named_as_flags() -> None:
+    s = Settings.from_env({"HEART_PORT": "9000"}, port=9100, host=None)
+    assert s.port == 9100 and s.host == "127.0.0.1"
+    with pytest.raises(SettingsError, match="--port=0"):
+        Settings.from_env({}, port=0)
+
+
+def test_unknown_heart_variables_are_listed() -> None:
+    env = {"HEART_MODLE_PATH": "x", "HEART_PORT": "1", "OTHER": "y"}
+    assert Settings.unknown_variables(env) == ["HEART_MODLE_PATH"]

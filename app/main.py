@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = HeartAPI(
         title="Heart disease risk API",
         version=_package_version(),
-        description=DESCRIPTION,
+        description=DESCRIPTION.strip(),
         openapi_tags=TAGS,
         lifespan=_lifespan,
     )

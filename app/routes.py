@@ -81,7 +81,7 @@ async def predict(
         Body(
             openapi_examples={
                 _EXAMPLE_NAME: {
-                    "summary": "A 54-year-old man with asymptomatic chest pain",
+                    "summary": "The documented example patient of model/features.py",
                     "value": PATIENT_EXAMPLE,
                 }
             }
@@ -221,13 +221,14 @@ def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None
     responses={
         200: {
             "description": (
-                "JSON by default. The Prometheus text exposition format for "
-                "`Accept: text/plain` or `?format=prometheus`, and OpenMetrics for "
-                "`Accept: application/openmetrics-text` or `?format=openmetrics`."
+                "JSON by default. The Prometheus text exposition format (version "
+                "0.0.4) for `Accept: text/plain` or `?format=prometheus`, and "
+                "OpenMetrics 1.0 for `Accept: application/openmetrics-text` or "
+                "`?format=openmetrics`."
             ),
             "content": {
-                PROMETHEUS_TEXT: {"schema": {"type": "string"}},
-                OPENMETRICS_TEXT: {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
             },
         },
         **_ERRORS,

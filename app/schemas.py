@@ -97,7 +97,11 @@ def _field_annotation(feature: Feature) -> Any:
                 f"{feature.description}{unit} Accepted: {feature.describe_domain()}."
             ),
             examples=[feature.example],
-            json_schema_extra={"x-unit": feature.unit, "x-kind": feature.kind},
+            json_schema_extra=(
+                {"x-unit": feature.unit, "x-kind": feature.kind}
+                if feature.unit
+                else {"x-kind": feature.kind}
+            ),
         ),
     ]
 

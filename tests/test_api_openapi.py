@@ -1,0 +1,115 @@
+"""The OpenAPI document is a product: stable ids, docs, examples, and the exported copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import Settings, create_app
+from app.schemas import BatchRequest, PatientFeatures, batch_request_model
+from model.features import FEATURE_NAMES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPORTED = REPO_ROOT / "openapi.json"
+REGENERATE = "python -m app openapi --output openapi.json   (or: heart-api openapi > openapi.json)"
+
+
+def document(**settings: Any) -> dict[str, Any]:
+    return create_app(Settings(**settings)).openapi()
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return document()
+
+
+def operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        op["operationId"]: {**op, "_path": path, "_method": method}
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+
+
+def test_exported_document_is_current(doc: dict[str, Any]) -> None:
+    exported = json.loads(EXPORTED.read_text(encoding="utf-8"))
+    assert exported == doc, f"openapi.json is stale; regenerate it with: {REGENERATE}"
+
+
+def test_operation_ids_and_routes(doc: dict[str, Any]) -> None:
+    ops = operations(doc)
+    assert {k: (v["_method"], v["_path"]) for k, v in ops.items()} == {
+        "predict": ("post", "/predict"),
+        "predict_batch": ("post", "/predict/batch"),
+        "get_metrics": ("get", "/metrics"),
+        "get_model": ("get", "/model"),
+        "health": ("get", "/health"),
+        "ready": ("get", "/ready"),
+    }
+    declared_tags = {t["name"] for t in doc["tags"]}
+    for op in ops.values():
+        assert op["summary"] and op["description"]
+        assert op["tags"] and set(op["tags"]) <= declared_tags
+
+
+def test_every_request_body_has_valid_examples(doc: dict[str, Any]) -> None:
+    models = {"predict": PatientFeatures, "predict_batch": BatchRequest}
+    for op_id, model in models.items():
+        op = operations(doc)[op_id]
+        content = op["requestBody"]["content"]["application/json"]
+        assert op["requestBody"]["required"] is True
+        assert content["schema"] == {"$ref": f"#/components/schemas/{model.__name__}"}
+        assert content["examples"]
+        for example in content["examples"].values():
+            model.model_validate(example["value"])
+
+
+def test_body_errors_are_documented(doc: dict[str, Any]) -> None:
+    ops = operations(doc)
+    for op_id in ("predict", "predict_batch"):
+        responses = ops[op_id]["responses"]
+        assert {"200", "401", "413", "415", "422"} <= set(responses)
+        assert responses["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/HTTPValidationError"
+        }
+    assert "503" in ops["ready"]["responses"]
+
+
+def test_components_come_from_the_models(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    assert list(schemas["PatientFeatures"]["properties"]) == list(FEATURE_NAMES)
+    batch = batch_request_model(1000).model_json_schema(ref_template="#/components/schemas/{model}")
+    batch.pop("$defs")
+    assert schemas["BatchRequest"] == batch
+    assert schemas["BatchRequest"]["properties"]["patients"]["maxItems"] == 1000
+
+
+def test_batch_limit_is_reflected(doc: dict[str, Any]) -> None:
+    small = document(max_batch_size=10)["components"]["schemas"]["BatchRequest"]
+    assert small["properties"]["patients"]["maxItems"] == 10
+
+
+def test_metrics_documents_json_and_both_prometheus_formats(doc: dict[str, Any]) -> None:
+    op = operations(doc)["get_metrics"]
+    content = op["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/MetricsReport"}
+    assert content["text/plain"]["schema"] == {"type": "string"}
+    assert content["application/openmetrics-text"]["schema"] == {"type": "string"}
+    [param] = op["parameters"]
+    assert param["name"] == "format" and param["in"] == "query"
+
+
+def test_api_key_scheme_optional_or_required(doc: dict[str, Any]) -> None:
+    scheme = doc["components"]["securitySchemes"]["APIKeyHeader"]
+    assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    keyed = document(api_key="k" * 20)
+    for name, op in operations(doc).items():
+        keyed_op = operations(keyed)[name]
+        if name in ("health", "ready"):
+            assert "security" not in op and "security" not in keyed_op
+        else:
+            assert op["security"] == [{}, {"APIKeyHeader": []}]  # optional
+            assert keyed_op["security"] == [{"APIKeyHeader": []}]  # required

@@ -55,7 +55,11 @@ def variant_target(spec: str, port: int, artifact: Path) -> load.Target:
 
 
 def run(
-    specs: Sequence[str], settings: load.Settings, connections: int, artifact: Path
+    specs: Sequence[str],
+    settings: load.Settings,
+    connections: int,
+    artifact: Path,
+    apps: Sequence[str] = (),
 ) -> dict[str, Any]:
     plan = load.CpuPlan.for_this_machine()
     for spec in specs:
@@ -66,6 +70,16 @@ def run(
         found: list[load.Target] = []
         for spec in specs:
             found.append(variant_target(spec, servers.free_port(), artifact))
+        for app_path in apps:
+            found.append(
+                load.Target(
+                    f"app:{app_path}",
+                    app_path,
+                    load.uvicorn_argv(app_path, servers.free_port()),
+                    ready_path="/health",
+                    has_batch=False,
+                )
+            )
         ref_port = servers.free_port()
         found.append(
             load.Target(
@@ -149,7 +163,7 @@ def to_markdown(data: dict[str, Any]) -> str:
             machine.markdown(data["machine"]),
             f"- pinning: {data['cpu_plan']}",
             f"- method: {s['warmup_s']:g} s warm-up + {s['duration_s']:g} s per run, "
-            f"{s['rounds']} interleaved rounds, medians; `saved us/req` = worker CPU per "
+            f"{s['rounds']} interleaved rounds, medians; `service minus this` = worker CPU per "
             "request of the unmodified service minus this variant's",
             "",
             report.table(
@@ -160,7 +174,7 @@ def to_markdown(data: dict[str, Any]) -> str:
                     "vs reference 2",
                     "p99",
                     "CPU us/req",
-                    "saved us/req",
+                    "service minus this, us/req",
                     "spread",
                     "other load",
                     "errors",
@@ -178,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=list(DEFAULT_VARIANTS),
         help=f"variant specs (comma-joined names from: {', '.join(variants.VARIANTS)})",
+    )
+    p.add_argument(
+        "--apps",
+        nargs="*",
+        default=[],
+        metavar="MODULE:APP",
+        help="extra ASGI apps to measure beside them, e.g. bench.experiments:raw_body",
     )
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--warmup", type=float, default=2.0)
@@ -198,10 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.ensure_wrk(install=True)
     load.LOG_DIR.mkdir(parents=True, exist_ok=True)
     with load.artifact_path(args.artifact) as artifact:
-        data = run(specs, settings, args.concurrency, artifact)
+        data = run(specs, settings, args.concurrency, artifact, args.apps)
     data["machine"]["load_average_end"] = machine.load_average()
     markdown = to_markdown(data)
-    stem = f"ablation-c{args.concurrency}" + ("-quick" if args.quick else "")
+    stem = f"ablation-c{args.concurrency}" + ("-apps" if args.apps else "")
+    stem += "-quick" if args.quick else ""
     for path in report.write_results(stem, markdown, data, args.output_dir):
         load.progress(f"wrote {path}")
     print(markdown)

@@ -1,0 +1,179 @@
+"""Run the README's curl examples against a real server, exactly as written.
+
+Every ```bash block of the API section that calls curl is run by bash (with
+``localhost:8000`` pointed at the test server's port) and its output compared
+with the block that follows: JSON answers must have the README's structure
+(same keys and value types; ``"...": "..."`` in an object and ``"..."`` at the
+end of a list mark parts the README leaves out), and every line of a
+``text`` block must appear in the output with the same metric and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.settings import Settings
+from app.testing import RunningServer, running_server
+from tests._tools import require_tool
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = "<!-- api:begin", "<!-- api:end -->"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
+ELLIPSIS = "..."
+
+
+@dataclass(frozen=True)
+class Example:
+    command: str
+    expected_kind: str
+    expected: str
+    line: int
+
+
+def api_section() -> tuple[str, int]:
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN), text.index(END)
+    return text[start:end], text[:start].count("\n")
+
+
+def readme_examples() -> list[Example]:
+    section, offset = api_section()
+    blocks = [
+        (m.group(1), m.group(2), offset + section[: m.start()].count("\n") + 1)
+        for m in FENCE.finditer(section)
+    ]
+    examples = []
+    for (kind, body, line), following in zip(blocks, [*blocks[1:], None], strict=True):
+        if kind != "bash" or "curl " not in body:
+            continue
+        assert following is not None and following[0] in ("json", "text"), (
+            f"README line {line}: a curl example must be followed by its answer"
+        )
+        examples.append(Example(body, following[0], following[1], line))
+    return examples
+
+
+def readme_api_key() -> str:
+    section, _ = api_section()
+    match = re.search(r"HEART_API_KEY=(\S+) heart-api serve", section)
+    assert match, "the README shows how to start the server with an API key"
+    return match.group(1)
+
+
+def same_shape(expected: Any, actual: Any, path: str = "$") -> list[str]:
+    """Differences in structure between a README answer and a real one."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: expected an object, got {actual!r:.60}"]
+        problems = []
+        keys = [k for k in expected if k != ELLIPSIS]
+        missing = [k for k in keys if k not in actual]
+        if missing:
+            problems.append(f"{path}: missing keys {missing}")
+        extra = [k for k in actual if k not in expected]
+        if extra and ELLIPSIS not in expected:
+            problems.append(f"{path}: keys not shown in the README {extra}")
+        for k in keys:
+            if k in actual:
+                problems += same_shape(expected[k], actual[k], f"{path}.{k}")
+        return problems
+    if isinstance(expected, list):
+        if not isinstance(actual, list):
+            return [f"{path}: expected a list, got {actual!r:.60}"]
+        shown = expected[:-1] if expected and expected[-1] == ELLIPSIS else expected
+        if len(shown) == len(expected) and len(actual) != len(expected):
+            return [f"{path}: {len(actual)} items, the README shows {len(expected)}"]
+        if len(actual) < len(shown):
+            return [f"{path}: only {len(actual)} items"]
+        problems = []
+        for i, item in enumerate(shown):
+            problems += same_shape(item, actual[i], f"{path}[{i}]")
+        return problems
+    if isinstance(expected, bool) or expected is None or isinstance(actual, bool):
+        same = type(expected) is type(actual)
+        return [] if same else [f"{path}: {actual!r} where the README has {expected!r}"]
+    if isinstance(expected, int | float):
+        number = isinstance(actual, int | float) and not isinstance(actual, bool)
+        return [] if number else [f"{path}: {actual!r} is not a number"]
+    if isinstance(expected, str):
+        return [] if isinstance(actual, str) else [f"{path}: {actual!r} is not a string"]
+    return [f"{path}: unexpected README value {expected!r}"]
+
+
+def run(example: Example, server: RunningServer) -> str:
+    command = example.command.replace("localhost:8000", f"127.0.0.1:{server.port}")
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", command],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, f"README line {example.line} failed: {done.stderr}"
+    return done.stdout
+
+
+def check_answer(example: Example, output: str) -> None:
+    where = f"README line {example.line}"
+    if example.expected_kind == "json":
+        actual = json.loads(output)
+        problems = same_shape(json.loads(example.expected), actual)
+        assert not problems, f"{where}: the real answer differs: {problems}\nreal: {output}"
+        return
+    for line in example.expected.splitlines():
+        series = line.rsplit(" ", 1)[0]
+        assert any(o.startswith(series + " ") for o in output.splitlines()), (
+            f"{where}: no line for {series!r} in:\n{output}"
+        )
+
+
+@pytest.fixture(scope="module")
+def servers(
+    artifact_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[bool, RunningServer]]:
+    logs = tmp_path_factory.mktemp("readme-servers")
+    key = {"HEART_API_KEY": readme_api_key()}
+    with (
+        running_server(artifact_path, log_dir=logs) as open_server,
+        running_server(artifact_path, env=key, log_dir=logs) as keyed_server,
+    ):
+        yield {False: open_server, True: keyed_server}
+
+
+def test_readme_has_curl_examples_for_every_endpoint() -> None:
+    commands = "\n".join(e.command for e in readme_examples())
+    for path in ("/predict ", "/predict/batch", "/model", "/metrics", "/health", "/ready"):
+        assert f"localhost:8000{path}" in commands, path
+
+
+def test_readme_curl_examples(servers: dict[bool, RunningServer]) -> None:
+    """All examples, in README order: later answers (the metrics) count earlier requests."""
+    require_tool("curl")
+    for example in readme_examples():
+        needs_key = "X-API-Key" in example.command or "invalid API key" in example.expected
+        check_answer(example, run(example, servers[needs_key]))
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    section, _ = api_section()
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(HEART_[A-Z_]+)` \| ([^|]+) \|", section, re.MULTILINE)
+    }
+    defaults = Settings()
+    assert set(rows) == {Settings.env_name(name) for name in Settings.model_fields}
+    for name in Settings.model_fields:
+        value = getattr(defaults, name)
+        shown = rows[Settings.env_name(name)].strip()
+        if value is None:
+            assert shown == "unset"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            assert shown == f"`{text}`", (name, shown)

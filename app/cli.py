@@ -15,6 +15,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -113,6 +114,17 @@ def serve(settings: Settings) -> int:
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         private_dir = tempfile.mkdtemp(prefix="heart-api-metrics-")
         os.environ[MULTIPROC_ENV] = private_dir
+    if os.environ.get(MULTIPROC_ENV):
+        logger.info(
+            "metrics shared by the workers (prometheus_client multiprocess mode)",
+            extra={"metrics_dir": os.environ[MULTIPROC_ENV], "workers": settings.workers},
+        )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to
+    # the handler that was installed before it started. With Python's defaults that
+    # kills the process (status -15) and skips the clean-up below; with these no-op
+    # handlers a graceful stop ends the command normally, with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     try:
         uvicorn.run(
             "app.main:create_app",

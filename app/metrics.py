@@ -110,7 +110,7 @@ class ServiceMetrics:
         )
         # A gauge, not a counter: a sum of feature values need not be monotonic.
         self.drift_sums = Gauge(
-            f"{PREFIX}_drift_feature_sum",
+            f"{PREFIX}_drift_feature_sums",
             "Sum of each served feature's values; divided by heart_drift_rows_total it is "
             "the running mean compared with the training mean.",
             ["feature"], registry=r, multiprocess_mode="sum",
@@ -280,7 +280,7 @@ class ServiceMetrics:
             for i, name in enumerate(FEATURE_NAMES)
         ]
         return ServingMetrics(
-            uptime_seconds=max(0.0, time.time() - min(starts)) if starts else 0.0,
+            uptime_seconds=round(max(0.0, time.time() - min(starts)), 3) if starts else 0.0,
             worker_processes=int(sum(workers)),
             requests_total=requests_total,
             requests_by_route=dict(sorted(by_route.items())),
@@ -308,7 +308,7 @@ def _served_mean(families: Sequence[Metric]) -> npt.NDArray[np.float64] | None:
         return None
     sums = {
         s.labels["feature"]: s.value
-        for s in _samples(by_name, f"{PREFIX}_drift_feature_sum", "")
+        for s in _samples(by_name, f"{PREFIX}_drift_feature_sums", "")
     }
     return np.array([sums.get(name, 0.0) for name in FEATURE_NAMES]) / rows
 
@@ -343,6 +343,6 @@ def _quantile_ms(cumulative: list[tuple[float, float]], q: float) -> float | Non
                 return lower_bound * 1000.0  # beyond the last finite bucket: its bound
             width = count - lower_count
             fraction = (rank - lower_count) / width if width else 1.0
-            return (lower_bound + (bound - lower_bound) * fraction) * 1000.0
+            return round((lower_bound + (bound - lower_bound) * fraction) * 1000.0, 4)
         lower_bound, lower_count = bound, count
     return lower_bound * 1000.0

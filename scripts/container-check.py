@@ -5,13 +5,15 @@ Called by scripts/container-smoke.sh once both servers are started; standard
 library only, so it runs with any python3 >= 3.11 on the host. Checks:
 
 - both become ready and serve the same model version;
-- every curl example of README.md that targets localhost:8000 is run as
-  written (only the port is changed) against both servers: same HTTP status,
-  same JSON body (floats equal within 1e-9; /metrics bodies differ by nature
-  and only their status is compared); at least one example must predict;
+- every curl example of the README's API section is run by bash as written
+  (only localhost:8000 is pointed elsewhere) against both servers, and both
+  must answer the same JSON (floats equal within 1e-9; /metrics answers differ
+  by nature, so those examples must only succeed); at least one must predict;
 - /metrics answers JSON by default and the Prometheus text format for
   ``?format=prometheus`` and for ``Accept: text/plain``;
-- with --api-key: a prediction without the key is refused, with it accepted.
+- with --keyed (the container runs with the README's HEART_API_KEY): the
+  README's API-key examples answer as shown, and a prediction without the key
+  or with a wrong one is refused while the right key is accepted.
 
 Prints one line per check; exits 1 on the first failed check.
 """
@@ -33,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 README_HOST = "localhost:8000"
+API_BEGIN, API_END = "<!-- api:begin", "<!-- api:end -->"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 FLOAT_TOLERANCE = 1e-9
-STATUS_MARKER = "\n__HTTP_STATUS__="
 
 
 class CheckFailedError(Exception):
@@ -86,39 +89,54 @@ def wait_ready(base: str, timeout: float) -> dict[str, Any]:
     raise CheckFailedError(f"{base}/ready not 200 within {timeout:.0f}s (last: {last})")
 
 
-def curl_examples(readme: Path) -> list[str]:
-    """Shell commands in README code blocks that call curl on localhost:8000."""
-    commands: list[str] = []
-    in_block = False
-    pending = ""
-    for line in readme.read_text(encoding="utf-8").splitlines():
-        if line.lstrip().startswith("```"):
-            in_block, pending = not in_block, ""
-            continue
-        if not in_block:
-            continue
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
-            continue
-        command = (pending + line).strip()
-        pending = ""
-        if command.startswith("curl ") and README_HOST in command:
-            commands.append(command)
-    return commands
+@dataclass(frozen=True)
+class Example:
+    """A README code block that calls curl, and the answer block shown after it."""
+
+    command: str
+    expected_kind: str
+    expected: str
+
+    @property
+    def needs_key(self) -> bool:
+        return "X-API-Key" in self.command or "invalid API key" in self.expected
 
 
-def run_curl(command: str, base: str) -> tuple[int, str]:
-    """Run one README example against ``base``: HTTP status and body."""
+def readme_examples(readme: Path) -> list[Example]:
+    """The curl examples of the README's API section (as tests/test_e2e_readme.py reads them)."""
+    text = readme.read_text(encoding="utf-8")
+    if API_BEGIN in text and API_END in text:
+        text = text[text.index(API_BEGIN) : text.index(API_END)]
+    blocks = [(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+    examples = []
+    for (kind, body), following in zip(blocks, [*blocks[1:], ("", "")], strict=True):
+        if kind == "bash" and "curl " in body and README_HOST in body:
+            examples.append(Example(body, following[0], following[1]))
+    return examples
+
+
+def readme_api_key(readme: Path) -> str | None:
+    match = re.search(r"HEART_API_KEY=(\S+) heart-api serve", readme.read_text(encoding="utf-8"))
+    return match.group(1) if match else None
+
+
+def run_example(example: Example, base: str) -> str:
+    """Run the example's commands with bash, as written, against ``base``; its output."""
     host = base.split("://", 1)[1]
-    argv = shlex.split(command.replace(README_HOST, host))
-    if "|" in argv:  # a pipe into a pretty-printer: keep only the request
-        argv = argv[: argv.index("|")]
-    argv += ["--silent", "--show-error", "--write-out", STATUS_MARKER + "%{http_code}"]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    if result.returncode != 0 or STATUS_MARKER not in result.stdout:
-        raise CheckFailedError(f"curl failed ({result.returncode}): {result.stderr.strip()}")
-    body, _, status = result.stdout.rpartition(STATUS_MARKER)
-    return int(status), body
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", example.command.replace(README_HOST, host)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CheckFailedError(f"{label(example)} failed ({result.returncode}): {result.stderr}")
+    return result.stdout
+
+
+def label(example: Example) -> str:
+    return " ".join(example.command.split()[:4])[:80]
 
 
 def differences(a: Any, b: Any, path: str = "$") -> list[str]:
@@ -151,42 +169,40 @@ def probabilities(value: Any) -> list[float]:
     return []
 
 
-def check_examples(readme: Path, container: str, source: str) -> None:
-    examples = curl_examples(readme)
-    if not examples:
-        raise CheckFailedError(f"no curl example against {README_HOST} found in {readme}")
+def check_examples(examples: list[Example], container: str, source: str) -> None:
+    """Same README example, same answer from the container and from the source."""
     compared: list[float] = []
-    for command in examples:
-        label = " ".join(command.split()[:6])[:90]
-        status_c, body_c = run_curl(command, container)
-        status_s, body_s = run_curl(command, source)
-        if status_c != status_s:
-            raise CheckFailedError(f"{label}: container HTTP {status_c}, source HTTP {status_s}")
-        if "/metrics" in command:
-            print(f"ok   README example, HTTP {status_c} on both: {label}")
+    for example in examples:
+        out_c, out_s = run_example(example, container), run_example(example, source)
+        if "/metrics" in example.command:  # counters and latencies differ by nature
+            print(f"ok   README example ran on both: {label(example)}")
             continue
-        try:
-            json_c, json_s = json.loads(body_c), json.loads(body_s)
-        except ValueError:
-            if body_c != body_s:
-                raise CheckFailedError(f"{label}: bodies differ") from None
-            print(f"ok   README example, same text body: {label}")
-            continue
+        json_c, json_s = json.loads(out_c), json.loads(out_s)
         diff = differences(json_c, json_s)
         if diff:
-            raise CheckFailedError(f"{label}: container and source disagree: {'; '.join(diff[:5])}")
+            raise CheckFailedError(
+                f"{label(example)}: container and source disagree: {'; '.join(diff[:5])}"
+            )
         probs_c, probs_s = probabilities(json_c), probabilities(json_s)
         compared += [abs(x - y) for x, y in zip(probs_c, probs_s, strict=True)]
-        print(
-            f"ok   README example, HTTP {status_c}, same answer "
-            f"({len(probs_c)} probabilities): {label}"
-        )
+        print(f"ok   README example, same answer ({len(probs_c)} probabilities): {label(example)}")
     if not compared:
         raise CheckFailedError("no README example returned a probability to compare")
     print(
         f"ok   {len(examples)} README examples; {len(compared)} probabilities, "
         f"max |container - source| = {max(compared):.3g}"
     )
+
+
+def check_keyed_examples(examples: list[Example], container: str) -> None:
+    """The README's API-key examples answer with the fields the README shows."""
+    for example in examples:
+        answer = json.loads(run_example(example, container))
+        shown = json.loads(example.expected) if example.expected_kind == "json" else {}
+        missing = [k for k in shown if k != "..." and k not in answer]
+        if missing or not shown:
+            raise CheckFailedError(f"{label(example)}: answer {answer} lacks README keys {missing}")
+        print(f"ok   README API-key example answers as shown: {label(example)}")
 
 
 PROMETHEUS_SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? [-+0-9.eEInfa]+( [0-9]+)?$")
@@ -241,20 +257,40 @@ def check_api_key(base: str, api_key: str, body: bytes) -> None:
     print(f"ok   API key enforced: without {without.status}, wrong {wrong.status}, right 200")
 
 
+def example_patient(examples: list[Example]) -> bytes:
+    """The body of the README's single-patient /predict example."""
+    for example in examples:
+        argv = shlex.split(example.command)
+        if f"{README_HOST}/predict" in argv and "-d" in argv:
+            return argv[argv.index("-d") + 1].encode()
+    raise CheckFailedError("no README example posts one patient to /predict")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--container", required=True, help="base URL of the container")
     parser.add_argument("--source", help="base URL of the service run from source")
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--api-key", help="the key the container was started with")
+    parser.add_argument(
+        "--keyed",
+        action="store_true",
+        help="the container was started with the README's HEART_API_KEY: check the key",
+    )
     parser.add_argument("--expect-model-version", help="the model the container must serve")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /ready")
     args = parser.parse_args()
     try:
+        examples = readme_examples(args.readme)
+        if not examples:
+            raise CheckFailedError(f"no curl example against {README_HOST} in {args.readme}")
+        api_key = readme_api_key(args.readme) if args.keyed else None
+        if args.keyed and not api_key:
+            raise CheckFailedError("the README shows no `HEART_API_KEY=... heart-api serve`")
+        headers = {"X-API-Key": api_key} if api_key else {}
+
         start = time.monotonic()
         ready = wait_ready(args.container, args.timeout)
         print(f"ok   container ready after {time.monotonic() - start:.1f}s: {ready}")
-        headers = {"X-API-Key": args.api_key} if args.api_key else {}
         card = request(args.container + "/model", headers=headers)
         if card.status != 200:
             raise CheckFailedError(f"container /model: HTTP {card.status}")
@@ -264,33 +300,22 @@ def main() -> int:
                 f"container serves {version}, expected {args.expect_model_version}"
             )
         print(f"ok   container serves model {version}")
+
         if args.source:
             wait_ready(args.source, args.timeout)
             source_version = request(args.source + "/model").json()["model_version"]
             if source_version != version:
                 raise CheckFailedError(f"source serves {source_version}, container {version}")
-            check_examples(args.readme, args.container, args.source)
+            check_examples([e for e in examples if not e.needs_key], args.container, args.source)
             check_metrics(args.source, {}, "source")
         check_metrics(args.container, headers, "container")
-        if args.api_key:
-            example = curl_examples(args.readme)
-            body = json.dumps(_example_patient(example)).encode()
-            check_api_key(args.container, args.api_key, body)
+        if api_key:
+            check_keyed_examples([e for e in examples if e.needs_key], args.container)
+            check_api_key(args.container, api_key, example_patient(examples))
     except CheckFailedError as exc:
         print(f"FAIL {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _example_patient(examples: list[str]) -> Any:
-    """The body of the README's first single-patient example."""
-    for command in examples:
-        argv = shlex.split(command)
-        if any(a.endswith("/predict") for a in argv):
-            for flag in ("-d", "--data", "--data-raw", "--data-binary"):
-                if flag in argv:
-                    return json.loads(argv[argv.index(flag) + 1])
-    raise CheckFailedError("no README example posts one patient to /predict")
 
 
 if __name__ == "__main__":

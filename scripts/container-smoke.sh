@@ -87,7 +87,7 @@ healthcheck="$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IM
 [[ "$healthcheck" == *"/health"* ]] || die "image has no HEALTHCHECK (built with --format docker?): $healthcheck"
 
 # --- the runtime image is lean -----------------------------------------------
-podman run --rm --network host --entrypoint /opt/venv/bin/python "$IMAGE" -c '
+podman_quiet run --rm --network host --entrypoint /opt/venv/bin/python "$IMAGE" -c '
 import importlib.util, shutil, sys
 unwanted = [m for m in ("pip", "setuptools", "pytest", "hypothesis", "mypy", "ruff", "keras",
                         "tensorflow", "matplotlib", "httpx", "schemathesis")
@@ -137,24 +137,32 @@ pid1_user="$(podman top "$NAME" user | awk 'NR == 2 { print $1 }')"
 log "server runs as uid $uid (podman top: user $pid1_user)"
 
 podman_quiet healthcheck run "$NAME" >/dev/null || die "podman healthcheck run: unhealthy"
-log "HEALTHCHECK passes: $(podman inspect --format '{{.State.Health.Status}}' "$NAME" 2>/dev/null || echo healthy)"
+health="$(podman inspect --format '{{.State.Health.Status}}' "$NAME")"
+[[ "$health" == healthy ]] || die "health status after a passing check: $health"
+# ...and the same command must fail when nothing answers on its port.
+mapfile -t health_cmd < <(python3 -c 'import json, sys; test = json.loads(sys.argv[1])["Test"]; assert test[0] == "CMD"; print("\n".join(test[1:]))' "$healthcheck")
+if podman exec -e HEART_PORT="$(free_port)" "$NAME" "${health_cmd[@]}" >/dev/null 2>&1; then
+    die "the HEALTHCHECK command passes even with no server on its port"
+fi
+log "HEALTHCHECK: $health (and it fails when the server does not answer)"
 
 # --- a user's own artifact and an API key --------------------------------------
 log "training a small model to mount as a user's artifact"
 "$VENV_PYTHON" -m training --output "$WORK/custom/model.joblib" --quiet --no-plot \
     --hidden-units 4 --cv-folds 0 >/dev/null
-chmod -R a+rX "$WORK/custom"
+chmod -R a+rX "$WORK"
 custom_version="$("$VENV_PYTHON" -c 'import sys; from model.artifact import load_artifact; print(load_artifact(sys.argv[1]).model_version)' "$WORK/custom/model.joblib")"
-API_KEY="$("$VENV_PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+readme_key="$(sed -n 's/.*HEART_API_KEY=\([^ ]*\) heart-api serve.*/\1/p' README.md | head -n1)"
+[[ -n "$readme_key" ]] || die "README.md shows no 'HEART_API_KEY=... heart-api serve' example"
 PORT2="$(free_port)"
-podman_quiet run -d --name "$NAME-custom" --network host --read-only \
+podman_quiet run -d --name "$NAME-custom" --network host --read-only --cap-drop ALL \
     -v "$WORK/custom:/models:ro" -e HEART_MODEL_PATH=/models/model.joblib \
-    -e HEART_PORT="$PORT2" -e HEART_API_KEY="$API_KEY" "$IMAGE" >/dev/null
+    -e HEART_PORT="$PORT2" -e HEART_API_KEY="$readme_key" "$IMAGE" >/dev/null
 CONTAINERS+=("$NAME-custom")
 python3 scripts/container-check.py --readme README.md --container "http://127.0.0.1:$PORT2" \
-    --api-key "$API_KEY" --expect-model-version "$custom_version" \
+    --keyed --expect-model-version "$custom_version" \
     || { show_logs "$NAME-custom"; die "the mounted artifact or the API key did not work"; }
-podman rm --force --time 0 "$NAME-custom" >/dev/null
+podman rm --force --time 0 "$NAME-custom" >/dev/null 2>&1
 
 # --- graceful stop -------------------------------------------------------------
 log "podman stop -t $STOP_TIMEOUT (SIGTERM, then SIGKILL after the grace period)"
@@ -167,6 +175,9 @@ if [[ "$exit_code" != 0 ]] || awk -v s="$stop_seconds" -v t="$STOP_TIMEOUT" 'BEG
     die "stop was not graceful: exit code $exit_code after ${stop_seconds}s (grace ${STOP_TIMEOUT}s)"
 fi
 log "stopped on SIGTERM in ${stop_seconds}s with exit code 0"
+
+# Build-cache images older than a day are dead weight in .cache/containers.
+podman image prune --force --filter until=24h >/dev/null 2>&1 || true
 
 cat <<EOF
 

@@ -13,6 +13,7 @@ accept JSON integers and decimals; NaN and Infinity are refused.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
@@ -45,6 +46,19 @@ def _codes_text(feature: Feature) -> str:
     return ", ".join(f"{code} = {meaning}" for code, meaning in sorted(feature.codes.items()))
 
 
+def _enum_names(feature: Feature) -> list[str]:
+    """Identifiers for the codes, so generated clients say ``Thal.FIXED_DEFECT``, not ``VALUE_6``.
+
+    (``x-enum-varnames`` is the OpenAPI extension openapi-python-client and other
+    generators read.)
+    """
+    names = []
+    for _, meaning in sorted(feature.codes.items()):
+        name = re.sub(r"[^0-9a-zA-Z]+", "_", meaning).strip("_").upper()
+        names.append(name if name[:1].isalpha() else f"V_{name}")
+    return names
+
+
 def _member_of(feature: Feature) -> AfterValidator:
     """Membership check for codes with gaps (thal: 3, 6, 7), which ge/le cannot express.
 
@@ -70,6 +84,7 @@ def _field_annotation(feature: Feature) -> Any:
         extra: dict[str, Any] = {
             "enum": codes,
             "x-codes": {str(c): m for c, m in sorted(feature.codes.items())},
+            "x-enum-varnames": _enum_names(feature),
             "x-kind": feature.kind,
         }
         metadata: list[Any] = [
@@ -202,7 +217,6 @@ class Prediction(BaseModel):
         ge=0,
         le=1,
         description="1 when the probability reaches the threshold (disease), else 0.",
-        json_schema_extra=_enum(sorted(CLASS_LABELS)),
     )
     label: str = Field(
         description="The prediction in words.", json_schema_extra=_enum(_LABELS)

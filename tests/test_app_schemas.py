@@ -36,6 +36,9 @@ def test_each_field_documents_its_feature(feature: Feature) -> None:
         assert prop["type"] == "integer"
         assert prop["enum"] == sorted(feature.codes)
         assert prop["x-codes"] == {str(k): v for k, v in sorted(feature.codes.items())}
+        names = prop["x-enum-varnames"]
+        assert len(names) == len(set(names)) == len(feature.codes)
+        assert all(n.isidentifier() and n.isupper() for n in names)
         for meaning in feature.codes.values():
             assert meaning in prop["description"]
     else:

@@ -150,7 +150,6 @@ log "HEALTHCHECK: $health (and it fails when the server does not answer)"
 log "training a small model to mount as a user's artifact"
 "$VENV_PYTHON" -m training --output "$WORK/custom/model.joblib" --quiet --no-plot \
     --hidden-units 4 --cv-folds 0 >/dev/null
-chmod -R a+rX "$WORK"
 custom_version="$("$VENV_PYTHON" -c 'import sys; from model.artifact import load_artifact; print(load_artifact(sys.argv[1]).model_version)' "$WORK/custom/model.joblib")"
 readme_key="$(sed -n 's/.*HEART_API_KEY=\([^ ]*\) heart-api serve.*/\1/p' README.md | head -n1)"
 [[ -n "$readme_key" ]] || die "README.md shows no 'HEART_API_KEY=... heart-api serve' example"

@@ -23,11 +23,13 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from prometheus_client import disable_created_metrics
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics
@@ -152,6 +154,27 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     )
 
 
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's handler, except for bodies its JSON reader could not even decode.
+
+    FastAPI answers a body that is not UTF-8 (or nests too deeply for the
+    parser) with a bare 400; /predict/batch, parsed by Pydantic, reports the same
+    bodies as 422 ``json_invalid``. Both endpoints now give the latter.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError | RecursionError):
+        error = {
+            "type": "json_invalid",
+            "loc": ["body"],
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": f"{type(cause).__name__}: {cause}"},
+        }
+        return JSONResponse(status_code=422, content={"detail": [error]})
+    return await http_exception_handler(request, exc)
+
+
 def _multiprocess_dir() -> str | None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
@@ -190,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     # FastAPI keeps included routers as one entry; iterate the routes they expand to.
     routes = [context.route for context in iter_route_contexts(app.routes)]
     known_paths = {path for route in routes if (path := getattr(route, "path", None))}

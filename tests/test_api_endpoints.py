@@ -128,6 +128,8 @@ def test_predict_refuses_non_finite_numbers(client: TestClient, literal: str) ->
         (b"[]", ("body",), "model_attributes_type"),
         (b'"patient"', ("body",), "model_attributes_type"),
         (b"null", ("body",), "model_attributes_type"),
+        (b'{"age": "\xff"}', ("body",), "json_invalid"),  # not UTF-8
+        (b"[" * 100_000, ("body",), "json_invalid"),  # nested beyond the parser's limit
     ],
 )
 def test_predict_refuses_malformed_bodies(
@@ -218,6 +220,8 @@ def test_batch_size_limit(artifact_path: Path) -> None:
         (b'{"patients": [], "extra": 1}', [("body", "patients"), ("body", "extra")]),
         (b"[]", [("body",)]),
         (b'{"patients": [NaN]}', [("body", "patients", 0)]),
+        (b'{"patients": [{"age": "\xff"}]}', [("body",)]),
+        (b"[" * 100_000, [("body",)]),
     ],
 )
 def test_batch_refuses_malformed_bodies(

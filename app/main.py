@@ -23,20 +23,18 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from prometheus_client import disable_created_metrics
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics
 from app.middleware import ServiceMiddleware
 from app.routes import TAGS, router
 from app.runtime import Runtime
-from app.schemas import batch_request_model
+from app.schemas import PatientFeatures, batch_request_model
 from app.service import PredictionService
 from app.settings import Settings
 from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
@@ -95,21 +93,22 @@ class HeartAPI(FastAPI):
 def complete_openapi(
     schema: dict[str, Any], *, api_key_required: bool, max_batch_size: int
 ) -> None:
-    """Add the batch body's schema and the API key scheme to FastAPI's document.
+    """Add the request bodies' schemas and the API key scheme to FastAPI's document.
 
-    ``/predict/batch`` reads its body itself (for speed), so FastAPI does not
-    know its model; the schema added here is the very model that validates it.
+    The prediction endpoints read their bodies themselves (for speed), so
+    FastAPI does not know their models; the schemas added here are the very
+    models that validate them.
     """
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    batch = batch_request_model(max_batch_size).model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    for name, definition in batch.pop("$defs", {}).items():
-        if name in schemas and schemas[name] != definition:
-            raise RuntimeError(f"OpenAPI schema {name!r} differs between endpoints")
-        schemas[name] = definition
-    schemas["BatchRequest"] = batch
+    for model in (PatientFeatures, batch_request_model(max_batch_size)):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, nested in {**definition.pop("$defs", {}), model.__name__: definition}.items():
+            if name in schemas and schemas[name] != nested:
+                raise RuntimeError(f"two different OpenAPI schemas are named {name!r}")
+            schemas[name] = nested
+    if "HTTPValidationError" not in schemas:  # FastAPI adds it for /metrics' query parameter
+        raise RuntimeError("the validation error schema is missing from the document")
     components["securitySchemes"] = {
         SECURITY_SCHEME: {
             "type": "apiKey",
@@ -127,9 +126,6 @@ def complete_openapi(
             continue
         for operation in operations.values():
             operation["security"] = security
-    schemas["HTTPValidationError"].setdefault(
-        "description", "The request was refused; `detail` lists each offending field."
-    )
 
 
 def _finite(value: Any) -> Any:
@@ -152,27 +148,6 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return JSONResponse(
         status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))}
     )
-
-
-async def http_error_handler(request: Request, exc: Exception) -> Response:
-    """FastAPI's handler, except for bodies its JSON reader could not even decode.
-
-    FastAPI answers a body that is not UTF-8 (or nests too deeply for the
-    parser) with a bare 400; /predict/batch, parsed by Pydantic, reports the same
-    bodies as 422 ``json_invalid``. Both endpoints now give the latter.
-    """
-    assert isinstance(exc, StarletteHTTPException)
-    cause = exc.__cause__
-    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError | RecursionError):
-        error = {
-            "type": "json_invalid",
-            "loc": ["body"],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": {"error": f"{type(cause).__name__}: {cause}"},
-        }
-        return JSONResponse(status_code=422, content={"detail": [error]})
-    return await http_exception_handler(request, exc)
 
 
 def _multiprocess_dir() -> str | None:
@@ -213,7 +188,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     # FastAPI keeps included routers as one entry; iterate the routes they expand to.
     routes = [context.route for context in iter_route_contexts(app.routes)]
     known_paths = {path for route in routes if (path := getattr(route, "path", None))}

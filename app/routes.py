@@ -2,15 +2,16 @@
 
 Prediction handlers are ``async def`` on purpose: the work is a few
 microseconds of NumPy, far cheaper than the hop to a thread pool that FastAPI
-makes for plain ``def`` handlers. They return ready-made JSON bytes; the
-``response_model`` still documents (and the tests check) the exact shape.
+makes for plain ``def`` handlers. They validate their raw JSON body in one
+Pydantic call and return ready-made JSON bytes; ``openapi_extra`` and
+``response_model`` still document (and the tests check) the exact shapes.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import exposition, openmetrics
 
@@ -22,12 +23,11 @@ from app.schemas import (
     HealthStatus,
     MetricsReport,
     ModelCard,
-    PatientFeatures,
     Prediction,
     ReadyStatus,
     RecordedMetrics,
 )
-from app.service import InvalidBatchError, PredictionService
+from app.service import InvalidBodyError, PredictionService
 
 PROMETHEUS_TEXT: Final[str] = exposition.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_TEXT: Final[str] = openmetrics.exposition.CONTENT_TYPE_LATEST
@@ -67,56 +67,77 @@ def _service(runtime: Runtime) -> PredictionService:
     return runtime.service
 
 
+def _json_body(schema: str, examples: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that validates its raw bytes itself.
+
+    The prediction endpoints read the body and validate it in one Pydantic call
+    (see PredictionService.parse_one), so FastAPI does not see it as a parameter;
+    it is documented here, and app.main adds the schemas to the components.
+    """
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{schema}"},
+                "examples": examples,
+            }
+        },
+    }
+
+
+_VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
+    422: {
+        "description": "Validation Error: `detail` names each offending field and why.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    },
+}
+
+
+async def _body(request: Request) -> bytes:
+    body = await request.body()
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    return body
+
+
 @router.post(
     "/predict",
     operation_id="predict",
     summary="Predict heart disease for one patient",
     tags=["predictions"],
     response_model=Prediction,
-    responses=_BODY_ERRORS,
-)
-async def predict(
-    patient: Annotated[
-        PatientFeatures,
-        Body(
-            openapi_examples={
+    responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
+    openapi_extra={
+        "requestBody": _json_body(
+            "PatientFeatures",
+            {
                 _EXAMPLE_NAME: {
                     "summary": "The documented example patient of model/features.py",
                     "value": PATIENT_EXAMPLE,
                 }
-            }
-        ),
-    ],
-    request: Request,
-) -> Response:
+            },
+        )
+    },
+)
+async def predict(request: Request) -> Response:
     """Probability of heart disease for one patient and the class at the model's threshold.
 
     Every feature is required; each field's description gives its unit and
     accepted values. Invalid input is answered with 422 naming each field.
     """
     runtime = runtime_of(request)
-    body, row, positive = _service(runtime).predict_one(patient)
+    service = _service(runtime)
+    try:
+        row = service.parse_one(await _body(request))
+    except InvalidBodyError as exc:
+        raise RequestValidationError(exc.errors) from None
+    payload, positive = service.predict_one(row)
     runtime.metrics.observe_prediction(row, positive)
-    return JSONBytes(body)
-
-
-_BATCH_EXAMPLE: Final[dict[str, Any]] = {
-    "summary": "Two patients",
-    "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
-}
-
-#: The batch body is validated from raw bytes in one Pydantic call (see
-#: PredictionService.parse_batch), so FastAPI does not see it as a parameter and it
-#: is documented here; app.main adds the BatchRequest schema to the components.
-BATCH_REQUEST_BODY: Final[dict[str, Any]] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"$ref": "#/components/schemas/BatchRequest"},
-            "examples": {"two patients": _BATCH_EXAMPLE},
-        }
-    },
-}
+    return JSONBytes(payload)
 
 
 @router.post(
@@ -125,18 +146,18 @@ BATCH_REQUEST_BODY: Final[dict[str, Any]] = {
     summary="Predict heart disease for many patients at once",
     tags=["predictions"],
     response_model=BatchPrediction,
-    responses={
-        **_BODY_ERRORS,
-        422: {
-            "description": "Validation Error",
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+    responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
+    openapi_extra={
+        "requestBody": _json_body(
+            "BatchRequest",
+            {
+                "two patients": {
+                    "summary": "Two patients",
+                    "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
                 }
             },
-        },
+        )
     },
-    openapi_extra={"requestBody": BATCH_REQUEST_BODY},
 )
 async def predict_batch(request: Request) -> Response:
     """Predictions for a list of patients, in request order, computed in one NumPy call.
@@ -147,14 +168,9 @@ async def predict_batch(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     service = _service(runtime)
-    body = await request.body()
-    if not body:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-        )
     try:
-        rows = service.parse_batch(body)
-    except InvalidBatchError as exc:
+        rows = service.parse_batch(await _body(request))
+    except InvalidBodyError as exc:
         raise RequestValidationError(exc.errors) from None
     payload, positive = service.predict_rows(rows)
     runtime.metrics.observe_batch(rows, positive)

@@ -38,8 +38,8 @@ FloatArray = npt.NDArray[np.float64]
 _PROBABILITY_KEY: Final[bytes] = b'{"probability":'
 
 
-class InvalidBatchError(Exception):
-    """The batch body failed validation; ``errors`` are in FastAPI's error format."""
+class InvalidBodyError(Exception):
+    """The request body failed validation; ``errors`` are in FastAPI's error format."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__(f"{len(errors)} validation error(s)")
@@ -75,13 +75,25 @@ class PredictionService:
 
     # -- single patient -------------------------------------------------------------------
 
-    def predict_one(self, patient: PatientFeatures) -> tuple[bytes, FloatArray, int]:
-        """JSON body of the prediction, the input row (for drift) and the class."""
-        row = np.fromiter(patient.__dict__.values(), np.float64, N_FEATURES)
+    def parse_one(self, body: bytes) -> FloatArray:
+        """Validate a ``PatientFeatures`` JSON body straight from bytes into a row of 13.
+
+        ``model_validate_json`` parses and validates in one Rust pass; FastAPI's
+        own body handling (``json.loads``, then validation of the Python objects)
+        costs about 60 us more per request, a third of the whole /predict budget.
+        """
+        try:
+            patient = PatientFeatures.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidBodyError(request_errors(exc)) from None
+        return np.fromiter(patient.__dict__.values(), np.float64, N_FEATURES)
+
+    def predict_one(self, row: FloatArray) -> tuple[bytes, int]:
+        """JSON body of the prediction for one row, and its class."""
         probability = float(self.predictor.probability(row)[0])
         positive = int(probability >= self.threshold)
         body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[positive]
-        return body, row, positive
+        return body, positive
 
     # -- batch ------------------------------------------------------------------------------
 
@@ -95,7 +107,7 @@ class PredictionService:
         try:
             batch = self._batch_model.model_validate_json(body)
         except ValidationError as exc:
-            raise InvalidBatchError(request_errors(exc)) from None
+            raise InvalidBodyError(request_errors(exc)) from None
         patients = batch.patients
         values = chain.from_iterable([p.__dict__.values() for p in patients])
         matrix = np.fromiter(values, np.float64, len(patients) * N_FEATURES)
@@ -132,7 +144,7 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors of a body validated from raw JSON, as FastAPI reports body errors.
 
     Locations get the ``body`` prefix; invalid JSON gets FastAPI's ``json_invalid``
-    shape; and echoed inputs stay small (never the whole list of patients back).
+    shape; and the list of patients is not echoed back in its own errors.
     """
     errors: list[dict[str, Any]] = []
     for error in exc.errors(include_url=False):
@@ -146,8 +158,8 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
                 "input": {},
                 "ctx": {"error": error.get("ctx", {}).get("error", error["msg"])},
             }
-        elif isinstance(error.get("input"), list | dict) and len(error["loc"]) <= 1:
-            item["input"] = None
+        elif error["loc"] == ("patients",) and isinstance(error.get("input"), list):
+            item["input"] = None  # a too long or malformed list of patients
         errors.append(item)
     return errors
 

@@ -86,9 +86,9 @@ def test_batch_limit_is_configurable_and_cached() -> None:
 
 # ----- one judgement for single and batch -------------------------------------------------
 #
-# /predict is validated by FastAPI (json.loads, then Pydantic in Python mode) and
-# /predict/batch from raw bytes (Pydantic in JSON mode). Generated bodies must get
-# the same errors from both, apart from the location prefix.
+# /predict validates a PatientFeatures and /predict/batch a BatchRequest holding
+# them, both from the raw JSON bytes. Generated bodies must get the same errors
+# from both, apart from the location prefix.
 
 JSON_VALUES = st.one_of(
     st.integers(-10, 1000),

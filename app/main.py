@@ -182,6 +182,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION.strip(),
         openapi_tags=TAGS,
         lifespan=_lifespan,
+        # The service has its own metrics and logs; FastAPI's OpenTelemetry hooks
+        # look up the global providers on every request even when none is set up.
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     app.api_key_required = settings.api_key is not None
     app.max_batch_size = settings.max_batch_size

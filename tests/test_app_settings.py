@@ -31,6 +31,7 @@ def test_every_field_reads_its_variable() -> None:
         "HEART_MAX_BODY_BYTES": "4096",
         "HEART_MAX_BATCH_SIZE": "10",
         "HEART_SHUTDOWN_TIMEOUT": "5",
+        "HEART_OPENTELEMETRY": "true",
     }
     assert set(env) == {Settings.env_name(name) for name in Settings.model_fields}
     s = Settings.from_env(env)
@@ -40,6 +41,7 @@ def test_every_field_reads_its_variable() -> None:
         "0.0.0.0", 9000, 3, "warning", False,
     )
     assert (s.max_body_bytes, s.max_batch_size, s.shutdown_timeout) == (4096, 10, 5)
+    assert s.opentelemetry is True
     # to_env reproduces the settings in a worker process
     assert Settings.from_env(s.to_env()) == s
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import shlex
@@ -24,7 +25,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +50,7 @@ from training.compare_report import (
 from training.data import DataError, file_sha256, load_dataset, split
 from training.evaluate import classification_metrics, cross_validate, summarise
 from training.keras_model import KerasStatus, keras_status
-from training.pipeline import TrainingConfig
+from training.pipeline import TrainingConfig, library_versions
 from training.report import write_json_atomic
 
 FloatArray = npt.NDArray[np.float64]
@@ -125,6 +125,7 @@ class ModelRun:
             "status": self.status,
             "message": self.message,
             "note": self.spec.note,
+            "badge": self.spec.badge,
             "settings": self.spec.settings,
             "seed_dependent": self.spec.seed_dependent,
             "seeds": self.seeds,
@@ -311,13 +312,8 @@ def _linear_equivalent(
     return out
 
 
-def library_versions(keras: KerasStatus) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("numpy", "scipy", "scikit-learn", "heart-risk"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
+def versions_with_keras(keras: KerasStatus) -> dict[str, str]:
+    versions = library_versions()
     versions.update(keras.versions)
     if keras.available:
         versions["keras_backend"] = keras.backend
@@ -388,7 +384,7 @@ def run_comparison(options: CompareOptions, *, command: str = "") -> dict[str, A
             "spread": "mean, population std (ddof=0), min and max over seeds",
             "reference_model": LOGREG_KEY,
         },
-        "versions": library_versions(keras),
+        "versions": versions_with_keras(keras),
         "machine": {"platform": platform.platform(), "cpu_count": _cpu_count()},
         "keras": {
             "available": keras.available,
@@ -450,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail when Keras is not installed (CI: the Keras path must really run)",
     )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="run nothing: re-render the table (and --readme) from an earlier comparison.json",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return p
 
@@ -492,12 +495,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     command = shlex.join(["python", "-m", "training.compare", *argv])
     try:
-        result = run_comparison(options, command=command)
-    except (DataError, ValueError) as exc:
+        if args.from_json is not None:
+            result = json.loads(args.from_json.read_text(encoding="utf-8"))
+        else:
+            result = run_comparison(options, command=command)
+    except (DataError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(render_terminal(result))
-    if not args.no_write:
+    if args.no_write:
+        pass
+    elif args.from_json is not None:
+        markdown = args.from_json.with_suffix(".md")
+        write_text_atomic(markdown, render_markdown(result))
+        print(f"wrote {markdown}")
+    else:
         out: Path = args.output_dir
         write_json_atomic(result, out / "comparison.json")
         write_text_atomic(out / "comparison.md", render_markdown(result))

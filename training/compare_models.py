@@ -184,6 +184,7 @@ class ModelSpec:
     seed_dependent: bool = True
     needs_keras: bool = False
     note: str = ""
+    badge: str = ""  # a few words shown in the table's model cell itself
 
 
 LOGREG_KEY: Final[str] = "logistic_regression"
@@ -304,6 +305,7 @@ def model_specs(tuned_mlp: dict[str, Any], default_config: TrainingConfig) -> li
             {**keras_settings, "hidden_activation": None},
             needs_keras=True,
             note=KERAS_LINEAR_NOTE,
+            badge="= logistic regression in disguise",
         ),
         ModelSpec(
             "keras_relu",

@@ -47,14 +47,15 @@ def _timing(seconds: float, unit: float, ratio: float | None) -> str:
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for m in result["models"]:
+        label = m["label"] + (f" **{m['badge']}**" if m.get("badge") else "")
         if m["status"] != "ok":
-            rows.append([m["label"], *[DASH] * (len(HEADERS) - 1)])
+            rows.append([label, _status_text(m), *[DASH] * (len(HEADERS) - 2)])
             continue
         cv, test, timing = m["cross_validation"], m["test"], m["timing"]
         seeds = str(len(m["seeds"])) if m["seed_dependent"] else "1 (deterministic)"
         rows.append(
             [
-                m["label"],
+                label,
                 seeds,
                 _pct(m["train"]["accuracy"]),
                 _pct(test["accuracy"], with_range=m["seed_dependent"]),
@@ -74,16 +75,18 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _status_text(m: dict[str, Any]) -> str:
+    message: str = m["message"]
+    return message if message.startswith(m["status"]) else f"{m['status']}: {message}"
+
+
 def notes(result: dict[str, Any]) -> list[str]:
     """One line per model that has something to say: its note, its status, its warnings."""
     out = []
     for m in result["models"]:
         parts = []
         if m["status"] != "ok":
-            message = m["message"]
-            parts.append(
-                message if message.startswith(m["status"]) else f"{m['status']}: {message}"
-            )
+            parts.append(_status_text(m))
         if m["note"]:
             parts.append(m["note"])
         linear = m.get("linear_equivalent")
@@ -127,13 +130,16 @@ def facts(result: dict[str, Any]) -> list[str]:
         "disease costs 5, a false alarm 1, averaged over patients.",
     ]
     if seed_models:
-        widest = max(
-            seed_models, key=lambda m: m["test"]["accuracy"]["max"] - m["test"]["accuracy"]["min"]
-        )
-        width = 100 * (widest["test"]["accuracy"]["max"] - widest["test"]["accuracy"]["min"])
+        stds = [100 * m["test"]["accuracy"]["std"] for m in seed_models]
+        ranges = [
+            100 * (m["test"]["accuracy"]["max"] - m["test"]["accuracy"]["min"]) for m in seed_models
+        ]
         lines.append(
-            f"Largest seed-to-seed range of test accuracy: {width:.1f} points "
-            f"({_patients(round(width / point))}), {widest['label']}."
+            f"Over the seeds, the test accuracy of one model has a std of {min(stds):.1f} to "
+            f"{max(stds):.1f} points and a min-max range of {min(ranges):.1f} to "
+            f"{max(ranges):.1f} points ({_patients(round(min(ranges) / point))} to "
+            f"{_patients(round(max(ranges) / point))}), depending on the model: a single run "
+            "on this split says little."
         )
     tuning = result["tuning"]["mlp_classifier"]
     scores = tuning["best_scores"]
@@ -191,7 +197,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def render_terminal(result: dict[str, Any]) -> str:
-    rows = [list(HEADERS), *table_rows(result)]
+    rows = [list(HEADERS), *([c.replace("**", "") for c in r] for r in table_rows(result))]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -66,3 +66,26 @@ tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default
 
 clean:  ## remove the virtualenv, caches and trained artifacts
 	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+
+# The comparison with scikit-learn and Keras (README "Comparison with scikit-learn and Keras").
+# Keras lives in its own virtualenv: the service's .venv never installs it.
+KERAS_VENV ?= .venv-keras
+KBIN := $(KERAS_VENV)/bin
+COMPARE_CI_OUT ?= build/compare-ci
+.PHONY: compare compare-ci
+
+$(KBIN)/python:
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KBIN)/python -m pip install --quiet --upgrade pip
+
+$(KERAS_VENV)/.stamp-keras: pyproject.toml | $(KBIN)/python
+	$(KBIN)/python -m pip install --quiet -e '.[dev,keras]'
+	touch $@
+
+compare: $(KERAS_VENV)/.stamp-keras  ## full comparison incl. Keras; rewrites results/ and the README table
+	$(KBIN)/python -m training.compare --require-keras --readme README.md
+
+compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI runs it (fails on any error)
+	HEART_REQUIRE_KERAS=1 $(KBIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_compare.py tests/test_compare_keras.py tests/test_compare_isolation.py
+	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)

@@ -106,7 +106,7 @@ log "runtime image is lean: no pip, test or training-only packages, no compilers
 podman create --name "$NAME-cp" "$IMAGE" >/dev/null
 CONTAINERS+=("$NAME-cp")
 podman cp "$NAME-cp:/opt/heart/model.joblib" "$WORK/model.joblib"
-podman rm "$NAME-cp" >/dev/null
+podman_quiet rm "$NAME-cp" >/dev/null
 
 SOURCE_PORT="$(free_port)"
 log "starting the service from source on port $SOURCE_PORT"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -528,3 +530,49 @@ def test_prometheus_exposition_follows_conventions(artifact_path: Path) -> None:
     assert 'heart_predictions_total{predicted_class=' in text
     assert 'heart_feature_drift{feature="age"}' in text
     assert "_created" not in text
+
+
+# ----- internals that must hold -----------------------------------------------------------
+
+
+def test_serving_never_imports_scikit_learn(artifact_path: Path) -> None:
+    """The request path is NumPy only: loading, predicting and batching import no sklearn."""
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from app import Settings, create_app
+from app.schemas import PATIENT_EXAMPLE
+with TestClient(create_app(Settings(model_path={str(artifact_path)!r}))) as c:
+    assert c.post("/predict", json=PATIENT_EXAMPLE).status_code == 200
+    assert c.post("/predict/batch", json={{"patients": [PATIENT_EXAMPLE]}}).status_code == 200
+    assert c.get("/model").status_code == 200 and c.get("/metrics").status_code == 200
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "scipy", "training")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unexpected_exception_is_a_json_500_with_request_id(
+    artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(Settings(model_path=artifact_path))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        capsys.readouterr()
+        response = c.get("/boom", headers={"x-request-id": "boom-1"})
+        assert response.status_code == 500
+        assert response.json() == {"detail": "Internal server error."}
+        assert response.headers["x-request-id"] == "boom-1"
+        report = MetricsReport.model_validate_json(c.get("/metrics").content)
+    assert report.serving.errors_by_kind == {"internal": 1}
+    access = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+              if '"heart.access"' in line]
+    first = access[0]
+    assert (first["request_id"], first["status"], first["level"]) == ("boom-1", 500, "error")

@@ -9,6 +9,7 @@ Pydantic call and return ready-made JSON bytes; ``openapi_extra`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -27,7 +28,7 @@ from app.schemas import (
     ReadyStatus,
     RecordedMetrics,
 )
-from app.service import InvalidBodyError, PredictionService
+from app.service import FloatArray, InvalidBodyError, PredictionService
 
 PROMETHEUS_TEXT: Final[str] = exposition.CONTENT_TYPE_PLAIN_0_0_4
 OPENMETRICS_TEXT: Final[str] = openmetrics.exposition.CONTENT_TYPE_LATEST
@@ -56,7 +57,6 @@ _BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
     415: {"model": ErrorMessage, "description": "Body not sent as application/json."},
 }
-_EXAMPLE_NAME: Final[str] = "example patient"
 
 router = APIRouter()
 
@@ -65,24 +65,6 @@ def _service(runtime: Runtime) -> PredictionService:
     if runtime.service is None:
         raise HTTPException(503, detail="The model is not loaded; see /ready.")
     return runtime.service
-
-
-def _json_body(schema: str, examples: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that validates its raw bytes itself.
-
-    The prediction endpoints read the body and validate it in one Pydantic call
-    (see PredictionService.parse_one), so FastAPI does not see it as a parameter;
-    it is documented here, and app.main adds the schemas to the components.
-    """
-    return {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": f"#/components/schemas/{schema}"},
-                "examples": examples,
-            }
-        },
-    }
 
 
 _VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
@@ -95,32 +77,60 @@ _VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-async def _body(request: Request) -> bytes:
+def _prediction_route(
+    path: str, *, operation_id: str, summary: str, response_model: type[Any],
+    body_schema: str, example_name: str, example: dict[str, Any],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``router.post`` for an endpoint that validates its raw JSON body itself.
+
+    The prediction endpoints read the body and validate it in one Pydantic call
+    (see PredictionService.parse_one), so FastAPI does not see it as a parameter:
+    the request body is documented here (app.main adds the schemas to the
+    components), with the errors every body can get.
+    """
+    request_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{body_schema}"},
+                "examples": {example_name: example},
+            }
+        },
+    }
+    return router.post(
+        path,
+        operation_id=operation_id,
+        summary=summary,
+        tags=["predictions"],
+        response_model=response_model,
+        responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
+        openapi_extra={"requestBody": request_body},
+    )
+
+
+async def _parsed(request: Request, parse: Callable[[bytes], FloatArray]) -> FloatArray:
+    """The validated body as a feature matrix, or FastAPI's 422 naming each field."""
     body = await request.body()
     if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    return body
+    try:
+        return parse(body)
+    except InvalidBodyError as exc:
+        raise RequestValidationError(exc.errors) from None
 
 
-@router.post(
+@_prediction_route(
     "/predict",
     operation_id="predict",
     summary="Predict heart disease for one patient",
-    tags=["predictions"],
     response_model=Prediction,
-    responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
-    openapi_extra={
-        "requestBody": _json_body(
-            "PatientFeatures",
-            {
-                _EXAMPLE_NAME: {
-                    "summary": "The documented example patient of model/features.py",
-                    "value": PATIENT_EXAMPLE,
-                }
-            },
-        )
+    body_schema="PatientFeatures",
+    example_name="example patient",
+    example={
+        "summary": "The documented example patient of model/features.py",
+        "value": PATIENT_EXAMPLE,
     },
 )
 async def predict(request: Request) -> Response:
@@ -131,32 +141,22 @@ async def predict(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     service = _service(runtime)
-    try:
-        row = service.parse_one(await _body(request))
-    except InvalidBodyError as exc:
-        raise RequestValidationError(exc.errors) from None
+    row = await _parsed(request, service.parse_one)
     payload, positive = service.predict_one(row)
     runtime.metrics.observe_prediction(row, positive)
     return JSONBytes(payload)
 
 
-@router.post(
+@_prediction_route(
     "/predict/batch",
     operation_id="predict_batch",
     summary="Predict heart disease for many patients at once",
-    tags=["predictions"],
     response_model=BatchPrediction,
-    responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
-    openapi_extra={
-        "requestBody": _json_body(
-            "BatchRequest",
-            {
-                "two patients": {
-                    "summary": "Two patients",
-                    "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
-                }
-            },
-        )
+    body_schema="BatchRequest",
+    example_name="two patients",
+    example={
+        "summary": "Two patients",
+        "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
     },
 )
 async def predict_batch(request: Request) -> Response:
@@ -168,10 +168,7 @@ async def predict_batch(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     service = _service(runtime)
-    try:
-        rows = service.parse_batch(await _body(request))
-    except InvalidBodyError as exc:
-        raise RequestValidationError(exc.errors) from None
+    rows = await _parsed(request, service.parse_batch)
     payload, positive = service.predict_rows(rows)
     runtime.metrics.observe_batch(rows, positive)
     return JSONBytes(payload)

@@ -369,7 +369,7 @@ def test_dockerignore_is_an_allow_list_covering_every_copied_path() -> None:
 
 
 def test_container_scripts_pass_shellcheck() -> None:
-    shellcheck = require_tool("shellcheck")
+    shellcheck = venv_tool("shellcheck")
     scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))
     ours = [s for s in scripts if "container" in s or "base-image" in s]
     assert len(ours) >= 3
@@ -384,7 +384,7 @@ def test_container_scripts_pass_shellcheck() -> None:
 
 
 def test_shellcheck_flags_a_careless_script(tmp_path: Path) -> None:
-    shellcheck = require_tool("shellcheck")
+    shellcheck = venv_tool("shellcheck")
     careless = tmp_path / "careless.sh"
     careless.write_text("#!/usr/bin/env bash\ndir=$1\nrm -rf $dir/cache\n")
     result = subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from itertools import chain
 from typing import Any, Final
 
@@ -218,8 +217,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def rows_of(values: Iterable[dict[str, float]]) -> FloatArray:
-    """Feature dicts as a matrix in model column order (tests and tools)."""
-    return np.array([[float(v[name]) for name in FEATURE_NAMES] for v in values])

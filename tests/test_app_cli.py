@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,18 @@ def test_openapi_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out
     assert printed == out.read_text()
     assert json.loads(printed) == cli.openapi_document()
+
+
+def test_asgi_module_builds_the_app_from_the_environment(artifact_path: Path) -> None:
+    """``uvicorn app.asgi:app`` works: importing the module builds a configured app."""
+    code = (
+        "import app.asgi, json; a = app.asgi.app; "
+        "print(json.dumps([a.title, a.state.runtime.settings.max_batch_size]))"
+    )
+    env = {**os.environ, "HEART_MODEL_PATH": str(artifact_path), "HEART_MAX_BATCH_SIZE": "7"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["Heart disease risk API", 7]

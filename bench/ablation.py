@@ -96,7 +96,7 @@ def run(
             for target in found:
                 port = int(target.argv[target.argv.index("--port") + 1])
                 started[target.key] = load.start_target(
-                    target, port, plan.server, load.LOG_DIR, None
+                    target, port, plan.server, load.LOG_DIR, None, settings.nice
                 )
                 single = load.Target(target.key, target.label, (), has_batch=False)
                 load.preflight(started[target.key], single, bodies, 1)
@@ -205,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--nice", type=int, default=0, help="nice value of servers and wrk")
     p.add_argument("--artifact", type=Path, default=None)
     p.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
     args = p.parse_args(argv)
@@ -212,9 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "none" not in specs:
         specs.insert(0, "none")
     settings = (
-        load.Settings(warmup_s=0.5, duration_s=1.0, rounds=1)
+        load.Settings(warmup_s=0.5, duration_s=1.0, rounds=1, nice=args.nice)
         if args.quick
-        else load.Settings(warmup_s=args.warmup, duration_s=args.duration, rounds=args.rounds)
+        else load.Settings(
+            warmup_s=args.warmup, duration_s=args.duration, rounds=args.rounds, nice=args.nice
+        )
     )
     load.ensure_wrk(install=True)
     load.LOG_DIR.mkdir(parents=True, exist_ok=True)

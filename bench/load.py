@@ -94,6 +94,8 @@ class Settings:
     memory_concurrency: int = 32
     scale_workers: tuple[int, ...] = (1, 2)
     scale_concurrency: int = 64
+    #: nice value for servers and wrk (negative: ahead of other jobs; needs root).
+    nice: int = 0
     quick: bool = False
 
     @classmethod
@@ -242,7 +244,12 @@ def targets(ports: dict[str, int], artifact: Path, container: str | None) -> lis
 
 
 def start_target(
-    target: Target, port: int, cpus: tuple[int, ...] | None, log_dir: Path, image: str | None
+    target: Target,
+    port: int,
+    cpus: tuple[int, ...] | None,
+    log_dir: Path,
+    image: str | None,
+    nice: int = 0,
 ) -> servers.Server:
     if target.container:
         assert image is not None
@@ -253,9 +260,10 @@ def start_target(
         return servers.start(
             target.key, argv, port=port, log_dir=log_dir, ready_path=target.ready_path
         )
+    command = ("nice", "-n", str(nice), *target.argv) if nice else target.argv
     return servers.start(
         target.key,
-        target.argv,
+        command,
         port=port,
         log_dir=log_dir,
         cpus=cpus,
@@ -332,6 +340,7 @@ def measure(
             connections=scenario.connections,
             duration_s=settings.warmup_s,
             cpus=plan.client,
+            nice=settings.nice,
         ).requests
     server.check_alive()
     pids = server_pids(server, target)
@@ -344,6 +353,7 @@ def measure(
         connections=scenario.connections,
         duration_s=settings.duration_s,
         cpus=plan.client,
+        nice=settings.nice,
     )
     cpu_used = cpu_seconds(pids) - cpu_before
     machine_after = machine.cpu_busy_seconds()
@@ -380,6 +390,12 @@ def summarize_runs(runs: list[dict[str, Any]], batch_size: int, endpoint: str) -
         "server_cpu_us_per_request": summarize(
             r["server_cpu_us_per_request"] for r in runs
         ).as_dict(),
+        # What one core doing nothing else would sustain: 1 / CPU time per request.
+        # Meaningful where the worker is the bottleneck (c=32, batch), and far less
+        # sensitive to other jobs on the machine than wall-clock throughput.
+        "rows_per_busy_core_s": summarize(
+            ratio(1e6 * rows_per_request, r["server_cpu_us_per_request"]) for r in runs
+        ).as_dict(),
         "other_load_cores": summarize(r["other_load_cores"] for r in runs).as_dict(),
         "errors": sum(sum(r["errors"].values()) for r in runs),
         "runs": runs,
@@ -408,7 +424,7 @@ def comparison(
     try:
         for target in found:
             started[target.key] = start_target(
-                target, ports[target.key], plan.server, LOG_DIR, image
+                target, ports[target.key], plan.server, LOG_DIR, image, settings.nice
             )
             preflight(started[target.key], target, bodies, settings.batch_size)
         plan_list = scenarios_for(found, settings)
@@ -449,7 +465,7 @@ def memory(
     """Phase 2: RSS of a fresh worker at request-count checkpoints."""
     port = servers.free_port()
     target = targets({"asgi": 0, "fastapi": 0, "service": port}, artifact, None)[2]
-    server = start_target(target, port, plan.server, LOG_DIR, None)
+    server = start_target(target, port, plan.server, LOG_DIR, None, settings.nice)
     try:
         preflight(server, target, bodies, settings.batch_size)
         sent = 1 + (1 if target.has_batch else 0)
@@ -468,9 +484,10 @@ def memory(
                     server.url("/predict"),
                     bodies["predict"],
                     connections=connections,
-                    duration_s=min(600.0, 1.0 + 1.3 * missing / rate),
+                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate),
                     cpus=plan.client,
                     stop_after=missing,
+                    nice=settings.nice,
                 )
                 if result.error_count:
                     raise servers.ServerError(f"memory run had errors: {result.errors}")
@@ -511,7 +528,7 @@ def scale(artifact: Path, bodies: dict[str, Path], settings: Settings) -> dict[s
                 env=service_env(artifact),
                 ready_path="/ready",
             )
-            started[workers] = start_target(target, port, None, LOG_DIR, None)
+            started[workers] = start_target(target, port, None, LOG_DIR, None, settings.nice)
             preflight(started[workers], target, bodies, settings.batch_size)
         unpinned = CpuPlan(server=None, client=None)
         for round_no in range(settings.rounds):
@@ -617,6 +634,7 @@ def comparison_table(results: dict[str, Any], found: list[Target]) -> str:
                 report.milliseconds(r["p50_us"]["median"]),
                 report.milliseconds(r["p99_us"]["median"]),
                 report.number(r["server_cpu_us_per_request"]["median"]),
+                report.number(r["rows_per_busy_core_s"]["median"]),
                 f"{r['requests_per_s']['spread'] * 100:.0f}%",
                 f"{r['other_load_cores']['median']:.2f}",
                 str(r["errors"]),
@@ -633,6 +651,7 @@ def comparison_table(results: dict[str, Any], found: list[Target]) -> str:
             "p50",
             "p99",
             "server CPU us/req",
+            "rows/s per busy core",
             "req/s spread",
             "other load",
             "errors",
@@ -646,33 +665,48 @@ def verdict(ok: bool) -> str:
 
 
 def targets_table(results: dict[str, Any], mem: dict[str, Any] | None) -> tuple[str, list[str]]:
-    """The issue's targets with the measured value; also the list of missed ones."""
+    """The issue's targets with the measured value; also the list of missed ones.
+
+    The verdict uses wall-clock figures, as the issue defines the targets. The
+    "per busy core" column gives the same comparison from CPU time per request,
+    which other jobs on a shared machine distort far less; on a quiet machine
+    the two agree wherever the worker is the bottleneck.
+    """
+    core = "rows_per_busy_core_s"
     c32 = ratio(
         med(results, "service/predict/c32", "requests_per_s"),
         med(results, "fastapi/predict/c32", "requests_per_s"),
     )
+    c32_core = ratio(
+        med(results, "service/predict/c32", core), med(results, "fastapi/predict/c32", core)
+    )
     c1_p99 = ratio(
         med(results, "service/predict/c1", "p99_us"), med(results, "fastapi/predict/c1", "p99_us")
     )
-    rows_s = med(results, f"service/batch/c{_batch_c(results)}", "rows_per_s")
+    batch_key = f"service/batch/c{_batch_c(results)}"
+    rows_s = med(results, batch_key, "rows_per_s")
+    rows_core = med(results, batch_key, core)
     lines = [
         (
             "/predict c=32 req/s vs reference 2 (FastAPI)",
             f">= {TARGET_C32_VS_FASTAPI}x",
             report.times(c32),
             c32 >= TARGET_C32_VS_FASTAPI,
+            f"{report.times(c32_core)} ({verdict(c32_core >= TARGET_C32_VS_FASTAPI)})",
         ),
         (
             "/predict c=1 p99 vs reference 2 (FastAPI)",
             f"<= {TARGET_C1_P99_VS_FASTAPI}x",
             report.times(c1_p99),
             c1_p99 <= TARGET_C1_P99_VS_FASTAPI,
+            "",
         ),
         (
             "/predict/batch (1000 patients) rows/s, one worker",
             f">= {report.number(TARGET_BATCH_ROWS_PER_S)}",
             report.number(rows_s),
             rows_s >= TARGET_BATCH_ROWS_PER_S,
+            f"{report.number(rows_core)} ({verdict(rows_core >= TARGET_BATCH_ROWS_PER_S)})",
         ),
     ]
     if mem is not None:
@@ -683,12 +717,13 @@ def targets_table(results: dict[str, Any], mem: dict[str, Any] | None) -> tuple[
                 f"<= {TARGET_MEMORY_GROWTH}x",
                 f"{mem['growth']:.3f}x",
                 mem["growth"] <= TARGET_MEMORY_GROWTH,
+                "",
             )
         )
-    missed = [name for name, _, _, ok in lines if not ok]
+    missed = [name for name, _, _, ok, _ in lines if not ok]
     table = report.table(
-        ["target (issue 6)", "wanted", "measured", "verdict"],
-        [[name, want, got, verdict(ok)] for name, want, got, ok in lines],
+        ["target (issue 6)", "wanted", "measured", "verdict", "per busy core (CPU time)"],
+        [[name, want, got, verdict(ok), core_cell] for name, want, got, ok, core_cell in lines],
     )
     return table, missed
 
@@ -833,14 +868,16 @@ def to_markdown(data: dict[str, Any], found: list[Target]) -> tuple[str, list[st
     sc = data.get("scale")
     if sc is not None:
         per_core = med(data["comparison"], "service/predict/c32", "requests_per_s")
+        per_busy_core = med(data["comparison"], "service/predict/c32", "rows_per_busy_core_s")
         parts += [
             f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)",
             "",
             scale_table(sc),
             "",
             f"Per core: one pinned worker with wrk on the other core served "
-            f"{report.number(per_core)} req/s at c=32 in the comparison above; that is the "
-            "figure to plan with per core that runs nothing but the worker. Here the load "
+            f"{report.number(per_core)} req/s at c=32 in the comparison above, and its CPU "
+            f"time per request means {report.number(per_busy_core)} req/s for a core that "
+            "does nothing else; that is the figure to plan with per core. Here the load "
             "generator competes with the workers for the same two cores, so two workers "
             "cannot double the throughput of one. The Prometheus column compares the "
             'service\'s own `heart_http_requests_total{route="/predict"}` (several scrapes, '
@@ -927,6 +964,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also measure this container image (needs podman and the image)",
     )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run servers and wrk with this nice value (e.g. -10, as root) so other jobs "
+        "on a shared machine disturb the measurement less",
+    )
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
@@ -942,6 +986,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                 **base.__dict__,
                 "batch_size": args.batch_size,
                 "batch_concurrency": args.batch_concurrency,
+                "nice": args.nice,
             }
         )
     return Settings(
@@ -950,6 +995,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rounds=args.rounds,
         batch_size=args.batch_size,
         batch_concurrency=args.batch_concurrency,
+        nice=args.nice,
     )
 
 

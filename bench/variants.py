@@ -14,7 +14,7 @@ Variants (comma-separated, or ``none``):
 - ``no-metrics``: per-request and per-prediction Prometheus updates become no-ops
 - ``no-middleware``: the whole ``ServiceMiddleware`` (request id, checks, metrics, log)
 - ``no-telemetry``: FastAPI's per-request check for OpenTelemetry providers skipped
-- ``no-model``: ``predict_one`` returns a constant instead of running the network
+- ``no-model``: ``predict_one`` returns a constant reply instead of running the network
 - ``fast-predict``: ``Predictor.probability`` with a scalar path for a single row
 """
 
@@ -103,14 +103,13 @@ def patch_classes(names: Sequence[str]) -> None:
     if "no-model" in names:
         from app.service import PredictionService
 
-        row = np.zeros(13)
         body = (
             b'{"probability":0.5,"prediction":1,"label":"presence of heart disease",'
             b'"threshold":0.5,"model_version":"constant"}'
         )
 
-        def predict_one(self: Any, patient: Any) -> tuple[bytes, Any, int]:
-            return body, row, 1
+        def predict_one(self: Any, row: Any) -> tuple[bytes, int]:
+            return body, 1
 
         PredictionService.predict_one = predict_one  # type: ignore[method-assign]
     if "fast-predict" in names:

@@ -133,8 +133,9 @@ def build_command(
     cpus: Sequence[int] | None = None,
     stop_after: int | None = None,
     timeout_s: float = 10.0,
+    nice: int = 0,
 ) -> list[str]:
-    """The wrk command line (optionally pinned to ``cpus`` with taskset)."""
+    """The wrk command line (optionally pinned to ``cpus`` with taskset, and reniced)."""
     if connections < threads:
         threads = connections  # wrk refuses fewer connections than threads
     argv = [
@@ -152,6 +153,8 @@ def build_command(
     ]
     if stop_after:
         argv.append(str(stop_after))
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
     if cpus:
         argv = ["taskset", "-c", ",".join(str(c) for c in cpus), *argv]
     return argv
@@ -166,6 +169,7 @@ def run(
     threads: int = 1,
     cpus: Sequence[int] | None = None,
     stop_after: int | None = None,
+    nice: int = 0,
 ) -> WrkResult:
     """Run wrk once and return its parsed result; raises :class:`WrkError` on failure."""
     if wrk_path() is None:
@@ -178,6 +182,7 @@ def run(
         threads=threads,
         cpus=cpus,
         stop_after=stop_after,
+        nice=nice,
     )
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=duration_s + 60, check=False

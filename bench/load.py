@@ -253,13 +253,38 @@ def start_target(
 ) -> servers.Server:
     if target.container:
         assert image is not None
-        argv = [*target.argv, "-p", f"127.0.0.1:{port}:8000"]
-        if cpus:
-            argv.append(f"--cpuset-cpus={','.join(map(str, cpus))}")
-        argv.append(image)
-        return servers.start(
-            target.key, argv, port=port, log_dir=log_dir, ready_path=target.ready_path
-        )
+        # Host networking, as the project's podman setup and Kubernetes probes use it:
+        # no port-forwarding proxy in the path. taskset's affinity is inherited by
+        # conmon and the container's processes.
+        argv = [
+            *target.argv,
+            "--network",
+            "host",
+            "-e",
+            f"HEART_PORT={port}",
+            "-e",
+            "HEART_HOST=127.0.0.1",
+            image,
+        ]
+        if nice:
+            argv = ["nice", "-n", str(nice), *argv]
+        remove = ["podman", "rm", "--force", "--time", "0", target.container]
+        try:
+            server = servers.start(
+                target.key,
+                argv,
+                port=port,
+                log_dir=log_dir,
+                cpus=cpus,
+                env=podman_environment(),
+                ready_path=target.ready_path,
+                ready_timeout_s=120.0,
+            )
+        except servers.ServerError:
+            subprocess.run(remove, capture_output=True, check=False, env=podman_environment())
+            raise
+        server.cleanup = remove
+        return server
     command = ("nice", "-n", str(nice), *target.argv) if nice else target.argv
     return servers.start(
         target.key,
@@ -281,6 +306,7 @@ def server_pids(server: servers.Server, target: Target) -> list[int]:
             capture_output=True,
             text=True,
             check=False,
+            env=podman_environment(),
         )
         pid = int(proc.stdout.strip() or 0)
         return servers.worker_pids(pid) if pid > 0 else []
@@ -935,10 +961,32 @@ def artifact_path(given: Path | None) -> Iterator[Path]:
         yield path
 
 
+def podman_environment() -> dict[str, str]:
+    """Our environment, with the project's private podman configuration when it exists.
+
+    scripts/container-lib.sh keeps podman's storage and settings under
+    .cache/containers (the image built by the container scripts lives there).
+    """
+    env = dict(os.environ)
+    conf_dir = REPO_ROOT / ".cache" / "containers"
+    for variable, name in (
+        ("CONTAINERS_STORAGE_CONF", "storage.conf"),
+        ("CONTAINERS_CONF", "containers.conf"),
+    ):
+        if variable not in env and (conf_dir / name).is_file():
+            env[variable] = str(conf_dir / name)
+    return env
+
+
 def container_available(image: str) -> bool:
     if shutil.which("podman") is None:
         return False
-    proc = subprocess.run(["podman", "image", "exists", image], capture_output=True, check=False)
+    proc = subprocess.run(
+        ["podman", "image", "exists", image],
+        capture_output=True,
+        check=False,
+        env=podman_environment(),
+    )
     return proc.returncode == 0
 
 

@@ -93,6 +93,9 @@ class Server:
     log_path: Path
     argv: list[str]
     _log: IO[bytes] | None = field(default=None, repr=False)
+    #: Run after the process exits, e.g. to remove a container whatever happened.
+    cleanup: list[str] | None = None
+    env: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -133,6 +136,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=timeout_s)
+        if self.cleanup:
+            subprocess.run(self.cleanup, capture_output=True, check=False, timeout=60, env=self.env)
+            self.cleanup = None
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -164,7 +170,9 @@ def start(
         env=dict(os.environ if env is None else env),
         cwd=cwd,
     )
-    server = Server(name, port, process, log_path, command, log)
+    server = Server(
+        name, port, process, log_path, command, log, env=None if env is None else dict(env)
+    )
     deadline = time.monotonic() + ready_timeout_s
     while True:
         try:

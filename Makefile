@@ -89,3 +89,7 @@ compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI 
 	HEART_REQUIRE_KERAS=1 $(KBIN)/python -m pytest -q -p no:cacheprovider \
 		tests/test_compare.py tests/test_compare_keras.py tests/test_compare_isolation.py
 	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)
+
+.PHONY: container-smoke
+container-smoke: $(VENV)/.stamp-dev  ## build the image with podman, run it beside the source service and compare (root)
+	VENV_PYTHON=$(abspath $(BIN))/python bash scripts/container-smoke.sh

@@ -65,7 +65,9 @@ debian_mirror() {
 # events/logs (no journald) and ulimits no higher than the shell's hard limits
 # (root here cannot raise nofile/nproc, so podman's defaults would fail).
 setup_podman_env() {
-    local storage="$HEART_CONTAINER_DIR/storage" run="$HEART_CONTAINER_DIR/run"
+    # One store per driver: podman refuses a store made by another driver.
+    local storage="$HEART_CONTAINER_DIR/storage-$HEART_STORAGE_DRIVER"
+    local run="$HEART_CONTAINER_DIR/run-$HEART_STORAGE_DRIVER"
     mkdir -p "$storage" "$run" "$HEART_CONTAINER_DIR/tmp"
     # podman itself lowers its RLIMIT_NPROC to 32768 at start-up (seen with
     # strace), so a container cannot be given more than that either.

@@ -13,6 +13,7 @@
 # within the grace period. Every container and server is removed on exit.
 #
 # Environment: IMAGE (default heart-api:test), STOP_TIMEOUT (default 20),
+# VENV_PYTHON (the interpreter of the source service, default .venv/bin/python),
 # NO_CACHE=1 (rebuild every layer, to time a full build), HEART_STORAGE_DRIVER
 # (overlay|vfs), HEART_CONTAINER_DIR (cache and storage).
 set -euo pipefail
@@ -24,7 +25,7 @@ cd "$REPO_ROOT"
 IMAGE="${IMAGE:-heart-api:test}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
 NO_CACHE="${NO_CACHE:-0}"
-VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
+VENV_PYTHON="${VENV_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 NAME="heart-smoke-$$"
 WORK="$(mktemp -d)"
 SOURCE_PID=""

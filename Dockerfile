@@ -30,7 +30,7 @@ COPY pyproject.toml ./
 RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt
 
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY model/ model/
 COPY training/ training/
 COPY app/ app/
@@ -71,6 +71,8 @@ RUN groupadd --gid 10001 heart \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/heart/model.joblib /opt/heart/model.joblib
+# The model is derived from UCI Statlog (Heart), CC BY 4.0: keep its attribution.
+COPY --from=build /src/data/README.md /opt/heart/DATA.md
 
 # Same variables as the service reads outside a container; override any with -e.
 # Mount your own artifact and point HEART_MODEL_PATH at it to serve another model.

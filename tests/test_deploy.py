@@ -357,9 +357,10 @@ def test_dockerignore_is_an_allow_list_covering_every_copied_path() -> None:
     assert lines[0] == "*", "start by ignoring everything, then allow what the build reads"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = [
-        args.split()[0].rstrip("/")
+        source.rstrip("/")
         for instr, args in dockerfile_instructions()
         if instr == "COPY" and not args.startswith("--from")
+        for source in args.split()[:-1]
     ]
     assert copied and set(copied) <= allowed
     assert not {".venv", "tests", "artifacts", ".git"} & allowed

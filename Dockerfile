@@ -1,13 +1,15 @@
 # Heart-disease risk prediction API.
 #
 #   docker build -t heart-api .
-#   docker run --rm -p 8000:8000 -e HEART_API_KEY=change-me heart-api
+#   docker run --rm -p 8000:8000 -e HEART_API_KEY="$(openssl rand -hex 32)" heart-api
+#   docker run --rm heart-api check      # validate configuration and model, then exit
 #
 # Two stages: "build" installs the package into a virtualenv and trains the
 # default model, so the image always carries an artifact made by the code it
-# serves; "runtime" gets only that virtualenv and the artifact (no compilers,
-# no pip, no tests, no training data). Any Debian-like image with python3 >= 3.11
-# and its venv module works as BASE_IMAGE; CI builds with a local Debian one.
+# serves; "runtime" gets only that virtualenv (without pip, scikit-learn or
+# SciPy) and the artifact: no compilers, tests or training data. Any Debian-like
+# image with python3 >= 3.11 and its venv module works as BASE_IMAGE; CI builds
+# with a local Debian one.
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build

@@ -163,6 +163,12 @@ def test_autoscaler_and_disruption_budget_target_the_deployment() -> None:
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
 
 
+def test_deployment_runs_this_version_of_the_image() -> None:
+    name, _, tag = api_container()["image"].rpartition(":")
+    assert name.rsplit("/", 1)[-1] == "heart-api"
+    assert tag == pyproject()["project"]["version"], "bump the image tag with the version"
+
+
 def test_probes_use_liveness_and_readiness_endpoints() -> None:
     container = api_container()
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"

@@ -16,14 +16,19 @@ Variants (comma-separated, or ``none``):
 - ``no-telemetry``: FastAPI's per-request check for OpenTelemetry providers skipped
 - ``no-model``: ``predict_one`` returns a constant reply instead of running the network
 - ``fast-predict``: ``Predictor.probability`` with a scalar path for a single row
+- ``coalesced-log``: access lines collected and written once per event-loop turn
+  (one ``write`` syscall for all the requests answered in that turn)
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, Final
 
 import numpy as np
@@ -36,6 +41,7 @@ VARIANTS: Final[tuple[str, ...]] = (
     "no-telemetry",
     "no-model",
     "fast-predict",
+    "coalesced-log",
 )
 
 
@@ -75,6 +81,41 @@ def fast_probability(
     return probability
 
 
+def coalesce_writes(write_line: Callable[[str], object]) -> Callable[[str], None]:
+    """Collect lines and hand them to ``write_line`` joined, once per event-loop turn.
+
+    Under load one turn answers many requests, so one syscall carries many
+    lines; at concurrency 1 every turn has one line, so nothing waits. Chunks
+    stay under PIPE_BUF (4096 bytes) so lines of several workers sharing a pipe
+    never interleave.
+    """
+    pending: list[str] = []
+
+    def flush() -> None:
+        chunk: list[str] = []
+        chunk_size = 0
+        for line in pending:
+            if chunk and chunk_size + len(line) > 4096:
+                write_line("".join(chunk))
+                chunk, chunk_size = [], 0
+            chunk.append(line)
+            chunk_size += len(line)
+        if chunk:
+            write_line("".join(chunk))
+        pending.clear()
+
+    def write(line: str) -> None:
+        if not pending:
+            try:
+                asyncio.get_running_loop().call_soon(flush)
+            except RuntimeError:  # no event loop: write at once
+                write_line(line)
+                return
+        pending.append(line)
+
+    return write
+
+
 def apply(app: Any, names: Sequence[str]) -> Any:
     """Switch off ``names`` in a freshly built service app (before it serves)."""
     runtime = app.state.runtime
@@ -90,6 +131,12 @@ def apply(app: Any, names: Sequence[str]) -> Any:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not ServiceMiddleware]
         if len(app.user_middleware) == before:
             raise SystemExit("ServiceMiddleware not found: update bench/variants.py")
+    if "coalesced-log" in names:
+        # app.logs writes access lines with sys.stderr.write: give that module (only)
+        # a stderr whose write coalesces.
+        logs = importlib.import_module("app.logs")
+        stderr = SimpleNamespace(write=coalesce_writes(sys.stderr.write))
+        setattr(logs, "sys", SimpleNamespace(stderr=stderr))  # noqa: B010 (module global)
     if "no-telemetry" in names:
         telemetry = getattr(app, "_native_telemetry", None)
         if telemetry is None:

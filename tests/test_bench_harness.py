@@ -441,3 +441,28 @@ def test_prometheus_predict_count_sums_every_label_set() -> None:
         {"scrapes": [1203.0, 1203.0], "wrk_completed": 1200, "consistent": True}
     )
     assert cell == "1,203 vs 1,200 completed: consistent"
+
+
+def test_coalesced_writes_join_lines_of_one_loop_turn_in_pipe_sized_chunks() -> None:
+    import asyncio
+
+    from bench import variants
+
+    written: list[str] = []
+    write = variants.coalesce_writes(written.append)
+    write("outside a loop\n")
+    assert written == ["outside a loop\n"]
+    written.clear()
+
+    async def burst() -> None:
+        for i in range(3):
+            write(f"line {i}\n")
+        assert written == []  # nothing yet: flushed when this turn of the loop ends
+        await asyncio.sleep(0)
+        write("x" * 3000 + "\n")
+        write("y" * 3000 + "\n")
+        await asyncio.sleep(0)
+
+    asyncio.run(burst())
+    assert written[0] == "line 0\nline 1\nline 2\n"
+    assert written[1:] == ["x" * 3000 + "\n", "y" * 3000 + "\n"]  # 6 KB: two chunks

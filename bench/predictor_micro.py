@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from bench import machine, report
 from bench.stats import Summary, ratio, summarize
+from bench.variants import fast_probability
 from model.artifact import load_artifact, save_artifact
 from model.predictor import Predictor
 from training.data import load_dataset
@@ -95,6 +96,15 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     sk = timed(partial(_sklearn_probability, pipeline, [row_list]))
     ours = timed(partial(predictor.probability, row_list))
     cases.append(_case("1 row (Python list)", 1, sk, ours))
+    # Not the shipped code: the single-row path suggested in bench/PROFILE.md, timed here
+    # against the same pipeline figure so the suggestion's gain is measured, not guessed.
+    candidate = fast_probability(Predictor.probability)
+    row = rows(1)[0]
+    if abs(float(candidate(predictor, row)[0]) - float(predictor.probability(row)[0])) > 1e-12:
+        raise SystemExit("the single-row candidate disagrees with the predictor")
+    sk = timed(partial(_sklearn_probability, pipeline, row.reshape(1, -1)))
+    ours = timed(partial(candidate, predictor, row))
+    cases.append(_case("1 row, candidate single-row path (not shipped)", 1, sk, ours))
     return {
         "benchmark": "predictor_micro",
         "machine": machine.describe(),

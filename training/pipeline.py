@@ -133,8 +133,11 @@ def train(config: TrainingConfig) -> TrainingResult:
     b1, b2 = network.intercepts_
     weights = {"W1": w1.copy(), "b1": b1.copy(), "W2": w2.copy(), "b2": b2.copy()}
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in weights.values()))
-    hyper = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    hyper = asdict(config)
     hyper.pop("verbose")
+    # The file name only: the artifact is served (GET /model) and must not leak the
+    # training machine's directory layout; data_sha256 identifies the data exactly.
+    hyper["data_path"] = Path(config.data_path).name
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_version": f"mlp-{config.hidden_units}h-{digest.hexdigest()[:12]}",

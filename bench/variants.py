@@ -61,22 +61,31 @@ def _noop(*args: Any, **kwargs: Any) -> None:
 def fast_probability(
     original: Callable[[Any, npt.ArrayLike], npt.NDArray[np.float64]],
 ) -> Callable[[Any, npt.ArrayLike], npt.NDArray[np.float64]]:
-    """``Predictor.probability`` with a single-row path that leaves NumPy after the dot products.
+    """``Predictor.probability`` with a single-row path: one ``np.dot``, then plain Python.
 
-    For one row every NumPy call costs ~0.5-1 us of dispatch whatever the size,
-    and the original spends five of them on a 1-element array (bias, scale,
-    tanh, shift, scale); plain ``math`` does those in ~0.1 us.
+    For one row every NumPy call costs ~0.5-1 us of dispatch (more with cold
+    caches, as between requests) whatever the size, and the shipped code makes
+    about nine of them. Here the first layer is one ``np.dot`` (13 x 8), and
+    the 8 hidden units, the output unit and the sigmoid are a short Python loop
+    and ``math.tanh``: the same arithmetic, in a different summation order for
+    the output unit (differences of the order of 1e-16).
     """
+    cache: dict[int, tuple[list[float], list[float]]] = {}
 
     def probability(self: Any, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        x = np.asarray(rows, dtype=np.float64)
-        if x.ndim == 1 and x.shape[0] == self.w1.shape[0]:
-            hidden = np.dot(x, self.w1)
-            hidden += self.b1
-            np.maximum(hidden, 0.0, out=hidden)
-            z = float(np.dot(hidden, self.w2)) + self.b2
+        if isinstance(rows, np.ndarray) and rows.shape == (self.w1.shape[0],):
+            key = id(self)
+            lists = cache.get(key)
+            if lists is None:
+                lists = cache[key] = (self.b1.tolist(), self.w2.tolist())
+            b1, w2 = lists
+            z = self.b2
+            for h, b, w in zip(np.dot(rows, self.w1).tolist(), b1, w2, strict=True):
+                a = h + b
+                if a > 0.0:
+                    z += a * w
             return np.array([0.5 + 0.5 * math.tanh(0.5 * z)])
-        return original(self, x)
+        return original(self, rows)
 
     return probability
 

@@ -116,9 +116,7 @@ class AccessLog:
                 self._paths[path] = quoted
         return quoted
 
-    def write(
-        self, method: str, path: str, status: int, seconds: float, request_id: str
-    ) -> None:
+    def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
         if not self.enabled or not self._logger.isEnabledFor(logging.INFO):
             return
         level = "info" if status < 500 else "error"

@@ -41,8 +41,24 @@ PREFIX: Final[str] = "heart"
 #: Latency buckets in seconds: a prediction takes well under a millisecond, so the
 #: default buckets (starting at 5 ms) would put every request in the first one.
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075,
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 _METHODS: Final[frozenset[str]] = frozenset(
@@ -89,43 +105,62 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_http_requests", "HTTP requests answered.",
-            ["method", "route", "status"], registry=r,
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.duration = Histogram(
             f"{PREFIX}_http_request_duration_seconds",
             "Time from receiving a request to sending the last byte of its response.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.errors = Counter(
-            f"{PREFIX}_http_errors", "Requests answered with an error status, by kind.",
-            ["kind"], registry=r,
+            f"{PREFIX}_http_errors",
+            "Requests answered with an error status, by kind.",
+            ["kind"],
+            registry=r,
         )
         self.predictions = Counter(
-            f"{PREFIX}_predictions", "Patients scored, by predicted class (0 or 1).",
-            ["predicted_class"], registry=r,
+            f"{PREFIX}_predictions",
+            "Patients scored, by predicted class (0 or 1).",
+            ["predicted_class"],
+            registry=r,
         )
         self.drift_rows = Counter(
-            f"{PREFIX}_drift_rows", "Patients included in the drift feature sums.", registry=r,
+            f"{PREFIX}_drift_rows",
+            "Patients included in the drift feature sums.",
+            registry=r,
         )
         # A gauge, not a counter: a sum of feature values need not be monotonic.
         self.drift_sums = Gauge(
             f"{PREFIX}_drift_feature_sums",
             "Sum of each served feature's values; divided by heart_drift_rows_total it is "
             "the running mean compared with the training mean.",
-            ["feature"], registry=r, multiprocess_mode="sum",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="sum",
         )
         self.start_time = Gauge(
-            f"{PREFIX}_start_time_seconds", "Unix time at which the service started.",
-            registry=r, multiprocess_mode="min",
+            f"{PREFIX}_start_time_seconds",
+            "Unix time at which the service started.",
+            registry=r,
+            multiprocess_mode="min",
         )
         self.live_workers = Gauge(
-            f"{PREFIX}_worker_processes", "Worker processes currently serving.",
-            registry=r, multiprocess_mode="livesum",
+            f"{PREFIX}_worker_processes",
+            "Worker processes currently serving.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "The loaded model (value is always 1).",
-            ["model_version"], registry=r, multiprocess_mode="max",
+            f"{PREFIX}_model_info",
+            "The loaded model (value is always 1).",
+            ["model_version"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]
@@ -224,12 +259,14 @@ class ServiceMetrics:
     def _drift_families(self, families: Sequence[Metric]) -> list[Metric]:
         served_mean = _served_mean(families)
         mean = GaugeMetricFamily(
-            f"{PREFIX}_feature_training_mean", "Mean of each feature in the training data.",
+            f"{PREFIX}_feature_training_mean",
+            "Mean of each feature in the training data.",
             labels=["feature"],
         )
         std = GaugeMetricFamily(
             f"{PREFIX}_feature_training_stddev",
-            "Standard deviation of each feature in the training data.", labels=["feature"],
+            "Standard deviation of each feature in the training data.",
+            labels=["feature"],
         )
         drift = GaugeMetricFamily(
             f"{PREFIX}_feature_drift",
@@ -307,8 +344,7 @@ def _served_mean(families: Sequence[Metric]) -> npt.NDArray[np.float64] | None:
     if not rows:
         return None
     sums = {
-        s.labels["feature"]: s.value
-        for s in _samples(by_name, f"{PREFIX}_drift_feature_sums", "")
+        s.labels["feature"]: s.value for s in _samples(by_name, f"{PREFIX}_drift_feature_sums", "")
     }
     return np.array([sums.get(name, 0.0) for name in FEATURE_NAMES]) / rows
 

@@ -78,8 +78,14 @@ _VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
 
 
 def _prediction_route(
-    path: str, *, operation_id: str, summary: str, response_model: type[Any],
-    body_schema: str, example_name: str, example: dict[str, Any],
+    path: str,
+    *,
+    operation_id: str,
+    summary: str,
+    response_model: type[Any],
+    body_schema: str,
+    example_name: str,
+    example: dict[str, Any],
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``router.post`` for an endpoint that validates its raw JSON body itself.
 

@@ -69,9 +69,7 @@ def _member_of(feature: Feature) -> AfterValidator:
 
     def check(value: int) -> int:
         if value not in allowed:
-            raise PydanticCustomError(
-                "enum", "Input should be {expected}", {"expected": expected}
-            )
+            raise PydanticCustomError("enum", "Input should be {expected}", {"expected": expected})
         return value
 
     return AfterValidator(check)
@@ -108,9 +106,7 @@ def _field_annotation(feature: Feature) -> Any:
             ge=feature.minimum,
             le=feature.maximum,
             allow_inf_nan=False,
-            description=(
-                f"{feature.description}{unit} Accepted: {feature.describe_domain()}."
-            ),
+            description=(f"{feature.description}{unit} Accepted: {feature.describe_domain()}."),
             examples=[feature.example],
             json_schema_extra=(
                 {"x-unit": feature.unit, "x-kind": feature.kind}
@@ -218,9 +214,7 @@ class Prediction(BaseModel):
         le=1,
         description="1 when the probability reaches the threshold (disease), else 0.",
     )
-    label: str = Field(
-        description="The prediction in words.", json_schema_extra=_enum(_LABELS)
-    )
+    label: str = Field(description="The prediction in words.", json_schema_extra=_enum(_LABELS))
     threshold: float = Field(
         ge=0.0, le=1.0, description="Decision threshold chosen at training time."
     )
@@ -285,8 +279,8 @@ class EvaluationMetrics(BaseModel):
     threshold: float | None = Field(default=None, description="Threshold these used.")
     n: int | None = Field(default=None, description="Number of patients evaluated.")
     confusion_matrix: list[list[int]] | None = Field(
-        default=None, description="[[true negatives, false positives], [false negatives, "
-        "true positives]]."
+        default=None,
+        description="[[true negatives, false positives], [false negatives, true positives]].",
     )
 
 
@@ -342,9 +336,7 @@ def feature_cards() -> list[FeatureCard]:
             kind=f.kind,
             minimum=f.minimum,
             maximum=f.maximum,
-            allowed_values=(
-                {str(c): m for c, m in sorted(f.codes.items())} if f.codes else None
-            ),
+            allowed_values=({str(c): m for c, m in sorted(f.codes.items())} if f.codes else None),
             example=f.example,
         )
         for f in FEATURES

@@ -57,7 +57,8 @@ class PredictionService:
         # Everything after the probability, per class: constant for this model.
         self._tails: tuple[bytes, bytes] = tuple(  # type: ignore[assignment]
             (
-                "," + json.dumps(
+                ","
+                + json.dumps(
                     {
                         "prediction": cls,
                         "label": CLASS_LABELS[cls],

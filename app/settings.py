@@ -73,9 +73,7 @@ class Settings(BaseModel):
         return ENV_PREFIX + field.upper()
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: object
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from ``HEART_*`` variables; ``overrides`` (e.g. CLI flags) win.
 
         Raises :class:`SettingsError` with one line per invalid variable.

@@ -74,8 +74,7 @@ def wait_until_healthy(server: RunningServer, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
-                f"server exited with {server.process.returncode} before answering:\n"
-                + server.log()
+                f"server exited with {server.process.returncode} before answering:\n" + server.log()
             )
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
@@ -101,8 +100,17 @@ def running_server(
     directory = Path(log_dir or tempfile.mkdtemp(prefix="heart-api-test-"))
     log_path = directory / f"server-{port}.log"
     command = [
-        sys.executable, "-m", "app", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args,
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        *args,
     ]
     environment = clean_environment({"HEART_MODEL_PATH": str(artifact), **(env or {})})
     with log_path.open("wb") as log:

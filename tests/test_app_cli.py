@@ -106,7 +106,11 @@ def test_asgi_module_builds_the_app_from_the_environment(artifact_path: Path) ->
     )
     env = {**os.environ, "HEART_MODEL_PATH": str(artifact_path), "HEART_MAX_BATCH_SIZE": "7"}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -38,7 +38,11 @@ def test_every_field_reads_its_variable() -> None:
     assert s.model_path == Path("/models/m.joblib")
     assert s.api_key is not None and s.api_key.get_secret_value() == "k" * 20
     assert (s.host, s.port, s.workers, s.log_level, s.access_log) == (
-        "0.0.0.0", 9000, 3, "warning", False,
+        "0.0.0.0",
+        9000,
+        3,
+        "warning",
+        False,
     )
     assert (s.max_body_bytes, s.max_batch_size, s.shutdown_timeout) == (4096, 10, 5)
     assert s.opentelemetry is True

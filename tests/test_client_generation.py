@@ -35,9 +35,22 @@ def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert generator.exists(), "openapi-python-client is part of the dev extra"
     env = {**os.environ, "PATH": f"{generator.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run(
-        [str(generator), "generate", "--path", str(REPO_ROOT / "openapi.json"),
-         "--output-path", str(out / PACKAGE), "--meta", "none"],
-        cwd=out, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(generator),
+            "generate",
+            "--path",
+            str(REPO_ROOT / "openapi.json"),
+            "--output-path",
+            str(out / PACKAGE),
+            "--meta",
+            "none",
+        ],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -50,8 +63,12 @@ def generated(client_dir: Path) -> Iterator[dict[str, ModuleType]]:
     sys.path.insert(0, str(client_dir))
     try:
         names = [
-            "", ".models", ".api.predictions.predict", ".api.predictions.predict_batch",
-            ".api.monitoring.get_metrics", ".api.model.get_model",
+            "",
+            ".models",
+            ".api.predictions.predict",
+            ".api.predictions.predict_batch",
+            ".api.monitoring.get_metrics",
+            ".api.model.get_model",
         ]
         yield {name: importlib.import_module(PACKAGE + name) for name in names}
     finally:
@@ -135,8 +152,12 @@ def test_readme_client_example_runs(client_dir: Path, servers: tuple[RunningServ
     assert match, "the README shows how to use the generated client"
     code = match.group(1).replace("http://localhost:8000", server.url)
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=client_dir, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-c", code],
+        cwd=client_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -114,7 +114,10 @@ def run(example: Example, server: RunningServer) -> str:
     command = example.command.replace("localhost:8000", f"127.0.0.1:{server.port}")
     done = subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", command],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, f"README line {example.line} failed: {done.stderr}"
     return done.stdout

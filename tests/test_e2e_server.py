@@ -51,8 +51,13 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def start_and_wait(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command, cwd=REPO_ROOT, env=clean_environment(env), capture_output=True, text=True,
-        timeout=60, check=False,
+        command,
+        cwd=REPO_ROOT,
+        env=clean_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -82,8 +87,15 @@ def test_cli_refuses_to_start_without_a_usable_model(
 def test_plain_uvicorn_also_refuses_to_serve_without_a_model(tmp_path: Path) -> None:
     missing = tmp_path / "missing.joblib"
     done = start_and_wait(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--port",
+            str(free_port()),
+        ],
         {"HEART_MODEL_PATH": str(missing)},
     )
     assert done.returncode == 3  # uvicorn's status for a failed start-up
@@ -109,8 +121,10 @@ def test_invalid_configuration_is_one_line(artifact_path: Path) -> None:
 def test_logs_are_json_lines_without_bodies(artifact_path: Path, tmp_path: Path) -> None:
     marker = 231.5
     with running_server(artifact_path, log_dir=tmp_path) as server:
-        _, request_id = post(server.url + "/predict",
-                             json.dumps({**PATIENT_EXAMPLE, "serum_cholesterol": marker}).encode())
+        _, request_id = post(
+            server.url + "/predict",
+            json.dumps({**PATIENT_EXAMPLE, "serum_cholesterol": marker}).encode(),
+        )
         with pytest.raises(urllib.error.HTTPError):
             post(server.url + "/predict", b'{"age": "secret-value"}')
         assert server.stop() == 0

@@ -28,10 +28,30 @@ def schemathesis(url: str, workdir: Path, *extra: str) -> subprocess.CompletedPr
     cli = Path(sys.executable).with_name("schemathesis")
     assert cli.exists(), "schemathesis is part of the dev extra"
     return subprocess.run(
-        [str(cli), "run", f"{url}/openapi.json", "--checks", "all",
-         "--max-examples", MAX_EXAMPLES, "--seed", "20240101", "--workers", "2",
-         "--generation-database", "none", "--request-timeout", "10", "--no-color", *extra],
-        cwd=workdir, capture_output=True, text=True, timeout=600, check=False,
+        [
+            str(cli),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            "20240101",
+            "--workers",
+            "2",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "10",
+            "--no-color",
+            *extra,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 

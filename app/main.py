@@ -44,6 +44,8 @@ logger = logging.getLogger(APP_LOGGER)
 
 OPEN_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
 SECURITY_SCHEME: Final[str] = "APIKeyHeader"
+#: The same key as a bearer token, for clients that cannot set custom headers (Prometheus).
+BEARER_SCHEME: Final[str] = "BearerAPIKey"
 #: How often each worker publishes its drift sums to the shared metrics.
 FLUSH_INTERVAL_SECONDS: Final[float] = 1.0
 
@@ -56,7 +58,7 @@ Every feature is required; each one's description gives its unit and accepted
 values, and invalid input is refused with 422 naming the field.
 
 When the server sets `HEART_API_KEY`, every endpoint except `/health` and
-`/ready` requires it in the `X-API-Key` header.
+`/ready` requires it in the `X-API-Key` header (or as `Authorization: Bearer <key>`).
 
 {markdown_table()}
 """
@@ -115,10 +117,15 @@ def complete_openapi(
             "in": "header",
             "name": "X-API-Key",
             "description": "Required when the server sets HEART_API_KEY.",
-        }
+        },
+        BEARER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The same key as `Authorization: Bearer <key>` (for Prometheus).",
+        },
     }
-    # Required when configured; otherwise optional (the empty requirement).
-    security: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
+    # Either scheme when configured; otherwise optional (the empty requirement).
+    security: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}, {BEARER_SCHEME: []}]
     if not api_key_required:
         security.insert(0, {})
     for path, operations in schema.get("paths", {}).items():

@@ -86,6 +86,10 @@ class ServiceMiddleware:
                 request_id = value
             elif name == b"x-api-key":
                 api_key = value
+            elif name == b"authorization" and api_key is None and value[:7].lower() == b"bearer ":
+                # Prometheus (and most HTTP tooling) can send a bearer token but not a custom
+                # header, so the same key is also accepted as `Authorization: Bearer <key>`.
+                api_key = value[7:].strip()
             elif name == b"transfer-encoding":
                 chunked = True
         if request_id is None or _CLIENT_REQUEST_ID.fullmatch(request_id) is None:
@@ -154,7 +158,10 @@ class ServiceMiddleware:
             and path not in self.open_paths
             and (api_key is None or not hmac.compare_digest(api_key, self.api_key))
         ):
-            return 401, "Missing or invalid API key: send the key in the X-API-Key header."
+            return 401, (
+                "Missing or invalid API key: send the key in the X-API-Key header "
+                "(or as Authorization: Bearer <key>)."
+            )
         if content_length is not None:
             try:
                 length = int(content_length)

@@ -250,11 +250,19 @@ def check_api_key(base: str, api_key: str, body: bytes) -> None:
     right = request(
         base + "/predict", method="POST", body=body, headers={**json_type, "X-API-Key": api_key}
     )
-    if without.status not in (401, 403) or wrong.status not in (401, 403) or right.status != 200:
+    # What the shipped Prometheus scrape job sends (deploy/prometheus.yml).
+    scrape = request(
+        base + "/metrics?format=prometheus", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    statuses = (without.status, wrong.status, right.status, scrape.status)
+    if statuses[0] not in (401, 403) or statuses[1] not in (401, 403) or statuses[2:] != (200, 200):
         raise CheckFailedError(
-            f"API key: without {without.status}, wrong {wrong.status}, right {right.status}"
+            "API key: without {}, wrong {}, right {}, bearer scrape {}".format(*statuses)
         )
-    print(f"ok   API key enforced: without {without.status}, wrong {wrong.status}, right 200")
+    print(
+        f"ok   API key enforced: without {without.status}, wrong {wrong.status}, right 200, "
+        "Prometheus bearer scrape 200"
+    )
 
 
 def example_patient(examples: list[Example]) -> bytes:

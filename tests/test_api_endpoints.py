@@ -185,7 +185,10 @@ def test_batch_keeps_order_and_matches_single_predictions(client: TestClient) ->
         # One row and many rows take different BLAS paths: equal to the last bits or so.
         assert b.probability == pytest.approx(s.probability, rel=1e-12)
         assert (b.prediction, b.label, b.threshold, b.model_version) == (
-            s.prediction, s.label, s.threshold, s.model_version,
+            s.prediction,
+            s.label,
+            s.threshold,
+            s.model_version,
         )
 
 
@@ -229,9 +232,7 @@ def test_batch_size_limit(artifact_path: Path) -> None:
 def test_batch_refuses_malformed_bodies(
     client: TestClient, content: bytes, locs: list[tuple[Any, ...]]
 ) -> None:
-    response = client.post(
-        "/predict/batch", content=content, headers=JSON
-    )
+    response = client.post("/predict/batch", content=content, headers=JSON)
     assert response.status_code == 422
     assert error_locs(response) == locs
 
@@ -239,9 +240,7 @@ def test_batch_refuses_malformed_bodies(
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_batch_refuses_non_finite_numbers(client: TestClient, literal: str) -> None:
     body = json.dumps({"patients": [PATIENT_EXAMPLE]}).replace('"age": 54', f'"age": {literal}')
-    response = client.post(
-        "/predict/batch", content=body, headers=JSON
-    )
+    response = client.post("/predict/batch", content=body, headers=JSON)
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "patients", 0, "age"]
@@ -255,9 +254,7 @@ def test_batch_refuses_non_finite_numbers(client: TestClient, literal: str) -> N
 def test_oversized_body_is_413_before_reading_it(artifact_path: Path) -> None:
     with make_client(artifact_path, max_body_bytes=2048) as c:
         body = json.dumps({"patients": [PATIENT_EXAMPLE] * 20})
-        response = c.post(
-            "/predict/batch", content=body, headers=JSON
-        )
+        response = c.post("/predict/batch", content=body, headers=JSON)
         assert response.status_code == 413
         assert "2048" in response.json()["detail"]
         assert response.headers["x-request-id"]
@@ -288,20 +285,40 @@ def keyed_client(artifact_path: Path) -> Iterator[TestClient]:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/predict"), ("POST", "/predict/batch"), ("GET", "/metrics"), ("GET", "/model"),
-     ("GET", "/docs"), ("GET", "/openapi.json")],
+    [
+        ("POST", "/predict"),
+        ("POST", "/predict/batch"),
+        ("GET", "/metrics"),
+        ("GET", "/model"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+    ],
 )
 def test_api_key_guards_everything_but_probes(
     keyed_client: TestClient, method: str, path: str
 ) -> None:
     body = {"patients": [PATIENT_EXAMPLE]} if path.endswith("batch") else PATIENT_EXAMPLE
     kwargs: dict[str, Any] = {"json": body} if method == "POST" else {}
-    for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": API_KEY + "x"}):
+    refused: list[dict[str, str]] = [
+        {},
+        {"x-api-key": "wrong"},
+        {"x-api-key": API_KEY + "x"},
+        {"authorization": f"Bearer {API_KEY}x"},
+        {"authorization": f"Basic {API_KEY}"},
+        # X-API-Key wins over a bearer token: a wrong header is not rescued by the other
+        {"x-api-key": "wrong", "authorization": f"Bearer {API_KEY}"},
+    ]
+    for headers in refused:
         response = keyed_client.request(method, path, headers=headers, **kwargs)
-        assert response.status_code == 401
+        assert response.status_code == 401, headers
         assert "X-API-Key" in response.json()["detail"]
-    ok = keyed_client.request(method, path, headers={"x-api-key": API_KEY}, **kwargs)
-    assert ok.status_code == 200
+    for headers in (
+        {"x-api-key": API_KEY},
+        {"authorization": f"Bearer {API_KEY}"},
+        {"authorization": f"bearer {API_KEY}"},
+    ):
+        ok = keyed_client.request(method, path, headers=headers, **kwargs)
+        assert ok.status_code == 200, headers
 
 
 def test_probes_need_no_key(keyed_client: TestClient) -> None:
@@ -310,9 +327,7 @@ def test_probes_need_no_key(keyed_client: TestClient) -> None:
 
 
 def test_unauthenticated_body_is_refused_before_validation(keyed_client: TestClient) -> None:
-    response = keyed_client.post(
-        "/predict", content=b"not json", headers=JSON
-    )
+    response = keyed_client.post("/predict", content=b"not json", headers=JSON)
     assert response.status_code == 401
 
 
@@ -341,8 +356,9 @@ def test_access_log_is_one_json_line_without_bodies(
 ) -> None:
     marker = 123.456
     capsys.readouterr()
-    response = client.post("/predict", json=patient(serum_cholesterol=marker),
-                           headers={"x-request-id": "log-test-1"})
+    response = client.post(
+        "/predict", json=patient(serum_cholesterol=marker), headers={"x-request-id": "log-test-1"}
+    )
     assert response.status_code == 200
     client.post("/predict", json=patient(serum_cholesterol=marker, age="secret-value"))
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -490,8 +506,10 @@ OPENMETRICS = "application/openmetrics-text"
         ({"accept": "application/openmetrics-text; version=1.0.0"}, "", OPENMETRICS),
         ({}, "?format=openmetrics", OPENMETRICS),
         (
-            {"accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-             "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"},
+            {
+                "accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            },
             "",
             OPENMETRICS,
         ),
@@ -527,7 +545,7 @@ def test_prometheus_exposition_follows_conventions(artifact_path: Path) -> None:
     assert types["heart_http_request_duration_seconds"] == "histogram"
     assert all(name.endswith("_total") for name, kind in types.items() if kind == "counter")
     assert 'heart_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
-    assert 'heart_predictions_total{predicted_class=' in text
+    assert "heart_predictions_total{predicted_class=" in text
     assert 'heart_feature_drift{feature="age"}' in text
     assert "_created" not in text
 
@@ -572,7 +590,10 @@ def test_an_unexpected_exception_is_a_json_500_with_request_id(
         assert response.headers["x-request-id"] == "boom-1"
         report = MetricsReport.model_validate_json(c.get("/metrics").content)
     assert report.serving.errors_by_kind == {"internal": 1}
-    access = [json.loads(line) for line in capsys.readouterr().err.splitlines()
-              if '"heart.access"' in line]
+    access = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if '"heart.access"' in line
+    ]
     first = access[0]
     assert (first["request_id"], first["status"], first["level"]) == ("boom-1", 500, "error")

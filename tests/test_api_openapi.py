@@ -105,11 +105,14 @@ def test_metrics_documents_json_and_both_prometheus_formats(doc: dict[str, Any])
 def test_api_key_scheme_optional_or_required(doc: dict[str, Any]) -> None:
     scheme = doc["components"]["securitySchemes"]["APIKeyHeader"]
     assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    bearer = doc["components"]["securitySchemes"]["BearerAPIKey"]
+    assert bearer == {**bearer, "type": "http", "scheme": "bearer"}
     keyed = document(api_key="k" * 20)
     for name, op in operations(doc).items():
         keyed_op = operations(keyed)[name]
         if name in ("health", "ready"):
             assert "security" not in op and "security" not in keyed_op
         else:
-            assert op["security"] == [{}, {"APIKeyHeader": []}]  # optional
-            assert keyed_op["security"] == [{"APIKeyHeader": []}]  # required
+            either = [{"APIKeyHeader": []}, {"BearerAPIKey": []}]
+            assert op["security"] == [{}, *either]  # optional
+            assert keyed_op["security"] == either  # required, by either scheme

@@ -80,15 +80,15 @@ async def _lifespan(app: Any) -> tuple[asyncio.Queue[Any], asyncio.Task[None]]:
     return inbox, task
 
 
-def _scope(body: bytes) -> dict[str, Any]:
+def _scope(body: bytes, path: str) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -102,9 +102,11 @@ def _scope(body: bytes) -> dict[str, Any]:
     }
 
 
-async def _measure(app: Any, bodies: list[bytes], requests: int, repeat: int) -> list[float]:
+async def _measure(
+    app: Any, bodies: list[bytes], path: str, requests: int, repeat: int
+) -> list[float]:
     inbox, lifespan = await _lifespan(app)
-    scopes = [_scope(b) for b in bodies]
+    scopes = [_scope(b, path) for b in bodies]
     statuses: list[int] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -124,7 +126,7 @@ async def _measure(app: Any, bodies: list[bytes], requests: int, repeat: int) ->
 
         await app(dict(scopes[i % len(scopes)]), receive, send)
 
-    for i in range(min(2000, requests)):  # warm-up: caches, lazily built objects
+    for i in range(min(2000, max(requests // 5, 20))):  # warm-up: caches, lazily built objects
         await one(i)
     per_request: list[float] = []
     for _ in range(repeat):
@@ -140,19 +142,31 @@ async def _measure(app: Any, bodies: list[bytes], requests: int, repeat: int) ->
     return per_request
 
 
-def run_one(target: str, requests: int, repeat: int) -> dict[str, Any]:
+def run_one(target: str, endpoint: str, requests: int, repeat: int) -> dict[str, Any]:
     app = build(target)
-    bodies = [line.encode() for line in _bodies()]
-    per_request = asyncio.run(_measure(app, bodies, requests, repeat))
+    path = "/predict" if endpoint == "predict" else "/predict/batch"
+    per_request = asyncio.run(_measure(app, _bodies(endpoint), path, requests, repeat))
     return {"target": target, "cpu_us_per_request": per_request}
 
 
-def _bodies() -> list[str]:
-    return [json.dumps(p, separators=(",", ":")) for p in payloads.patients(270)]
+def _bodies(endpoint: str) -> list[bytes]:
+    if endpoint == "predict":
+        return [json.dumps(p, separators=(",", ":")).encode() for p in payloads.patients(270)]
+    return [
+        json.dumps(
+            {"patients": payloads.patients(1000, offset=k * 67)}, separators=(",", ":")
+        ).encode()
+        for k in range(4)
+    ]
 
 
 def orchestrate(
-    targets: Sequence[str], rounds: int, requests: int, repeat: int, artifact: Path
+    targets: Sequence[str],
+    endpoint: str,
+    rounds: int,
+    requests: int,
+    repeat: int,
+    artifact: Path,
 ) -> dict[str, Any]:
     plan = load.CpuPlan.for_this_machine()
     results: dict[str, list[float]] = {t: [] for t in targets}
@@ -167,6 +181,8 @@ def orchestrate(
                 "bench.inprocess",
                 "--one",
                 target,
+                "--endpoint",
+                endpoint,
                 "--requests",
                 str(requests),
                 "--repeat",
@@ -188,7 +204,12 @@ def orchestrate(
     return {
         "benchmark": "inprocess",
         "machine": machine.describe(),
-        "settings": {"rounds": rounds, "requests": requests, "repeat": repeat},
+        "settings": {
+            "endpoint": endpoint,
+            "rounds": rounds,
+            "requests": requests,
+            "repeat": repeat,
+        },
         "cpu_plan": plan.describe(),
         "results": {t: summarize(v).as_dict() for t, v in results.items()},
     }
@@ -212,13 +233,14 @@ def to_markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
     return "\n".join(
         [
-            "## /predict in-process: CPU time per request by part (no HTTP, no sockets)",
+            f"## {'/predict' if s['endpoint'] == 'predict' else '/predict/batch (1000 patients)'}"
+            " in-process: CPU time per request by part (no HTTP, no sockets)",
             "",
             machine.markdown(data["machine"]),
             f"- pinning: {data['cpu_plan']}; each target in a fresh process per round",
             f"- method: {s['rounds']} interleaved rounds x {s['repeat']} repeats of "
-            f"{s['requests']:,} requests cycling through the 270 patients, after 2,000 "
-            "warm-up requests; process CPU time per request, median (and min) over all "
+            f"{s['requests']:,} requests cycling through real patients, after a warm-up; "
+            "process CPU time per request, median (and min) over all "
             "repeats; `saved` = service as shipped minus this target; `vs reference 2` = "
             "reference 2's CPU per request / this target's (what throughput on one busy "
             "core would be relative to bare FastAPI, HTTP costs aside)",
@@ -234,6 +256,7 @@ def to_markdown(data: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
     p.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
+    p.add_argument("--endpoint", choices=["predict", "batch"], default="predict")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=3)
@@ -243,16 +266,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--one", metavar="TARGET", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one, args.requests, args.repeat)))
+        print(json.dumps(run_one(args.one, args.endpoint, args.requests, args.repeat)))
         return 0
     rounds, requests, repeat = (
         (1, 500, 1) if args.quick else (args.rounds, args.requests, args.repeat)
     )
     with load.artifact_path(args.artifact) as artifact:
-        data = orchestrate(args.targets, rounds, requests, repeat, artifact)
+        data = orchestrate(args.targets, args.endpoint, rounds, requests, repeat, artifact)
     data["machine"]["load_average_end"] = machine.load_average()
     markdown = to_markdown(data)
-    stem = "inprocess" + ("-quick" if args.quick else "")
+    stem = "inprocess" + ("-batch" if args.endpoint == "batch" else "")
+    stem += "-quick" if args.quick else ""
     for path in report.write_results(stem, markdown, data, args.output_dir):
         load.progress(f"wrote {path}")
     print(markdown)

@@ -133,14 +133,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers.running(
             "service",
             [python, "-m", "app", "--host", "127.0.0.1", "--port", str(service_port)],
-            port=service_port, log_dir=workdir, cpus=cpus, env=service_env,
+            port=service_port,
+            log_dir=workdir,
+            cpus=cpus,
+            env=service_env,
             ready_path="/ready",
         ),
         servers.running(
             "reference",
-            [python, "-m", "uvicorn", "bench.ref_fastapi:app", "--host", "127.0.0.1",
-             "--port", str(reference_port), "--no-access-log", "--log-level", "warning"],
-            port=reference_port, log_dir=workdir, cpus=cpus, env=env, ready_path="/docs",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "bench.ref_fastapi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(reference_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            port=reference_port,
+            log_dir=workdir,
+            cpus=cpus,
+            env=env,
+            ready_path="/docs",
         ),
     ):
         ports = {"service": service_port, "reference": reference_port}
@@ -166,20 +184,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     s, r = results["service"], results["reference"]
     print("## /predict, one request at a time (keep-alive, client-side round trip)\n")
-    print(f"- {results['date_utc']}, load average {results['load_average']}, "
-          f"{results['pinning']}, {args.rounds} interleaved rounds x {args.requests} requests\n")
+    print(
+        f"- {results['date_utc']}, load average {results['load_average']}, "
+        f"{results['pinning']}, {args.rounds} interleaved rounds x {args.requests} requests\n"
+    )
     print("| server | requests | p50 | p90 | p99 | max |")
     print("|---|---|---|---|---|---|")
     for name, label in (("service", "service as shipped"), ("reference", "bare FastAPI")):
         x = results[name]
-        print(f"| {label} | {x['requests']} | {x['p50_us']:.0f} us | {x['p90_us']:.0f} us "
-              f"| {x['p99_us']:.0f} us | {x['max_us']:.0f} us |")
-    print(f"| service / bare FastAPI | | {s['p50_us'] / r['p50_us']:.2f}x | "
-          f"{s['p90_us'] / r['p90_us']:.2f}x | {s['p99_us'] / r['p99_us']:.2f}x | |\n")
-    print(f"- predictor alone, one row: "
-          f"{results['predictor_probability_one_row_us']:.2f} us per call (median of 7 x 20000)")
-    print(f"- validation from bytes + prediction + response bytes: "
-          f"{results['service_parse_and_predict_us']:.2f} us per call")
+        print(
+            f"| {label} | {x['requests']} | {x['p50_us']:.0f} us | {x['p90_us']:.0f} us "
+            f"| {x['p99_us']:.0f} us | {x['max_us']:.0f} us |"
+        )
+    print(
+        f"| service / bare FastAPI | | {s['p50_us'] / r['p50_us']:.2f}x | "
+        f"{s['p90_us'] / r['p90_us']:.2f}x | {s['p99_us'] / r['p99_us']:.2f}x | |\n"
+    )
+    print(
+        f"- predictor alone, one row: "
+        f"{results['predictor_probability_one_row_us']:.2f} us per call (median of 7 x 20000)"
+    )
+    print(
+        f"- validation from bytes + prediction + response bytes: "
+        f"{results['service_parse_and_predict_us']:.2f} us per call"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

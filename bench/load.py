@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import resource
 import shutil
@@ -221,6 +222,13 @@ def targets(ports: dict[str, int], artifact: Path, container: str | None) -> lis
             "reference 2: FastAPI + PatientFeatures, constant reply",
             uvicorn_argv("bench.ref_fastapi:app", ports["fastapi"]),
             ready_path="/health",
+        ),
+        Target(
+            "fastapi-bytes",
+            "reference 2b: same, constant reply as pre-encoded bytes",
+            uvicorn_argv("bench.experiments:param_bytes", ports["fastapi-bytes"]),
+            ready_path="/health",
+            has_batch=False,
         ),
         Target(
             "service",
@@ -490,7 +498,13 @@ def memory(
 ) -> dict[str, Any]:
     """Phase 2: RSS of a fresh worker at request-count checkpoints."""
     port = servers.free_port()
-    target = targets({"asgi": 0, "fastapi": 0, "service": port}, artifact, None)[2]
+    target = next(
+        t
+        for t in targets(
+            {"asgi": 0, "fastapi": 0, "fastapi-bytes": 0, "service": port}, artifact, None
+        )
+        if t.key == "service"
+    )
     server = start_target(target, port, plan.server, LOG_DIR, None, settings.nice)
     try:
         preflight(server, target, bodies, settings.batch_size)
@@ -706,6 +720,14 @@ def targets_table(results: dict[str, Any], mem: dict[str, Any] | None) -> tuple[
     c32_core = ratio(
         med(results, "service/predict/c32", core), med(results, "fastapi/predict/c32", core)
     )
+    c32_bytes = ratio(
+        med(results, "service/predict/c32", "requests_per_s"),
+        med(results, "fastapi-bytes/predict/c32", "requests_per_s"),
+    )
+    c32_bytes_core = ratio(
+        med(results, "service/predict/c32", core),
+        med(results, "fastapi-bytes/predict/c32", core),
+    )
     c1_p99 = ratio(
         med(results, "service/predict/c1", "p99_us"), med(results, "fastapi/predict/c1", "p99_us")
     )
@@ -735,6 +757,21 @@ def targets_table(results: dict[str, Any], mem: dict[str, Any] | None) -> tuple[
             f"{report.number(rows_core)} ({verdict(rows_core >= TARGET_BATCH_ROWS_PER_S)})",
         ),
     ]
+    if not math.isnan(c32_bytes):
+        # Informational: the issue's reference 2 says "constant reply", not how it is
+        # encoded; a pre-encoded reply makes FastAPI's ceiling higher, so say how we do
+        # against that stricter reading too (not counted as a missed target).
+        informational = (
+            "(informational) /predict c=32 req/s vs reference 2b (bytes reply)",
+            f">= {TARGET_C32_VS_FASTAPI}x",
+            report.times(c32_bytes),
+            True,
+            f"{report.times(c32_bytes_core)} ({verdict(c32_bytes_core >= TARGET_C32_VS_FASTAPI)})",
+        )
+        lines.insert(1, informational)
+        verdicts_override = {informational[0]: verdict(c32_bytes >= TARGET_C32_VS_FASTAPI)}
+    else:
+        verdicts_override = {}
     if mem is not None:
         lines.append(
             (
@@ -749,7 +786,10 @@ def targets_table(results: dict[str, Any], mem: dict[str, Any] | None) -> tuple[
     missed = [name for name, _, _, ok, _ in lines if not ok]
     table = report.table(
         ["target (issue 6)", "wanted", "measured", "verdict", "per busy core (CPU time)"],
-        [[name, want, got, verdict(ok), core_cell] for name, want, got, ok, core_cell in lines],
+        [
+            [name, want, got, verdicts_override.get(name, verdict(ok)), core_cell]
+            for name, want, got, ok, core_cell in lines
+        ],
     )
     return table, missed
 
@@ -1074,7 +1114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Path(tmp) / "batch.jsonl", batch_size=settings.batch_size
             ),
         }
-        ports = {k: servers.free_port() for k in ("asgi", "fastapi", "service", "container")}
+        ports = {
+            k: servers.free_port()
+            for k in ("asgi", "fastapi", "fastapi-bytes", "service", "container")
+        }
         found = targets(ports, artifact, image)
         data["comparison"] = comparison(found, ports, bodies, settings, plan, image)
         if not args.skip_memory:

@@ -466,3 +466,12 @@ def test_coalesced_writes_join_lines_of_one_loop_turn_in_pipe_sized_chunks() -> 
     asyncio.run(burst())
     assert written[0] == "line 0\nline 1\nline 2\n"
     assert written[1:] == ["x" * 3000 + "\n", "y" * 3000 + "\n"]  # 6 KB: two chunks
+
+
+def test_stricter_reference_is_reported_but_not_counted_as_a_miss() -> None:
+    results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
+    results["fastapi-bytes/predict/c32"] = entry("fastapi-bytes", "predict", 32, 8000, 7000)
+    table, missed = load.targets_table(results, None)
+    line = next(r for r in table.splitlines() if "(informational)" in r)
+    assert "0.62x" in line and "NOT met" in line  # 5,000 / 8,000
+    assert missed == []

@@ -61,6 +61,7 @@ def run(
     artifact: Path,
     apps: Sequence[str] = (),
 ) -> dict[str, Any]:
+    machine_info = machine.describe()  # load average before the run
     plan = load.CpuPlan.for_this_machine()
     for spec in specs:
         variants.parse(spec)
@@ -120,7 +121,7 @@ def run(
                 server.stop()
     return {
         "benchmark": "ablation",
-        "machine": machine.describe(),
+        "machine": machine_info,
         "cpu_plan": plan.describe(),
         "connections": connections,
         "settings": dict(settings.__dict__),

@@ -20,6 +20,7 @@ import asyncio
 import importlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -168,6 +169,7 @@ def orchestrate(
     repeat: int,
     artifact: Path,
 ) -> dict[str, Any]:
+    started = machine.describe()  # load average before the run
     plan = load.CpuPlan.for_this_machine()
     results: dict[str, list[float]] = {t: [] for t in targets}
     env = load.server_environment(load.service_env(artifact))
@@ -203,7 +205,7 @@ def orchestrate(
             results[target].extend(json.loads(proc.stdout)["cpu_us_per_request"])
     return {
         "benchmark": "inprocess",
-        "machine": machine.describe(),
+        "machine": started,
         "settings": {
             "endpoint": endpoint,
             "rounds": rounds,
@@ -231,13 +233,16 @@ def to_markdown(data: dict[str, Any]) -> str:
             ]
         )
     s = data["settings"]
+    cores = re.search(r"server on core \(([\d, ]+?),?\)", data["cpu_plan"])
+    pinning = f"pinned to core {cores.group(1)}" if cores else "not pinned"
+    endpoint = s.get("endpoint", "predict")
+    title = "/predict" if endpoint == "predict" else "/predict/batch (1000 patients)"
     return "\n".join(
         [
-            f"## {'/predict' if s['endpoint'] == 'predict' else '/predict/batch (1000 patients)'}"
-            " in-process: CPU time per request by part (no HTTP, no sockets)",
+            f"## {title} in-process: CPU time per request by part (no HTTP, no sockets)",
             "",
             machine.markdown(data["machine"]),
-            f"- pinning: {data['cpu_plan']}; each target in a fresh process per round",
+            f"- each target in a fresh process per round, {pinning}; no load generator",
             f"- method: {s['rounds']} interleaved rounds x {s['repeat']} repeats of "
             f"{s['requests']:,} requests cycling through real patients, after a warm-up; "
             "process CPU time per request, median (and min) over all "

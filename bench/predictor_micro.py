@@ -69,6 +69,7 @@ def fit_both(workdir: Path) -> tuple[Any, Predictor]:
 
 
 def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
+    started = machine.describe()  # load average before the run
     with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
         pipeline, predictor = fit_both(Path(tmp))
 
@@ -107,7 +108,7 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     cases.append(_case("1 row, candidate single-row path (not shipped)", 1, sk, ours))
     return {
         "benchmark": "predictor_micro",
-        "machine": machine.describe(),
+        "machine": started,
         "repeat": repeat,
         "min_time_s": min_time_s,
         "max_abs_probability_difference": disagreement,

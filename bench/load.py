@@ -378,7 +378,7 @@ def measure(
         ).requests
     server.check_alive()
     pids = server_pids(server, target)
-    cpu_before = cpu_seconds(pids)
+    per_worker_before = [cpu_seconds([pid]) for pid in pids]
     machine_before = machine.cpu_busy_seconds()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = wrk.run(
@@ -389,7 +389,8 @@ def measure(
         cpus=plan.client,
         nice=settings.nice,
     )
-    cpu_used = cpu_seconds(pids) - cpu_before
+    per_worker = [cpu_seconds([pid]) - b for pid, b in zip(pids, per_worker_before, strict=True)]
+    cpu_used = sum(per_worker)
     machine_after = machine.cpu_busy_seconds()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server.check_alive()
@@ -404,6 +405,9 @@ def measure(
         out["errors"]["no_request_completed"] = 1
     out["warmup_requests"] = warmup_requests
     out["server_cpu_s"] = cpu_used
+    # With several workers: the busiest one's share of the CPU time (1/workers when
+    # the kernel spread the keep-alive connections evenly, 1.0 when one got them all).
+    out["busiest_worker_share"] = ratio(max(per_worker, default=0.0), cpu_used)
     out["wrk_cpu_s"] = wrk_cpu
     # Whatever else kept the cores busy during the run (other jobs on a shared machine),
     # in cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
@@ -431,6 +435,9 @@ def summarize_runs(runs: list[dict[str, Any]], batch_size: int, endpoint: str) -
             ratio(1e6 * rows_per_request, r["server_cpu_us_per_request"]) for r in runs
         ).as_dict(),
         "other_load_cores": summarize(r["other_load_cores"] for r in runs).as_dict(),
+        "busiest_worker_share": summarize(
+            r.get("busiest_worker_share", math.nan) for r in runs
+        ).as_dict(),
         "errors": sum(sum(r["errors"].values()) for r in runs),
         "runs": runs,
     }
@@ -865,6 +872,8 @@ def scale_table(sc: dict[str, Any]) -> str:
             "p99",
             "CPU us/req (all workers)",
             "vs 1 worker",
+            "busiest worker's CPU share",
+            "other load",
             "/predict in Prometheus vs wrk",
         ],
         [
@@ -876,6 +885,8 @@ def scale_table(sc: dict[str, Any]) -> str:
                 report.milliseconds(r["p99_us"]["median"]),
                 report.number(r["server_cpu_us_per_request"]["median"]),
                 report.times(ratio(r["requests_per_s"]["median"], base)),
+                f"{r['busiest_worker_share']['max']:.2f}",
+                f"{r['other_load_cores']['median']:.2f}",
                 prometheus_cell(r["prometheus"]),
             ]
             for r in sc.values()
@@ -947,7 +958,10 @@ def to_markdown(data: dict[str, Any], found: list[Target]) -> tuple[str, list[st
             "generator competes with the workers for the same two cores, so two workers "
             "cannot double the throughput of one. The Prometheus column compares the "
             'service\'s own `heart_http_requests_total{route="/predict"}` (several scrapes, '
-            "each answered by whichever worker) with the responses wrk received.",
+            "each answered by whichever worker) with the responses wrk received. The "
+            "busiest worker's CPU share (worst round) is 0.50 when the kernel spread wrk's "
+            "keep-alive connections evenly over two workers; near 1.0, one worker served "
+            "almost everything, which caps the gain.",
             "",
         ]
         missed += [

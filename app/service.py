@@ -27,9 +27,10 @@ from app.schemas import (
     PatientFeatures,
     TrainingMetrics,
     batch_request_model,
+    batch_types_model,
     feature_cards,
 )
-from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES
+from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES, all_in_domain
 from model.predictor import Predictor
 
 FloatArray = npt.NDArray[np.float64]
@@ -54,6 +55,7 @@ class PredictionService:
         self.model_version = predictor.model_version
         self.max_batch_size = max_batch_size
         self._batch_model = batch_request_model(max_batch_size)
+        self._batch_types = batch_types_model(max_batch_size)
         # Everything after the probability, per class: constant for this model.
         self._tails: tuple[bytes, bytes] = tuple(  # type: ignore[assignment]
             (
@@ -90,7 +92,7 @@ class PredictionService:
 
     def predict_one(self, row: FloatArray) -> tuple[bytes, int]:
         """JSON body of the prediction for one row, and its class."""
-        probability = float(self.predictor.probability(row)[0])
+        probability = self.predictor.probability_one(row)
         positive = int(probability >= self.threshold)
         body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[positive]
         return body, positive
@@ -100,18 +102,23 @@ class PredictionService:
     def parse_batch(self, body: bytes) -> FloatArray:
         """Validate a ``BatchRequest`` JSON body straight from bytes into an n x 13 matrix.
 
-        One Pydantic call parses and validates the whole list in Rust, with the
-        same field definitions as ``/predict`` (so the same errors); the matrix
-        is then filled from the validated rows without per-value Python work.
+        Fast path: one Pydantic call checks JSON types and field names for the whole
+        list in Rust, the matrix is filled without per-value Python work, and the
+        ranges and codes are checked on the matrix in one vectorised pass. Any
+        failure falls back to the full ``BatchRequest`` model (the same field
+        definitions as ``/predict``), which reports the exact errors.
         """
+        try:
+            matrix = _matrix(self._batch_types.model_validate_json(body).patients)  # type: ignore[attr-defined]
+        except ValidationError:
+            matrix = None
+        if matrix is not None and all_in_domain(matrix):
+            return matrix
         try:
             batch = self._batch_model.model_validate_json(body)
         except ValidationError as exc:
             raise InvalidBodyError(request_errors(exc)) from None
-        patients = batch.patients
-        values = chain.from_iterable([p.__dict__.values() for p in patients])
-        matrix = np.fromiter(values, np.float64, len(patients) * N_FEATURES)
-        return matrix.reshape(len(patients), N_FEATURES)
+        return _matrix(batch.patients)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
         """JSON body of ``BatchPrediction`` for the rows of ``x``, and the positive count."""
@@ -121,10 +128,10 @@ class PredictionService:
         rendered = to_json(probabilities.tolist())[1:-1].split(b",")
         tail0, tail1 = self._tails
         items = [
-            _PROBABILITY_KEY + p + (tail1 if c else tail0)
-            for p, c in zip(rendered, positive.tolist(), strict=True)
+            p + (tail1 if c else tail0) for p, c in zip(rendered, positive.tolist(), strict=True)
         ]
-        return b'{"predictions":[' + b",".join(items) + b"]}", int(positive.sum())
+        body = b'{"predictions":[' + _PROBABILITY_KEY + (b"," + _PROBABILITY_KEY).join(items)
+        return body + b"]}", int(positive.sum())
 
     # -- readiness ------------------------------------------------------------------------
 
@@ -132,12 +139,20 @@ class PredictionService:
         """Predict the documented example patient; return why that failed, or None."""
         try:
             row = [float(PATIENT_EXAMPLE[name]) for name in FEATURE_NAMES]
-            probability = float(self.predictor.probability(row)[0])
+            probability = self.predictor.probability_one(row)
         except Exception as exc:  # any failure means "not ready", reported, not raised
             return f"self-test prediction failed: {type(exc).__name__}: {exc}"
         if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
             return f"self-test prediction returned {probability!r}, not a probability"
         return None
+
+
+def _matrix(patients: list[Any]) -> FloatArray:
+    """Validated patient models -> n x 13 float matrix (field order is feature order)."""
+    values = chain.from_iterable([p.__dict__.values() for p in patients])
+    return np.fromiter(values, np.float64, len(patients) * N_FEATURES).reshape(
+        len(patients), N_FEATURES
+    )
 
 
 def request_errors(exc: ValidationError) -> list[dict[str, Any]]:

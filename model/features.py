@@ -218,6 +218,33 @@ MINIMUMS: Final[npt.NDArray[np.float64]] = np.array([f.minimum for f in FEATURES
 MAXIMUMS: Final[npt.NDArray[np.float64]] = np.array([f.maximum for f in FEATURES])
 
 
+_CODED_COLUMNS: Final[npt.NDArray[np.intp]] = np.array(
+    [j for j, f in enumerate(FEATURES) if f.codes], dtype=np.intp
+)
+#: Coded features whose codes have gaps (thal: 3, 6, 7), which a range check cannot catch.
+_GAPPED_CODES: Final[tuple[tuple[int, npt.NDArray[np.float64]], ...]] = tuple(
+    (j, np.array(f.allowed_values, dtype=np.float64))
+    for j, f in enumerate(FEATURES)
+    if f.codes and len(f.codes) != f.maximum - f.minimum + 1
+)
+
+
+def all_in_domain(x: npt.NDArray[np.float64]) -> bool:
+    """True when every cell of an n x 13 matrix is acceptable: the fast path of a batch.
+
+    Equivalent to ``not invalid_cells(x)`` at a fraction of its cost: a range
+    check (NaN fails it too), an integrality check of the coded columns, and a
+    membership check only where the codes have gaps.
+    """
+    with np.errstate(invalid="ignore"):
+        if not bool(np.all((x >= MINIMUMS) & (x <= MAXIMUMS))):
+            return False
+    coded = x[:, _CODED_COLUMNS]
+    if not bool(np.all(coded == np.floor(coded))):
+        return False
+    return all(bool(np.isin(x[:, j], allowed).all()) for j, allowed in _GAPPED_CODES)
+
+
 def invalid_cells(x: npt.NDArray[np.float64]) -> list[tuple[int, int, str]]:
     """List every ``(row, column, reason)`` of a 2-D feature matrix that is out of domain.
 

@@ -8,6 +8,7 @@ object, no validation layer, no Python loop over rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class Predictor:
     #: Training-set mean and standard deviation of each feature, for drift monitoring.
     feature_mean: FloatArray = field(default_factory=lambda: np.zeros(N_FEATURES))
     feature_scale: FloatArray = field(default_factory=lambda: np.ones(N_FEATURES))
+    _b1_list: list[float] = field(init=False, repr=False, default_factory=list)
+    _w2_list: list[float] = field(init=False, repr=False, default_factory=list)
 
     @classmethod
     def from_network(
@@ -66,15 +69,38 @@ class Predictor:
             **kwargs,
         )
 
+    def __post_init__(self) -> None:
+        # Python floats for the single-row path: after the first layer, 8 hidden units
+        # are cheaper as plain arithmetic than as NumPy calls (each costs ~1 us of
+        # dispatch whatever the array size, and the service scores one row per request).
+        object.__setattr__(self, "_b1_list", [float(v) for v in self.b1])
+        object.__setattr__(self, "_w2_list", [float(v) for v in self.w2])
+
     @property
     def n_hidden(self) -> int:
         return int(self.w1.shape[1])
+
+    def probability_one(self, row: npt.ArrayLike) -> float:
+        """Probability of disease for one row of 13 raw values, as a float.
+
+        Same arithmetic as :meth:`probability` with one NumPy call instead of
+        about ten; the output unit sums in another order (differences ~1e-16).
+        """
+        x = np.asarray(row, dtype=np.float64)
+        if x.shape != (N_FEATURES,):
+            raise ValueError(f"expected one row of {N_FEATURES} features, got shape {x.shape}")
+        z = self.b2
+        for h, b, w in zip(np.dot(x, self.w1).tolist(), self._b1_list, self._w2_list, strict=True):
+            a = h + b
+            if a > 0.0:
+                z += a * w
+        return 0.5 + 0.5 * math.tanh(0.5 * z)
 
     def probability(self, rows: npt.ArrayLike) -> FloatArray:
         """Probability of disease for one row (13 values) or a batch (n x 13): a 1-D array."""
         x = np.asarray(rows, dtype=np.float64)
         if x.ndim == 1:
-            x = x.reshape(1, -1)
+            return np.array([self.probability_one(x)])
         if x.ndim != 2 or x.shape[1] != N_FEATURES:
             raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
         hidden = x @ self.w1

@@ -11,6 +11,7 @@ from model.features import (
     FEATURE_NAMES,
     FEATURES,
     N_FEATURES,
+    all_in_domain,
     example_patient,
     invalid_cells,
     markdown_table,
@@ -82,6 +83,18 @@ def test_invalid_cells_names_each_problem(column: int, value: float, reason: str
     problems = invalid_cells(x)
     assert [(r, c) for r, c, _ in problems] == [(1, column)]
     assert reason in problems[0][2]
+
+
+def test_fast_domain_check_agrees_with_the_detailed_one() -> None:
+    rng = np.random.default_rng(0)
+    base = np.tile(np.array(list(example_patient().values())), (200, 1))
+    assert all_in_domain(base) and invalid_cells(base) == []
+    # One corrupted cell per matrix, of every kind: range, NaN, inf, non-integer code, gap code.
+    candidates = [-1.0, 0.5, 2.5, 4.0, 5.0, 8.0, 1e6, float("nan"), float("inf"), 59.9, 700.5]
+    for _ in range(300):
+        x = base.copy()
+        x[rng.integers(200), rng.integers(13)] = rng.choice(candidates)
+        assert all_in_domain(x) == (invalid_cells(x) == []), x[~np.all(x == base, axis=1)]
 
 
 def test_docs_tables_are_generated_from_the_definition() -> None:

@@ -1032,6 +1032,33 @@ def podman_environment() -> dict[str, str]:
     return env
 
 
+def image_description(image: str) -> str:
+    """``IMAGE (built DATE from REVISION)``: which code the container figures are about."""
+    proc = subprocess.run(
+        [
+            "podman",
+            "image",
+            "inspect",
+            "--format",
+            '{{.Created}} {{index .Labels "org.opencontainers.image.revision"}}',
+            image,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=podman_environment(),
+    )
+    # "2026-11-25 10:08:54.26 +0000 UTC <revision>"
+    parts = proc.stdout.split()
+    if proc.returncode != 0 or len(parts) < 2:
+        return image
+    built = f"built {parts[0]} {parts[1][:5]} UTC"
+    revision = parts[4] if len(parts) > 4 else ""
+    if revision and revision not in ("unknown", "<no"):
+        built += f" from {revision[:7]}"
+    return f"{image}, {built}"
+
+
 def container_available(image: str) -> bool:
     if shutil.which("podman") is None:
         return False
@@ -1109,6 +1136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if image and not container_available(image):
         progress(f"podman or the image {image} is missing: skipping the container")
         image = None
+    image_label = image_description(image) if image else None
     plan = CpuPlan.for_this_machine()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
@@ -1117,6 +1145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_plan": plan.describe(),
         "settings": dict(settings.__dict__),
         "command": "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv),
+        "container_image": image_label,
     }
     with (
         tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp,
@@ -1132,7 +1161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             k: servers.free_port()
             for k in ("asgi", "fastapi", "fastapi-bytes", "service", "container")
         }
-        found = targets(ports, artifact, image)
+        found = targets(ports, artifact, image_label)
         data["comparison"] = comparison(found, ports, bodies, settings, plan, image)
         if not args.skip_memory:
             data["memory"] = memory(artifact, bodies, settings, plan)

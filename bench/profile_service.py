@@ -12,7 +12,7 @@ that belongs to a known component, so interpreter and stdlib frames count
 towards whoever called them) and *inclusive* time of our own components (any
 sample with that component anywhere on the stack).
 
-Run: ``python -m bench.profile_service`` (needs ``py-spy``: ``pip install py-spy``).
+Run: ``python -m bench.profile_service`` (needs py-spy: ``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,9 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
 def py_spy_path() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).exists():
-        raise SystemExit("py-spy is not installed: pip install py-spy")
+        raise SystemExit(
+            "py-spy is not installed: pip install -e '.[bench]' (or pip install py-spy)"
+        )
     return found
 
 

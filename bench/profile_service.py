@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import load, machine, payloads, report, servers, wrk
+from training.report import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
 
@@ -276,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unprofiled["server_cpu_us_per_request"],
         context,
     )
-    report.write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
+    write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
     print(markdown)
     return 0
 

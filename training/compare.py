@@ -45,13 +45,12 @@ from training.compare_report import (
     render_markdown,
     render_terminal,
     update_readme,
-    write_text_atomic,
 )
 from training.data import DataError, file_sha256, load_dataset, split
 from training.evaluate import classification_metrics, cross_validate, summarise
 from training.keras_model import KerasStatus, keras_status
 from training.pipeline import TrainingConfig, library_versions
-from training.report import write_json_atomic
+from training.report import write_json_atomic, write_text_atomic
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -7,10 +7,10 @@ in ``results/`` and the README can always be regenerated from
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Final
+
+from training.report import write_text_atomic
 
 README_BEGIN: Final[str] = "<!-- comparison-table:begin (python -m training.compare --readme) -->"
 README_END: Final[str] = "<!-- comparison-table:end -->"
@@ -224,16 +224,3 @@ def readme_block(text: str) -> str | None:
     if begin < 0 or end < begin:
         return None
     return text[begin + len(README_BEGIN) : end].strip("\n") + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

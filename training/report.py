@@ -10,20 +10,23 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
-    """Write JSON via a temp file and a rename, like the artifact, so readers never see half."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write via a temp file and a rename, like the artifact, so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, allow_nan=True)
-            fh.write("\n")
+            fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
 def report_from_payload(payload: Mapping[str, Any]) -> dict[str, Any]:

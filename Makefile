@@ -64,8 +64,8 @@ bench: $(VENV)/.stamp-dev $(ARTIFACT)  ## speed benchmarks (predictor alone, the
 tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default configuration
 	$(BIN)/python -m training.tune
 
-clean:  ## remove the virtualenv, caches and trained artifacts
-	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove the virtualenvs, caches, build outputs and trained artifacts (keeps .cache/, the container base image)
+	rm -rf $(VENV) .venv-keras artifacts build .pytest_cache .mypy_cache .ruff_cache
 
 # The comparison with scikit-learn and Keras (README "Comparison with scikit-learn and Keras").
 # Keras lives in its own virtualenv: the service's .venv never installs it.

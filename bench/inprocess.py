@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.testing import clean_environment
 from bench import load, machine, payloads, report, servers
 from bench.stats import summarize
 
@@ -172,7 +173,7 @@ def orchestrate(
     started = machine.describe()  # load average before the run
     plan = load.CpuPlan.for_this_machine()
     results: dict[str, list[float]] = {t: [] for t in targets}
-    env = load.server_environment(load.service_env(artifact))
+    env = clean_environment(load.service_env(artifact))
     for round_no in range(rounds):
         order = list(targets) if round_no % 2 == 0 else list(reversed(targets))
         for target in order:

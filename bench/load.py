@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.testing import clean_environment
 from bench import machine, payloads, report, servers, wrk
 from bench.stats import ratio, summarize
 
@@ -200,16 +201,6 @@ def service_env(artifact: Path) -> dict[str, str]:
     return {"HEART_MODEL_PATH": str(artifact)}
 
 
-def server_environment(extra: dict[str, str]) -> dict[str, str]:
-    """Our environment without any ``HEART_*`` setting, plus ``extra``.
-
-    A developer's own HEART_* variables must not leak into "as shipped" figures.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEART_")}
-    env.update(extra)
-    return env
-
-
 def targets(ports: dict[str, int], artifact: Path, container: str | None) -> list[Target]:
     found = [
         Target(
@@ -300,7 +291,8 @@ def start_target(
         port=port,
         log_dir=log_dir,
         cpus=cpus,
-        env=server_environment(target.env),
+        # The shipped defaults: a developer's own HEART_* settings must not leak in.
+        env=clean_environment(target.env),
         ready_path=target.ready_path,
         cwd=REPO_ROOT,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.testing import clean_environment
 from bench import load, payloads, report, servers, stats, wrk
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
@@ -266,7 +267,7 @@ def test_server_environment_drops_developer_heart_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HEART_ACCESS_LOG", "false")
-    env = load.server_environment(load.service_env(Path("/m.joblib")))
+    env = clean_environment(load.service_env(Path("/m.joblib")))
     assert env["HEART_MODEL_PATH"] == "/m.joblib"
     assert "HEART_ACCESS_LOG" not in env
 

@@ -87,7 +87,7 @@ compare: $(KERAS_VENV)/.stamp-keras  ## full comparison incl. Keras; rewrites re
 
 compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI runs it (fails on any error)
 	HEART_REQUIRE_KERAS=1 $(KBIN)/python -m pytest -q -p no:cacheprovider \
-		tests/test_compare.py tests/test_compare_keras.py tests/test_compare_isolation.py
+		tests/training/test_compare.py tests/training/test_compare_keras.py tests/training/test_compare_isolation.py
 	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)
 
 .PHONY: container-smoke

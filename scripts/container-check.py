@@ -103,7 +103,7 @@ class Example:
 
 
 def readme_examples(readme: Path) -> list[Example]:
-    """The curl examples of the README's API section (as tests/test_e2e_readme.py reads them)."""
+    """The curl examples of the README's API section, read as the e2e README test reads them."""
     text = readme.read_text(encoding="utf-8")
     if API_BEGIN in text and API_END in text:
         text = text[text.index(API_BEGIN) : text.index(API_END)]

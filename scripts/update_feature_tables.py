@@ -1,7 +1,7 @@
 """Rewrite the feature tables in README.md and data/README.md from model/features.py.
 
 The tables sit between ``<!-- features-table:start -->`` and ``<!-- features-table:end -->``;
-tests/test_features.py fails when they drift, and this script is the fix.
+tests/model/test_features.py fails when they drift, and this script is the fix.
 """
 
 from __future__ import annotations

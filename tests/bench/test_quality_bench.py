@@ -12,7 +12,7 @@ import pytest
 
 from bench.quality import check_targets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _result(acc: float, auc: float, cost: float) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from model.features import (
 )
 from training.data import load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ISSUE_NAMES = (
     "age",
     "sex",

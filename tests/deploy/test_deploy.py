@@ -26,7 +26,7 @@ import yaml
 
 from tests._tools import require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 K8S_DIR = ROOT / "deploy" / "kubernetes"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FRAMEWORKS = ("keras", "tensorflow", "jax", "jaxlib", "torch")
 
 # Runs in the child: install the recorder, import the given modules (and every

@@ -12,7 +12,7 @@ import pytest
 from model.artifact import load_artifact
 from training.data import default_data_path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_training(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -41,7 +41,7 @@ from training.evaluate import classification_metrics, cross_validate
 from training.keras_model import INSTALL_HINT, keras_status
 from training.pipeline import TrainingConfig, make_pipeline, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
 ALL_KEYS = [
     "logistic_regression",

@@ -12,7 +12,7 @@ from app import Settings, create_app
 from app.schemas import BatchRequest, PatientFeatures, batch_request_model
 from model.features import FEATURE_NAMES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPORTED = REPO_ROOT / "openapi.json"
 REGENERATE = "python -m app openapi --output openapi.json   (or: heart-api openapi > openapi.json)"
 

@@ -1,9 +1,11 @@
-"""Run the real service in a subprocess on a free loopback port (tests, scripts).
+"""Run a real server in a subprocess on a free loopback port: tests, scripts and benchmarks.
 
-End-to-end checks must exercise what users run, so this starts
-``python -m app serve`` (the console script's code path: configuration check,
-artifact pre-check, uvicorn, workers, metrics directory) rather than an
-in-process app, and stops it with SIGTERM like a process manager would.
+End-to-end checks must exercise what users run, so :func:`running_server`
+starts ``python -m app serve`` (the console script's code path: configuration
+check, artifact pre-check, uvicorn, workers, metrics directory) rather than an
+in-process app, and stops it with SIGTERM like a process manager would. The
+benchmarks start their reference apps and the pinned service through the same
+:func:`running`, so there is one way to start, wait for and stop a server.
 """
 
 from __future__ import annotations
@@ -69,7 +71,20 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def wait_until_healthy(server: RunningServer, timeout: float = 30.0) -> None:
+def service_environment(artifact: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Only the model path and ``extra``: a developer's own HEART_* settings must not leak in."""
+    return clean_environment({"HEART_MODEL_PATH": str(artifact), **(extra or {})})
+
+
+def service_command(port: int, *, workers: int = 1, args: Sequence[str] = ()) -> list[str]:
+    """``python -m app serve`` on 127.0.0.1:``port``, as the console script runs it."""
+    listen = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return [sys.executable, "-m", "app", "serve", *listen, *args]
+
+
+def wait_until_healthy(
+    server: RunningServer, timeout: float = 30.0, ready_path: str = "/ready"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -78,7 +93,7 @@ def wait_until_healthy(server: RunningServer, timeout: float = 30.0) -> None:
             )
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
-            urllib.request.urlopen(server.url + "/ready", timeout=1) as response,
+            urllib.request.urlopen(server.url + ready_path, timeout=1) as response,
         ):
             if response.status == 200:
                 return
@@ -87,6 +102,30 @@ def wait_until_healthy(server: RunningServer, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
+def running(
+    command: Sequence[str],
+    *,
+    port: int,
+    env: Mapping[str, str],
+    log_path: Path,
+    ready_path: str = "/ready",
+    timeout: float = 30.0,
+) -> Iterator[RunningServer]:
+    """Start ``command`` (which must listen on ``port``); yield once it answers; stop it."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command), cwd=REPO_ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
+    server = RunningServer(process=process, port=port, log_path=log_path)
+    try:
+        wait_until_healthy(server, timeout, ready_path)
+        yield server
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.stop()
+
+
 def running_server(
     artifact: Path,
     *,
@@ -94,34 +133,19 @@ def running_server(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     log_dir: Path | None = None,
-) -> Iterator[RunningServer]:
-    """Start ``python -m app serve`` for ``artifact``; yield once it is ready; stop it."""
+    prefix: Sequence[str] = (),
+) -> contextlib.AbstractContextManager[RunningServer]:
+    """Start ``python -m app serve`` for ``artifact``; yield once it is ready; stop it.
+
+    ``prefix`` goes before the command, e.g. ``taskset -c 0`` for a benchmark
+    that pins the server to one core (``taskset`` and ``nice`` exec the
+    server, so the process is the server itself).
+    """
     port = free_port()
     directory = Path(log_dir or tempfile.mkdtemp(prefix="heart-api-test-"))
-    log_path = directory / f"server-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "app",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        *args,
-    ]
-    environment = clean_environment({"HEART_MODEL_PATH": str(artifact), **(env or {})})
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = RunningServer(process=process, port=port, log_path=log_path)
-    try:
-        wait_until_healthy(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.stop()
+    return running(
+        [*prefix, *service_command(port, workers=workers, args=args)],
+        port=port,
+        env=service_environment(artifact, env),
+        log_path=directory / f"server-{port}.log",
+    )

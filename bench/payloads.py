@@ -2,12 +2,14 @@
 
 Cycling through the 270 real patients (rather than POSTing one body forever)
 keeps the benchmark honest about the work per request: nothing can be cached,
-and the drift monitor sees a realistic stream of values.
+and the drift monitor sees a realistic stream of values. Body files hold one
+JSON body per line, as ``bench/post.lua`` reads them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,11 @@ from training.data import load_dataset
 
 def patient(row: npt.NDArray[np.float64]) -> dict[str, int | float]:
     """One patient as a client would send it: codes as integers, measurements as numbers."""
-    out: dict[str, int | float] = {}
-    for feature, value in zip(FEATURES, row, strict=True):
-        v = float(value)
-        out[feature.name] = int(v) if feature.is_coded or v.is_integer() else v
-    return out
+    values = (float(v) for v in row)
+    return {
+        f.name: int(v) if f.is_coded or v.is_integer() else v
+        for f, v in zip(FEATURES, values, strict=True)
+    }
 
 
 def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
@@ -33,23 +35,20 @@ def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
     return [patient(x[(offset + i) % len(x)]) for i in range(n)]
 
 
-def _dumps(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))
+def write_bodies(path: Path, bodies: Iterable[Any]) -> Path:
+    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    return path
 
 
 def write_single_bodies(path: Path) -> Path:
     """Every patient of the data set as a one-patient body, one per line."""
-    x, _ = load_dataset()
-    lines = [_dumps(patient(row)) for row in x]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_bodies(path, patients(len(load_dataset()[0])))
 
 
 def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
     """``n_bodies`` different ``{"patients": [...]}`` bodies of ``batch_size`` patients each."""
-    lines = [_dumps({"patients": patients(batch_size, offset=k * 67)}) for k in range(n_bodies)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    bodies = ({"patients": patients(batch_size, offset=k * 67)} for k in range(n_bodies))
+    return write_bodies(path, bodies)
 
 
 def first_body(path: Path) -> bytes:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import machine, report
-from bench.stats import Summary, ratio, summarize
+from bench.report import ratio, summarize
 from model.artifact import load_artifact, save_artifact
 from model.predictor import Predictor
 from training.data import load_dataset
@@ -45,11 +45,8 @@ def time_per_call(fn: Callable[[], object], *, repeat: int, min_time_s: float) -
     repeat lasts ``min_time_s``) so that timer resolution and call overhead of
     the loop are negligible, then every repeat runs that many calls.
     """
-    timer = timeit.Timer(fn)
-    loops = 1
-    while True:
-        if timer.timeit(loops) >= min_time_s:
-            break
+    timer, loops = timeit.Timer(fn), 1
+    while timer.timeit(loops) < min_time_s:
         loops *= 2
     return [t / loops for t in timer.repeat(repeat=repeat, number=loops)]
 
@@ -72,42 +69,54 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
         pipeline, predictor = fit_both(Path(tmp))
 
+    def sklearn(x: Any) -> Any:
+        return pipeline.predict_proba(x)[:, 1]
+
     big = rows(max(SIZES))
-    disagreement = float(
-        np.max(np.abs(pipeline.predict_proba(big)[:, 1] - predictor.probability(big)))
-    )
+    disagreement = float(np.max(np.abs(sklearn(big) - predictor.probability(big))))
+    row = rows(1)[0]
+    disagreement = max(disagreement, abs(predictor.probability_one(row) - sklearn([row])[0]))
     if disagreement > AGREEMENT_TOLERANCE:
         raise SystemExit(
             f"the predictor and the pipeline disagree by {disagreement:g}: not the same model, "
             "so timing them against each other would mean nothing"
         )
 
-    def timed(fn: Callable[[], object]) -> Summary:
-        return summarize(time_per_call(fn, repeat=repeat, min_time_s=min_time_s))
+    def case(name: str, n: int, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
+        """``ours`` against ``predict_proba(x)``, each timed on its own input, unwrapped."""
+        sk, mine = (
+            summarize(time_per_call(f, repeat=repeat, min_time_s=min_time_s))
+            for f in (partial(sklearn, x), ours)
+        )
+        return {
+            "case": name,
+            "rows": n,
+            "sklearn_s_per_call": sk.as_dict(),
+            "predictor_s_per_call": mine.as_dict(),
+            "speedup": ratio(sk.median, mine.median),
+            "predictor_rows_per_s": ratio(n, mine.median),
+        }
 
-    cases: list[dict[str, Any]] = []
-    # One patient, as /predict has it: a 1-D row of 13 (and sklearn's 1 x 13 matrix).
-    # The predictor's single-row entry point, probability_one where it exists, is what
-    # the issue's "one row" target is about; the 1 x 13 matrix case below shows the
-    # vectorised path on one row for comparison.
-    row = rows(1)[0]
-    one_row = getattr(predictor, "probability_one", None) or partial(_first, predictor)
-    if abs(float(one_row(row)) - float(pipeline.predict_proba(row.reshape(1, -1))[0, 1])) > 1e-12:
-        raise SystemExit("the single-row path disagrees with the pipeline")
-    name = "probability_one" if hasattr(predictor, "probability_one") else "probability"
-    sk = timed(partial(_sklearn_probability, pipeline, row.reshape(1, -1)))
-    ours = timed(partial(one_row, row))
-    cases.append(_case(f"1 row: `{name}(row)`, the /predict path", 1, sk, ours))
-    row_list = row.tolist()
-    sk = timed(partial(_sklearn_probability, pipeline, [row_list]))
-    ours = timed(partial(one_row, row_list))
-    cases.append(_case(f"1 row from a Python list: `{name}(list)`", 1, sk, ours))
+    # One patient as /predict has it, through the single-row entry point /predict calls
+    # (the issue's "one row" target; sklearn gets its 1 x 13 matrix), then the
+    # vectorised path on matrices, one row included for comparison.
+    one, listed = predictor.probability_one, row.tolist()
+    cases = [
+        case(
+            "1 row: `probability_one(row)`, the /predict path",
+            1,
+            row.reshape(1, -1),
+            partial(one, row),
+        ),
+        case(
+            "1 row from a Python list: `probability_one(list)`", 1, [listed], partial(one, listed)
+        ),
+    ]
     for n in SIZES:
-        x = rows(n)
-        sk = timed(partial(_sklearn_probability, pipeline, x))
-        ours = timed(partial(predictor.probability, x))
-        label = "1 row as a 1 x 13 matrix" if n == 1 else f"{n:,} rows"
-        cases.append(_case(f"{label}: `probability(matrix)`", n, sk, ours))
+        label, x = "1 row as a 1 x 13 matrix" if n == 1 else f"{n:,} rows", rows(n)
+        cases.append(
+            case(f"{label}: `probability(matrix)`", n, x, partial(predictor.probability, x))
+        )
     return {
         "benchmark": "predictor_micro",
         "machine": started,
@@ -118,67 +127,30 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     }
 
 
-def _first(predictor: Predictor, row: Any) -> float:
-    """For a predictor without ``probability_one``: its one-row answer as a float."""
-    return float(predictor.probability(row)[0])
-
-
-def _sklearn_probability(pipeline: Any, x: Any) -> Any:
-    return pipeline.predict_proba(x)[:, 1]
-
-
-def _case(name: str, n: int, sk: Summary, ours: Summary) -> dict[str, Any]:
-    return {
-        "case": name,
-        "rows": n,
-        "sklearn_s_per_call": sk.as_dict(),
-        "predictor_s_per_call": ours.as_dict(),
-        "speedup": ratio(sk.median, ours.median),
-        "predictor_rows_per_s": ratio(n, ours.median),
-    }
-
-
 def to_markdown(data: dict[str, Any]) -> str:
     rows_md = []
     for c in data["cases"]:
         sk, ours = c["sklearn_s_per_call"], c["predictor_s_per_call"]
-        rows_md.append(
-            [
-                c["case"],
-                report.duration(sk["median"]),
-                report.duration(ours["median"]),
-                report.times(c["speedup"]),
-                report.number(c["predictor_rows_per_s"]),
-                f"{max(sk['spread'], ours['spread']) * 100:.0f}%",
-            ]
-        )
+        spread = f"{max(sk['spread'], ours['spread']) * 100:.0f}%"
+        timings = [report.duration(sk["median"]), report.duration(ours["median"])]
+        speed = [report.times(c["speedup"]), report.number(c["predictor_rows_per_s"])]
+        rows_md.append([c["case"], *timings, *speed, spread])
     one_row = data["cases"][0]["speedup"]
     verdict = "met" if one_row >= TARGET_ONE_ROW_SPEEDUP else "NOT met"
-    return "\n".join(
-        [
-            "## Predictor alone vs the scikit-learn pipeline",
-            "",
-            machine.markdown(data["machine"]),
-            f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
-            f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
-            f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})",
-            "",
-            report.table(
-                [
-                    "input",
-                    "sklearn `predict_proba`",
-                    "predictor",
-                    "speed-up",
-                    "predictor rows/s",
-                    "max spread",
-                ],
-                rows_md,
-            ),
-            "",
-            f"Target (issue 6): one row at least {TARGET_ONE_ROW_SPEEDUP:.0f}x faster than the "
-            f"pipeline: **{verdict}** ({report.times(one_row)}).",
-        ]
-    )
+    headers = ["input", "sklearn `predict_proba`", "predictor", "speed-up", "predictor rows/s"]
+    return "\n".join([
+        "## Predictor alone vs the scikit-learn pipeline",
+        "",
+        machine.markdown(data["machine"]),
+        f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
+        f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
+        f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})",
+        "",
+        report.table([*headers, "max spread"], rows_md),
+        "",
+        f"Target (issue 6): one row at least {TARGET_ONE_ROW_SPEEDUP:.0f}x faster than the "
+        f"pipeline: **{verdict}** ({report.times(one_row)}).",
+    ])  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict_proba on 1, 1,000 and 100,000 rows of the same model.",
     )
     parser.add_argument("--repeat", type=int, default=7, help="timeit repeats per case")
-    parser.add_argument(
-        "--min-time", type=float, default=0.2, help="seconds per repeat (calibrates the loops)"
-    )
+    parser.add_argument("--min-time", type=float, default=0.2, help="seconds per repeat")
     parser.add_argument("--quick", action="store_true", help="3 short repeats: a smoke test")
     parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)

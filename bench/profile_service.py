@@ -24,11 +24,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import load, machine, payloads, report, servers, wrk
+from app.testing import running_server
+from bench import load, machine, report, wrk
+from bench.servers import CpuPlan, Server, Target, artifact_path, pinned
 from training.report import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
@@ -76,14 +79,8 @@ def component_of(frame: str) -> str | None:
 
 def parse_folded(lines: Iterable[str]) -> list[tuple[list[str], int]]:
     """py-spy's raw format: ``frame;frame;...;leaf COUNT`` per line, root first."""
-    stacks: list[tuple[list[str], int]] = []
-    for line in lines:
-        line = line.rstrip("\n")
-        if not line:
-            continue
-        stack, _, count = line.rpartition(" ")
-        stacks.append((stack.split(";"), int(count)))
-    return stacks
+    split = (line.rstrip("\n").rpartition(" ") for line in lines if line.strip())
+    return [(stack.split(";"), int(count)) for stack, _, count in split]
 
 
 @dataclass(frozen=True)
@@ -123,41 +120,31 @@ def attribute(stacks: list[tuple[list[str], int]], top: int = 25) -> Attribution
 
 
 def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context: str) -> str:
-    def share(n: int) -> str:
-        return f"{100 * n / att.total:.1f}%" if att.total else "n/a"
+    """The three tables; 'us/request' splits the worker's CPU time per request (measured
+    without the profiler, which slows the worker) in proportion to the samples."""
 
-    def per_request(n: int) -> str:
-        if not att.total or not cpu_us_per_request > 0:
-            return "n/a"
-        # The worker's CPU time per request (measured without the profiler),
-        # split in proportion to the samples.
-        return f"{cpu_us_per_request * n / att.total:.1f}"
+    def cells(n: int) -> list[str]:
+        share = f"{100 * n / att.total:.1f}%" if att.total else "n/a"
+        us = (
+            f"{cpu_us_per_request * n / att.total:.1f}"
+            if att.total and cpu_us_per_request > 0
+            else "n/a"
+        )
+        return [str(n), share, us]
 
-    self_rows = [[name, str(n), share(n), per_request(n)] for name, n in att.self_samples.items()]
-    incl_rows = [[name, str(n), share(n), per_request(n)] for name, n in att.inclusive.items()]
-    fn_rows = [[f"`{fn}`", str(n), share(n)] for fn, n in att.top_functions]
-    return "\n".join(
-        [
-            f"## {title}",
-            "",
-            context,
-            "",
-            f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
-            f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.",
-            "",
-            "### Self time by component (innermost frame we can attribute)",
-            "",
-            report.table(["component", "samples", "share", "us/request"], self_rows),
-            "",
-            "### Inclusive time (component anywhere on the stack)",
-            "",
-            report.table(["component", "samples", "share", "us/request"], incl_rows),
-            "",
-            "### Hottest Python-level frames (self)",
-            "",
-            report.table(["frame", "samples", "share"], fn_rows),
-        ]
-    )
+    columns = ["component", "samples", "share", "us/request"]
+    own = report.table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
+    inclusive = report.table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
+    frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
+    return "\n".join([
+        f"## {title}", "", context, "",
+        f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
+        f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.",
+        "", "### Self time by component (innermost frame we can attribute)", "", own,
+        "", "### Inclusive time (component anywhere on the stack)", "", inclusive,
+        "", "### Hottest Python-level frames (self)", "",
+        report.table(["frame", "samples", "share"], frames),
+    ])  # fmt: skip
 
 
 def py_spy_path() -> str:
@@ -169,6 +156,14 @@ def py_spy_path() -> str:
     return found
 
 
+def record(spy: str, pid: int, folded: Path, args: argparse.Namespace, plan: CpuPlan) -> None:
+    """py-spy on the worker for ``args.duration`` seconds, on the load generator's core."""
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(round(args.duration))]
+    argv += ["--rate", str(args.rate), "--format", "raw", "--nolineno", "--output", str(folded)]
+    argv += [] if args.no_native else ["--native"]
+    subprocess.run(pinned(argv, plan.client), check=True, capture_output=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile_service", description=__doc__)
     p.add_argument("--endpoint", choices=["predict", "batch"], default="predict")
@@ -176,90 +171,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=15.0, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--artifact", type=Path, default=None)
-    p.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="HEART_X=V",
-        help="extra service setting (e.g. HEART_ACCESS_LOG=false)",
-    )
+    p.add_argument("--env", action="append", default=[], metavar="HEART_X=V",
+                   help="extra service setting (e.g. HEART_ACCESS_LOG=false)")  # fmt: skip
     p.add_argument("--no-native", action="store_true", help="Python frames only")
     args = p.parse_args(argv)
-    spy = py_spy_path()
-    plan = load.CpuPlan.for_this_machine()
+    spy, plan = py_spy_path(), CpuPlan.for_this_machine()
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     extra = dict(item.split("=", 1) for item in args.env)
     name = f"{args.endpoint}-c{args.concurrency}" + "".join(
         f"-{k.removeprefix('HEART_').lower()}={v}" for k, v in extra.items()
     )
+    folded = PROFILE_DIR / f"{name}.folded"
+    settings = load.Settings(warmup_s=3.0, duration_s=5.0)
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
-        load.artifact_path(args.artifact) as artifact,
+        artifact_path(args.artifact) as artifact,
+        running_server(
+            artifact, env=extra, log_dir=load.LOG_DIR, prefix=pinned([], plan.server)
+        ) as s,
     ):
-        bodies = {
-            "predict": payloads.write_single_bodies(Path(tmp) / "predict.jsonl"),
-            "batch": payloads.write_batch_bodies(Path(tmp) / "batch.jsonl", batch_size=1000),
-        }
-        port = servers.free_port()
-        target = load.Target(
-            "service",
-            "service",
-            load.service_argv(port),
-            env={**load.service_env(artifact), **extra},
-            ready_path="/ready",
+        scenarios = {sc.name: sc for sc in load.standard_scenarios(Path(tmp), settings)}
+        scenario, server = scenarios[args.endpoint], Server(Target("service", "service"), s)
+        load.preflight(server, list(scenarios.values()))
+        # Throughput and CPU per request without the profiler attached.
+        run = load.Run(server.target, scenario, args.concurrency)
+        unprofiled = load.measure(server, run, settings, plan.client)
+        command = wrk.build_command(
+            server.url(scenario.path),
+            scenario.bodies,
+            connections=args.concurrency,
+            duration_s=args.duration + 6,
+            cpus=plan.client,
         )
-        server = load.start_target(target, port, plan.server, load.LOG_DIR, None)
-        try:
-            load.preflight(server, target, bodies, 1000)
-            path = "/predict" if args.endpoint == "predict" else "/predict/batch"
-            # Throughput and CPU per request without the profiler attached.
-            unprofiled = load.measure(
-                server,
-                target,
-                load.Scenario("service", args.endpoint, args.concurrency),
-                bodies[args.endpoint],
-                load.Settings(warmup_s=3.0, duration_s=5.0),
-                plan,
-                load.LOG_DIR / "wrk.log",
-            )
-            load_argv = wrk.build_command(
-                server.url(path),
-                bodies[args.endpoint],
-                connections=args.concurrency,
-                duration_s=args.duration + 6,
-                cpus=plan.client,
-            )
-            generator = subprocess.Popen(load_argv, stdout=subprocess.PIPE, text=True)
-            try:
-                subprocess.run(["sleep", "3"], check=True)  # warm-up under load
-                folded = PROFILE_DIR / f"{name}.folded"
-                spy_argv = [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(server.workers()[0]),
-                    "--duration",
-                    str(round(args.duration)),
-                    "--rate",
-                    str(args.rate),
-                    "--format",
-                    "raw",
-                    "--nolineno",
-                    "--output",
-                    str(folded),
-                ]
-                if not args.no_native:
-                    spy_argv.append("--native")
-                subprocess.run(
-                    servers.pinned(spy_argv, plan.client), check=True, capture_output=True
-                )
-                out, _ = generator.communicate(timeout=args.duration + 60)
-            finally:
-                if generator.poll() is None:
-                    generator.kill()
-            result = wrk.parse_output(out)
-        finally:
-            server.stop()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as generator:
+            time.sleep(3)  # warm-up under load
+            record(spy, server.workers()[0], folded, args, plan)
+            out, _ = generator.communicate(timeout=args.duration + 60)
+        result = wrk.parse_output(out)
     att = attribute(parse_folded(folded.read_text().splitlines()))
     info = machine.describe()
     context = (
@@ -271,12 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"average {info['load_average_start']}, commit {info['commit']}. "
         f"Folded stacks: {folded.relative_to(machine.REPO_ROOT)}."
     )
-    markdown = to_markdown(
-        att,
-        f"Profile: {path} at c={args.concurrency}",
-        unprofiled["server_cpu_us_per_request"],
-        context,
-    )
+    title = f"Profile: {scenario.path} at c={args.concurrency}"
+    markdown = to_markdown(att, title, unprofiled["server_cpu_us_per_request"], context)
     write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
     print(markdown)
     return 0

@@ -12,43 +12,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
-Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
-BODY = json.dumps(
-    {
-        "probability": 0.5,
-        "prediction": 1,
-        "label": "presence of heart disease",
-        "threshold": 0.5,
-        "model_version": "reference",
-    },
-    separators=(",", ":"),
-).encode()
-HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(BODY)).encode()),
-]
+#: The reply of every reference: a prediction's shape, no model behind it.
+CONSTANT: Final[dict[str, Any]] = {
+    "probability": 0.5,
+    "prediction": 1,
+    "label": "presence of heart disease",
+    "threshold": 0.5,
+    "model_version": "reference",
+}
+BODY = json.dumps(CONSTANT, separators=(",", ":")).encode()
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
-        return
+async def app(
+    scope: Message,
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    while scope["type"] == "lifespan":  # startup, then shutdown: each acknowledged
+        kind = (await receive())["type"]
+        await send({"type": f"{kind}.complete"})
+        if kind == "lifespan.shutdown":
+            return
     more = True
     while more:  # drain the request body, as any real endpoint must
-        message = await receive()
-        more = bool(message.get("more_body", False))
+        more = bool((await receive()).get("more_body", False))
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})

@@ -1,9 +1,10 @@
-"""Starting, checking and stopping the servers under test, and reading their memory.
+"""The servers under test: started through ``app.testing``, pinned, and read from ``/proc``.
 
-Each server is a real process on a free loopback port, optionally pinned to
-one core with ``taskset`` (its workers inherit the affinity), with its output
-going to a log file as it would in a deployment. Memory is read from
-``/proc/PID/status`` of the uvicorn worker process, the one that serves.
+:mod:`app.testing` is the one way to start, wait for and stop a server; this
+adds what a measurement needs: the reference apps and the container image as
+targets beside the service, pinning to one core with ``taskset`` (inherited by
+uvicorn's workers) and renicing, and the serving processes' CPU time and
+memory from ``/proc`` (no psutil needed).
 """
 
 from __future__ import annotations
@@ -11,64 +12,185 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
-import time
+import sys
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from app.testing import REPO_ROOT, RunningServer, clean_environment, free_port, running
+from app.testing import running_server as running_service
 
 
 class ServerError(RuntimeError):
     """A server did not start, did not answer as expected, or died."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which cores the servers and the load generator may use (None: no pinning)."""
+
+    server: tuple[int, ...] | None
+    client: tuple[int, ...] | None
+
+    @classmethod
+    def for_this_machine(cls) -> CpuPlan:
+        cores = sorted(os.sched_getaffinity(0))
+        return cls((cores[0],), (cores[1],)) if len(cores) >= 2 else cls(None, None)
+
+    def describe(self) -> str:
+        if self.server is None:
+            return "no pinning (fewer than 2 cores): server and wrk share the CPU"
+        return f"server on core {self.server}, wrk on core {self.client} (taskset)"
 
 
-def pinned(argv: Sequence[str], cpus: Sequence[int] | None) -> list[str]:
-    """Prefix ``argv`` with ``taskset -c`` when ``cpus`` is given."""
-    if not cpus:
-        return list(argv)
-    return ["taskset", "-c", ",".join(str(c) for c in cpus), *argv]
+def pinned(argv: Sequence[str], cpus: Sequence[int] | None, nice: int = 0) -> list[str]:
+    """Prefix ``argv`` with ``taskset -c`` when ``cpus`` is given, ``nice -n`` when ``nice``."""
+    niced = ["nice", "-n", str(nice), *argv] if nice else list(argv)
+    return ["taskset", "-c", ",".join(str(c) for c in cpus), *niced] if cpus else niced
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server under test: the service, a reference app (``app``) or an ``image`` of ours."""
+
+    key: str
+    label: str
+    #: ``module:attribute`` of a reference ASGI app, served by plain uvicorn.
+    app: str = ""
+    ready_path: str = "/ready"
+    has_batch: bool = True
+    workers: int = 1
+    image: str | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return not self.app
+
+
+@dataclass
+class Server:
+    target: Target
+    running: RunningServer
+    container: str | None = None
+
+    def url(self, path: str) -> str:
+        return self.running.url + path
+
+    def check_alive(self) -> None:
+        if (status := self.running.process.poll()) is not None:
+            tail = "\n".join(self.running.log().splitlines()[-30:])
+            raise ServerError(f"{self.target.key} exited with {status}:\n{tail}")
+
+    def workers(self) -> list[int]:
+        """The processes that serve requests, whose CPU time tells the cost per request."""
+        if self.container is None:
+            return worker_pids(self.running.process.pid)
+        pid = podman("inspect", "--format", "{{.State.Pid}}", self.container).strip()
+        return worker_pids(int(pid)) if pid.isdigit() and int(pid) > 0 else []
+
+    def rss_kib(self, key: str = "VmRSS") -> int:
+        """Resident memory (``VmHWM``: its peak) of the single serving worker, in KiB."""
+        pids = self.workers()
+        if len(pids) != 1:
+            raise ServerError(f"{self.target.key} has {len(pids)} workers; RSS needs exactly one")
+        return status_kib(Path(f"/proc/{pids[0]}/status").read_text(), key)
+
+
+@contextlib.contextmanager
+def started(
+    target: Target, artifact: Path, log_dir: Path, cpus: Sequence[int] | None, nice: int = 0
+) -> Iterator[Server]:
+    """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it."""
+    prefix, port = pinned([], cpus, nice), free_port()
+    log = log_dir / f"{target.key}-{port}.log"
+    if target.image:
+        # On the host network, as the project's podman setup and probes use it: no
+        # port-forwarding proxy in the path. conmon and the container inherit taskset.
+        name = f"heart-bench-{port}"
+        where = ["-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
+        command = [*prefix, "podman", "run", "--rm", "--name", name, "--network", "host", *where]
+        container = running(
+            [*command, target.image], port=port, env=podman_environment(), log_path=log, timeout=120
+        )
+        try:
+            with container as server:
+                yield Server(target, server, name)
+        finally:
+            podman("rm", "--force", "--time", "0", name)
+    elif target.app:
+        listen = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        command = [*prefix, sys.executable, "-m", "uvicorn", target.app, *listen]
+        command += ["--log-level", "warning"]
+        env = clean_environment()
+        with running(command, port=port, env=env, log_path=log, ready_path=target.ready_path) as s:
+            yield Server(target, s)
+    else:
+        with running_service(artifact, workers=target.workers, log_dir=log_dir, prefix=prefix) as s:
+            yield Server(target, s)
+
+
+def podman_environment() -> dict[str, str]:
+    """Ours, with the project's podman configuration (scripts/container-lib.sh) if present."""
+    env, conf = dict(os.environ), REPO_ROOT / ".cache" / "containers"
+    for variable, name in (
+        ("CONTAINERS_STORAGE_CONF", "storage"),
+        ("CONTAINERS_CONF", "containers"),
+    ):
+        if variable not in env and (conf / f"{name}.conf").is_file():
+            env[variable] = str(conf / f"{name}.conf")
+    return env
+
+
+def podman(*args: str) -> str:
+    """Run a podman command; its stdout ("" when podman is missing or fails)."""
+    with contextlib.suppress(OSError):
+        done = subprocess.run(
+            ["podman", *args], capture_output=True, text=True, env=podman_environment()
+        )
+        return done.stdout if done.returncode == 0 else ""
+    return ""
+
+
+def image_description(image: str) -> str | None:
+    """``IMAGE, built DATE from REVISION`` (None without podman or the image): which code."""
+    label = '{{.Created}} {{index .Labels "org.opencontainers.image.revision"}}'
+    parts = podman("image", "inspect", "--format", label, image).split()
+    if len(parts) < 2:  # "2026-11-25 10:08:54.26 +0000 UTC <revision>"
+        return None
+    revision = parts[4][:7] if len(parts) > 4 and parts[4] not in ("unknown", "<no") else ""
+    return f"{image}, built {parts[0]} {parts[1][:5]} UTC" + (f" from {revision}" * bool(revision))
+
+
+def request(url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One GET, or POST of a JSON ``body``: ``(status, body)``, 4xx/5xx included."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def post_json(url: str, body: bytes) -> Any:
+    """POST ``body`` and return the decoded JSON reply; any non-200 is an error."""
+    status, reply = request(url, body)
+    if status != 200:
+        raise ServerError(f"POST {url} answered {status}: {reply[:500]!r}")
+    return json.loads(reply)
 
 
 def status_kib(status_text: str, key: str) -> int:
     """A ``kB`` field (``VmRSS``, ``VmHWM``...) of a ``/proc/PID/status`` text, in KiB."""
     for line in status_text.splitlines():
         name, _, value = line.partition(":")
-        if name == key:
-            parts = value.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                return int(parts[0])
+        if name == key and value.split()[1:] == ["kB"]:
+            return int(value.split()[0])
     raise ServerError(f"no {key} in process status")
-
-
-def read_status_kib(pid: int, key: str = "VmRSS") -> int:
-    return status_kib(Path(f"/proc/{pid}/status").read_text(), key)
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc, no psutil needed)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found.extend(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
-def cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    return ""
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -79,153 +201,37 @@ def worker_pids(pid: int) -> list[int]:
     (``spawn_main`` on their command line), next to helpers like the resource
     tracker that serve nothing.
     """
-    spawned = [c for c in children(pid) if "spawn_main" in cmdline(c)]
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children.extend(int(c) for c in (task / "children").read_text().split())
+    spawned = []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                spawned.append(child)
     return spawned or [pid]
 
 
-@dataclass
-class Server:
-    """A running server process and where to reach it."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    argv: list[str]
-    _log: IO[bytes] | None = field(default=None, repr=False)
-    #: Run after the process exits, e.g. to remove a container whatever happened.
-    cleanup: list[str] | None = None
-    env: dict[str, str] | None = field(default=None, repr=False)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    def workers(self) -> list[int]:
-        return worker_pids(self.process.pid)
-
-    def rss_kib(self) -> int:
-        """Resident memory of the (single) serving worker."""
-        pids = self.workers()
-        if len(pids) != 1:
-            raise ServerError(f"{self.name} has {len(pids)} workers; RSS needs exactly one")
-        return read_status_kib(pids[0], "VmRSS")
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise ServerError(
-                f"{self.name} exited with {self.process.returncode}; log:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:])
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM (graceful), then SIGKILL if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout_s)
-        if self.cleanup:
-            subprocess.run(self.cleanup, capture_output=True, check=False, timeout=60, env=self.env)
-            self.cleanup = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def start(
-    name: str,
-    argv: Sequence[str],
-    *,
-    port: int,
-    log_dir: Path,
-    cpus: Sequence[int] | None = None,
-    env: Mapping[str, str] | None = None,
-    ready_path: str = "/",
-    ready_timeout_s: float = 60.0,
-    cwd: Path | None = None,
-) -> Server:
-    """Start ``argv`` and wait until ``GET ready_path`` answers 2xx.
-
-    ``env`` is the complete environment of the server (default: ours).
-    """
-    log_path = log_dir / f"{name}.log"
-    log = log_path.open("ab")
-    command = pinned(argv, cpus)
-    process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ if env is None else env),
-        cwd=cwd,
-    )
-    server = Server(
-        name, port, process, log_path, command, log, env=None if env is None else dict(env)
-    )
-    deadline = time.monotonic() + ready_timeout_s
-    while True:
-        try:
-            server.check_alive()
-        except ServerError:
-            server.stop()
-            raise
-        try:
-            status, _ = request(server.url(ready_path), method="GET", timeout_s=2.0)
-            if 200 <= status < 300:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise ServerError(
-                f"{name} not ready after {ready_timeout_s:.0f} s:\n{server.log_tail()}"
-            )
-        time.sleep(0.1)
-
-
-def request(
-    url: str,
-    *,
-    method: str = "POST",
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout_s: float = 10.0,
-) -> tuple[int, bytes]:
-    """One HTTP request with the standard library: ``(status, body)``, 4xx/5xx included."""
-    all_headers = {"Content-Type": "application/json"} if body is not None else {}
-    all_headers.update(headers or {})
-    req = urllib.request.Request(url, data=body, method=method, headers=all_headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-
-
-def post_json(url: str, body: bytes) -> Any:
-    """POST ``body`` and return the decoded JSON reply; any non-200 is an error."""
-    status, reply = request(url, body=body)
-    if status != 200:
-        raise ServerError(f"POST {url} answered {status}: {reply[:500]!r}")
-    return json.loads(reply)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (from /proc/PID/stat); 0 once it is gone."""
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 @contextlib.contextmanager
-def running(*args: Any, **kwargs: Any) -> Iterator[Server]:
-    """:func:`start` as a context manager that always stops the server."""
-    server = start(*args, **kwargs)
-    try:
-        yield server
-    finally:
-        server.stop()
+def artifact_path(given: Path | None) -> Iterator[Path]:
+    """The artifact to serve: the given one, or a fresh one from ``python -m training``."""
+    if given is not None:
+        if not given.is_file():
+            raise SystemExit(f"no artifact at {given}: run `python -m training --output {given}`")
+        yield given.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-artifact-") as tmp:
+        path = Path(tmp) / "model.joblib"
+        print("training the default model (python -m training --quiet --no-plot)", file=sys.stderr)
+        command = [sys.executable, "-m", "training", "--output", str(path), "--quiet", "--no-plot"]
+        subprocess.run(command, check=True, cwd=REPO_ROOT)
+        yield path

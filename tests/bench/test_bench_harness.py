@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.testing import clean_environment
-from bench import load, payloads, report, servers, stats, wrk
+from app.testing import service_environment
+from bench import load, load_report, payloads, report, servers, wrk
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
 WRK_OK = """\
@@ -145,24 +145,21 @@ def test_build_command_never_asks_for_more_threads_than_connections(tmp_path: Pa
 
 
 def test_summarize_median_min_max_and_spread() -> None:
-    s = stats.summarize([3.0, 1.0, 2.0, 10.0])
+    s = report.summarize([3.0, 1.0, 2.0, 10.0])
     assert (s.median, s.minimum, s.maximum, s.n) == (2.5, 1.0, 10.0, 4)
     assert s.spread == pytest.approx(9.0 / 2.5)
 
 
 def test_summarize_ignores_nan_and_handles_empty() -> None:
-    assert stats.summarize([math.nan, 4.0, 6.0, 5.0]).median == 5.0
-    empty = stats.summarize([math.nan])
+    assert report.summarize([math.nan, 4.0, 6.0, 5.0]).median == 5.0
+    empty = report.summarize([math.nan])
     assert empty.n == 0 and math.isnan(empty.median) and math.isnan(empty.spread)
 
 
-def test_ratio_and_paired_ratios() -> None:
-    assert stats.ratio(7.0, 10.0) == pytest.approx(0.7)
-    assert math.isnan(stats.ratio(1.0, 0.0))
-    assert math.isnan(stats.ratio(math.nan, 1.0))
-    assert stats.paired_ratios([2.0, 3.0], [4.0, 6.0]) == [0.5, 0.5]
-    with pytest.raises(ValueError, match="differ in length"):
-        stats.paired_ratios([1.0], [1.0, 2.0])
+def test_ratio() -> None:
+    assert report.ratio(7.0, 10.0) == pytest.approx(0.7)
+    assert math.isnan(report.ratio(1.0, 0.0))
+    assert math.isnan(report.ratio(math.nan, 1.0))
 
 
 # ---------------------------------------------------------------- reports
@@ -201,7 +198,7 @@ def entry(target: str, endpoint: str, c: int, rps: float, p99: float) -> dict[st
         "other_load_cores": 0.0,
         "errors": {"status": 0},
     }
-    summary = load.summarize_runs([run], batch_size=1000, endpoint=endpoint)
+    summary = load_report.summarize_runs([run], 1000 if endpoint == "batch" else 1)
     return {"target": target, "endpoint": endpoint, "connections": c, **summary}
 
 
@@ -228,29 +225,30 @@ def test_batch_rows_per_second_multiplies_by_batch_size() -> None:
 def test_targets_table_verdicts() -> None:
     mem = {"growth": 1.01, "first_checkpoint": 1000, "last_checkpoint": 100_000}
     good = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
-    _, missed = load.targets_table(good, mem)  # 0.735x, 1.4x, 320k rows/s, 1.01x
+    _, missed = load_report.targets_table(good, mem)  # 0.735x, 1.4x, 320k rows/s, 1.01x
     assert missed == []
     bad = results_fixture(service_c32=4700, service_c1_p99=800, batch_rps=290)
-    _, missed = load.targets_table(bad, {**mem, "growth": 1.2})
+    _, missed = load_report.targets_table(bad, {**mem, "growth": 1.2})
     assert len(missed) == 4
 
 
 def test_quoted_comparison_normalises_by_reference_two() -> None:
     # Our FastAPI reference equals the issue's (6,800 at c=32), so normalised == plain.
-    table = load.quoted_table(results_fixture(5900, 600, 300))
+    table = load_report.quoted_table(results_fixture(5900, 600, 300))
     mlserver = next(line for line in table.splitlines() if line.startswith("| MLServer 1.7"))
     assert "| 590 | 10.00x | 10.00x |" in mlserver  # 5,900 / 590
     assert "met" in mlserver
 
 
-def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks() -> None:
+def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: Path) -> None:
     settings = load.Settings()
     found = [
-        load.Target("asgi", "", ()),
-        load.Target("fastapi", "", ()),
-        load.Target("service", "", ()),
+        servers.Target("asgi", "", app="bench.ref_asgi:app"),
+        servers.Target("fastapi", "", app="bench.ref_fastapi:app"),
+        servers.Target("service", ""),
     ]
-    keys = [s.key for s in load.scenarios_for(found, settings)]
+    scenarios = load.standard_scenarios(tmp_path, settings)
+    keys = [run.key for run in load.plan_runs(found, scenarios, settings)]
     assert keys == [
         "asgi/predict/c1",
         "asgi/predict/c32",
@@ -263,11 +261,35 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks() -> None:
     ]
 
 
+def test_extra_scenarios_go_to_the_service_only(tmp_path: Path) -> None:
+    settings = load.Settings()
+    bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    [explain] = load.extra_scenarios([["explain", "/predict?explain=true", str(bodies)]])
+    assert explain.service_only and explain.bodies == bodies.resolve()
+    found = [servers.Target("fastapi", "", app="bench.ref_fastapi:app"), servers.Target("s", "")]
+    keys = [run.key for run in load.plan_runs(found, [explain], settings)]
+    assert keys == ["s/explain/c1", "s/explain/c32"]
+    for bad in (["predict", "/predict", str(bodies)], ["x", "predict", str(bodies)]):
+        with pytest.raises(SystemExit, match="--scenario"):
+            load.extra_scenarios([bad])
+    with pytest.raises(SystemExit, match="body file"):
+        load.extra_scenarios([["x", "/predict", str(tmp_path / "missing.jsonl")]])
+
+
+def test_extra_scenario_rows_name_their_path() -> None:
+    results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
+    extra = entry("service", "explain", 1, 3000, 900)
+    results["service/explain/c1"] = {**extra, "path": "/predict?explain=true"}
+    text = load_report.comparison_table(results, {"service": "the service"})
+    assert "| the service | /predict?explain=true (explain) | 1 | 3,000 |" in text
+    assert "| the service | /predict/batch | 4 | 320 | 320,000 |" in text
+
+
 def test_server_environment_drops_developer_heart_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HEART_ACCESS_LOG", "false")
-    env = clean_environment(load.service_env(Path("/m.joblib")))
+    env = service_environment(Path("/m.joblib"))
     assert env["HEART_MODEL_PATH"] == "/m.joblib"
     assert "HEART_ACCESS_LOG" not in env
 
@@ -285,12 +307,13 @@ def test_status_kib_reads_proc_status_fields() -> None:
 
 def test_own_process_is_its_own_worker_and_has_rss() -> None:
     assert servers.worker_pids(os.getpid()) == [os.getpid()]
-    assert servers.read_status_kib(os.getpid()) > 1000
+    assert servers.status_kib(Path(f"/proc/{os.getpid()}/status").read_text(), "VmRSS") > 1000
 
 
 def test_pinned_prefixes_taskset_only_when_asked() -> None:
     assert servers.pinned(["x"], None) == ["x"]
     assert servers.pinned(["x"], (0, 1)) == ["taskset", "-c", "0,1", "x"]
+    assert servers.pinned(["x"], (1,), nice=-5) == ["taskset", "-c", "1", "nice", "-n", "-5", "x"]
 
 
 # ---------------------------------------------------------------- payloads and reference apps
@@ -346,6 +369,9 @@ def test_fastapi_reference_validates_with_the_service_model() -> None:
     assert bad.json()["detail"][0]["loc"] == ["body", "thal"]
     batch = client.post("/predict/batch", json={"patients": payloads.patients(3)})
     assert len(batch.json()["predictions"]) == 3
+    stricter = TestClient(ref_fastapi.bytes_app).post("/predict", json=patient)
+    assert stricter.json() == ref_fastapi.CONSTANT
+    assert stricter.headers["content-type"] == "application/json"
 
 
 # ---------------------------------------------------------------- the real tools, end to end
@@ -357,9 +383,8 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
 
     require_tool("wrk")
     bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
-    port = servers.free_port()
-    argv = load.uvicorn_argv("bench.ref_asgi:app", port)
-    with servers.running("asgi", argv, port=port, log_dir=tmp_path) as server:
+    target = servers.Target("asgi", "reference 1", app="bench.ref_asgi:app", ready_path="/")
+    with servers.started(target, tmp_path / "unused.joblib", tmp_path, cpus=None) as server:
         result = wrk.run(server.url("/predict"), bodies, connections=2, duration_s=1)
         assert result.requests > 0 and result.error_count == 0
         assert 0 < result.latency_us["p50"] <= result.latency_us["p99"]
@@ -369,7 +394,7 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
         assert counted.requests == 50
 
 
-# ---------------------------------------------------------------- profile attribution, variants
+# ---------------------------------------------------------------- profile attribution
 
 
 FOLDED = """\
@@ -405,30 +430,6 @@ def test_profile_markdown_splits_cpu_time_by_share() -> None:
     assert "| predictor + NumPy | 3 | 30.0% | 60.0 |" in text
 
 
-def test_variant_names_are_checked() -> None:
-    from bench import variants
-
-    assert variants.parse("none") == []
-    assert variants.parse("no-metrics, fast-predict") == ["no-metrics", "fast-predict"]
-    with pytest.raises(SystemExit, match="unknown variant"):
-        variants.parse("no-such-thing")
-
-
-def test_fast_probability_matches_the_predictor(artifact_path: Path) -> None:
-    import numpy as np
-
-    from bench import variants
-    from model.artifact import load_artifact
-    from model.predictor import Predictor
-
-    predictor = load_artifact(artifact_path)
-    fast = variants.fast_probability(Predictor.probability)
-    rows = np.array([list(p.values()) for p in payloads.patients(50)], dtype=np.float64)
-    for row in rows:
-        assert fast(predictor, row)[0] == pytest.approx(predictor.probability(row)[0], abs=1e-12)
-    np.testing.assert_allclose(fast(predictor, rows), predictor.probability(rows))
-
-
 def test_prometheus_predict_count_sums_every_label_set() -> None:
     text = (
         "# HELP heart_http_requests_total HTTP requests answered.\n"
@@ -438,41 +439,16 @@ def test_prometheus_predict_count_sums_every_label_set() -> None:
         'heart_http_requests_total{method="GET",route="/ready",status="200"} 7.0\n'
     )
     assert load.predict_requests_counted(text) == 1203.0
-    cell = load.prometheus_cell(
+    cell = load_report.prometheus_cell(
         {"scrapes": [1203.0, 1203.0], "wrk_completed": 1200, "consistent": True}
     )
     assert cell == "1,203 vs 1,200 completed: consistent"
 
 
-def test_coalesced_writes_join_lines_of_one_loop_turn_in_pipe_sized_chunks() -> None:
-    import asyncio
-
-    from bench import variants
-
-    written: list[str] = []
-    write = variants.coalesce_writes(written.append)
-    write("outside a loop\n")
-    assert written == ["outside a loop\n"]
-    written.clear()
-
-    async def burst() -> None:
-        for i in range(3):
-            write(f"line {i}\n")
-        assert written == []  # nothing yet: flushed when this turn of the loop ends
-        await asyncio.sleep(0)
-        write("x" * 3000 + "\n")
-        write("y" * 3000 + "\n")
-        await asyncio.sleep(0)
-
-    asyncio.run(burst())
-    assert written[0] == "line 0\nline 1\nline 2\n"
-    assert written[1:] == ["x" * 3000 + "\n", "y" * 3000 + "\n"]  # 6 KB: two chunks
-
-
 def test_stricter_reference_is_reported_but_not_counted_as_a_miss() -> None:
     results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
     results["fastapi-bytes/predict/c32"] = entry("fastapi-bytes", "predict", 32, 8000, 7000)
-    table, missed = load.targets_table(results, None)
+    table, missed = load_report.targets_table(results, None)
     line = next(r for r in table.splitlines() if "(informational)" in r)
     assert "0.62x" in line and "NOT met" in line  # 5,000 / 8,000
     assert missed == []

@@ -17,7 +17,6 @@ training folds only, never on the fold it is scored on.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -32,11 +31,11 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bench.report import RESULTS_DIR, write_results
 from training.data import load_dataset
 from training.evaluate import cross_validate
 from training.pipeline import TrainingConfig, library_versions, make_pipeline
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("accuracy", "roc_auc", "brier", "statlog_cost", "statlog_cost_tuned")
 
 
@@ -127,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--repeats", type=int, default=5, help="repeats of each protocol")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles")
-    p.add_argument("--output", type=Path, default=RESULTS / "quality")
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality")
     args = p.parse_args(argv)
     protocols = {"10-fold x 5": (10, args.repeats), "9-fold (StatLog) x 5": (9, args.repeats)}
     if args.repeats != 5:
@@ -135,26 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     results = run(protocols, args.seed)
     table = markdown(results)
-    print()
-    print(table)
+    print(f"\n{table}")
     failures = check_targets(results) if args.repeats == 5 else []
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    args.output.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "date": started.isoformat(timespec="seconds"),
-                "machine": platform.platform(),
-                "versions": library_versions(),
-                "seed": args.seed,
-                "results": results,
-                "failures": failures,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    data: dict[str, Any] = {"date": started.isoformat(timespec="seconds")}
+    data |= {"machine": platform.platform()}
+    data |= {"versions": library_versions(), "seed": args.seed, "results": results}
+    write_results(args.output.stem, table, data | {"failures": failures}, args.output.parent)
     return 1 if failures else 0
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load_report, machine, payloads, report, servers, wrk
+from bench.payloads import Scenario
 from bench.report import ratio
 from bench.servers import CpuPlan, Server, Target
 
@@ -51,18 +52,6 @@ class Settings:
     #: nice value for servers and wrk (negative: ahead of other jobs; needs root).
     nice: int = 0
     quick: bool = False
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
-
-    name: str
-    path: str
-    bodies: Path
-    rows_per_request: int = 1
-    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
-    service_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,14 +77,6 @@ def targets(image: str | None = None) -> list[Target]:
     ]
     container = Target("container", f"the service in its container ({image})", image=image)
     return [*found, container] if image else found
-
-
-def standard_scenarios(directory: Path, settings: Settings) -> list[Scenario]:
-    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches."""
-    single = payloads.write_single_bodies(directory / "predict.jsonl")
-    batches = payloads.write_batch_bodies(directory / "batch.jsonl", batch_size=settings.batch_size)
-    batch = Scenario("batch", "/predict/batch", batches, settings.batch_size)
-    return [Scenario("predict", "/predict", single), batch]
 
 
 def extra_scenarios(specs: Sequence[Sequence[str]]) -> list[Scenario]:
@@ -232,7 +213,7 @@ def memory(
 def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
     """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers)."""
     c = settings.scale_concurrency
-    found = [Target(f"{w}", f"service, {w} workers", workers=w) for w in settings.scale_workers]
+    found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
     runs = [Run(t, scenarios[0], c) for t in found]
     with contextlib.ExitStack() as stack:
         up = {
@@ -244,7 +225,7 @@ def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict
         samples = interleaved(up, runs, settings, None)
         counts = {r.key: prometheus_check(up[r.target.key], samples[r.key], c) for r in runs}
     return {
-        run.target.key: {
+        str(run.target.workers): {
             "workers": run.target.workers,
             "connections": c,
             "prometheus": counts[run.key],
@@ -358,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         servers.artifact_path(args.artifact) as model,
     ):
-        scenarios = standard_scenarios(Path(tmp), settings)
+        scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
         data["comparison"] = comparison(found, scenarios + extra, model, settings, plan)
         if not args.skip_memory:
             data["memory"] = memory(model, scenarios, settings, plan)

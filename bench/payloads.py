@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,23 @@ def first_body(path: Path) -> bytes:
     """The first body of a body file, for the pre-flight check of each server."""
     with path.open("rb") as fh:
         return fh.readline().rstrip(b"\n")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
+
+    name: str
+    path: str
+    bodies: Path
+    rows_per_request: int = 1
+    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
+    service_only: bool = False
+
+
+def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
+    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches."""
+    single = write_single_bodies(directory / "predict.jsonl")
+    batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
+    batch = Scenario("batch", "/predict/batch", batches, batch_size)
+    return [Scenario("predict", "/predict", single), batch]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.testing import running_server
-from bench import load, machine, report, wrk
+from bench import load, machine, payloads, report, wrk
 from bench.servers import CpuPlan, Server, Target, artifact_path, pinned
 from training.report import write_text_atomic
 
@@ -190,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifact, env=extra, log_dir=load.LOG_DIR, prefix=pinned([], plan.server)
         ) as s,
     ):
-        scenarios = {sc.name: sc for sc in load.standard_scenarios(Path(tmp), settings)}
+        made = payloads.standard_scenarios(Path(tmp), settings.batch_size)
+        scenarios = {scenario.name: scenario for scenario in made}
         scenario, server = scenarios[args.endpoint], Server(Target("service", "service"), s)
         load.preflight(server, list(scenarios.values()))
         # Throughput and CPU per request without the profiler attached.

@@ -247,7 +247,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
         servers.Target("fastapi", "", app="bench.ref_fastapi:app"),
         servers.Target("service", ""),
     ]
-    scenarios = load.standard_scenarios(tmp_path, settings)
+    scenarios = payloads.standard_scenarios(tmp_path, settings.batch_size)
     keys = [run.key for run in load.plan_runs(found, scenarios, settings)]
     assert keys == [
         "asgi/predict/c1",

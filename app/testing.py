@@ -134,6 +134,7 @@ def running_server(
     args: Sequence[str] = (),
     log_dir: Path | None = None,
     prefix: Sequence[str] = (),
+    timeout: float = 30.0,
 ) -> contextlib.AbstractContextManager[RunningServer]:
     """Start ``python -m app serve`` for ``artifact``; yield once it is ready; stop it.
 
@@ -148,4 +149,5 @@ def running_server(
         port=port,
         env=service_environment(artifact, env),
         log_path=directory / f"server-{port}.log",
+        timeout=timeout,
     )

@@ -127,10 +127,15 @@ def started(
         command = [*prefix, sys.executable, "-m", "uvicorn", target.app, *listen]
         command += ["--log-level", "warning"]
         env = clean_environment()
-        with running(command, port=port, env=env, log_path=log, ready_path=target.ready_path) as s:
+        ready = target.ready_path
+        with running(command, port=port, env=env, log_path=log, ready_path=ready, timeout=60) as s:
             yield Server(target, s)
     else:
-        with running_service(artifact, workers=target.workers, log_dir=log_dir, prefix=prefix) as s:
+        # A busy shared machine can take tens of seconds to import and load the model.
+        service = running_service(
+            artifact, workers=target.workers, log_dir=log_dir, prefix=prefix, timeout=60
+        )
+        with service as s:
             yield Server(target, s)
 
 

@@ -394,6 +394,27 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
         assert counted.requests == 50
 
 
+@pytest.mark.e2e
+def test_service_target_starts_pinned_through_app_testing(
+    artifact_path: Path, tmp_path: Path
+) -> None:
+    """The benchmark's service is `python -m app serve`, pinned, measured from /proc."""
+    from tests._tools import require_tool
+
+    require_tool("taskset")
+    core = max(os.sched_getaffinity(0))
+    service = servers.Target("service", "the service as shipped")
+    with servers.started(service, artifact_path, tmp_path, cpus=(core,)) as server:
+        [pid] = server.workers()  # one worker: uvicorn serves in the main process
+        assert pid == server.running.process.pid  # taskset exec'd the server itself
+        assert os.sched_getaffinity(pid) == {core}
+        assert server.rss_kib() > 10_000
+        load.preflight(server, payloads.standard_scenarios(tmp_path, batch_size=3))
+        assert servers.cpu_seconds(pid) > 0
+        process = server.running.process
+    assert process.poll() is not None  # stopped on leaving the block
+
+
 # ---------------------------------------------------------------- profile attribution
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logs import APP_LOGGER, logging_config
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, StartupError
 
 logger = logging.getLogger(APP_LOGGER)
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         logger.warning("ignoring unknown HEART_* variables: %s", ", ".join(unknown))
 
-    from app.main import StartupError, load_service
+    from app.service import load_service  # imports the model stack: only when needed
 
     try:
         load_service(settings)

@@ -26,6 +26,10 @@ class SettingsError(ValueError):
     """The environment holds a value the service cannot start with."""
 
 
+class StartupError(RuntimeError):
+    """The service cannot serve (no usable model); the message says how to fix it."""
+
+
 class Settings(BaseModel):
     """Everything the service can be told from outside; each field is ``HEART_<NAME>``."""
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
+from model.arrays import FloatArray, IntArray
 from training.compare_models import (
     LOGREG_KEY,
     RECORDED_MLP_PARAMS,
@@ -51,9 +51,6 @@ from training.evaluate import classification_metrics, cross_validate, summarise
 from training.keras_model import KerasStatus, keras_status
 from training.pipeline import TrainingConfig, library_versions
 from training.report import write_json_atomic, write_text_atomic
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 DEFAULT_OUTPUT_DIR: Final[Path] = Path("results")
 SPLIT_METRICS: Final[tuple[str, ...]] = ("accuracy", "roc_auc", "statlog_cost", "log_loss")

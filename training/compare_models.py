@@ -25,13 +25,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from model.arrays import FloatArray, IntArray
 from model.network import NumpyMLPClassifier
 from training.keras_model import KerasTutorialClassifier
 from training.pipeline import TrainingConfig, make_pipeline
 from training.tune import ranking
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Grid for the tuned MLPClassifier, searched on the training split only.
 MLP_GRID: Final[dict[str, list[Any]]] = {

@@ -31,7 +31,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_options_without_a_command_mean_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Settings] = []
-    monkeypatch.setattr("app.main.load_service", lambda settings: None)
+    monkeypatch.setattr("app.service.load_service", lambda settings: None)
     monkeypatch.setattr(cli, "serve", lambda settings: seen.append(settings) or 0)
     assert cli.main(["--host", "127.0.0.2", "--port", "8123"]) == 0
     assert cli.main([]) == 0

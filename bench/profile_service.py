@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import load, machine, payloads, report, servers, wrk
-from training.report import write_text_atomic
+from model.atomic import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
 

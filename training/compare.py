@@ -33,6 +33,7 @@ from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
 from model.arrays import FloatArray, IntArray
+from model.atomic import write_text_atomic
 from training.compare_models import (
     LOGREG_KEY,
     RECORDED_MLP_PARAMS,
@@ -50,7 +51,7 @@ from training.data import DataError, file_sha256, load_dataset, split
 from training.evaluate import classification_metrics, cross_validate, summarise
 from training.keras_model import KerasStatus, keras_status
 from training.pipeline import TrainingConfig, library_versions
-from training.report import write_json_atomic, write_text_atomic
+from training.report import write_json_atomic
 
 DEFAULT_OUTPUT_DIR: Final[Path] = Path("results")
 SPLIT_METRICS: Final[tuple[str, ...]] = ("accuracy", "roc_auc", "statlog_cost", "log_loss")

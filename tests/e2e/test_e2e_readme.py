@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +21,18 @@ import pytest
 
 from app.settings import Settings
 from app.testing import RunningServer, running_server
+from scripts.readme_examples import README_HOST, Example, api_key, api_section, curl_examples
 from tests._tools import require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-BEGIN, END = "<!-- api:begin", "<!-- api:end -->"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 ELLIPSIS = "..."
 
 
-@dataclass(frozen=True)
-class Example:
-    command: str
-    expected_kind: str
-    expected: str
-    line: int
-
-
-def api_section() -> tuple[str, int]:
-    text = README.read_text(encoding="utf-8")
-    start, end = text.index(BEGIN), text.index(END)
-    return text[start:end], text[:start].count("\n")
-
-
-def readme_examples() -> list[Example]:
-    section, offset = api_section()
-    blocks = [
-        (m.group(1), m.group(2), offset + section[: m.start()].count("\n") + 1)
-        for m in FENCE.finditer(section)
-    ]
-    examples = []
-    for (kind, body, line), following in zip(blocks, [*blocks[1:], None], strict=True):
-        if kind != "bash" or "curl " not in body:
-            continue
-        assert following is not None and following[0] in ("json", "text"), (
-            f"README line {line}: a curl example must be followed by its answer"
-        )
-        examples.append(Example(body, following[0], following[1], line))
-    return examples
-
-
 def readme_api_key() -> str:
-    section, _ = api_section()
-    match = re.search(r"HEART_API_KEY=(\S+) heart-api serve", section)
-    assert match, "the README shows how to start the server with an API key"
-    return match.group(1)
+    key = api_key()
+    assert key, "the README shows how to start the server with an API key"
+    return key
 
 
 def same_shape(expected: Any, actual: Any, path: str = "$") -> list[str]:
@@ -111,7 +76,7 @@ def same_shape(expected: Any, actual: Any, path: str = "$") -> list[str]:
 
 
 def run(example: Example, server: RunningServer) -> str:
-    command = example.command.replace("localhost:8000", f"127.0.0.1:{server.port}")
+    command = example.command.replace(README_HOST, f"127.0.0.1:{server.port}")
     done = subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", command],
         capture_output=True,
@@ -151,7 +116,7 @@ def servers(
 
 
 def test_readme_has_curl_examples_for_every_endpoint() -> None:
-    commands = "\n".join(e.command for e in readme_examples())
+    commands = "\n".join(e.command for e in curl_examples())
     for path in ("/predict ", "/predict/batch", "/model", "/metrics", "/health", "/ready"):
         assert f"localhost:8000{path}" in commands, path
 
@@ -159,9 +124,8 @@ def test_readme_has_curl_examples_for_every_endpoint() -> None:
 def test_readme_curl_examples(servers: dict[bool, RunningServer]) -> None:
     """All examples, in README order: later answers (the metrics) count earlier requests."""
     require_tool("curl")
-    for example in readme_examples():
-        needs_key = "X-API-Key" in example.command or "invalid API key" in example.expected
-        check_answer(example, run(example, servers[needs_key]))
+    for example in curl_examples():
+        check_answer(example, run(example, servers[example.needs_key]))
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:

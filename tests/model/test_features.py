@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,9 +14,9 @@ from model.features import (
     invalid_cells,
     markdown_table,
 )
+from tests._tools import REPO_ROOT
 from training.data import load_dataset
 
-REPO = Path(__file__).resolve().parents[2]
 ISSUE_NAMES = (
     "age",
     "sex",
@@ -99,5 +97,5 @@ def test_fast_domain_check_agrees_with_the_detailed_one() -> None:
 
 def test_docs_tables_are_generated_from_the_definition() -> None:
     table = markdown_table()
-    for doc in (REPO / "data" / "README.md", REPO / "README.md"):
+    for doc in (REPO_ROOT / "data" / "README.md", REPO_ROOT / "README.md"):
         assert table in doc.read_text(), f"{doc} has a stale feature table; regenerate it"

@@ -60,7 +60,7 @@ def _enum_names(feature: Feature) -> list[str]:
 
 
 def _member_of(feature: Feature) -> AfterValidator:
-    """Membership check for codes with gaps (thal: 3, 6, 7), which ge/le cannot express.
+    """Membership check for codes with gaps (``Feature.has_gaps``), which ge/le cannot express.
 
     The error mimics Pydantic's own enum error so clients see one shape.
     """
@@ -95,7 +95,7 @@ def _field_annotation(feature: Feature) -> Any:
                 json_schema_extra=extra,
             )
         ]
-        if codes != list(range(codes[0], codes[-1] + 1)):
+        if feature.has_gaps:
             metadata.append(_member_of(feature))
         return Annotated[(int, *metadata)]
     unit = f" Unit: {feature.unit}." if feature.unit else ""

@@ -13,6 +13,7 @@ from model.features import (
     example_patient,
     invalid_cells,
     markdown_table,
+    outside_domain,
 )
 from tests._tools import REPO_ROOT
 from training.data import load_dataset
@@ -93,6 +94,16 @@ def test_fast_domain_check_agrees_with_the_detailed_one() -> None:
         x = base.copy()
         x[rng.integers(200), rng.integers(13)] = rng.choice(candidates)
         assert all_in_domain(x) == (invalid_cells(x) == []), x[~np.all(x == base, axis=1)]
+
+
+def test_vectorised_rule_is_the_per_value_rule() -> None:
+    """outside_domain (batch fast path, data loading) refuses exactly what Feature.check does."""
+    candidates = [-1.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 18.0]
+    candidates += [59.9, 110.0, 110.5, 700.5, 1e6, float("nan"), float("inf"), -float("inf")]
+    x = np.array([[value] * N_FEATURES for value in candidates])
+    expected = np.array([[f.check(value) is not None for f in FEATURES] for value in candidates])
+    np.testing.assert_array_equal(outside_domain(x), expected)
+    assert expected.any() and not expected.all()  # the candidates exercise both answers
 
 
 def test_docs_tables_are_generated_from_the_definition() -> None:

@@ -8,8 +8,8 @@ Pydantic call and return ready-made JSON bytes; ``app.openapi`` still documents
 
 Every handler reaches the app's :class:`Runtime` through :func:`runtime_of`, a
 plain attribute read, not a ``Depends``: FastAPI resolves dependencies on every
-request, which costs the prediction endpoints measurably (bench/PROFILE.md,
-"One way to reach the runtime").
+request, a measurable share of a prediction (bench/PROFILE.md, "/predict: what
+a request costs", framework costs; BENCHMARKS.md, "One way to reach the runtime").
 """
 
 from __future__ import annotations

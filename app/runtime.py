@@ -71,7 +71,7 @@ def runtime_of(request: Request) -> Runtime:
     """The app's runtime, for every handler: a plain read, not a ``Depends``.
 
     A FastAPI dependency is resolved on every request, which costs more than
-    this read on the prediction path (bench/PROFILE.md, "One way to reach the
+    this read on the prediction path (BENCHMARKS.md, "One way to reach the
     runtime"), and one way for all handlers keeps them alike.
     """
     runtime: Runtime = request.app.state.runtime

@@ -82,7 +82,7 @@ class PredictionService:
 
         ``model_validate_json`` parses and validates in one Rust pass; FastAPI's
         own body handling (``json.loads``, then validation of the Python objects)
-        costs about 60 us more per request, a third of the whole /predict budget.
+        costs markedly more per request (bench/PROFILE.md, framework costs).
         """
         try:
             patient = PatientFeatures.model_validate_json(body)

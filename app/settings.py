@@ -63,7 +63,8 @@ class Settings(BaseModel):
         default=False,
         description=(
             "FastAPI's built-in OpenTelemetry instrumentation, for an OpenTelemetry SDK "
-            "you configure. Off by default: its per-request checks cost about 8 us."
+            "you configure. Off by default: it checks for providers on every request "
+            "(cost in bench/PROFILE.md)."
         ),
     )
     shutdown_timeout: int = Field(

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heart-api",
         description="Heart-disease risk prediction API. Every option defaults to its "
-        "HEART_* environment variable (see README.md).",
+        "HEART_* environment variable (see docs/api.md, Configuration).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -5,13 +5,13 @@ Called by scripts/container-smoke.sh once both servers are started; standard
 library only, so it runs with any python3 >= 3.11 on the host. Checks:
 
 - both become ready and serve the same model version;
-- every curl example of the README's API section is run by bash as written
+- every curl example of the docs' API sections (README.md, docs/api.md) is run by bash as written
   (only localhost:8000 is pointed elsewhere) against both servers, and both
   must answer the same JSON (floats equal within 1e-9; /metrics answers differ
   by nature, so those examples must only succeed); at least one must predict;
 - /metrics answers JSON by default and the Prometheus text format for
   ``?format=prometheus`` and for ``Accept: text/plain``;
-- with --keyed (the container runs with the README's HEART_API_KEY): the
+- with --keyed (the container runs with the HEART_API_KEY of docs/api.md): the
   README's API-key examples answer as shown, and a prediction without the key
   or with a wrong one is refused while the right key is accepted.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 # This script's folder is on sys.path when it runs: the one parser of the examples.
-from readme_examples import API_DOC, README_HOST, Example, api_key, curl_examples
+from readme_examples import API_DOC, EXAMPLE_DOCS, README_HOST, Example, api_key, curl_examples
 
 FLOAT_TOLERANCE = 1e-9
 
@@ -249,27 +249,28 @@ def main() -> int:
     parser.add_argument("--source", help="base URL of the service run from source")
     parser.add_argument(
         "--doc",
-        "--readme",
-        dest="doc",
+        dest="docs",
         type=Path,
-        default=API_DOC,
-        help="the document whose API section holds the curl examples",
+        action="append",
+        help="a document whose API sections hold curl examples (repeatable; default: "
+        "README.md and docs/api.md)",
     )
     parser.add_argument(
         "--keyed",
         action="store_true",
-        help="the container was started with the README's HEART_API_KEY: check the key",
+        help="the container was started with the HEART_API_KEY of docs/api.md: check the key",
     )
     parser.add_argument("--expect-model-version", help="the model the container must serve")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /ready")
     args = parser.parse_args()
     try:
-        examples = curl_examples(args.doc)
+        docs = args.docs or list(EXAMPLE_DOCS)
+        examples = curl_examples(*docs)
         if not examples:
-            raise CheckFailedError(f"no curl example against {README_HOST} in {args.doc}")
-        key = api_key(args.doc) if args.keyed else None
+            raise CheckFailedError(f"no curl example against {README_HOST} in {docs}")
+        key = api_key(API_DOC) if args.keyed else None
         if args.keyed and not key:
-            raise CheckFailedError(f"{args.doc} shows no `HEART_API_KEY=... heart-api serve`")
+            raise CheckFailedError(f"{API_DOC} shows no `HEART_API_KEY=... heart-api serve`")
         headers = {"X-API-Key": key} if key else {}
 
         start = time.monotonic()

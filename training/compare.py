@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--readme",
         type=Path,
         default=None,
-        help="also replace the comparison table between the markers in this README",
+        help="also replace the comparison table between the markers in this Markdown file "
+        "(the project keeps it in docs/comparison.md)",
     )
     p.add_argument(
         "--require-keras",

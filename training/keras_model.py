@@ -11,7 +11,7 @@ rest of the training code must work without it (a test checks that importing
 
 The backend is JAX unless ``KERAS_BACKEND`` says otherwise: measured here it
 installs in a third of TensorFlow's disk space and fits this model about
-3.5 times faster (see the README's comparison section). Keras 3 itself falls
+3.5 times faster (see docs/comparison.md). Keras 3 itself falls
 back to TensorFlow when the variable is unset, which would fail with a bare
 "No module named 'tensorflow'" on a JAX install, so we set it before import.
 """

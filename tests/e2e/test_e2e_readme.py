@@ -1,6 +1,6 @@
-"""Run the README's curl examples against a real server, exactly as written.
+"""Run the docs' curl examples (README.md, docs/api.md) against a real server, as written.
 
-Every ```bash block of the API section that calls curl is run by bash (with
+Every ```bash block of an API section that calls curl is run by bash (with
 ``localhost:8000`` pointed at the test server's port) and its output compared
 with the block that follows: JSON answers must have the README's structure
 (same keys and value types; ``"...": "..."`` in an object and ``"..."`` at the
@@ -31,7 +31,7 @@ ELLIPSIS = "..."
 
 def readme_api_key() -> str:
     key = api_key()
-    assert key, "the README shows how to start the server with an API key"
+    assert key, "docs/api.md shows how to start the server with an API key"
     return key
 
 
@@ -84,12 +84,12 @@ def run(example: Example, server: RunningServer) -> str:
         timeout=30,
         check=False,
     )
-    assert done.returncode == 0, f"README line {example.line} failed: {done.stderr}"
+    assert done.returncode == 0, f"{example.where} failed: {done.stderr}"
     return done.stdout
 
 
 def check_answer(example: Example, output: str) -> None:
-    where = f"README line {example.line}"
+    where = example.where
     if example.expected_kind == "json":
         actual = json.loads(output)
         problems = same_shape(json.loads(example.expected), actual)

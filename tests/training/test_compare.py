@@ -322,5 +322,5 @@ def test_committed_markdown_and_readme_are_generated_from_the_committed_json() -
     assert data["protocol"]["cross_validation"]["n_splits"] == 10
     assert data["protocol"]["cross_validation"]["n_repeats"] == 5
     assert len(data["protocol"]["seeds"]) >= 5
-    block = readme_block((REPO_ROOT / "README.md").read_text())
-    assert block == render_body(data), "run: python -m training.compare --readme README.md"
+    block = readme_block((REPO_ROOT / "docs" / "comparison.md").read_text())
+    assert block == render_body(data), "run: python -m training.compare --readme docs/comparison.md"

@@ -75,8 +75,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     runtime.start()
     # Everything allocated so far (modules, the app, the model) lives as long as the
-    # process: moving it out of the collector's generations makes the collections
-    # that request garbage triggers cheaper (0.6 ms less per 1000-patient batch).
+    # process: frozen, it is no longer re-scanned by the collections that a batch's
+    # garbage triggers (measured in bench/PROFILE.md, "gc.freeze").
     gc.collect()
     gc.freeze()
     flusher = asyncio.create_task(runtime.metrics.flush_every(FLUSH_INTERVAL_SECONDS))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from app.settings import Settings
 from app.testing import RunningServer, running_server
 from scripts.readme_examples import README_HOST, Example, api_key, api_section, curl_examples
-from tests._tools import require_tool
+from tests._tools import REPO_ROOT, require_tool, run_ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -144,3 +145,29 @@ def test_readme_configuration_table_lists_every_setting() -> None:
         else:
             text = str(value).lower() if isinstance(value, bool) else str(value)
             assert shown == f"`{text}`", (name, shown)
+
+
+def test_readme_layout_names_every_module_on_the_predict_path(artifact_path: Path) -> None:
+    """Every app/ and model/ module a prediction loads is named in the README's layout."""
+    code = f"""
+import json, sys
+from fastapi.testclient import TestClient
+from app import Settings, create_app
+from app.schemas import PATIENT_EXAMPLE
+with TestClient(create_app(Settings(model_path={str(artifact_path)!r}))) as c:
+    assert c.post("/predict", json=PATIENT_EXAMPLE).status_code == 200
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("app", "model"))))
+"""
+    loaded = json.loads(run_ok([sys.executable, "-c", code]).stdout.splitlines()[-1])
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") : readme.index("## Data")]
+    rows = {line.split("|")[1].strip(" `"): line for line in layout.splitlines() if "| `" in line}
+    modules = [m for m in loaded if "." in m]  # the packages' __init__ are not modules to name
+    assert "app.routes" in modules and "model.predictor" in modules  # the check sees the path
+    missing = [
+        m
+        for m in modules
+        if f"`{m.replace('.', '/')}.py`" not in layout
+        and f"`{m.split('.')[1]}.py`" not in rows.get(m.split(".")[0] + "/", "")
+    ]
+    assert not missing, f"README's layout does not name {missing}"

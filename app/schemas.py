@@ -206,8 +206,9 @@ def batch_types_model(max_batch_size: int) -> type[BaseModel]:
 
     Pydantic's per-value ``ge``/``le`` and membership checks are a visible share
     of a 1000-patient batch (bench/PROFILE.md, "/predict/batch");
-    ``model.features.all_in_domain`` does them on the whole matrix at once. A body that fails either is validated again with
-    :func:`batch_request_model`, so its errors are exactly those of ``/predict``.
+    ``model.features.all_in_domain`` does them on the whole matrix at once. A
+    body that fails either is validated again with :func:`batch_request_model`,
+    so its errors are exactly those of ``/predict``.
     """
     return create_model(
         "BatchTypes",

@@ -67,7 +67,7 @@ tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default
 clean:  ## remove the virtualenvs, caches, build outputs and trained artifacts (keeps .cache/, the container base image)
 	rm -rf $(VENV) .venv-keras artifacts build .pytest_cache .mypy_cache .ruff_cache
 
-# The comparison with scikit-learn and Keras (README "Comparison with scikit-learn and Keras").
+# The comparison with scikit-learn and Keras (docs/comparison.md).
 # Keras lives in its own virtualenv: the service's .venv never installs it.
 KERAS_VENV ?= .venv-keras
 KBIN := $(KERAS_VENV)/bin
@@ -82,8 +82,8 @@ $(KERAS_VENV)/.stamp-keras: pyproject.toml | $(KBIN)/python
 	$(KBIN)/python -m pip install --quiet -e '.[dev,keras]'
 	touch $@
 
-compare: $(KERAS_VENV)/.stamp-keras  ## full comparison incl. Keras; rewrites results/ and the README table
-	$(KBIN)/python -m training.compare --require-keras --readme README.md
+compare: $(KERAS_VENV)/.stamp-keras  ## full comparison incl. Keras; rewrites results/ and the table of docs/comparison.md
+	$(KBIN)/python -m training.compare --require-keras --readme docs/comparison.md
 
 compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI runs it (fails on any error)
 	HEART_REQUIRE_KERAS=1 $(KBIN)/python -m pytest -q -p no:cacheprovider \

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.logs import APP_LOGGER, logging_config
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, StartupError
 
 logger = logging.getLogger(APP_LOGGER)
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heart-api",
         description="Heart-disease risk prediction API. Every option defaults to its "
-        "HEART_* environment variable (see README.md).",
+        "HEART_* environment variable (see docs/api.md, Configuration).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         logger.warning("ignoring unknown HEART_* variables: %s", ", ".join(unknown))
 
-    from app.main import StartupError, load_service
+    from app.service import load_service  # imports the model stack: only when needed
 
     try:
         load_service(settings)

@@ -17,23 +17,28 @@ multiprocess mode), so they are accumulated in a NumPy vector and added to
 their counters on every scrape and once a second: the drift figures of the
 *other* workers may lag by up to a second; request and prediction counts never
 lag.
+
+``/metrics`` serves this one set of figures as JSON (the default), the
+Prometheus text format or OpenMetrics, chosen by :func:`negotiate_metrics_format`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
-import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, openmetrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.samples import Sample
 
 from app.schemas import FeatureDrift, LatencySummary, ServingMetrics
+from app.settings import StartupError
+from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 
 PREFIX: Final[str] = "heart"
@@ -76,6 +81,64 @@ ERROR_KINDS: Final[dict[int, str]] = {
     500: "internal",
     503: "unavailable",
 }
+
+
+MetricsFormat = Literal["json", "prometheus", "openmetrics"]
+PROMETHEUS_TEXT: Final[str] = exposition.CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_TEXT: Final[str] = openmetrics.exposition.CONTENT_TYPE_LATEST
+_METRICS_MEDIA_TYPES: Final[dict[str, MetricsFormat]] = {
+    "application/json": "json",
+    "text/plain": "prometheus",
+    "application/openmetrics-text": "openmetrics",
+}
+
+
+def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None) -> MetricsFormat:
+    """``?format=`` wins; otherwise the Accept media type with the highest q-value.
+
+    JSON is the default (no Accept, ``*/*``, ``application/json``, or a tie), so a
+    browser or a generated client gets JSON and a Prometheus scraper, whose Accept
+    header lists openmetrics and text/plain, gets the exposition format.
+    """
+    if requested is not None:
+        return requested
+    candidates: list[tuple[float, int, int, MetricsFormat]] = []
+    for rank, item in enumerate((accept or "").split(",")):
+        media, _, params = item.partition(";")
+        fmt = _METRICS_MEDIA_TYPES.get(media.strip().lower())
+        if fmt is None:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        # Highest q first; on equal q JSON wins, then the earlier entry.
+        candidates.append((q, int(fmt == "json"), -rank, fmt))
+    best = max(candidates, default=None)
+    return best[3] if best is not None and best[0] > 0 else "json"
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory of a multi-worker server, if this process has one.
+
+    ``prometheus_client`` chooses its value storage when it is imported, so the
+    variable only takes effect when it was set before that import.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return None
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        raise StartupError(
+            "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; "
+            "set it before the process starts (heart-api serve does this for you)"
+        )
+    return path
 
 
 def error_kind(status: int) -> str:
@@ -179,8 +242,8 @@ class ServiceMetrics:
     def bind_model(
         self,
         model_version: str,
-        training_mean: npt.NDArray[np.float64],
-        training_std: npt.NDArray[np.float64],
+        training_mean: FloatArray,
+        training_std: FloatArray,
     ) -> None:
         """Record the loaded model: its version and the training statistics for drift."""
         self._training_mean = np.asarray(training_mean, dtype=np.float64)
@@ -207,17 +270,19 @@ class ServiceMetrics:
                 error = self._error_children[status] = self.errors.labels(error_kind(status))
             error.inc()
 
-    def observe_prediction(self, row: npt.NDArray[np.float64], positive: int) -> None:
-        self._predicted[positive].inc()
+    def observe_prediction(self, row: FloatArray, prediction: int) -> None:
+        """One patient scored as class ``prediction`` (1: positive)."""
+        self._predicted[prediction].inc()
         self._pending_sum += row
         self._pending_rows += 1
 
-    def observe_batch(self, rows: npt.NDArray[np.float64], positive: int) -> None:
+    def observe_batch(self, rows: FloatArray, n_positive: int) -> None:
+        """``len(rows)`` patients scored, ``n_positive`` of them as class 1."""
         n = rows.shape[0]
-        if positive:
-            self._predicted[1].inc(positive)
-        if n - positive:
-            self._predicted[0].inc(n - positive)
+        if n_positive:
+            self._predicted[1].inc(n_positive)
+        if n - n_positive:
+            self._predicted[0].inc(n - n_positive)
         self._pending_sum += rows.sum(axis=0)
         self._pending_rows += n
 
@@ -231,6 +296,12 @@ class ServiceMetrics:
         self.drift_rows.inc(self._pending_rows)
         self._pending_sum[:] = 0.0
         self._pending_rows = 0
+
+    async def flush_every(self, seconds: float) -> None:
+        """Flush periodically, so other workers see this one's drift sums (until cancelled)."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
 
     def close(self) -> None:
         """Flush, and stop counting this process as a live worker."""
@@ -253,8 +324,12 @@ class ServiceMetrics:
         families.extend(self._drift_families(families))
         return families
 
-    def snapshot(self) -> _Snapshot:
-        return _Snapshot(self.collect())
+    def exposition(self, fmt: Literal["prometheus", "openmetrics"]) -> tuple[bytes, str]:
+        """The metrics in a text exposition format, and its content type."""
+        if fmt == "prometheus":
+            return exposition.generate_latest(_Snapshot(self.collect())), PROMETHEUS_TEXT
+        text = openmetrics.exposition.generate_latest(_Snapshot(self.collect()))  # type: ignore[no-untyped-call]
+        return text, OPENMETRICS_TEXT
 
     def _drift_families(self, families: Sequence[Metric]) -> list[Metric]:
         served_mean = _served_mean(families)
@@ -300,7 +375,7 @@ class ServiceMetrics:
             for s in _samples(families, f"{PREFIX}_predictions", "_total")
         }
         total = sum(predicted.values())
-        positive = predicted.get("1", 0)
+        n_positive = predicted.get("1", 0)
         starts = [s.value for s in _samples(families, f"{PREFIX}_start_time_seconds", "")]
         workers = [s.value for s in _samples(families, f"{PREFIX}_worker_processes", "")]
         served = _served_mean(list(families.values()))
@@ -322,8 +397,8 @@ class ServiceMetrics:
             requests_total=requests_total,
             requests_by_route=dict(sorted(by_route.items())),
             predictions_total=total,
-            positive_predictions=positive,
-            positive_share=positive / total if total else None,
+            positive_predictions=n_positive,
+            positive_share=n_positive / total if total else None,
             errors_total=sum(errors.values()),
             errors_by_kind=dict(sorted(errors.items())),
             latency=_latency_by_route(families),
@@ -338,7 +413,7 @@ def _samples(families: dict[str, Metric], name: str, suffix: str) -> Iterable[Sa
     return [s for s in family.samples if s.name == name + suffix]
 
 
-def _served_mean(families: Sequence[Metric]) -> npt.NDArray[np.float64] | None:
+def _served_mean(families: Sequence[Metric]) -> FloatArray | None:
     by_name = {f.name: f for f in families}
     rows = sum(s.value for s in _samples(by_name, f"{PREFIX}_drift_rows", "_total"))
     if not rows:

@@ -16,10 +16,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Final
 
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime import Runtime
@@ -50,8 +52,7 @@ class ServiceMiddleware:
         *,
         runtime: Runtime,
         open_paths: Collection[str],
-        known_paths: Collection[str],
-        body_paths: Collection[str],
+        routes: Sequence[BaseRoute],
     ) -> None:
         self.app = app
         self.runtime = runtime
@@ -60,8 +61,19 @@ class ServiceMiddleware:
         key = runtime.settings.api_key
         self.api_key = key.get_secret_value().encode() if key is not None else None
         self.open_paths = frozenset(open_paths)
-        self.known_paths = frozenset(known_paths)
-        self.body_paths = frozenset(body_paths)
+        # Paths are read once here (the router is complete when the middleware
+        # stack is built): the metrics label unknown paths as one route, and only
+        # the body endpoints get the content-type check.
+        # FastAPI keeps included routers as one entry; iterate the routes they expand to.
+        expanded = [context.route for context in iter_route_contexts(routes)]
+        self.known_paths = frozenset(
+            path for route in expanded if (path := getattr(route, "path", None))
+        )
+        self.body_paths = frozenset(
+            getattr(route, "path", "")
+            for route in expanded
+            if "POST" in (getattr(route, "methods", None) or ())
+        )
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
 

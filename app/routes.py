@@ -3,24 +3,32 @@
 Prediction handlers are ``async def`` on purpose: the work is a few
 microseconds of NumPy, far cheaper than the hop to a thread pool that FastAPI
 makes for plain ``def`` handlers. They validate their raw JSON body in one
-Pydantic call and return ready-made JSON bytes; ``openapi_extra`` and
-``response_model`` still document (and the tests check) the exact shapes.
+Pydantic call and return ready-made JSON bytes; ``app.openapi`` still documents
+(and the tests check) the exact shapes.
+
+Every handler reaches the app's :class:`Runtime` through :func:`runtime_of`, a
+plain attribute read, not a ``Depends``: FastAPI resolves dependencies on every
+request, a measurable share of a prediction (bench/PROFILE.md, "/predict: what
+a request costs", framework costs; BENCHMARKS.md, "One way to reach the runtime").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import exposition, openmetrics
+from fastapi.responses import JSONResponse
 
-from app.runtime import Runtime, RuntimeDep, runtime_of
+from app.metrics import MetricsFormat, negotiate_metrics_format
+from app.openapi import ERRORS, prediction_operation
+from app.runtime import Runtime, runtime_of
 from app.schemas import (
     PATIENT_EXAMPLE,
     BatchPrediction,
-    ErrorMessage,
     HealthStatus,
     MetricsReport,
     ModelCard,
@@ -28,19 +36,8 @@ from app.schemas import (
     ReadyStatus,
     RecordedMetrics,
 )
-from app.service import FloatArray, InvalidBodyError, PredictionService
-
-PROMETHEUS_TEXT: Final[str] = exposition.CONTENT_TYPE_PLAIN_0_0_4
-OPENMETRICS_TEXT: Final[str] = openmetrics.exposition.CONTENT_TYPE_LATEST
-
-TAGS: Final[list[dict[str, str]]] = [
-    {"name": "predictions", "description": "Risk of heart disease for one or many patients."},
-    {"name": "model", "description": "What the loaded model is and how well it did."},
-    {
-        "name": "monitoring",
-        "description": "Liveness, readiness and metrics (JSON or Prometheus exposition).",
-    },
-]
+from app.service import InvalidBodyError, PredictionService
+from model.arrays import FloatArray
 
 
 class JSONBytes(Response):
@@ -49,15 +46,6 @@ class JSONBytes(Response):
     media_type = "application/json"
 
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
-}
-_BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    **_ERRORS,
-    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
-    415: {"model": ErrorMessage, "description": "Body not sent as application/json."},
-}
-
 router = APIRouter()
 
 
@@ -65,53 +53,6 @@ def _service(runtime: Runtime) -> PredictionService:
     if runtime.service is None:
         raise HTTPException(503, detail="The model is not loaded; see /ready.")
     return runtime.service
-
-
-_VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
-    422: {
-        "description": "Validation Error: `detail` names each offending field and why.",
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
-        },
-    },
-}
-
-
-def _prediction_route(
-    path: str,
-    *,
-    operation_id: str,
-    summary: str,
-    response_model: type[Any],
-    body_schema: str,
-    example_name: str,
-    example: dict[str, Any],
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``router.post`` for an endpoint that validates its raw JSON body itself.
-
-    The prediction endpoints read the body and validate it in one Pydantic call
-    (see PredictionService.parse_one), so FastAPI does not see it as a parameter:
-    the request body is documented here (app.main adds the schemas to the
-    components), with the errors every body can get.
-    """
-    request_body = {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": f"#/components/schemas/{body_schema}"},
-                "examples": {example_name: example},
-            }
-        },
-    }
-    return router.post(
-        path,
-        operation_id=operation_id,
-        summary=summary,
-        tags=["predictions"],
-        response_model=response_model,
-        responses={**_BODY_ERRORS, **_VALIDATION_ERROR},
-        openapi_extra={"requestBody": request_body},
-    )
 
 
 async def _parsed(request: Request, parse: Callable[[bytes], FloatArray]) -> FloatArray:
@@ -127,17 +68,41 @@ async def _parsed(request: Request, parse: Callable[[bytes], FloatArray]) -> Flo
         raise RequestValidationError(exc.errors) from None
 
 
-@_prediction_route(
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity: echo such inputs as strings instead of failing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape, safe for inputs such as NaN that plain JSON cannot carry.
+
+    (FastAPI's default handler answers a NaN input with a 500.)
+    """
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))}
+    )
+
+
+@router.post(
     "/predict",
-    operation_id="predict",
-    summary="Predict heart disease for one patient",
-    response_model=Prediction,
-    body_schema="PatientFeatures",
-    example_name="example patient",
-    example={
-        "summary": "The documented example patient of model/features.py",
-        "value": PATIENT_EXAMPLE,
-    },
+    **prediction_operation(
+        operation_id="predict",
+        summary="Predict heart disease for one patient",
+        response_model=Prediction,
+        body_schema="PatientFeatures",
+        example_name="example patient",
+        example={
+            "summary": "The documented example patient of model/features.py",
+            "value": PATIENT_EXAMPLE,
+        },
+    ),
 )
 async def predict(request: Request) -> Response:
     """Probability of heart disease for one patient and the class at the model's threshold.
@@ -148,22 +113,24 @@ async def predict(request: Request) -> Response:
     runtime = runtime_of(request)
     service = _service(runtime)
     row = await _parsed(request, service.parse_one)
-    payload, positive = service.predict_one(row)
-    runtime.metrics.observe_prediction(row, positive)
+    payload, prediction = service.predict_one(row)
+    runtime.metrics.observe_prediction(row, prediction)
     return JSONBytes(payload)
 
 
-@_prediction_route(
+@router.post(
     "/predict/batch",
-    operation_id="predict_batch",
-    summary="Predict heart disease for many patients at once",
-    response_model=BatchPrediction,
-    body_schema="BatchRequest",
-    example_name="two patients",
-    example={
-        "summary": "Two patients",
-        "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
-    },
+    **prediction_operation(
+        operation_id="predict_batch",
+        summary="Predict heart disease for many patients at once",
+        response_model=BatchPrediction,
+        body_schema="BatchRequest",
+        example_name="two patients",
+        example={
+            "summary": "Two patients",
+            "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
+        },
+    ),
 )
 async def predict_batch(request: Request) -> Response:
     """Predictions for a list of patients, in request order, computed in one NumPy call.
@@ -175,8 +142,8 @@ async def predict_batch(request: Request) -> Response:
     runtime = runtime_of(request)
     service = _service(runtime)
     rows = await _parsed(request, service.parse_batch)
-    payload, positive = service.predict_rows(rows)
-    runtime.metrics.observe_batch(rows, positive)
+    payload, n_positive = service.predict_rows(rows)
+    runtime.metrics.observe_batch(rows, n_positive)
     return JSONBytes(payload)
 
 
@@ -186,49 +153,12 @@ async def predict_batch(request: Request) -> Response:
     summary="Model card of the loaded model",
     tags=["model"],
     response_model=ModelCard,
-    responses=_ERRORS,
+    responses=ERRORS,
 )
-async def get_model(runtime: RuntimeDep) -> Response:
+async def get_model(request: Request) -> Response:
     """Version, creation time, architecture, hyperparameters, features and their
     meanings, training data checksum, decision threshold and evaluation metrics."""
-    return JSONBytes(_service(runtime).model_card_json)
-
-
-MetricsFormat = Literal["json", "prometheus", "openmetrics"]
-_METRICS_MEDIA_TYPES: Final[dict[str, MetricsFormat]] = {
-    "application/json": "json",
-    "text/plain": "prometheus",
-    "application/openmetrics-text": "openmetrics",
-}
-
-
-def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None) -> MetricsFormat:
-    """``?format=`` wins; otherwise the Accept media type with the highest q-value.
-
-    JSON is the default (no Accept, ``*/*``, ``application/json``, or a tie), so a
-    browser or a generated client gets JSON and a Prometheus scraper, whose Accept
-    header lists openmetrics and text/plain, gets the exposition format.
-    """
-    if requested is not None:
-        return requested
-    candidates: list[tuple[float, int, int, MetricsFormat]] = []
-    for rank, item in enumerate((accept or "").split(",")):
-        media, _, params = item.partition(";")
-        fmt = _METRICS_MEDIA_TYPES.get(media.strip().lower())
-        if fmt is None:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        # Highest q first; on equal q JSON wins, then the earlier entry.
-        candidates.append((q, int(fmt == "json"), -rank, fmt))
-    best = max(candidates, default=None)
-    return best[3] if best is not None and best[0] > 0 else "json"
+    return JSONBytes(_service(runtime_of(request)).model_card_json)
 
 
 @router.get(
@@ -250,12 +180,11 @@ def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None
                 "application/openmetrics-text": {"schema": {"type": "string"}},
             },
         },
-        **_ERRORS,
+        **ERRORS,
     },
 )
 async def get_metrics(
     request: Request,
-    runtime: RuntimeDep,
     format_: Annotated[
         MetricsFormat | None,
         Query(
@@ -267,16 +196,12 @@ async def get_metrics(
     """Training-time evaluation metrics of the loaded model, and live serving figures
     summed over all workers: uptime, requests, predictions, errors by kind, latency
     percentiles, share of positive predictions, and input drift per feature."""
-    fmt = negotiate_metrics_format(request.headers.get("accept"), format_)
+    runtime = runtime_of(request)
     metrics = runtime.metrics
-    if fmt == "prometheus":
-        text = exposition.generate_latest(metrics.snapshot())
-        return Response(text, media_type=PROMETHEUS_TEXT)
-    if fmt == "openmetrics":
-        return Response(
-            openmetrics.exposition.generate_latest(metrics.snapshot()),  # type: ignore[no-untyped-call]
-            media_type=OPENMETRICS_TEXT,
-        )
+    fmt = negotiate_metrics_format(request.headers.get("accept"), format_)
+    if fmt != "json":
+        text, media_type = metrics.exposition(fmt)
+        return Response(text, media_type=media_type)
     service = _service(runtime)
     report = MetricsReport(
         model_version=service.model_version,
@@ -313,9 +238,10 @@ async def health() -> Response:
     response_model=ReadyStatus,
     responses={503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."}},
 )
-async def ready(runtime: RuntimeDep) -> Response:
+async def ready(request: Request) -> Response:
     """200 once the model is loaded and its self-test prediction succeeded, 503 otherwise.
     Never needs the API key."""
+    runtime = runtime_of(request)
     if runtime.service is None or runtime.not_ready_reason is not None:
         status = ReadyStatus(status="not ready", reason=runtime.not_ready_reason)
         return JSONBytes(status.model_dump_json().encode(), status_code=503)

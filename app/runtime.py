@@ -1,21 +1,24 @@
-"""Shared state of one app instance, and the FastAPI dependencies that hand it out.
+"""Shared state of one app instance, and how a handler reaches it.
 
 The middleware is built before the lifespan runs, while the model is only
-loaded by the lifespan, so both hold this object and the lifespan fills in
-``service`` when the artifact has loaded.
+loaded by the lifespan, so both hold this object and :meth:`Runtime.start`
+(called by the lifespan) fills in ``service`` when the artifact has loaded.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
-from app.logs import AccessLog
+from app.logs import APP_LOGGER, AccessLog
 from app.metrics import ServiceMetrics
-from app.service import PredictionService
-from app.settings import Settings
+from app.service import PredictionService, load_service
+from app.settings import Settings, StartupError
+
+logger = logging.getLogger(APP_LOGGER)
 
 
 @dataclass(eq=False)
@@ -29,23 +32,47 @@ class Runtime:
     #: Set when start-up fails, so the lifespan failure is reported by our one log line.
     startup_error: str | None = None
 
+    def start(self) -> None:
+        """Load the model and check it answers; raise :class:`StartupError` if unusable.
 
-async def get_runtime(request: Request) -> Runtime:
-    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in a thread pool,
-    and that hop would cost more than the whole prediction."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+        A model that loads but fails its self-test is kept and reported by
+        ``/ready`` (503 with the reason), so the failure is visible without logs.
+        """
+        try:
+            service = load_service(self.settings)
+        except StartupError as exc:
+            self.startup_error = f"cannot start: {exc}"
+            logger.critical(self.startup_error)
+            raise
+        self.service = service
+        predictor = service.predictor
+        self.metrics.bind_model(
+            service.model_version, predictor.feature_mean, predictor.feature_scale
+        )
+        self.not_ready_reason = service.self_test()
+        if self.not_ready_reason:
+            logger.error("not ready: %s", self.not_ready_reason)
+        logger.info(
+            "model loaded",
+            extra={
+                "model_version": service.model_version,
+                "model_path": str(self.settings.model_path),
+                "pid": os.getpid(),
+            },
+        )
+        if self.settings.api_key is None:
+            logger.warning(
+                "no API key configured (HEART_API_KEY): every endpoint is open to anyone "
+                "who can reach this port"
+            )
 
 
 def runtime_of(request: Request) -> Runtime:
-    """The same object for the two prediction handlers, without a dependency.
+    """The app's runtime, for every handler: a plain read, not a ``Depends``.
 
-    Resolving even a trivial ``Depends`` costs about 10 us per request in
-    FastAPI 0.165 (measured with cProfile and an in-process ASGI loop), a
-    tenth of the whole /predict budget; the other endpoints use ``RuntimeDep``.
+    A FastAPI dependency is resolved on every request, which costs more than
+    this read on the prediction path (BENCHMARKS.md, "One way to reach the
+    runtime"), and one way for all handlers keeps them alike.
     """
     runtime: Runtime = request.app.state.runtime
     return runtime

@@ -60,7 +60,7 @@ def _enum_names(feature: Feature) -> list[str]:
 
 
 def _member_of(feature: Feature) -> AfterValidator:
-    """Membership check for codes with gaps (thal: 3, 6, 7), which ge/le cannot express.
+    """Membership check for codes with gaps (``Feature.has_gaps``), which ge/le cannot express.
 
     The error mimics Pydantic's own enum error so clients see one shape.
     """
@@ -95,7 +95,7 @@ def _field_annotation(feature: Feature) -> Any:
                 json_schema_extra=extra,
             )
         ]
-        if codes != list(range(codes[0], codes[-1] + 1)):
+        if feature.has_gaps:
             metadata.append(_member_of(feature))
         return Annotated[(int, *metadata)]
     unit = f" Unit: {feature.unit}." if feature.unit else ""
@@ -204,10 +204,11 @@ else:
 def batch_types_model(max_batch_size: int) -> type[BaseModel]:
     """The batch body with types checked and bounds left to one vectorised pass.
 
-    Pydantic's per-value ``ge``/``le`` and membership checks are a tenth of a
-    1000-patient batch; ``model.features.all_in_domain`` does them on the whole
-    matrix at once. A body that fails either is validated again with
-    :func:`batch_request_model`, so its errors are exactly those of ``/predict``.
+    Pydantic's per-value ``ge``/``le`` and membership checks are a visible share
+    of a 1000-patient batch (bench/PROFILE.md, "/predict/batch");
+    ``model.features.all_in_domain`` does them on the whole matrix at once. A
+    body that fails either is validated again with :func:`batch_request_model`,
+    so its errors are exactly those of ``/predict``.
     """
     return create_model(
         "BatchTypes",

@@ -15,7 +15,6 @@ from itertools import chain
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -30,10 +29,11 @@ from app.schemas import (
     batch_types_model,
     feature_cards,
 )
+from app.settings import Settings, StartupError
+from model.arrays import FloatArray
+from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
 from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES, all_in_domain
 from model.predictor import Predictor
-
-FloatArray = npt.NDArray[np.float64]
 
 _PROBABILITY_KEY: Final[bytes] = b'{"probability":'
 
@@ -82,7 +82,7 @@ class PredictionService:
 
         ``model_validate_json`` parses and validates in one Rust pass; FastAPI's
         own body handling (``json.loads``, then validation of the Python objects)
-        costs about 60 us more per request, a third of the whole /predict budget.
+        costs markedly more per request (bench/PROFILE.md, framework costs).
         """
         try:
             patient = PatientFeatures.model_validate_json(body)
@@ -91,11 +91,11 @@ class PredictionService:
         return np.fromiter(patient.__dict__.values(), np.float64, N_FEATURES)
 
     def predict_one(self, row: FloatArray) -> tuple[bytes, int]:
-        """JSON body of the prediction for one row, and its class."""
+        """JSON body of the prediction for one row, and the predicted class (1: positive)."""
         probability = self.predictor.probability_one(row)
-        positive = int(probability >= self.threshold)
-        body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[positive]
-        return body, positive
+        prediction = int(probability >= self.threshold)
+        body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[prediction]
+        return body, prediction
 
     # -- batch ------------------------------------------------------------------------------
 
@@ -121,17 +121,17 @@ class PredictionService:
         return _matrix(batch.patients)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
-        """JSON body of ``BatchPrediction`` for the rows of ``x``, and the positive count."""
+        """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive."""
         probabilities = self.predictor.probability(x)
-        positive = probabilities >= self.threshold
+        is_positive = probabilities >= self.threshold
         # pydantic-core renders the floats in Rust: shortest round-trip form, valid JSON.
         rendered = to_json(probabilities.tolist())[1:-1].split(b",")
         tail0, tail1 = self._tails
         items = [
-            p + (tail1 if c else tail0) for p, c in zip(rendered, positive.tolist(), strict=True)
+            p + (tail1 if c else tail0) for p, c in zip(rendered, is_positive.tolist(), strict=True)
         ]
         body = b'{"predictions":[' + _PROBABILITY_KEY + (b"," + _PROBABILITY_KEY).join(items)
-        return body + b"]}", int(positive.sum())
+        return body + b"]}", int(is_positive.sum())
 
     # -- readiness ------------------------------------------------------------------------
 
@@ -145,6 +145,25 @@ class PredictionService:
         if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
             return f"self-test prediction returned {probability!r}, not a probability"
         return None
+
+
+def load_service(settings: Settings) -> PredictionService:
+    """Load the artifact and derive the service from it, or raise :class:`StartupError`.
+
+    Shared by the lifespan and ``heart-api check``/``serve``, which call it before
+    uvicorn starts so a bad artifact ends the command with one line.
+    """
+    try:
+        predictor = load_artifact(settings.model_path)
+        return PredictionService(predictor, max_batch_size=settings.max_batch_size)
+    except ArtifactError as exc:
+        raise StartupError(str(exc)) from None
+    except ValidationError as exc:
+        raise StartupError(
+            f"model artifact at {settings.model_path} has metadata this service cannot "
+            f"read ({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} at "
+            f"{'.'.join(map(str, exc.errors()[0]['loc']))}): {RETRAIN_HINT}"
+        ) from None
 
 
 def _matrix(patients: list[Any]) -> FloatArray:

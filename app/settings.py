@@ -26,6 +26,10 @@ class SettingsError(ValueError):
     """The environment holds a value the service cannot start with."""
 
 
+class StartupError(RuntimeError):
+    """The service cannot serve (no usable model); the message says how to fix it."""
+
+
 class Settings(BaseModel):
     """Everything the service can be told from outside; each field is ``HEART_<NAME>``."""
 
@@ -59,7 +63,8 @@ class Settings(BaseModel):
         default=False,
         description=(
             "FastAPI's built-in OpenTelemetry instrumentation, for an OpenTelemetry SDK "
-            "you configure. Off by default: its per-request checks cost about 8 us."
+            "you configure. Off by default: it checks for providers on every request "
+            "(cost in bench/PROFILE.md)."
         ),
     )
     shutdown_timeout: int = Field(

@@ -32,7 +32,7 @@ from pathlib import Path
 from app.testing import running_server
 from bench import load, machine, payloads, report, wrk
 from bench.servers import CpuPlan, Server, Target, artifact_path, pinned
-from training.report import write_text_atomic
+from model.atomic import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
 

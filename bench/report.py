@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.report import write_text_atomic
+from model.atomic import write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -11,7 +11,6 @@ file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +18,7 @@ from typing import Any, Final
 import joblib
 import numpy as np
 
+from model.atomic import atomic_path
 from model.features import FEATURE_NAMES, N_FEATURES
 from model.predictor import Predictor
 
@@ -44,26 +44,15 @@ class ArtifactError(Exception):
 
 
 def save_artifact(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``payload`` atomically: a temp file in the same directory, then a rename.
+    """Write ``payload`` atomically (:func:`model.atomic.atomic_path`), readable by the service.
 
     A crash or Ctrl-C mid-write leaves the previous artifact (or nothing), never
-    half a file, because ``os.replace`` is atomic on the same filesystem.
+    half a file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     _check_payload(dict(payload), target)  # never write what we could not load back
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            joblib.dump(dict(payload), fh, compress=3)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; an artifact is meant to be read by the (non-root) service user.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        joblib.dump(dict(payload), tmp, compress=3)
     return target
 
 

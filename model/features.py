@@ -20,6 +20,8 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
+
 FeatureKind = Literal["continuous", "binary", "ordinal", "nominal"]
 
 
@@ -41,6 +43,11 @@ class Feature:
     def is_coded(self) -> bool:
         """Binary, ordinal and nominal features only take the listed integer codes."""
         return bool(self.codes)
+
+    @property
+    def has_gaps(self) -> bool:
+        """Coded with gaps (thal: 3, 6, 7): a range check alone would let 4 and 5 through."""
+        return bool(self.codes) and len(self.codes) != self.maximum - self.minimum + 1
 
     @property
     def allowed_values(self) -> tuple[int, ...] | None:
@@ -214,56 +221,60 @@ CLASS_LABELS: Final[Mapping[int, str]] = {
 }
 
 #: Bounds as arrays, in feature order, so whole batches are checked in one pass.
-MINIMUMS: Final[npt.NDArray[np.float64]] = np.array([f.minimum for f in FEATURES])
-MAXIMUMS: Final[npt.NDArray[np.float64]] = np.array([f.maximum for f in FEATURES])
+MINIMUMS: Final[FloatArray] = np.array([f.minimum for f in FEATURES])
+MAXIMUMS: Final[FloatArray] = np.array([f.maximum for f in FEATURES])
 
 
-_CODED_COLUMNS: Final[npt.NDArray[np.intp]] = np.array(
-    [j for j, f in enumerate(FEATURES) if f.codes], dtype=np.intp
-)
+#: Which columns are coded (integers from a list), as a row mask over the features.
+_CODED: Final[npt.NDArray[np.bool_]] = np.array([bool(f.codes) for f in FEATURES])
 #: Coded features whose codes have gaps (thal: 3, 6, 7), which a range check cannot catch.
-_GAPPED_CODES: Final[tuple[tuple[int, npt.NDArray[np.float64]], ...]] = tuple(
-    (j, np.array(f.allowed_values, dtype=np.float64))
-    for j, f in enumerate(FEATURES)
-    if f.codes and len(f.codes) != f.maximum - f.minimum + 1
+_GAPPED_CODES: Final[tuple[tuple[int, tuple[float, ...]], ...]] = tuple(
+    (j, tuple(float(c) for c in sorted(f.codes))) for j, f in enumerate(FEATURES) if f.has_gaps
 )
 
 
-def all_in_domain(x: npt.NDArray[np.float64]) -> bool:
-    """True when every cell of an n x 13 matrix is acceptable: the fast path of a batch.
+def outside_domain(x: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which cells of an n x 13 matrix :meth:`Feature.check` would refuse, all at once.
 
-    Equivalent to ``not invalid_cells(x)`` at a fraction of its cost: a range
-    check (NaN fails it too), an integrality check of the coded columns, and a
-    membership check only where the codes have gaps.
+    The vectorised form of the one rule: inside ``[minimum, maximum]`` (NaN and
+    infinities are not), and for coded features an integer among the codes
+    (the range makes that a check for integrality, plus membership where the
+    codes have gaps). The service's API schemas state the same rule per field
+    (``app.schemas``, generated from :data:`FEATURES`); a test checks they agree.
     """
     with np.errstate(invalid="ignore"):
-        if not bool(np.all((x >= MINIMUMS) & (x <= MAXIMUMS))):
-            return False
-    coded = x[:, _CODED_COLUMNS]
-    if not bool(np.all(coded == np.floor(coded))):
-        return False
-    return all(bool(np.isin(x[:, j], allowed).all()) for j, allowed in _GAPPED_CODES)
+        bad = ~((x >= MINIMUMS) & (x <= MAXIMUMS))
+    bad |= (x != np.floor(x)) & _CODED
+    for j, allowed in _GAPPED_CODES:
+        column = x[:, j]
+        member = column == allowed[0]
+        for code in allowed[1:]:  # a few comparisons beat np.isin's sort for 3 codes
+            member |= column == code
+        bad[:, j] |= ~member
+    return bad
 
 
-def invalid_cells(x: npt.NDArray[np.float64]) -> list[tuple[int, int, str]]:
+def all_in_domain(x: FloatArray) -> bool:
+    """True when every cell of an n x 13 matrix is acceptable: the batch endpoint's fast path.
+
+    The same rule as :func:`outside_domain` with no per-cell result: the common
+    case (every value fine) answers without building a report.
+    """
+    return not bool(outside_domain(x).any())
+
+
+def invalid_cells(x: FloatArray) -> list[tuple[int, int, str]]:
     """List every ``(row, column, reason)`` of a 2-D feature matrix that is out of domain.
 
-    The common case (every value fine) costs a few vectorised comparisons; the
-    per-cell explanation is only built for the rare offending cells. Shared by
-    the data loader and the service's batch endpoint so both refuse exactly the
-    same values.
+    The per-cell explanation (from :meth:`Feature.check`) is only built for the
+    rare offending cells. Used by the data loader, whose errors name the row,
+    column and reason.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != N_FEATURES:
         raise ValueError(f"expected a matrix with {N_FEATURES} columns, got shape {x.shape}")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(x) | (x < MINIMUMS) | (x > MAXIMUMS)
-    coded = [j for j, f in enumerate(FEATURES) if f.codes]
-    for j in coded:
-        allowed = np.array(FEATURES[j].allowed_values, dtype=np.float64)
-        bad[:, j] |= ~np.isin(x[:, j], allowed)
     problems: list[tuple[int, int, str]] = []
-    for i, j in zip(*np.nonzero(bad), strict=True):
+    for i, j in zip(*np.nonzero(outside_domain(x)), strict=True):
         reason = FEATURES[j].check(float(x[i, j]))
         problems.append((int(i), int(j), reason or "is out of range"))
     return problems

@@ -29,7 +29,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-FloatArray = npt.NDArray[np.float64]
+from model.arrays import FloatArray
+
 Optimizer = Literal["sgd", "adam"]
 Init = Literal["he", "glorot", "normal"]
 

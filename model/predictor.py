@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.features import N_FEATURES
-
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,8 +70,9 @@ class Predictor:
 
     def __post_init__(self) -> None:
         # Python floats for the single-row path: after the first layer, 8 hidden units
-        # are cheaper as plain arithmetic than as NumPy calls (each costs ~1 us of
-        # dispatch whatever the array size, and the service scores one row per request).
+        # are cheaper as plain arithmetic than as NumPy calls, whose dispatch costs
+        # the same whatever the array size, and the service scores one row per request
+        # (BENCHMARKS.md, "The predictor alone"; bench/PROFILE.md, change 1).
         object.__setattr__(self, "_b1_list", [float(v) for v in self.b1])
         object.__setattr__(self, "_w2_list", [float(v) for v in self.w2])
 

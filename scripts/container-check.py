@@ -5,13 +5,13 @@ Called by scripts/container-smoke.sh once both servers are started; standard
 library only, so it runs with any python3 >= 3.11 on the host. Checks:
 
 - both become ready and serve the same model version;
-- every curl example of the README's API section is run by bash as written
+- every curl example of the docs' API sections (README.md, docs/api.md) is run by bash as written
   (only localhost:8000 is pointed elsewhere) against both servers, and both
   must answer the same JSON (floats equal within 1e-9; /metrics answers differ
   by nature, so those examples must only succeed); at least one must predict;
 - /metrics answers JSON by default and the Prometheus text format for
   ``?format=prometheus`` and for ``Accept: text/plain``;
-- with --keyed (the container runs with the README's HEART_API_KEY): the
+- with --keyed (the container runs with the HEART_API_KEY of docs/api.md): the
   README's API-key examples answer as shown, and a prediction without the key
   or with a wrong one is refused while the right key is accepted.
 
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-README_HOST = "localhost:8000"
-API_BEGIN, API_END = "<!-- api:begin", "<!-- api:end -->"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
+# This script's folder is on sys.path when it runs: the one parser of the examples.
+from readme_examples import API_DOC, EXAMPLE_DOCS, README_HOST, Example, api_key, curl_examples
+
 FLOAT_TOLERANCE = 1e-9
 
 
@@ -87,37 +87,6 @@ def wait_ready(base: str, timeout: float) -> dict[str, Any]:
             last = str(exc)
         time.sleep(0.5)
     raise CheckFailedError(f"{base}/ready not 200 within {timeout:.0f}s (last: {last})")
-
-
-@dataclass(frozen=True)
-class Example:
-    """A README code block that calls curl, and the answer block shown after it."""
-
-    command: str
-    expected_kind: str
-    expected: str
-
-    @property
-    def needs_key(self) -> bool:
-        return "X-API-Key" in self.command or "invalid API key" in self.expected
-
-
-def readme_examples(readme: Path) -> list[Example]:
-    """The curl examples of the README's API section, read as the e2e README test reads them."""
-    text = readme.read_text(encoding="utf-8")
-    if API_BEGIN in text and API_END in text:
-        text = text[text.index(API_BEGIN) : text.index(API_END)]
-    blocks = [(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
-    examples = []
-    for (kind, body), following in zip(blocks, [*blocks[1:], ("", "")], strict=True):
-        if kind == "bash" and "curl " in body and README_HOST in body:
-            examples.append(Example(body, following[0], following[1]))
-    return examples
-
-
-def readme_api_key(readme: Path) -> str | None:
-    match = re.search(r"HEART_API_KEY=(\S+) heart-api serve", readme.read_text(encoding="utf-8"))
-    return match.group(1) if match else None
 
 
 def run_example(example: Example, base: str) -> str:
@@ -278,23 +247,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--container", required=True, help="base URL of the container")
     parser.add_argument("--source", help="base URL of the service run from source")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument(
+        "--doc",
+        dest="docs",
+        type=Path,
+        action="append",
+        help="a document whose API sections hold curl examples (repeatable; default: "
+        "README.md and docs/api.md)",
+    )
     parser.add_argument(
         "--keyed",
         action="store_true",
-        help="the container was started with the README's HEART_API_KEY: check the key",
+        help="the container was started with the HEART_API_KEY of docs/api.md: check the key",
     )
     parser.add_argument("--expect-model-version", help="the model the container must serve")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for /ready")
     args = parser.parse_args()
     try:
-        examples = readme_examples(args.readme)
+        docs = args.docs or list(EXAMPLE_DOCS)
+        examples = curl_examples(*docs)
         if not examples:
-            raise CheckFailedError(f"no curl example against {README_HOST} in {args.readme}")
-        api_key = readme_api_key(args.readme) if args.keyed else None
-        if args.keyed and not api_key:
-            raise CheckFailedError("the README shows no `HEART_API_KEY=... heart-api serve`")
-        headers = {"X-API-Key": api_key} if api_key else {}
+            raise CheckFailedError(f"no curl example against {README_HOST} in {docs}")
+        key = api_key(API_DOC) if args.keyed else None
+        if args.keyed and not key:
+            raise CheckFailedError(f"{API_DOC} shows no `HEART_API_KEY=... heart-api serve`")
+        headers = {"X-API-Key": key} if key else {}
 
         start = time.monotonic()
         ready = wait_ready(args.container, args.timeout)
@@ -317,10 +294,10 @@ def main() -> int:
             check_examples([e for e in examples if not e.needs_key], args.container, args.source)
             check_metrics(args.source, {}, "source")
         check_metrics(args.container, headers, "container")
-        if api_key:
+        if key:
             check_keyed_examples([e for e in examples if e.needs_key], args.container)
-            check_api_key(args.container, api_key, example_patient(examples))
-    except CheckFailedError as exc:
+            check_api_key(args.container, key, example_patient(examples))
+    except (CheckFailedError, ValueError) as exc:
         print(f"FAIL {exc}", file=sys.stderr)
         return 1
     return 0

@@ -7,7 +7,7 @@
 # cached in .cache/containers); build heart-api:test from the Dockerfile; check
 # the runtime image is lean; run it the way the Kubernetes manifests do
 # (non-root, read-only root fs, no capabilities) and, side by side, the service
-# from source (.venv) with the same model; compare the README's curl examples,
+# from source (.venv) with the same model; compare the docs' curl examples,
 # /metrics in both formats, the user id, the HEALTHCHECK; run it again with a
 # mounted artifact and an API key; finally SIGTERM and check a clean exit 0
 # within the grace period. Every container and server is removed on exit.
@@ -58,7 +58,7 @@ show_logs() { podman logs --tail 40 "$1" >&2 2>&1 || true; }
 
 require_root
 ensure_container_packages
-command -v curl >/dev/null || die "curl is needed to run the README's examples"
+command -v curl >/dev/null || die "curl is needed to run the docs' examples"
 [[ -x "$VENV_PYTHON" ]] || die "no .venv: run 'make test' (or pip install -e '.[dev]') first"
 setup_podman_env
 
@@ -124,7 +124,7 @@ podman_quiet run -d --name "$NAME" --network host \
     -e HEART_PORT="$PORT" "$IMAGE" >/dev/null
 CONTAINERS+=("$NAME")
 
-if ! python3 scripts/container-check.py --readme README.md \
+if ! python3 scripts/container-check.py \
     --container "http://127.0.0.1:$PORT" --source "http://127.0.0.1:$SOURCE_PORT"; then
     show_logs "$NAME"
     tail -n 20 "$WORK/source.log" >&2
@@ -152,14 +152,14 @@ log "training a small model to mount as a user's artifact"
 "$VENV_PYTHON" -m training --output "$WORK/custom/model.joblib" --quiet --no-plot \
     --hidden-units 4 --cv-folds 0 >/dev/null
 custom_version="$("$VENV_PYTHON" -c 'import sys; from model.artifact import load_artifact; print(load_artifact(sys.argv[1]).model_version)' "$WORK/custom/model.joblib")"
-readme_key="$(sed -n 's/.*HEART_API_KEY=\([^ ]*\) heart-api serve.*/\1/p' README.md | head -n1)"
-[[ -n "$readme_key" ]] || die "README.md shows no 'HEART_API_KEY=... heart-api serve' example"
+readme_key="$(sed -n 's/.*HEART_API_KEY=\([^ ]*\) heart-api serve.*/\1/p' docs/api.md | head -n1)"
+[[ -n "$readme_key" ]] || die "docs/api.md shows no 'HEART_API_KEY=... heart-api serve' example"
 PORT2="$(free_port)"
 podman_quiet run -d --name "$NAME-custom" --network host --read-only --cap-drop ALL \
     -v "$WORK/custom:/models:ro" -e HEART_MODEL_PATH=/models/model.joblib \
     -e HEART_PORT="$PORT2" -e HEART_API_KEY="$readme_key" "$IMAGE" >/dev/null
 CONTAINERS+=("$NAME-custom")
-python3 scripts/container-check.py --readme README.md --container "http://127.0.0.1:$PORT2" \
+python3 scripts/container-check.py --container "http://127.0.0.1:$PORT2" \
     --keyed --expect-model-version "$custom_version" \
     || { show_logs "$NAME-custom"; die "the mounted artifact or the API key did not work"; }
 podman rm --force --time 0 "$NAME-custom" >/dev/null 2>&1

@@ -1,4 +1,4 @@
-"""Rewrite the feature tables in README.md and data/README.md from model/features.py.
+"""Rewrite the feature tables in docs/api.md and data/README.md from model/features.py.
 
 The tables sit between ``<!-- features-table:start -->`` and ``<!-- features-table:end -->``;
 tests/model/test_features.py fails when they drift, and this script is the fix.
@@ -19,7 +19,7 @@ PATTERN = re.compile(r"(<!-- features-table:start -->\n).*?(<!-- features-table:
 
 def main() -> int:
     root = Path(__file__).resolve().parents[1]
-    for doc in (root / "README.md", root / "data" / "README.md"):
+    for doc in (root / "docs" / "api.md", root / "data" / "README.md"):
         text = doc.read_text(encoding="utf-8")
         new = PATTERN.sub(lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text)
         if new != text:

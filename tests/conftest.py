@@ -1,31 +1,34 @@
-"""Shared fixtures: one real trained artifact per test session.
+"""Shared fixtures: one real trained model and artifact per test session.
 
 Training the real default model takes seconds, so the session trains it once
-(with cross-validation switched off, which only adds figures to the report)
-and every test that needs a model loads that file.
+(with a short cross-validation, which only adds figures to the report) and
+every test that needs a model uses that result or loads that file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
+from model.arrays import FloatArray, IntArray
 from model.artifact import read_payload, save_artifact
+from tests._tools import SESSION_TRAINING
 from training.data import load_dataset
-from training.pipeline import TrainingConfig, train
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from training.pipeline import TrainingResult, train
 
 
 @pytest.fixture(scope="session")
-def artifact_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real artifact trained with the default configuration (CV skipped for speed)."""
+def trained() -> TrainingResult:
+    """The default model, trained once for the whole session."""
+    return train(SESSION_TRAINING)
+
+
+@pytest.fixture(scope="session")
+def artifact_path(trained: TrainingResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's model written as a real artifact."""
     out = tmp_path_factory.mktemp("artifact") / "model.joblib"
-    result = train(TrainingConfig(cv_folds=3, cv_repeats=1))
-    save_artifact(result.payload, out)
+    save_artifact(trained.payload, out)
     return out
 
 
@@ -35,5 +38,5 @@ def artifact_payload(artifact_path: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def heart_data() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+def heart_data() -> tuple[FloatArray, IntArray]:
     return load_dataset()

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
+from model.arrays import FloatArray, IntArray
+from model.atomic import write_text_atomic
 from training.compare_models import (
     LOGREG_KEY,
     RECORDED_MLP_PARAMS,
@@ -50,10 +51,7 @@ from training.data import DataError, file_sha256, load_dataset, split
 from training.evaluate import classification_metrics, cross_validate, summarise
 from training.keras_model import KerasStatus, keras_status
 from training.pipeline import TrainingConfig, library_versions
-from training.report import write_json_atomic, write_text_atomic
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from training.report import write_json_atomic
 
 DEFAULT_OUTPUT_DIR: Final[Path] = Path("results")
 SPLIT_METRICS: Final[tuple[str, ...]] = ("accuracy", "roc_auc", "statlog_cost", "log_loss")
@@ -438,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--readme",
         type=Path,
         default=None,
-        help="also replace the comparison table between the markers in this README",
+        help="also replace the comparison table between the markers in this Markdown file "
+        "(the project keeps it in docs/comparison.md)",
     )
     p.add_argument(
         "--require-keras",

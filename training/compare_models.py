@@ -19,19 +19,16 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from model.arrays import FloatArray, IntArray
 from model.network import NumpyMLPClassifier
 from training.keras_model import KerasTutorialClassifier
 from training.pipeline import TrainingConfig, make_pipeline
-from training.tune import ranking
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from training.tune import TUNING_FOLDS, TUNING_REPEATS, TUNING_SEED, grid_search, ranking
 
 #: Grid for the tuned MLPClassifier, searched on the training split only.
 MLP_GRID: Final[dict[str, list[Any]]] = {
@@ -39,19 +36,10 @@ MLP_GRID: Final[dict[str, list[Any]]] = {
     "model__alpha": [0.01, 0.1, 1.0, 3.0, 10.0],
     "model__learning_rate_init": [0.001, 0.01],
 }
-#: Same protocol and ranking as ``python -m training.tune`` (which chose our
-#: default): repeated stratified CV on the training split only, ranked by ROC AUC
-#: with log loss as the tie-break, both judging the probabilities, not one threshold.
-MLP_TUNING_FOLDS: Final[int] = 5
-MLP_TUNING_REPEATS: Final[int] = 3
-MLP_TUNING_SEED: Final[int] = 0
+#: Searched with the protocol and ranking of ``python -m training.tune`` (which
+#: chose our default): repeated stratified CV on the training split only, ranked by
+#: ROC AUC with log loss as the tie-break, both judging the probabilities.
 MLP_TUNED_MAX_ITER: Final[int] = 2000
-#: The scorers ``training.tune.ranking`` reads.
-TUNING_SCORERS: Final[dict[str, str]] = {
-    "roc_auc": "roc_auc",
-    "neg_log_loss": "neg_log_loss",
-    "accuracy": "accuracy",
-}
 #: What :func:`tune_mlp` chose in the last full run (results/comparison.json
 #: records it with its score); ``--quick`` reuses it instead of searching again,
 #: and a test checks this constant against that file.
@@ -74,11 +62,11 @@ class TuningResult:
             "best_params": _jsonable(self.best_params),
             "best_scores": self.best_scores,
             "ranking": "ROC AUC, then log loss (as python -m training.tune)",
-            "cv": f"RepeatedStratifiedKFold(n_splits={MLP_TUNING_FOLDS}, "
-            f"n_repeats={MLP_TUNING_REPEATS}, random_state={MLP_TUNING_SEED}) "
+            "cv": f"RepeatedStratifiedKFold(n_splits={TUNING_FOLDS}, "
+            f"n_repeats={TUNING_REPEATS}, random_state={TUNING_SEED}) "
             "on the training split only",
             "grid": {k.removeprefix("model__"): _jsonable(v) for k, v in MLP_GRID.items()},
-            "model_random_state": MLP_TUNING_SEED,
+            "model_random_state": TUNING_SEED,
             "max_iter": MLP_TUNED_MAX_ITER,
             "source": self.source,
             "seconds": self.seconds,
@@ -95,20 +83,11 @@ def _jsonable(value: Any) -> Any:
 
 def tune_mlp(x_train: FloatArray, y_train: IntArray) -> TuningResult:
     """Grid-search ``MLPClassifier`` by cross-validation on the training split only."""
-    search = GridSearchCV(
-        scaled(MLPClassifier(max_iter=MLP_TUNED_MAX_ITER, random_state=MLP_TUNING_SEED)),
-        MLP_GRID,
-        scoring=TUNING_SCORERS,
-        refit=False,
-        cv=RepeatedStratifiedKFold(
-            n_splits=MLP_TUNING_FOLDS, n_repeats=MLP_TUNING_REPEATS, random_state=MLP_TUNING_SEED
-        ),
-        n_jobs=1,  # the machine is shared with other work
-    )
+    model = MLPClassifier(max_iter=MLP_TUNED_MAX_ITER, random_state=TUNING_SEED)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(x_train, y_train)
+        search = grid_search(scaled(model), MLP_GRID, x_train, y_train)
     best = ranking(search, 1)[0]
     return TuningResult(
         best["params"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from training.report import write_text_atomic
+from model.atomic import write_text_atomic
 
 README_BEGIN: Final[str] = "<!-- comparison-table:begin (python -m training.compare --readme) -->"
 README_END: Final[str] = "<!-- comparison-table:end -->"

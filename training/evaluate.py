@@ -26,8 +26,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold, cross_val_predict
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+from model.arrays import FloatArray, IntArray
 
 #: Cost of a missed disease (false negative) and of a false alarm (false positive).
 COST_FALSE_NEGATIVE: Final[float] = 5.0

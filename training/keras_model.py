@@ -9,9 +9,9 @@ inside :func:`import_keras`, never at module import: the service and the
 rest of the training code must work without it (a test checks that importing
 ``app`` and ``model`` never even tries to import it).
 
-The backend is JAX unless ``KERAS_BACKEND`` says otherwise: measured here it
-installs in a third of TensorFlow's disk space and fits this model about
-3.5 times faster (see the README's comparison section). Keras 3 itself falls
+The backend is JAX unless ``KERAS_BACKEND`` says otherwise: it installs in
+less space than TensorFlow and fits this model faster (measured in
+docs/comparison.md, "Keras backend"). Keras 3 itself falls
 back to TensorFlow when the variable is unset, which would fail with a bare
 "No module named 'tensorflow'" on a JAX install, so we set it before import.
 """

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.atomic import atomic_path, write_text_atomic
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write via a temp file and a rename, like the artifact, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+# write_text_atomic lives in model.atomic; re-exported for callers written before the move.
+__all__ = ["plot_loss", "report_from_payload", "write_json_atomic", "write_text_atomic"]
 
 
 def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
+    """Readable JSON (NaN allowed: a metric can be undefined), written atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
@@ -54,14 +43,9 @@ def plot_loss(loss_curve: Sequence[float], path: Path, title: str = "Training lo
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return True

@@ -11,13 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold
 
+from model.arrays import FloatArray, IntArray
 from training.data import load_dataset, split
 from training.pipeline import TrainingConfig, make_pipeline
+
+#: The tuning protocol, shared with the comparison's tuned MLPClassifier
+#: (training.compare_models) so both searches are judged the same way.
+TUNING_FOLDS: Final[int] = 5
+TUNING_REPEATS: Final[int] = 3
+TUNING_SEED: Final[int] = 0
+#: The scorers :func:`ranking` reads.
+TUNING_SCORERS: Final[dict[str, str]] = {
+    "roc_auc": "roc_auc",
+    "neg_log_loss": "neg_log_loss",
+    "accuracy": "accuracy",
+}
 
 GRID: dict[str, list[Any]] = {
     "network__hidden_units": [4, 8, 16],
@@ -27,19 +41,25 @@ GRID: dict[str, list[Any]] = {
 }
 
 
-def search(n_splits: int = 5, n_repeats: int = 3, random_state: int = 0) -> GridSearchCV:
+def grid_search(
+    estimator: BaseEstimator, grid: dict[str, list[Any]], x: FloatArray, y: IntArray
+) -> GridSearchCV:
+    """Score every point of ``grid`` by the tuning protocol; rank the result with :func:`ranking`.
+
+    One worker (``n_jobs=1``): the machine is shared with other work.
+    """
+    cv = RepeatedStratifiedKFold(
+        n_splits=TUNING_FOLDS, n_repeats=TUNING_REPEATS, random_state=TUNING_SEED
+    )
+    search = GridSearchCV(estimator, grid, cv=cv, scoring=TUNING_SCORERS, refit=False, n_jobs=1)
+    return search.fit(x, y)
+
+
+def search() -> GridSearchCV:
+    """The search behind our network's defaults, on the training split only."""
     x, y = load_dataset()
     x_train, _, y_train, _ = split(x, y)
-    cv = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=random_state)
-    grid = GridSearchCV(
-        make_pipeline(TrainingConfig()),
-        GRID,
-        cv=cv,
-        scoring={"roc_auc": "roc_auc", "neg_log_loss": "neg_log_loss", "accuracy": "accuracy"},
-        refit=False,
-        n_jobs=1,
-    )
-    return grid.fit(x_train, y_train)
+    return grid_search(make_pipeline(TrainingConfig()), GRID, x_train, y_train)
 
 
 def ranking(grid: GridSearchCV, top: int) -> list[dict[str, Any]]:

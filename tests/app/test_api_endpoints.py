@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from app import Settings, create_app
 from app.schemas import PATIENT_EXAMPLE, BatchPrediction, MetricsReport, ModelCard, Prediction
 from model.artifact import load_artifact
 from model.features import CLASS_LABELS, FEATURE_NAMES, FEATURES
+from tests._tools import run_ok
 
 API_KEY = "test-key-0123456789abcdef"
 JSON = {"content-type": "application/json"}
@@ -566,10 +566,7 @@ with TestClient(create_app(Settings(model_path={str(artifact_path)!r}))) as c:
     assert c.get("/model").status_code == 200 and c.get("/metrics").status_code == 200
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "scipy", "training")))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_ok([sys.executable, "-c", code])
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 

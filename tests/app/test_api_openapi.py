@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from app import Settings, create_app
 from app.schemas import BatchRequest, PatientFeatures, batch_request_model
 from model.features import FEATURE_NAMES
+from tests._tools import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPORTED = REPO_ROOT / "openapi.json"
 REGENERATE = "python -m app openapi --output openapi.json   (or: heart-api openapi > openapi.json)"
 

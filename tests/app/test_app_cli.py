@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from app import cli
 from app.settings import Settings
+from tests._tools import run_ok
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_options_without_a_command_mean_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Settings] = []
-    monkeypatch.setattr("app.main.load_service", lambda settings: None)
+    monkeypatch.setattr("app.service.load_service", lambda settings: None)
     monkeypatch.setattr(cli, "serve", lambda settings: seen.append(settings) or 0)
     assert cli.main(["--host", "127.0.0.2", "--port", "8123"]) == 0
     assert cli.main([]) == 0
@@ -105,13 +105,5 @@ def test_asgi_module_builds_the_app_from_the_environment(artifact_path: Path) ->
         "print(json.dumps([a.title, a.state.runtime.settings.max_batch_size]))"
     )
     env = {**os.environ, "HEART_MODEL_PATH": str(artifact_path), "HEART_MAX_BATCH_SIZE": "7"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_ok([sys.executable, "-c", code], env=env, timeout=60)
     assert json.loads(done.stdout.splitlines()[-1]) == ["Heart disease risk API", 7]

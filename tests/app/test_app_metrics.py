@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.metrics import LATENCY_BUCKETS, ServiceMetrics, _quantile_ms, error_kind
-from app.routes import negotiate_metrics_format
+from app.metrics import (
+    LATENCY_BUCKETS,
+    ServiceMetrics,
+    _quantile_ms,
+    error_kind,
+    negotiate_metrics_format,
+)
 from model.features import FEATURE_NAMES, N_FEATURES
 
 
@@ -43,10 +48,10 @@ def test_drift_is_the_running_mean_in_training_standard_deviations() -> None:
     std = np.full(N_FEATURES, 2.0)
     metrics.bind_model("v-test", mean, std)
     rows = np.tile(mean + 4.0, (10, 1))  # every served value 2 std above the mean
-    metrics.observe_batch(rows[:7], positive=3)
-    metrics.observe_prediction(rows[7], positive=1)
-    metrics.observe_prediction(rows[8], positive=0)
-    metrics.observe_prediction(rows[9], positive=0)
+    metrics.observe_batch(rows[:7], n_positive=3)
+    metrics.observe_prediction(rows[7], prediction=1)
+    metrics.observe_prediction(rows[8], prediction=0)
+    metrics.observe_prediction(rows[9], prediction=0)
     report = metrics.serving_report()
     assert report.predictions_total == 10
     assert report.positive_predictions == 4
@@ -60,7 +65,7 @@ def test_drift_is_the_running_mean_in_training_standard_deviations() -> None:
 
 def test_pending_drift_sums_reach_the_counters_on_flush() -> None:
     metrics = ServiceMetrics()
-    metrics.observe_prediction(np.ones(N_FEATURES), positive=1)
+    metrics.observe_prediction(np.ones(N_FEATURES), prediction=1)
     sample = metrics.drift_rows.collect()[0].samples[0]
     assert sample.value == 0.0  # not yet published
     metrics.flush()

@@ -2,7 +2,7 @@
 
 The generator runs on the repository's exported document (which another test
 keeps equal to the app's), the client is imported from a temporary directory,
-and the README's client example is run as written.
+and the client example of docs/api.md is run as written.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 
 from app.schemas import PATIENT_EXAMPLE
-from app.testing import REPO_ROOT, RunningServer, running_server
+from app.testing import RunningServer, running_server
+from tests._tools import REPO_ROOT, run, run_ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generator = Path(sys.executable).with_name("openapi-python-client")
     assert generator.exists(), "openapi-python-client is part of the dev extra"
     env = {**os.environ, "PATH": f"{generator.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
+    done = run(
         [
             str(generator),
             "generate",
@@ -47,10 +47,7 @@ def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         cwd=out,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -146,20 +143,12 @@ def test_errors_are_typed_too(
 
 def test_readme_client_example_runs(client_dir: Path, servers: tuple[RunningServer, Any]) -> None:
     server, _ = servers
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Generating a client") :]
+    readme = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Generating a client") :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "the README shows how to use the generated client"
+    assert match, "docs/api.md shows how to use the generated client"
     code = match.group(1).replace("http://localhost:8000", server.url)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=client_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_ok([sys.executable, "-c", code], cwd=client_dir, timeout=60)
     lines = done.stdout.splitlines()
     probability, label = lines[0].split(" ", 1)
     classes, total = lines[1], lines[2]

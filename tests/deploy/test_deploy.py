@@ -24,12 +24,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests._tools import require_tool
+from tests._tools import REPO_ROOT, require_tool
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "Dockerfile"
-K8S_DIR = ROOT / "deploy" / "kubernetes"
-PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+K8S_DIR = REPO_ROOT / "deploy" / "kubernetes"
+PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "prometheus.yml"
 
 # The oldest Kubernetes release the manifests support, and a current one; both
 # must be among the schemas kubernetes-validate carries (it works offline).
@@ -97,7 +96,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def pyproject() -> dict[str, Any]:
-    with (ROOT / "pyproject.toml").open("rb") as fh:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as fh:
         data: dict[str, Any] = tomllib.load(fh)
     return data
 
@@ -357,7 +356,7 @@ def test_image_labels_match_the_project_metadata() -> None:
 def test_dockerignore_is_an_allow_list_covering_every_copied_path() -> None:
     lines = [
         line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*", "start by ignoring everything, then allow what the build reads"
@@ -377,12 +376,12 @@ def test_dockerignore_is_an_allow_list_covering_every_copied_path() -> None:
 
 def test_container_scripts_pass_shellcheck() -> None:
     shellcheck = venv_tool("shellcheck")
-    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))
+    scripts = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "scripts").glob("*.sh"))
     ours = [s for s in scripts if "container" in s or "base-image" in s]
     assert len(ours) >= 3
     result = subprocess.run(
         [shellcheck, "--external-sources", *ours],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,

@@ -1,6 +1,6 @@
-"""Run the README's curl examples against a real server, exactly as written.
+"""Run the docs' curl examples (README.md, docs/api.md) against a real server, as written.
 
-Every ```bash block of the API section that calls curl is run by bash (with
+Every ```bash block of an API section that calls curl is run by bash (with
 ``localhost:8000`` pointed at the test server's port) and its output compared
 with the block that follows: JSON answers must have the README's structure
 (same keys and value types; ``"...": "..."`` in an object and ``"..."`` at the
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +22,18 @@ import pytest
 
 from app.settings import Settings
 from app.testing import RunningServer, running_server
-from tests._tools import require_tool
+from scripts.readme_examples import README_HOST, Example, api_key, api_section, curl_examples
+from tests._tools import REPO_ROOT, require_tool, run_ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-BEGIN, END = "<!-- api:begin", "<!-- api:end -->"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 ELLIPSIS = "..."
 
 
-@dataclass(frozen=True)
-class Example:
-    command: str
-    expected_kind: str
-    expected: str
-    line: int
-
-
-def api_section() -> tuple[str, int]:
-    text = README.read_text(encoding="utf-8")
-    start, end = text.index(BEGIN), text.index(END)
-    return text[start:end], text[:start].count("\n")
-
-
-def readme_examples() -> list[Example]:
-    section, offset = api_section()
-    blocks = [
-        (m.group(1), m.group(2), offset + section[: m.start()].count("\n") + 1)
-        for m in FENCE.finditer(section)
-    ]
-    examples = []
-    for (kind, body, line), following in zip(blocks, [*blocks[1:], None], strict=True):
-        if kind != "bash" or "curl " not in body:
-            continue
-        assert following is not None and following[0] in ("json", "text"), (
-            f"README line {line}: a curl example must be followed by its answer"
-        )
-        examples.append(Example(body, following[0], following[1], line))
-    return examples
-
-
 def readme_api_key() -> str:
-    section, _ = api_section()
-    match = re.search(r"HEART_API_KEY=(\S+) heart-api serve", section)
-    assert match, "the README shows how to start the server with an API key"
-    return match.group(1)
+    key = api_key()
+    assert key, "docs/api.md shows how to start the server with an API key"
+    return key
 
 
 def same_shape(expected: Any, actual: Any, path: str = "$") -> list[str]:
@@ -111,7 +77,7 @@ def same_shape(expected: Any, actual: Any, path: str = "$") -> list[str]:
 
 
 def run(example: Example, server: RunningServer) -> str:
-    command = example.command.replace("localhost:8000", f"127.0.0.1:{server.port}")
+    command = example.command.replace(README_HOST, f"127.0.0.1:{server.port}")
     done = subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", command],
         capture_output=True,
@@ -119,12 +85,12 @@ def run(example: Example, server: RunningServer) -> str:
         timeout=30,
         check=False,
     )
-    assert done.returncode == 0, f"README line {example.line} failed: {done.stderr}"
+    assert done.returncode == 0, f"{example.where} failed: {done.stderr}"
     return done.stdout
 
 
 def check_answer(example: Example, output: str) -> None:
-    where = f"README line {example.line}"
+    where = example.where
     if example.expected_kind == "json":
         actual = json.loads(output)
         problems = same_shape(json.loads(example.expected), actual)
@@ -151,7 +117,7 @@ def servers(
 
 
 def test_readme_has_curl_examples_for_every_endpoint() -> None:
-    commands = "\n".join(e.command for e in readme_examples())
+    commands = "\n".join(e.command for e in curl_examples())
     for path in ("/predict ", "/predict/batch", "/model", "/metrics", "/health", "/ready"):
         assert f"localhost:8000{path}" in commands, path
 
@@ -159,9 +125,8 @@ def test_readme_has_curl_examples_for_every_endpoint() -> None:
 def test_readme_curl_examples(servers: dict[bool, RunningServer]) -> None:
     """All examples, in README order: later answers (the metrics) count earlier requests."""
     require_tool("curl")
-    for example in readme_examples():
-        needs_key = "X-API-Key" in example.command or "invalid API key" in example.expected
-        check_answer(example, run(example, servers[needs_key]))
+    for example in curl_examples():
+        check_answer(example, run(example, servers[example.needs_key]))
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:
@@ -180,3 +145,29 @@ def test_readme_configuration_table_lists_every_setting() -> None:
         else:
             text = str(value).lower() if isinstance(value, bool) else str(value)
             assert shown == f"`{text}`", (name, shown)
+
+
+def test_readme_layout_names_every_module_on_the_predict_path(artifact_path: Path) -> None:
+    """Every app/ and model/ module a prediction loads is named in the README's layout."""
+    code = f"""
+import json, sys
+from fastapi.testclient import TestClient
+from app import Settings, create_app
+from app.schemas import PATIENT_EXAMPLE
+with TestClient(create_app(Settings(model_path={str(artifact_path)!r}))) as c:
+    assert c.post("/predict", json=PATIENT_EXAMPLE).status_code == 200
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("app", "model"))))
+"""
+    loaded = json.loads(run_ok([sys.executable, "-c", code]).stdout.splitlines()[-1])
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") : readme.index("## Data")]
+    rows = {line.split("|")[1].strip(" `"): line for line in layout.splitlines() if "| `" in line}
+    modules = [m for m in loaded if "." in m]  # the packages' __init__ are not modules to name
+    assert "app.routes" in modules and "model.predictor" in modules  # the check sees the path
+    missing = [
+        m
+        for m in modules
+        if f"`{m.replace('.', '/')}.py`" not in layout
+        and f"`{m.split('.')[1]}.py`" not in rows.get(m.split(".")[0] + "/", "")
+    ]
+    assert not missing, f"README's layout does not name {missing}"

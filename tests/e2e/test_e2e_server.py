@@ -19,8 +19,8 @@ import joblib
 import pytest
 
 from app.schemas import PATIENT_EXAMPLE
-from app.testing import REPO_ROOT, clean_environment, free_port, running_server
-from tests._tools import require_tool
+from app.testing import clean_environment, free_port, running_server
+from tests._tools import require_tool, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,15 +50,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def start_and_wait(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=clean_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run(command, env=clean_environment(env), timeout=60)
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "wrong features"])

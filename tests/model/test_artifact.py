@@ -14,13 +14,9 @@ import pytest
 
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.predictor import Predictor
+from tests._tools import SESSION_TRAINING
 from training.data import load_dataset, split
-from training.pipeline import TrainingConfig, train
-
-
-@pytest.fixture(scope="module")
-def trained() -> Any:
-    return train(TrainingConfig(cv_folds=0))
+from training.pipeline import train
 
 
 def test_round_trip_gives_the_pipelines_probabilities(trained: Any, tmp_path: Path) -> None:
@@ -51,7 +47,7 @@ def test_probability_is_finite_and_bounded_for_extreme_rows(trained: Any, tmp_pa
 
 
 def test_same_training_twice_gives_identical_weights(trained: Any) -> None:
-    again = train(TrainingConfig(cv_folds=0))
+    again = train(SESSION_TRAINING)
     for key, value in trained.payload["weights"].items():
         np.testing.assert_array_equal(value, again.payload["weights"][key])
     assert again.payload["model_version"] == trained.payload["model_version"]

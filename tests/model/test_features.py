@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,10 +13,11 @@ from model.features import (
     example_patient,
     invalid_cells,
     markdown_table,
+    outside_domain,
 )
+from tests._tools import REPO_ROOT
 from training.data import load_dataset
 
-REPO = Path(__file__).resolve().parents[2]
 ISSUE_NAMES = (
     "age",
     "sex",
@@ -97,7 +96,17 @@ def test_fast_domain_check_agrees_with_the_detailed_one() -> None:
         assert all_in_domain(x) == (invalid_cells(x) == []), x[~np.all(x == base, axis=1)]
 
 
+def test_vectorised_rule_is_the_per_value_rule() -> None:
+    """outside_domain (batch fast path, data loading) refuses exactly what Feature.check does."""
+    candidates = [-1.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 18.0]
+    candidates += [59.9, 110.0, 110.5, 700.5, 1e6, float("nan"), float("inf"), -float("inf")]
+    x = np.array([[value] * N_FEATURES for value in candidates])
+    expected = np.array([[f.check(value) is not None for f in FEATURES] for value in candidates])
+    np.testing.assert_array_equal(outside_domain(x), expected)
+    assert expected.any() and not expected.all()  # the candidates exercise both answers
+
+
 def test_docs_tables_are_generated_from_the_definition() -> None:
     table = markdown_table()
-    for doc in (REPO / "data" / "README.md", REPO / "README.md"):
+    for doc in (REPO_ROOT / "data" / "README.md", REPO_ROOT / "docs" / "api.md"):
         assert table in doc.read_text(), f"{doc} has a stale feature table; regenerate it"

@@ -22,6 +22,7 @@ import training.compare as compare
 import training.compare_models as compare_models
 import training.keras_model as keras_model
 from model.network import NumpyMLPClassifier
+from tests._tools import REPO_ROOT
 from training.compare import CompareOptions, build_parser, options_from_args, run_comparison
 from training.compare_models import (
     RECORDED_MLP_PARAMS,
@@ -41,8 +42,7 @@ from training.evaluate import classification_metrics, cross_validate
 from training.keras_model import INSTALL_HINT, keras_status
 from training.pipeline import TrainingConfig, make_pipeline, train
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "results"
+RESULTS = REPO_ROOT / "results"
 ALL_KEYS = [
     "logistic_regression",
     "numpy_tutorial_8",
@@ -322,5 +322,5 @@ def test_committed_markdown_and_readme_are_generated_from_the_committed_json() -
     assert data["protocol"]["cross_validation"]["n_splits"] == 10
     assert data["protocol"]["cross_validation"]["n_repeats"] == 5
     assert len(data["protocol"]["seeds"]) >= 5
-    block = readme_block((REPO / "README.md").read_text())
-    assert block == render_body(data), "run: python -m training.compare --readme README.md"
+    block = readme_block((REPO_ROOT / "docs" / "comparison.md").read_text())
+    assert block == render_body(data), "run: python -m training.compare --readme docs/comparison.md"

@@ -11,11 +11,10 @@ virtualenv.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests._tools import run_ok
+
 FRAMEWORKS = ("keras", "tensorflow", "jax", "jaxlib", "torch")
 
 # Runs in the child: install the recorder, import the given modules (and every
@@ -55,15 +54,7 @@ print(json.dumps({"attempted": attempted, "imported": imported}))
 
 
 def attempted_imports(*targets: str) -> dict[str, list[str]]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, ",".join(FRAMEWORKS), *targets],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_ok([sys.executable, "-c", CHILD, ",".join(FRAMEWORKS), *targets])
     result: dict[str, list[str]] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 

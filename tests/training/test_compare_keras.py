@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler
 
+from model.arrays import FloatArray, IntArray
 from training.data import load_dataset, split
 from training.evaluate import cross_validate
 from training.keras_model import KerasTutorialClassifier, keras_status
@@ -25,8 +25,6 @@ if not STATUS.available:
         raise RuntimeError(f"HEART_REQUIRE_KERAS=1 but Keras is {STATUS.message}")
     pytest.skip(f"Keras is {STATUS.message}", allow_module_level=True)
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 # Few epochs: these tests check the wrapper, not the model's quality.
 EPOCHS = 10
 

@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 
 from model.artifact import load_artifact
+from tests._tools import REPO_ROOT, run
 from training.data import default_data_path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_training(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run([sys.executable, "-m", "training", *args], cwd=cwd, timeout=300)
 
 
 @pytest.mark.slow
@@ -106,7 +98,7 @@ def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: P
 
 
 def test_help_documents_defaults() -> None:
-    proc = run_training("--help", cwd=REPO)
+    proc = run_training("--help", cwd=REPO_ROOT)
     assert proc.returncode == 0
     for option in (
         "--hidden-units",

@@ -1,0 +1,169 @@
+"""The OpenAPI document: what FastAPI cannot infer from the handlers, added in one place.
+
+The prediction endpoints read their raw body themselves (one Pydantic call
+from bytes, see ``PredictionService.parse_one``), so FastAPI does not see a
+body parameter. Their request bodies, the errors every body can get, the
+request models' schemas and the API key schemes are declared here, from the
+very models that validate the requests, so the document cannot drift from
+the behaviour (``tests/app/test_api_openapi.py`` and the committed
+``openapi.json`` check it).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from fastapi import FastAPI
+
+from app.schemas import ErrorMessage, PatientFeatures, batch_request_model
+from model.features import markdown_table
+
+#: Endpoints that never need the API key (probes must work without secrets).
+OPEN_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
+SECURITY_SCHEME: Final[str] = "APIKeyHeader"
+#: The same key as a bearer token, for clients that cannot set custom headers (Prometheus).
+BEARER_SCHEME: Final[str] = "BearerAPIKey"
+
+TITLE: Final[str] = "Heart disease risk API"
+DESCRIPTION: Final[str] = f"""
+Estimates the risk of heart disease from 13 clinical features (UCI Statlog Heart
+data set) with a small neural network.
+
+Send one patient to `POST /predict` or up to 1000 to `POST /predict/batch`.
+Every feature is required; each one's description gives its unit and accepted
+values, and invalid input is refused with 422 naming the field.
+
+When the server sets `HEART_API_KEY`, every endpoint except `/health` and
+`/ready` requires it in the `X-API-Key` header (or as `Authorization: Bearer <key>`).
+
+{markdown_table()}
+""".strip()
+
+TAGS: Final[list[dict[str, str]]] = [
+    {"name": "predictions", "description": "Risk of heart disease for one or many patients."},
+    {"name": "model", "description": "What the loaded model is and how well it did."},
+    {
+        "name": "monitoring",
+        "description": "Liveness, readiness and metrics (JSON or Prometheus exposition).",
+    },
+]
+
+#: Errors any protected endpoint can answer (the middleware refuses them).
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
+}
+#: Errors any endpoint with a request body can answer, before the body is read.
+BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    **ERRORS,
+    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    415: {"model": ErrorMessage, "description": "Body not sent as application/json."},
+}
+_VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
+    422: {
+        "description": "Validation Error: `detail` names each offending field and why.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    },
+}
+
+
+def package_version() -> str:
+    try:
+        return version("heart-risk")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0"
+
+
+def prediction_operation(
+    *,
+    operation_id: str,
+    summary: str,
+    response_model: type[Any],
+    body_schema: str,
+    example_name: str,
+    example: dict[str, Any],
+) -> dict[str, Any]:
+    """Keyword arguments of ``router.post`` for an endpoint that validates its raw body.
+
+    FastAPI would document a body parameter itself; these endpoints have none
+    (for speed), so their body is described here by reference to the schema
+    :func:`complete_openapi` adds, with the errors every body can get.
+    """
+    request_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{body_schema}"},
+                "examples": {example_name: example},
+            }
+        },
+    }
+    return {
+        "operation_id": operation_id,
+        "summary": summary,
+        "tags": ["predictions"],
+        "response_model": response_model,
+        "responses": {**BODY_ERRORS, **_VALIDATION_ERROR},
+        "openapi_extra": {"requestBody": request_body},
+    }
+
+
+class HeartAPI(FastAPI):
+    """FastAPI whose document is completed by :func:`complete_openapi` (once, then cached)."""
+
+    api_key_required: bool = False
+    max_batch_size: int = 1000
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = super().openapi()
+        complete_openapi(
+            schema, api_key_required=self.api_key_required, max_batch_size=self.max_batch_size
+        )
+        self.openapi_schema = schema
+        return schema
+
+
+def complete_openapi(
+    schema: dict[str, Any], *, api_key_required: bool, max_batch_size: int
+) -> None:
+    """Add the request bodies' schemas and the API key scheme to FastAPI's document.
+
+    The schemas added are the models that validate the bodies, with the
+    configured batch limit, so a generated client refuses what the server does.
+    """
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for model in (PatientFeatures, batch_request_model(max_batch_size)):
+        definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, nested in {**definition.pop("$defs", {}), model.__name__: definition}.items():
+            if name in schemas and schemas[name] != nested:
+                raise RuntimeError(f"two different OpenAPI schemas are named {name!r}")
+            schemas[name] = nested
+    if "HTTPValidationError" not in schemas:  # FastAPI adds it for /metrics' query parameter
+        raise RuntimeError("the validation error schema is missing from the document")
+    components["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "Required when the server sets HEART_API_KEY.",
+        },
+        BEARER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The same key as `Authorization: Bearer <key>` (for Prometheus).",
+        },
+    }
+    # Either scheme when configured; otherwise optional (the empty requirement).
+    security: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}, {BEARER_SCHEME: []}]
+    if not api_key_required:
+        security.insert(0, {})
+    for path, operations in schema.get("paths", {}).items():
+        if path in OPEN_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = security

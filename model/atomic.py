@@ -1,0 +1,47 @@
+"""The one way this project writes a file that others may read at any moment.
+
+The artifact, the training report, the loss plot and the comparison tables are
+all read by other processes (the service, CI, a reader refreshing a page). A
+crash or Ctrl-C mid-write must leave the previous file (or none), never half
+of one: the content goes to a temporary file in the same directory, reaches
+the disk, and replaces the target with one atomic ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path`` in one step.
+
+    The temporary file is in the target's directory (a rename is only atomic
+    within one filesystem) and is removed if the block raises.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600; these files are meant to be read by other users
+        # (the artifact by the non-root service user).
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; return the path written."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -57,7 +57,7 @@ quality: $(VENV)/.stamp-dev  ## model quality benchmark (10x5 CV and the StatLog
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV)/.stamp-dev $(ARTIFACT)  ## speed benchmarks (predictor alone, then wrk load; BENCH_ARGS=--quick)
+bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predictor alone, then wrk load; BENCH_ARGS=--quick)
 	$(BIN)/python -m bench.predictor_micro $(filter --quick,$(BENCH_ARGS))
 	$(BIN)/python -m bench.load --artifact $(ARTIFACT) $(BENCH_ARGS)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load_report, machine, payloads, report, servers, wrk
+from bench import load_report, payloads, report, servers, wrk
 from bench.payloads import Scenario
 from bench.report import ratio
 from bench.servers import CpuPlan, Server, Target
@@ -65,17 +66,20 @@ class Run:
         return f"{self.target.key}/{self.scenario.name}/c{self.connections}"
 
 
-def targets(image: str | None = None) -> list[Target]:
+def targets(image: str | None = None, built: str | None = None) -> list[Target]:
     """The references, the service as shipped and, when given, its container image."""
     ref2 = "reference 2: FastAPI + PatientFeatures, constant reply"
     ref2b = "reference 2b: same, constant reply as pre-encoded bytes"
     found = [
-        Target("asgi", "reference 1: raw ASGI, constant reply", "bench.ref_asgi:app", "/"),
-        Target("fastapi", ref2, "bench.ref_fastapi:app", "/health"),
-        Target("fastapi-bytes", ref2b, "bench.ref_fastapi:bytes_app", "/health", has_batch=False),
+        Target("asgi", "reference 1: raw ASGI, constant reply", "bench.references:raw_asgi", "/"),
+        Target("fastapi", ref2, "bench.references:fastapi_app", "/health"),
+        Target(
+            "fastapi-bytes", ref2b, "bench.references:fastapi_bytes", "/health", has_batch=False
+        ),
         Target("service", "the service as shipped (python -m app)"),
     ]
-    container = Target("container", f"the service in its container ({image})", image=image)
+    # The image's description says when and from which commit it was built: which code.
+    container = Target("container", f"the service in its container ({built or image})", image=image)
     return [*found, container] if image else found
 
 
@@ -126,46 +130,36 @@ def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | 
     )  # fmt: skip
 
 
-def interleaved(
-    up: dict[str, Server], runs: list[Run], settings: Settings, cpus: Sequence[int] | None
-) -> dict[str, list[dict[str, Any]]]:
-    """Every run once per round, the order reversed every other round: medians over rounds
-    then compare figures measured minutes apart, not one server's good minute with another's bad.
+def measured(
+    found: list[Target], runs: list[Run], artifact: Path, settings: Settings, plan: CpuPlan
+) -> dict[str, Any]:
+    """Start every target once, check each answers, then measure every run once per round.
+
+    The order is reversed every other round, so the medians over rounds compare
+    figures measured minutes apart, not one server's good minute with another's bad.
     """
     samples: dict[str, list[dict[str, Any]]] = {run.key: [] for run in runs}
-    for round_no in range(settings.rounds):
-        for run in runs if round_no % 2 == 0 else reversed(runs):
-            progress(f"round {round_no + 1}/{settings.rounds}: {run.key}")
-            samples[run.key].append(measure(up[run.target.key], run, settings, cpus))
-    return samples
-
-
-def comparison(
-    found: list[Target],
-    scenarios: list[Scenario],
-    artifact: Path,
-    settings: Settings,
-    plan: CpuPlan,
-) -> dict[str, Any]:
-    """Phase 1: every scenario, interleaved over rounds, all servers started once."""
-    runs = plan_runs(found, scenarios, settings)
     with contextlib.ExitStack() as stack:
         up: dict[str, Server] = {}
         for t in found:
             server = servers.started(t, artifact, LOG_DIR, plan.server, settings.nice)
             up[t.key] = stack.enter_context(server)
             preflight(up[t.key], list(dict.fromkeys(r.scenario for r in runs if r.target == t)))
-        samples = interleaved(up, runs, settings, plan.client)
+        for round_no in range(settings.rounds):
+            for run in runs if round_no % 2 == 0 else reversed(runs):
+                progress(f"round {round_no + 1}/{settings.rounds}: {run.key}")
+                samples[run.key].append(measure(up[run.target.key], run, settings, plan.client))
     return {
-        run.key: {
-            "target": run.target.key,
-            "endpoint": run.scenario.name,
-            "path": run.scenario.path,
-            "connections": run.connections,
-            "rows_per_request": run.scenario.rows_per_request,
-            **load_report.summarize_runs(samples[run.key], run.scenario.rows_per_request),
+        r.key: {
+            "target": r.target.key,
+            "workers": r.target.workers,
+            "endpoint": r.scenario.name,
+            "path": r.scenario.path,
+            "connections": r.connections,
+            "rows_per_request": r.scenario.rows_per_request,
         }
-        for run in runs
+        | load_report.summarize_runs(samples[r.key], r.scenario.rows_per_request)
+        for r in runs
     }
 
 
@@ -211,67 +205,14 @@ def memory(
 
 
 def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
-    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers)."""
-    c = settings.scale_concurrency
-    found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
-    runs = [Run(t, scenarios[0], c) for t in found]
-    with contextlib.ExitStack() as stack:
-        up = {
-            t.key: stack.enter_context(servers.started(t, artifact, LOG_DIR, None, settings.nice))
-            for t in found
-        }
-        for server in up.values():
-            preflight(server, scenarios[:1])
-        samples = interleaved(up, runs, settings, None)
-        counts = {r.key: prometheus_check(up[r.target.key], samples[r.key], c) for r in runs}
-    return {
-        str(run.target.workers): {
-            "workers": run.target.workers,
-            "connections": c,
-            "prometheus": counts[run.key],
-            **load_report.summarize_runs(samples[run.key]),
-        }
-        for run in runs
-    }
+    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers).
 
-
-def predict_requests_counted(exposition: str) -> float:
-    """Sum of ``heart_http_requests_total`` for route ``/predict`` over all label sets."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if sample.name == "heart_http_requests_total" and sample.labels.get("route") == "/predict"
-    )
-
-
-def prometheus_check(
-    server: Server, runs: list[dict[str, Any]], connections: int
-) -> dict[str, Any]:
-    """Do the Prometheus counters add up across workers? Compare with what wrk completed.
-
-    wrk counts the responses it received; the service also counts requests that
-    were still in flight when wrk stopped (at most ``connections`` per wrk run),
-    so the service's figure must lie between the two bounds. Several scrapes
-    are taken because each may be answered by a different worker.
+    Whether their Prometheus counters add up is tested, with exact counts, by
+    tests/e2e/test_e2e_server.py::test_two_workers_share_their_metrics.
     """
-    completed = 1 + sum(r["requests"] + r["warmup_requests"] for r in runs)  # 1: pre-flight
-    upper = completed + connections * 2 * len(runs)
-    scrapes = []
-    for _ in range(4):
-        status, body = servers.request(server.url("/metrics?format=prometheus"))
-        if status != 200:
-            raise servers.ServerError(f"/metrics?format=prometheus answered {status}")
-        scrapes.append(predict_requests_counted(body.decode()))
-    consistent = all(completed <= v <= upper for v in scrapes) and len(set(scrapes)) == 1
-    return {
-        "wrk_completed": completed,
-        "upper_bound": upper,
-        "scrapes": scrapes,
-        "consistent": consistent,
-    }
+    found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
+    runs = [Run(t, scenarios[0], settings.scale_concurrency) for t in found]
+    return measured(found, runs, artifact, settings, CpuPlan(None, None))
 
 
 def progress(message: str) -> None:
@@ -300,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
         "so other jobs on a shared machine disturb the measurement less")  # fmt: skip
     add("--skip-memory", action="store_true")
     add("--skip-scale", action="store_true")
-    add("--no-install", action="store_true", help="never apt-get install wrk")
     add("--output-dir", type=Path, default=report.RESULTS_DIR)
     return p
 
@@ -318,40 +258,42 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings, extra = settings_from(args), extra_scenarios(args.scenario)
-    wrk.ensure_installed(not args.no_install)
-    image = servers.image_description(args.container) if args.container else None
-    if args.container and image is None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
+    built = servers.image_description(args.container) if args.container else None
+    if args.container and built is None:
         progress(f"podman or the image {args.container} is missing: skipping the container")
-    found, plan = targets(args.container if image else None), CpuPlan.for_this_machine()
-    labels = {t.key: t.label for t in found}
-    if image:  # its description says when and from which commit it was built: which code
-        labels["container"] = f"the service in its container ({image})"
+    found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "benchmark": "load",
-        "machine": machine.describe(),
+        "machine": report.describe(),
         "cpu_plan": plan.describe(),
         "settings": asdict(settings),
         "command": "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv),
-        "container_image": image,
+        "container_image": built,
     }
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         servers.artifact_path(args.artifact) as model,
     ):
         scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
-        data["comparison"] = comparison(found, scenarios + extra, model, settings, plan)
+        runs = plan_runs(found, scenarios + extra, settings)
+        data["comparison"] = measured(found, runs, model, settings, plan)
         if not args.skip_memory:
             data["memory"] = memory(model, scenarios, settings, plan)
         if not args.skip_scale:
             data["scale"] = scale(model, scenarios, settings)
-    data["machine"]["load_average_end"] = machine.load_average()
+    data["machine"]["load_average_end"] = report.load_average()
+    labels = {t.key: t.label for t in found}
     markdown, data["missed_targets"] = load_report.to_markdown(data, labels)
     stem = "load-quick" if settings.quick else "load"
     for path in report.write_results(stem, markdown, data, args.output_dir):
         progress(f"wrote {path}")
     print(markdown)
-    errors = sum(r["errors"] for r in data["comparison"].values())
+    errors = sum(
+        r["errors"] for phase in ("comparison", "scale") for r in data.get(phase, {}).values()
+    )
     if errors:
         progress(f"{errors} requests failed during the runs: the figures are not valid")
         return 1

@@ -1,54 +1,42 @@
-"""Benchmark results: medians of repeated runs, ratios, Markdown tables and result files.
+"""Benchmark results: medians, ratios, Markdown, result files, and what they were measured on.
 
 Benchmarks on a shared machine are noisy: medians of interleaved rounds are
-robust to one disturbed round, and ratios against a reference measured minutes
-apart cancel most of what the machine itself contributes.
+robust to one disturbed round, ratios against a reference measured minutes
+apart cancel most of what the machine contributes, and every result file
+carries the machine, its load, the versions and the commit, without which a
+figure is comparable with nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import shutil
 import statistics
+import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from model.atomic import write_text_atomic
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+PACKAGES = "fastapi starlette pydantic pydantic-core uvicorn uvloop httptools numpy scikit-learn"
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Median and spread of one figure over several runs."""
-
-    median: float
-    minimum: float
-    maximum: float
-    n: int
-
-    @property
-    def spread(self) -> float:
-        """(max - min) / median: how much the runs disagreed, as a fraction of the median."""
-        if self.n == 0 or self.median == 0 or math.isnan(self.median):
-            return math.nan
-        return (self.maximum - self.minimum) / abs(self.median)
-
-    def as_dict(self) -> dict[str, float | int]:
-        median, spread = self.median, self.spread
-        return {"median": median, "min": self.minimum, "max": self.maximum, "n": self.n} | {
-            "spread": spread
-        }
-
-
-def summarize(values: Iterable[float]) -> Summary:
-    """Median, min and max of ``values`` ignoring NaN; all NaN when there is nothing left."""
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    """Median, min, max, count and spread ((max - min) / median) ignoring NaN."""
     clean = [float(v) for v in values if not math.isnan(float(v))]
     if not clean:
-        return Summary(math.nan, math.nan, math.nan, 0)
-    return Summary(statistics.median(clean), min(clean), max(clean), len(clean))
+        return dict.fromkeys(("median", "min", "max", "spread"), math.nan) | {"n": 0}
+    median, low, high = statistics.median(clean), min(clean), max(clean)
+    spread = ratio(high - low, abs(median))
+    return {"median": median, "min": low, "max": high, "n": len(clean), "spread": spread}
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -60,41 +48,36 @@ def ratio(numerator: float, denominator: float) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub Markdown table; every row must have one cell per header."""
-    for row in rows:
-        if len(row) != len(headers):
-            raise ValueError(f"row has {len(row)} cells, table has {len(headers)} columns")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError(f"every row of this table needs {len(headers)} cells")
+    lines = ["| " + " | ".join(cells) + " |" for cells in [headers, *rows]]
+    return "\n".join([lines[0], "|" + "---|" * len(headers), *lines[1:]])
 
 
-def number(value: float, digits: int = 0) -> str:
+def number(value: float) -> str:
     """``12345.6`` -> ``'12,346'``; missing values as ``n/a``."""
-    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+    return "n/a" if math.isnan(value) else f"{value:,.0f}"
 
 
 def milliseconds(us: float) -> str:
     """Microseconds as milliseconds with precision suited to the magnitude."""
-    if us is None or math.isnan(us):
-        return "n/a"
     ms = us / 1000
-    return f"{ms:.3f} ms" if ms < 1 else f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+    digits = 3 if ms < 1 else 2 if ms < 10 else 1
+    return "n/a" if math.isnan(us) else f"{ms:.{digits}f} ms"
 
 
 def times(value: float) -> str:
     """A ratio as ``0.74x``."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{value:.2f}x" if value < 100 else f"{value:,.0f}x"
+    return "n/a" if math.isnan(value) else f"{value:.2f}x" if value < 100 else f"{value:,.0f}x"
 
 
 def duration(seconds: float) -> str:
     """A per-call time with a unit that keeps 3 significant digits."""
     if math.isnan(seconds):
         return "n/a"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+    units = ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns"))
+    scale, unit = next(((s, u) for s, u in units if seconds >= s), units[-1])
+    return f"{seconds / scale:.3g} {unit}"
 
 
 def _clean(value: Any) -> Any:
@@ -113,3 +96,75 @@ def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Pat
         write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n"),
         write_text_atomic(directory / f"{stem}.json", text),
     ]
+
+
+# ---------------------------------------------------------------- what it was measured on
+
+
+def cpu_busy_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, summed over cores.
+
+    Busy is all but idle and iowait; steal is time the hypervisor gave our
+    virtual CPUs to someone else. The difference of two readings tells how much
+    else ran during a measurement.
+    """
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks, steal = os.sysconf("SC_CLK_TCK"), values[7] if len(values) > 7 else 0
+    return (sum(values[:8]) - values[3] - values[4]) / ticks, steal / ticks
+
+
+def load_average() -> tuple[float, ...]:
+    return tuple(round(x, 2) for x in os.getloadavg())
+
+
+def proc_field(path: str, key: str) -> str:
+    """The value of ``key:`` in a ``/proc`` text file such as cpuinfo or meminfo ("" if absent)."""
+    lines = (line.partition(":") for line in Path(path).read_text().splitlines())
+    return next((value.strip() for name, _, value in lines if name.strip() == key), "")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in [*PACKAGES.split(), "prometheus-client"]:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    if wrk := shutil.which("wrk"):
+        done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
+        first = (done.stdout or done.stderr or "unknown").splitlines()[0]
+        found["wrk"] = first.split(" [")[0].removeprefix("wrk ")
+    return found
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT)
+    return done.stdout.strip()
+
+
+def describe() -> dict[str, Any]:
+    """Everything a reader needs to judge a result: one dict, stored in every result file."""
+    dirty = git("status", "--porcelain", "--", "app", "model", "training")
+    return {
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(proc_field("/proc/meminfo", "MemTotal").split()[0]) / 2**20, 1),
+        "kernel": platform.release(),
+        "versions": versions(),
+        "commit": (git("rev-parse", "--short", "HEAD") or "unknown")
+        + ("+uncommitted changes in app/model/training" if dirty else ""),
+        "load_average_start": load_average(),
+    }
+
+
+def machine_markdown(info: dict[str, Any]) -> str:
+    """The machine block as Markdown lines."""
+    end = f", at end: {info['load_average_end']}" if info.get("load_average_end") else ""
+    return "\n".join([
+        f"- date (UTC): {info['date_utc']}; commit {info['commit']}",
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+        f"Linux {info['kernel']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        f"- load average (1/5/15 min) at start: {info['load_average_start']}{end}",
+    ])  # fmt: skip

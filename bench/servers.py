@@ -111,27 +111,26 @@ def started(
     if target.image:
         # On the host network, as the project's podman setup and probes use it: no
         # port-forwarding proxy in the path. conmon and the container inherit taskset.
-        name = f"heart-bench-{port}"
-        where = ["-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
-        command = [*prefix, "podman", "run", "--rm", "--name", name, "--network", "host", *where]
-        container = running(
-            [*command, target.image], port=port, env=podman_environment(), log_path=log, timeout=120
+        name, where = (
+            f"heart-bench-{port}",
+            ["-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"],
         )
+        command = [*prefix, "podman", "run", "--rm", "--name", name, "--network", "host", *where]
         try:
-            with container as server:
+            with running(
+                [*command, target.image], port=port, env=podman_env(), log_path=log, timeout=120
+            ) as server:
                 yield Server(target, server, name)
         finally:
             podman("rm", "--force", "--time", "0", name)
     elif target.app:
         listen = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         command = [*prefix, sys.executable, "-m", "uvicorn", target.app, *listen]
+        env, ready = clean_environment(), target.ready_path
         command += ["--log-level", "warning"]
-        env = clean_environment()
-        ready = target.ready_path
         with running(command, port=port, env=env, log_path=log, ready_path=ready, timeout=60) as s:
             yield Server(target, s)
-    else:
-        # A busy shared machine can take tens of seconds to import and load the model.
+    else:  # a busy shared machine can take tens of seconds to import and load the model
         service = running_service(
             artifact, workers=target.workers, log_dir=log_dir, prefix=prefix, timeout=60
         )
@@ -139,7 +138,7 @@ def started(
             yield Server(target, s)
 
 
-def podman_environment() -> dict[str, str]:
+def podman_env() -> dict[str, str]:
     """Ours, with the project's podman configuration (scripts/container-lib.sh) if present."""
     env, conf = dict(os.environ), REPO_ROOT / ".cache" / "containers"
     for variable, name in (
@@ -154,9 +153,7 @@ def podman_environment() -> dict[str, str]:
 def podman(*args: str) -> str:
     """Run a podman command; its stdout ("" when podman is missing or fails)."""
     with contextlib.suppress(OSError):
-        done = subprocess.run(
-            ["podman", *args], capture_output=True, text=True, env=podman_environment()
-        )
+        done = subprocess.run(["podman", *args], capture_output=True, text=True, env=podman_env())
         return done.stdout if done.returncode == 0 else ""
     return ""
 
@@ -191,8 +188,7 @@ def post_json(url: str, body: bytes) -> Any:
 
 def status_kib(status_text: str, key: str) -> int:
     """A ``kB`` field (``VmRSS``, ``VmHWM``...) of a ``/proc/PID/status`` text, in KiB."""
-    for line in status_text.splitlines():
-        name, _, value = line.partition(":")
+    for name, _, value in (line.partition(":") for line in status_text.splitlines()):
         if name == key and value.split()[1:] == ["kB"]:
             return int(value.split()[0])
     raise ServerError(f"no {key} in process status")
@@ -206,15 +202,14 @@ def worker_pids(pid: int) -> list[int]:
     (``spawn_main`` on their command line), next to helpers like the resource
     tracker that serve nothing.
     """
-    children: list[int] = []
+    children, spawned = [], []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
-            children.extend(int(c) for c in (task / "children").read_text().split())
-    spawned = []
+            children += (task / "children").read_text().split()
     for child in children:
         with contextlib.suppress(OSError):
             if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                spawned.append(child)
+                spawned.append(int(child))
     return spawned or [pid]
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from bench import load_report, payloads, report, servers, wrk
 from bench.payloads import Scenario
-from bench.report import ratio
 from bench.servers import CpuPlan, Server, Target
 
 LOG_DIR = report.RESULTS_DIR / "logs"
@@ -68,16 +67,14 @@ class Run:
 
 def targets(image: str | None = None, built: str | None = None) -> list[Target]:
     """The references, the service as shipped and, when given, its container image."""
-    ref2 = "reference 2: FastAPI + PatientFeatures, constant reply"
-    ref2b = "reference 2b: same, constant reply as pre-encoded bytes"
     found = [
         Target("asgi", "reference 1: raw ASGI, constant reply", "bench.references:raw_asgi", "/"),
-        Target("fastapi", ref2, "bench.references:fastapi_app", "/health"),
-        Target(
-            "fastapi-bytes", ref2b, "bench.references:fastapi_bytes", "/health", has_batch=False
-        ),
+        Target("fastapi", "reference 2: FastAPI + PatientFeatures, constant reply",
+               "bench.references:fastapi_app", "/health"),
+        Target("fastapi-bytes", "reference 2b: same, constant reply as pre-encoded bytes",
+               "bench.references:fastapi_bytes", "/health", has_batch=False),
         Target("service", "the service as shipped (python -m app)"),
-    ]
+    ]  # fmt: skip
     # The image's description says when and from which commit it was built: which code.
     container = Target("container", f"the service in its container ({built or image})", image=image)
     return [*found, container] if image else found
@@ -100,7 +97,7 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
     for target in found:
         for scenario in scenarios:
             if scenario.name == "batch":
-                if target.has_batch and target.key != "asgi":
+                if target.has_batch and target.key != "asgi":  # a constant reply, no batch
                     runs.append(Run(target, scenario, settings.batch_concurrency))
             elif target.is_service or not scenario.service_only:
                 runs.extend(Run(target, scenario, c) for c in settings.concurrencies)
@@ -110,7 +107,7 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
 def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
     """One request per scenario before measuring: a benchmark of error replies is worthless."""
     for scenario in scenarios:
-        reply = servers.post_json(server.url(scenario.path), payloads.first_body(scenario.bodies))
+        reply = servers.post_json(server.url(scenario.path), payloads.first_body(scenario))
         if not server.target.is_service:
             continue
         if scenario.name == "predict" and not 0.0 <= reply["probability"] <= 1.0:
@@ -171,9 +168,7 @@ def memory(
     with servers.started(service, artifact, LOG_DIR, plan.server, settings.nice) as server:
         preflight(server, scenarios)
         sent, rate = len(scenarios), 1000.0  # requests/s; refined from each run's mean latency
-        points: list[dict[str, Any]] = [
-            {"requests": sent, "rss_kib": server.rss_kib(), "label": "after start-up"}
-        ]
+        points = [{"requests": sent, "rss_kib": server.rss_kib(), "label": "after start-up"}]
         for checkpoint in settings.memory_checkpoints:
             while (missing := checkpoint - sent) > 0:
                 progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
@@ -191,17 +186,10 @@ def memory(
                     rate = connections / (result.latency_us["mean"] / 1e6)
                 sent += result.requests
             time.sleep(0.5)  # let requests still in flight when wrk stopped finish
-            label = f"{checkpoint:,}"
-            points.append({"requests": sent, "rss_kib": server.rss_kib(), "label": label})
-        peak = server.rss_kib("VmHWM")
-    first, last = points[1], points[-1]
-    return {
-        "points": points,
-        "peak_rss_kib": peak,
-        "growth": ratio(last["rss_kib"], first["rss_kib"]),
-        "first_checkpoint": first["requests"],
-        "last_checkpoint": last["requests"],
-    }
+            points.append(
+                {"requests": sent, "rss_kib": server.rss_kib(), "label": f"{checkpoint:,}"}
+            )
+        return {"points": points, "peak_rss_kib": server.rss_kib("VmHWM")}
 
 
 def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
@@ -232,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, default=d.rounds, help="interleaved rounds")
     add("--batch-size", type=int, default=d.batch_size)
     add("--batch-concurrency", type=int, default=d.batch_concurrency)
-    add("--artifact", type=Path, help="model to serve (default: train one now)")
+    add("--artifact", type=Path, default=servers.DEFAULT_MODEL, help="model to serve")
     add("--container", metavar="IMAGE", help="also measure this image (needs podman)")
     add("--scenario", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "BODIES"),
         help="also POST to PATH (query allowed) on the service, cycling through the file "
@@ -273,10 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv),
         "container_image": built,
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-        servers.artifact_path(args.artifact) as model,
-    ):
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        model = servers.model_path(args.artifact)
         scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
         runs = plan_runs(found, scenarios + extra, settings)
         data["comparison"] = measured(found, runs, model, settings, plan)
@@ -286,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data["scale"] = scale(model, scenarios, settings)
     data["machine"]["load_average_end"] = report.load_average()
     labels = {t.key: t.label for t in found}
-    markdown, data["missed_targets"] = load_report.to_markdown(data, labels)
+    markdown = load_report.to_markdown(data, labels)
     stem = "load-quick" if settings.quick else "load"
     for path in report.write_results(stem, markdown, data, args.output_dir):
         progress(f"wrote {path}")

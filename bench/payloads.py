@@ -14,26 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from model.features import FEATURES
 from training.data import load_dataset
 
 
-def patient(row: npt.NDArray[np.float64]) -> dict[str, int | float]:
-    """One patient as a client would send it: codes as integers, measurements as numbers."""
-    values = (float(v) for v in row)
-    return {
-        f.name: int(v) if f.is_coded or v.is_integer() else v
-        for f, v in zip(FEATURES, values, strict=True)
-    }
+@dataclass(frozen=True)
+class Scenario:
+    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
+
+    name: str
+    path: str
+    bodies: Path
+    rows_per_request: int = 1
+    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
+    service_only: bool = False
 
 
 def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
-    """``n`` real patients, starting at row ``offset`` and wrapping around the data set."""
+    """``n`` real patients from row ``offset`` on, wrapping around, as a client sends them."""
     x, _ = load_dataset()
-    return [patient(x[(offset + i) % len(x)]) for i in range(n)]
+    found = []
+    for i in range(n):
+        pairs = zip(FEATURES, (float(v) for v in x[(offset + i) % len(x)]), strict=True)
+        found.append({f.name: int(v) if f.is_coded or v.is_integer() else v for f, v in pairs})
+    return found
 
 
 def write_bodies(path: Path, bodies: Iterable[Any]) -> Path:
@@ -52,27 +56,17 @@ def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Pat
     return write_bodies(path, bodies)
 
 
-def first_body(path: Path) -> bytes:
-    """The first body of a body file, for the pre-flight check of each server."""
-    with path.open("rb") as fh:
+def first_body(scenario: Scenario) -> bytes:
+    """The first body of a scenario, for the pre-flight check of each server."""
+    with scenario.bodies.open("rb") as fh:
         return fh.readline().rstrip(b"\n")
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
-
-    name: str
-    path: str
-    bodies: Path
-    rows_per_request: int = 1
-    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
-    service_only: bool = False
 
 
 def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
     """``/predict`` with every real patient, ``/predict/batch`` with a few large batches."""
     single = write_single_bodies(directory / "predict.jsonl")
     batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
-    batch = Scenario("batch", "/predict/batch", batches, batch_size)
-    return [Scenario("predict", "/predict", single), batch]
+    return [
+        Scenario("predict", "/predict", single),
+        Scenario("batch", "/predict/batch", batches, batch_size),
+    ]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from app.testing import running_server
 from bench import load, payloads, report, wrk
-from bench.servers import CpuPlan, Server, Target, artifact_path, pinned
+from bench.servers import DEFAULT_MODEL, CpuPlan, Server, Target, model_path, pinned
 from model.atomic import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=15.0, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
-    p.add_argument("--artifact", type=Path, default=None)
+    p.add_argument("--artifact", type=Path, default=DEFAULT_MODEL, help="model to serve")
     p.add_argument("--no-native", action="store_true", help="Python frames only")
     p.add_argument("--env", action="append", default=[], metavar="HEART_X=V", help="a setting")
     args = p.parse_args(argv)
@@ -142,9 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
-        artifact_path(args.artifact) as artifact,
         running_server(
-            artifact, env=extra, log_dir=load.LOG_DIR, prefix=pinned([], plan.server)
+            model_path(args.artifact),
+            env=extra,
+            log_dir=load.LOG_DIR,
+            prefix=pinned([], plan.server),
         ) as s,
     ):
         server = Server(Target("service", "the service"), s)

@@ -28,28 +28,24 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from bench.report import RESULTS_DIR, write_results
+from bench.report import RESULTS_DIR, table, write_results
+from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
 from training.pipeline import TrainingConfig, library_versions, make_pipeline
 
 COLUMNS = ("accuracy", "roc_auc", "brier", "statlog_cost", "statlog_cost_tuned")
-
-
-def _scaled(estimator: BaseEstimator) -> Pipeline:
-    return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
+OURS, REFERENCE = "NumpyMLPClassifier (our default)", "LogisticRegression"
 
 
 def models() -> dict[str, Callable[[], BaseEstimator]]:
     """The contenders; MLPClassifier's settings are the tuned ones from the issue's prototype."""
     return {
-        "NumpyMLPClassifier (our default)": lambda: make_pipeline(TrainingConfig()),
-        "LogisticRegression": lambda: _scaled(LogisticRegression(max_iter=1000)),
-        "GaussianNB": lambda: _scaled(GaussianNB()),
-        "MLPClassifier (8 hidden, alpha=1)": lambda: _scaled(
+        OURS: lambda: make_pipeline(TrainingConfig()),
+        REFERENCE: lambda: scaled(LogisticRegression(max_iter=1000)),
+        "GaussianNB": lambda: scaled(GaussianNB()),
+        "MLPClassifier (8 hidden, alpha=1)": lambda: scaled(
             MLPClassifier(hidden_layer_sizes=(8,), alpha=1.0, max_iter=2000, random_state=0)
         ),
     }
@@ -57,61 +53,44 @@ def models() -> dict[str, Callable[[], BaseEstimator]]:
 
 def run(protocols: dict[str, tuple[int, int]], seed: int) -> dict[str, Any]:
     x, y = load_dataset()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {proto: {} for proto in protocols}
     for proto, (folds, repeats) in protocols.items():
-        out[proto] = {}
         for name, factory in models().items():
             start = time.perf_counter()
             res = cross_validate(
                 factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed
             )
-            res["seconds"] = time.perf_counter() - start
-            out[proto][name] = res
+            out[proto][name] = res | {"seconds": time.perf_counter() - start}
             print(
                 f"  {proto:<22} {name:<36} acc {res['accuracy']['mean']:.3f}  "
-                f"auc {res['roc_auc']['mean']:.3f}  ({res['seconds']:.1f} s)",
+                f"auc {res['roc_auc']['mean']:.3f}  ({out[proto][name]['seconds']:.1f} s)",
                 flush=True,
             )
     return out
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines: list[str] = []
+    headers = ["model", "accuracy", "ROC AUC", "Brier", "StatLog cost @0.5"]
+    headers.append("StatLog cost @min-cost threshold")
+    parts = []
     for proto, by_model in results.items():
-        lines += [
-            f"**{proto}**",
-            "",
-            "| model | accuracy | ROC AUC | Brier | StatLog cost @0.5 "
-            "| StatLog cost @min-cost threshold |",
-            "|---|---|---|---|---|---|",
+        rows = [
+            [name, *(f"{r[c]['mean']:.3f} +- {r[c]['std']:.3f}" for c in COLUMNS)]
+            for name, r in by_model.items()
         ]
-        for name, r in by_model.items():
-            cells = [f"{r[c]['mean']:.3f} +- {r[c]['std']:.3f}" for c in COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
+        parts.append(f"**{proto}**\n\n{table(headers, rows)}")
+    return "\n\n".join(parts) + "\n"
 
 
 def check_targets(results: dict[str, Any]) -> list[str]:
     """The issue's bar for our default configuration; returns the failures."""
-    ours, ref = "NumpyMLPClassifier (our default)", "LogisticRegression"
-    ten = results["10-fold x 5"]
-    nine = results["9-fold (StatLog) x 5"]
+    ten, nine = results["10-fold x 5"], results["9-fold (StatLog) x 5"]
+    accuracy, auc = ten[OURS]["accuracy"]["mean"], ten[OURS]["roc_auc"]["mean"]
+    reference, cost = ten[REFERENCE]["accuracy"]["mean"], nine[OURS]["statlog_cost_tuned"]["mean"]
     checks = [
-        (
-            ten[ours]["accuracy"]["mean"] >= ten[ref]["accuracy"]["mean"],
-            f"accuracy {ten[ours]['accuracy']['mean']:.4f} >= LogisticRegression "
-            f"{ten[ref]['accuracy']['mean']:.4f}",
-        ),
-        (
-            ten[ours]["roc_auc"]["mean"] >= 0.905,
-            f"ROC AUC {ten[ours]['roc_auc']['mean']:.4f} >= 0.905",
-        ),
-        (
-            nine[ours]["statlog_cost_tuned"]["mean"] <= 0.40,
-            f"9-fold StatLog cost at min-cost threshold "
-            f"{nine[ours]['statlog_cost_tuned']['mean']:.4f} <= 0.40",
-        ),
+        (accuracy >= reference, f"accuracy {accuracy:.4f} >= LogisticRegression {reference:.4f}"),
+        (auc >= 0.905, f"ROC AUC {auc:.4f} >= 0.905"),
+        (cost <= 0.40, f"9-fold StatLog cost at min-cost threshold {cost:.4f} <= 0.40"),
     ]
     for ok, text in checks:
         print(("PASS " if ok else "FAIL ") + text)
@@ -128,19 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffles")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality")
     args = p.parse_args(argv)
-    protocols = {"10-fold x 5": (10, args.repeats), "9-fold (StatLog) x 5": (9, args.repeats)}
-    if args.repeats != 5:
-        protocols = {k.replace("x 5", f"x {args.repeats}"): v for k, v in protocols.items()}
-    started = datetime.now(UTC)
+    n = args.repeats
+    protocols = {f"10-fold x {n}": (10, n), f"9-fold (StatLog) x {n}": (9, n)}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     results = run(protocols, args.seed)
-    table = markdown(results)
-    print(f"\n{table}")
-    failures = check_targets(results) if args.repeats == 5 else []
+    print(f"\n{markdown(results)}")
+    failures = check_targets(results) if n == 5 else []
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"date": started.isoformat(timespec="seconds")}
-    data |= {"machine": platform.platform()}
-    data |= {"versions": library_versions(), "seed": args.seed, "results": results}
-    write_results(args.output.stem, table, data | {"failures": failures}, args.output.parent)
+    data = {"date": started, "machine": platform.platform(), "versions": library_versions()}
+    data |= {"seed": args.seed, "results": results, "failures": failures}
+    write_results(args.output.stem, markdown(results), data, args.output.parent)
     return 1 if failures else 0
 
 

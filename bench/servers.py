@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,9 @@ from typing import Any
 
 from app.testing import REPO_ROOT, RunningServer, clean_environment, free_port, running
 from app.testing import running_server as running_service
+
+#: What ``make train`` writes and ``make bench`` serves.
+DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model.joblib"
 
 
 class ServerError(RuntimeError):
@@ -44,7 +46,7 @@ class CpuPlan:
 
     def describe(self) -> str:
         if self.server is None:
-            return "no pinning (fewer than 2 cores): server and wrk share the CPU"
+            return "no pinning: server and wrk share the CPU"
         return f"server on core {self.server}, wrk on core {self.client} (taskset)"
 
 
@@ -88,10 +90,11 @@ class Server:
 
     def workers(self) -> list[int]:
         """The processes that serve requests, whose CPU time tells the cost per request."""
-        if self.container is None:
-            return worker_pids(self.running.process.pid)
-        pid = podman("inspect", "--format", "{{.State.Pid}}", self.container).strip()
-        return worker_pids(int(pid)) if pid.isdigit() and int(pid) > 0 else []
+        pid = self.running.process.pid
+        if self.container is not None:
+            found = podman("inspect", "--format", "{{.State.Pid}}", self.container).strip()
+            pid = int(found) if found.isdigit() and int(found) > 0 else 0
+        return worker_pids(pid) if pid else []
 
     def rss_kib(self, key: str = "VmRSS") -> int:
         """Resident memory (``VmHWM``: its peak) of the single serving worker, in KiB."""
@@ -111,11 +114,9 @@ def started(
     if target.image:
         # On the host network, as the project's podman setup and probes use it: no
         # port-forwarding proxy in the path. conmon and the container inherit taskset.
-        name, where = (
-            f"heart-bench-{port}",
-            ["-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"],
-        )
-        command = [*prefix, "podman", "run", "--rm", "--name", name, "--network", "host", *where]
+        name = f"heart-bench-{port}"
+        where = ["--network", "host", "-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
+        command = [*prefix, "podman", "run", "--rm", "--name", name, *where]
         try:
             with running(
                 [*command, target.image], port=port, env=podman_env(), log_path=log, timeout=120
@@ -124,17 +125,16 @@ def started(
         finally:
             podman("rm", "--force", "--time", "0", name)
     elif target.app:
-        listen = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-        command = [*prefix, sys.executable, "-m", "uvicorn", target.app, *listen]
-        env, ready = clean_environment(), target.ready_path
-        command += ["--log-level", "warning"]
+        command = [*prefix, sys.executable, "-m", "uvicorn", target.app, "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+        ready, env = target.ready_path, clean_environment()
         with running(command, port=port, env=env, log_path=log, ready_path=ready, timeout=60) as s:
             yield Server(target, s)
     else:  # a busy shared machine can take tens of seconds to import and load the model
-        service = running_service(
-            artifact, workers=target.workers, log_dir=log_dir, prefix=prefix, timeout=60
-        )
-        with service as s:
+        workers = target.workers
+        with running_service(
+            artifact, workers=workers, log_dir=log_dir, prefix=prefix, timeout=60
+        ) as s:
             yield Server(target, s)
 
 
@@ -168,22 +168,14 @@ def image_description(image: str) -> str | None:
     return f"{image}, built {parts[0]} {parts[1][:5]} UTC" + (f" from {revision}" * bool(revision))
 
 
-def request(url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    """One GET, or POST of a JSON ``body``: ``(status, body)``, 4xx/5xx included."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=10) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-
-
 def post_json(url: str, body: bytes) -> Any:
     """POST ``body`` and return the decoded JSON reply; any non-200 is an error."""
-    status, reply = request(url, body)
-    if status != 200:
-        raise ServerError(f"POST {url} answered {status}: {reply[:500]!r}")
-    return json.loads(reply)
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        raise ServerError(f"POST {url} answered {exc.code}: {exc.read()[:500]!r}") from exc
 
 
 def status_kib(status_text: str, key: str) -> int:
@@ -221,17 +213,8 @@ def cpu_seconds(pid: int) -> float:
     return 0.0
 
 
-@contextlib.contextmanager
-def artifact_path(given: Path | None) -> Iterator[Path]:
-    """The artifact to serve: the given one, or a fresh one from ``python -m training``."""
-    if given is not None:
-        if not given.is_file():
-            raise SystemExit(f"no artifact at {given}: run `python -m training --output {given}`")
-        yield given.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-artifact-") as tmp:
-        path = Path(tmp) / "model.joblib"
-        print("training the default model (python -m training --quiet --no-plot)", file=sys.stderr)
-        command = [sys.executable, "-m", "training", "--output", str(path), "--quiet", "--no-plot"]
-        subprocess.run(command, check=True, cwd=REPO_ROOT)
-        yield path
+def model_path(given: Path) -> Path:
+    """The artifact to serve: one ``make train`` (or ``python -m training``) wrote."""
+    if not given.is_file():
+        raise SystemExit(f"no model at {given}: run `make train` or `python -m training --output`")
+    return given.resolve()

@@ -44,14 +44,16 @@ def medians(entry: Mapping[str, Any]) -> dict[str, float]:
     return {k: v["median"] for k, v in entry.items() if isinstance(v, dict) and "median" in v}
 
 
-def comparison_table(results: Mapping[str, Any], labels: Mapping[str, str]) -> str:
-    """One row per scenario; ``vs ref 2`` divides its req/s by reference 2's in the same run."""
+def comparison_table(
+    results: Mapping[str, Any], labels: Mapping[str, str], base: str = "fastapi"
+) -> str:
+    """One row per scenario; the last column divides its req/s by ``base``'s in the same run."""
     rows = []
     for r in results.values():
         m, endpoint = medians(r), r["endpoint"]
         path = r.get("path", "/predict/batch" if endpoint == "batch" else "/predict")
         many = r.get("rows_per_request", 1000 if endpoint == "batch" else 1) > 1
-        ref2 = med(results, f"fastapi/{endpoint}/c{r['connections']}", RPS)
+        reference = med(results, f"{base}/{endpoint}/c{r['connections']}", RPS)
         rows.append([
             labels.get(r["target"], r["target"]),
             path if endpoint in ("predict", "batch") else f"{path} ({endpoint})",
@@ -59,10 +61,11 @@ def comparison_table(results: Mapping[str, Any], labels: Mapping[str, str]) -> s
             milliseconds(m["p50_us"]), milliseconds(m["p99_us"]),
             number(m["server_cpu_us_per_request"]), number(m[CORE]),
             f"{r[RPS]['spread'] * 100:.0f}%", f"{m['other_load_cores']:.2f}", str(r["errors"]),
-            times(ratio(m[RPS], ref2)),
+            f"{r['busiest_worker_share']['max']:.2f}", times(ratio(m[RPS], reference)),
         ])  # fmt: skip
     headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
-    headers += ["rows/s per busy core", "req/s spread", "other load", "errors", "vs ref 2"]
+    headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
+    headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]
     return table(headers, rows)
 
 
@@ -79,21 +82,6 @@ def memory_table(mem: Mapping[str, Any]) -> str:
         for i, p in enumerate(mem["points"])
     ]
     return table(["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rows)
-
-
-def scale_table(sc: Mapping[str, Any]) -> str:
-    base = min(sc.values(), key=lambda r: r["workers"])[RPS]["median"]
-    rows = []
-    for r in sc.values():
-        m = medians(r)
-        rows.append([
-            str(r["workers"]), str(r["connections"]), number(m[RPS]), milliseconds(m["p50_us"]),
-            milliseconds(m["p99_us"]), number(m["server_cpu_us_per_request"]),
-            times(ratio(m[RPS], base)), f"{r['busiest_worker_share']['max']:.2f}",
-            f"{m['other_load_cores']:.2f}", str(r["errors"]),
-        ])  # fmt: skip
-    headers = ["workers", "c", "req/s", "p50", "p99", "CPU us/req (all workers)", "vs 1 worker"]
-    return table([*headers, "busiest worker's CPU share", "other load", "errors"], rows)
 
 
 def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
@@ -127,9 +115,10 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     if sc is not None:
         c32 = results.get("service/predict/c32")
         per_core = [number(c32[k]["median"]) if c32 else "n/a" for k in (RPS, CORE)]
+        workers = {r["target"]: f"service, {r['workers']} worker(s)" for r in sc.values()}
         parts += [
             f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)\n",
-            scale_table(sc) + "\n",
+            comparison_table(sc, workers, base=min(workers, key=workers.get)) + "\n",
             f"Per core: one pinned worker served {per_core[0]} req/s at c=32 above "
             f"({per_core[1]} from its CPU time per request); here wrk shares the "
             "cores with the workers. A busiest worker's CPU share near 1.0 (worst round; 0.50 is "

@@ -68,44 +68,32 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
             "not the same model, so timing them against each other would mean nothing"
         )
 
-    def case(name: str, n: int, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
+    def case(name: str, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
         """``ours`` against ``predict_proba(x)``, each timed on its own input, unwrapped."""
-        timed = (
-            time_per_call(f, repeat=repeat, min_time_s=min_time_s)
+        sk, mine = (
+            summarize(time_per_call(f, repeat=repeat, min_time_s=min_time_s))
             for f in (partial(sklearn, x), ours)
         )
-        sk, mine = (summarize(t) for t in timed)
-        speed = {
-            "speedup": ratio(sk["median"], mine["median"]),
-            "predictor_rows_per_s": ratio(n, mine["median"]),
-        }
+        rate = ratio(len(x), mine["median"])
+        speed = {"speedup": ratio(sk["median"], mine["median"]), "predictor_rows_per_s": rate}
         return {
             "case": name,
-            "rows": n,
+            "rows": len(x),
             "sklearn_s_per_call": sk,
             "predictor_s_per_call": mine,
         } | speed
 
     # One patient as /predict has it, through the single-row entry point /predict calls
-    # (the issue's "one row" target; sklearn gets its 1 x 13 matrix), then the
-    # vectorised path on matrices, one row included for comparison.
+    # (sklearn gets its 1 x 13 matrix), then the vectorised path on matrices, one row
+    # included for comparison.
     one, listed = predictor.probability_one, row.tolist()
     cases = [
-        case(
-            "1 row: `probability_one(row)`, the /predict path",
-            1,
-            row.reshape(1, -1),
-            partial(one, row),
-        ),
-        case(
-            "1 row from a Python list: `probability_one(list)`", 1, [listed], partial(one, listed)
-        ),
+        case("1 row: `probability_one(row)`, the /predict path", rows(1), partial(one, row)),
+        case("1 row from a Python list: `probability_one(list)`", [listed], partial(one, listed)),
     ]
     for n, x in ((n, rows(n)) for n in SIZES):
         label = "1 row as a 1 x 13 matrix" if n == 1 else f"{n:,} rows"
-        cases.append(
-            case(f"{label}: `probability(matrix)`", n, x, partial(predictor.probability, x))
-        )
+        cases.append(case(f"{label}: `probability(matrix)`", x, partial(predictor.probability, x)))
     return {
         "benchmark": "predictor_micro",
         "machine": started,
@@ -113,7 +101,7 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
         "min_time_s": min_time_s,
         "max_abs_probability_difference": disagreement,
         "cases": cases,
-    }  # fmt: skip
+    }
 
 
 def to_markdown(data: dict[str, Any]) -> str:

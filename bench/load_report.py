@@ -118,7 +118,10 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
         workers = {r["target"]: f"service, {r['workers']} worker(s)" for r in sc.values()}
         parts += [
             f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)\n",
-            comparison_table(sc, workers, base=min(workers, key=workers.get)) + "\n",
+            comparison_table(
+                sc, workers, base=min(sc.values(), key=lambda r: r["workers"])["target"]
+            )
+            + "\n",
             f"Per core: one pinned worker served {per_core[0]} req/s at c=32 above "
             f"({per_core[1]} from its CPU time per request); here wrk shares the "
             "cores with the workers. A busiest worker's CPU share near 1.0 (worst round; 0.50 is "

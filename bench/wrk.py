@@ -102,7 +102,7 @@ def measure(
     processes kept busy during the run, so a reader can tell a disturbed figure.
     """
     url = server.url(path)
-    warmup = run(url, body_file, **options, duration_s=warmup_s).requests if warmup_s > 0 else 0
+    warmup = run(url, body_file, **options | {"duration_s": warmup_s}).requests if warmup_s else 0
     server.check_alive()
     pids = server.workers()
     before = [cpu_seconds(pid) for pid in pids], cpu_busy_seconds()

@@ -340,6 +340,14 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
             server.url("/predict"), bodies, connections=1, duration_s=1, stop_after=50
         )
         assert counted.requests == 50
+        log = tmp_path / "wrk.log"
+        run = wrk.measure(
+            server, "/predict", bodies, warmup_s=0.5, log=log, connections=2, duration_s=1
+        )
+        assert run["warmup_requests"] > 0 and run["requests"] > 0
+        assert not any(run["errors"].values())
+        assert run["server_cpu_us_per_request"] > 0 and 0 < run["busiest_worker_share"] <= 1
+        assert "WRK_JSON" in log.read_text()
 
 
 @pytest.mark.e2e
@@ -397,3 +405,18 @@ def test_profile_markdown_splits_cpu_time_by_share() -> None:
     att = ps.attribute(ps.parse_folded(FOLDED.splitlines()))
     text = ps.to_markdown(att, "t", cpu_us_per_request=200.0, context="c")
     assert "| predictor + NumPy | 3 | 30.0% | 60.0 |" in text
+
+
+def test_comparison_rows_carry_their_ratio_to_the_base_measured_in_the_same_run() -> None:
+    results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
+    lines = load_report.comparison_table(results, {}).splitlines()
+    assert lines[0].endswith("| req/s vs fastapi |")
+    service_c32 = next(line for line in lines if line.startswith("| service | /predict | 32 |"))
+    assert service_c32.endswith("| 0.74x |")  # 5,000 / 6,800 req/s of reference 2 at c=32
+    batch = next(line for line in lines if line.startswith("| service | /predict/batch |"))
+    assert batch.endswith("| n/a |")  # the fixture has no reference-2 batch run
+    against_asgi = load_report.comparison_table(results, {}, base="asgi").splitlines()
+    assert against_asgi[0].endswith("| req/s vs asgi |")
+    assert "| service | /predict | 32 |" in against_asgi[7] and against_asgi[7].endswith(
+        "| 0.18x |"
+    )

@@ -10,6 +10,7 @@ empty, removed on exit) so the metrics add up across workers.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import logging.config
@@ -24,6 +25,7 @@ from typing import Any
 
 from app.logs import APP_LOGGER, logging_config
 from app.settings import Settings, SettingsError, StartupError
+from model.cli_support import HelpFormatter, add_version, prog_name
 
 logger = logging.getLogger(APP_LOGGER)
 
@@ -33,16 +35,30 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="heart-api",
+        prog=prog_name("heart-api", "app"),
         description="Heart-disease risk prediction API. Every option defaults to its "
         "HEART_* environment variable (see docs/api.md, Configuration).",
+        formatter_class=HelpFormatter,
     )
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the API with uvicorn (default command)")
-    check = commands.add_parser("check", help="validate configuration and artifact, then exit")
+    serve = commands.add_parser(
+        "serve", help="run the API with uvicorn (default command)", formatter_class=HelpFormatter
+    )
+    check = commands.add_parser(
+        "check",
+        help="validate configuration and artifact, print the model's version, path and "
+        "SHA-256, then exit",
+        formatter_class=HelpFormatter,
+    )
     for sub in (serve, check):
-        sub.add_argument("--model-path", type=Path, help="artifact (HEART_MODEL_PATH)")
+        add_version(sub)
+        sub.add_argument(
+            "--model-path",
+            type=Path,
+            help="artifact (HEART_MODEL_PATH, default artifacts/model.joblib)",
+        )
         sub.add_argument("--host", help="interface (HEART_HOST, default 127.0.0.1)")
         sub.add_argument("--port", type=int, help="TCP port (HEART_PORT, default 8000)")
         sub.add_argument("--workers", type=int, help="processes (HEART_WORKERS, default 1)")
@@ -62,16 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser(
         "openapi",
         help="print the OpenAPI document of the default configuration "
-        "(regenerate the repository's copy with: heart-api openapi > openapi.json)",
+        "(regenerate the repository's copy with: heart-api openapi --output openapi.json)",
+        formatter_class=HelpFormatter,
     )
-    openapi.add_argument("--output", "-o", type=Path, help="write to a file instead")
+    add_version(openapi)
+    openapi.add_argument(
+        "--output", "-o", type=Path, help="write to a file instead (default: standard output)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # `heart-api` alone, or `python -m app --host H --port P`, means `serve`.
-    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+    if not arguments or (
+        arguments[0].startswith("-") and arguments[0] not in ("-h", "--help", "--version")
+    ):
         arguments.insert(0, "serve")
     args = build_parser().parse_args(arguments)
     command: str = args.command
@@ -95,12 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.service import load_service  # imports the model stack: only when needed
 
     try:
-        load_service(settings)
+        service = load_service(settings)
     except StartupError as exc:
         logger.critical(f"cannot start: {exc}")
         return EXIT_CONFIG_ERROR
     if command == "check":
-        logger.info("configuration and model artifact are valid")
+        path = Path(settings.model_path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        logger.info(
+            "configuration and model artifact are valid",
+            extra={"model_version": service.model_version, "model_path": str(path)},
+        )
+        # The answer to "which model did it check?", for people and for scripts.
+        print(f"model_version {service.model_version}")
+        print(f"model_path {path}")
+        print(f"model_sha256 {digest}")
         return 0
     return serve(settings)
 

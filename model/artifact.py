@@ -36,7 +36,11 @@ REQUIRED_KEYS: Final[tuple[str, ...]] = (
     "data_sha256",
     "library_versions",
 )
-RETRAIN_HINT: Final[str] = "run `python -m training` to train and write a fresh artifact"
+#: Names commands that work outside an activated virtualenv (bare `python` is the system's).
+RETRAIN_HINT: Final[str] = (
+    "run `heart-train` (in a checkout: `.venv/bin/python -m training`, or `make train`) "
+    "to train and write a fresh artifact"
+)
 
 
 class ArtifactError(Exception):

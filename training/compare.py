@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 
 from model.arrays import FloatArray, IntArray
 from model.atomic import write_text_atomic
+from model.cli_support import HelpFormatter, add_version, prog_name
 from training.compare_models import (
     LOGREG_KEY,
     RECORDED_MLP_PARAMS,
@@ -400,19 +401,22 @@ def _cpu_count() -> int:
 def build_parser() -> argparse.ArgumentParser:
     d = CompareOptions()
     p = argparse.ArgumentParser(
-        prog="python -m training.compare",
+        prog=prog_name("heart-compare", "training.compare"),
         description="Compare our NumPy network with scikit-learn's MLPClassifier, Keras and "
         "LogisticRegression on the same split, scaler and cross-validation folds. Writes "
         "OUTPUT_DIR/comparison.json and comparison.md and prints the table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    add_version(p)
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per seed-dependent model")
-    p.add_argument("--first-seed", type=int, default=d.first_seed)
+    p.add_argument("--first-seed", type=int, default=d.first_seed, help="the first of the seeds")
     p.add_argument(
         "--cv-folds", type=int, default=d.cv_folds, help="folds of repeated stratified CV"
     )
-    p.add_argument("--cv-repeats", type=int, default=d.cv_repeats)
-    p.add_argument("--cv-seed", type=int, default=d.cv_seed)
+    p.add_argument(
+        "--cv-repeats", type=int, default=d.cv_repeats, help="repeats of the cross-validation"
+    )
+    p.add_argument("--cv-seed", type=int, default=d.cv_seed, help="random_state of the folds")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -430,7 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated model keys to run (default: all; see comparison.json 'key')",
     )
     p.add_argument("--data", type=Path, default=None, help="heart.dat (default: data/heart.dat)")
-    p.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        help="where comparison.json and comparison.md go",
+    )
     p.add_argument("--no-write", action="store_true", help="print the table only")
     p.add_argument(
         "--readme",

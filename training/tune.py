@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold
 
 from model.arrays import FloatArray, IntArray
+from model.cli_support import HelpFormatter, add_version
 from training.data import load_dataset, split
 from training.pipeline import TrainingConfig, make_pipeline
 
@@ -77,7 +78,10 @@ def ranking(grid: GridSearchCV, top: int) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m training.tune", description=__doc__, formatter_class=HelpFormatter
+    )
+    add_version(p)
     p.add_argument("--top", type=int, default=10, help="how many configurations to print")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)

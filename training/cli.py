@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from model.artifact import save_artifact
+from model.cli_support import prog_name
 from training.data import DataError
 from training.pipeline import TrainingConfig, train
 from training.report import plot_loss, report_from_payload, write_json_atomic
@@ -156,7 +157,12 @@ def _summary(payload: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["export"]:
+        from training.export import main as export_main
+
+        return export_main(arguments[1:], prog=f"{prog_name('heart-train', 'training')} export")
+    args = build_parser().parse_args(arguments)
     if args.batch_size < 0:
         build_parser().error("--batch-size must be 0 (full batch) or positive")
     verbose = not args.quiet and sys.stderr.isatty()

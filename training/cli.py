@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from model.artifact import save_artifact
-from model.cli_support import prog_name
-from training.data import DataError
+from model.cli_support import HelpFormatter, add_version, prog_name
+from training.data import DataError, default_data_path
 from training.pipeline import TrainingConfig, train
 from training.report import plot_loss, report_from_payload, write_json_atomic
 
@@ -19,14 +19,22 @@ DEFAULT_OUTPUT = Path("artifacts") / "model.joblib"
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainingConfig()
+    prog = prog_name("heart-train", "training")
     p = argparse.ArgumentParser(
-        prog="python -m training",
+        prog=prog,
         description="Train the NumPy heart-disease network on UCI Statlog (Heart), evaluate it "
         "and write the model artifact (joblib), a JSON report and a loss plot.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"Other command: '{prog} export --help' (the trained model as ONNX).",
+        formatter_class=HelpFormatter,
     )
+    add_version(p)
     io = p.add_argument_group("input and output")
-    io.add_argument("--data", type=Path, default=d.data_path, help="Statlog heart.dat file")
+    io.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="Statlog heart.dat file (default: data/heart.dat of the source tree)",
+    )
     io.add_argument(
         "--accept-data-change",
         action="store_true",
@@ -61,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.hidden_units,
         help="hidden layer width (tutorial: 8, or 10)",
     )
-    net.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    net.add_argument(
+        "--learning-rate", type=float, default=d.learning_rate, help="step size of each update"
+    )
     net.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
     net.add_argument("--batch-size", type=int, default=0, help="rows per update; 0 = full batch")
     net.add_argument(
@@ -73,17 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--alpha", type=float, default=d.alpha, help="L2 weight decay (MLPClassifier units)"
     )
-    net.add_argument("--init", choices=["he", "glorot", "normal"], default=d.init)
+    net.add_argument(
+        "--init",
+        choices=["he", "glorot", "normal"],
+        default=d.init,
+        help="weight initialisation",
+    )
     net.add_argument(
         "--early-stopping",
         action="store_true",
         help="stop when the loss on a held-out validation fraction stops improving",
     )
-    net.add_argument("--validation-fraction", type=float, default=d.validation_fraction)
+    net.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=d.validation_fraction,
+        help="share of the training data --early-stopping holds out",
+    )
     net.add_argument("--seed", type=int, default=d.seed, help="random_state of the network")
 
     ev = p.add_argument_group("split, threshold and evaluation")
-    ev.add_argument("--test-size", type=float, default=d.test_size)
+    ev.add_argument(
+        "--test-size",
+        type=float,
+        default=d.test_size,
+        help="share of the data held out for testing",
+    )
     ev.add_argument(
         "--split-seed",
         type=int,
@@ -109,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.cv_folds,
         help="folds of the repeated stratified cross-validation (0 = skip)",
     )
-    ev.add_argument("--cv-repeats", type=int, default=d.cv_repeats)
-    ev.add_argument("--cv-seed", type=int, default=d.cv_seed)
+    ev.add_argument(
+        "--cv-repeats", type=int, default=d.cv_repeats, help="repeats of the cross-validation"
+    )
+    ev.add_argument(
+        "--cv-seed", type=int, default=d.cv_seed, help="random_state of the cross-validation folds"
+    )
     return p
 
 
@@ -133,7 +162,7 @@ def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConf
         cv_folds=args.cv_folds,
         cv_repeats=args.cv_repeats,
         cv_seed=args.cv_seed,
-        data_path=args.data,
+        data_path=args.data if args.data is not None else default_data_path(),
         accept_data_change=args.accept_data_change,
         verbose=verbose,
     )

@@ -1,0 +1,457 @@
+"""The Open Inference Protocol (KServe V2 REST) beside our own API, under ``/v2``.
+
+KServe, Triton, MLServer and Seldon clients and gateways speak this protocol,
+so speaking it lets them use the model without code of their own. The model
+is served as ``heart`` and accepts its 13 features in either layout clients
+produce:
+
+* one input ``features`` of shape [n, 13] in :data:`model.features.FEATURE_NAMES`
+  order (a NumPy matrix, Triton's way);
+* 13 inputs of shape [n], one per feature, named after it (the column layout
+  MLServer's pandas codec sends).
+
+Tensor data come as JSON (flat row-major or nested) or as raw little-endian
+bytes after the JSON header (Triton's binary tensor extension, which
+``tritonclient`` uses by default). Every value passes the same range and code
+checks as ``/predict`` (:func:`model.features.invalid_cells`); a refusal is
+``{"error": "..."}`` with status 400 naming the input, row and feature.
+Outputs are ``probability`` (FP64, [n]) and ``prediction`` (INT64, [n], the
+class at the model's threshold), always in JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from app.oip_schemas import (
+    InferenceErrorResponse,
+    InferenceRequest,
+    InferenceResponse,
+    MetadataTensor,
+    ModelMetadataResponse,
+    ModelReadyResponse,
+    RequestInput,
+    ServerLiveResponse,
+    ServerMetadataResponse,
+    ServerReadyResponse,
+)
+from app.runtime import Runtime, runtime_of
+from app.service import FloatArray, PredictionService
+from model.cli_support import package_version
+from model.features import FEATURE_NAMES, N_FEATURES, all_in_domain, invalid_cells
+
+MODEL_NAME: Final[str] = "heart"
+PREFIX: Final[str] = "/v2"
+MATRIX_INPUT: Final[str] = "features"
+PROBABILITY_OUTPUT: Final[str] = "probability"
+PREDICTION_OUTPUT: Final[str] = "prediction"
+OUTPUT_NAMES: Final[tuple[str, str]] = (PROBABILITY_OUTPUT, PREDICTION_OUTPUT)
+#: Probes of the protocol: open like /health and /ready, never behind the API key.
+OPEN_PATHS: Final[frozenset[str]] = frozenset({f"{PREFIX}/health/live", f"{PREFIX}/health/ready"})
+#: Triton's binary extension: the JSON header's length, the rest of the body is tensor bytes.
+HEADER_LENGTH: Final[str] = "inference-header-content-length"
+_NUMPY_TYPES: Final[Mapping[str, str]] = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+}
+_MAX_REPORTED: Final[int] = 5
+TAG: Final[str] = "open inference protocol"
+TAG_METADATA: Final[dict[str, str]] = {
+    "name": TAG,
+    "description": "KServe V2 / Open Inference Protocol REST endpoints, for Triton, "
+    'KServe, MLServer and Seldon clients. Errors are `{"error": "..."}`.',
+}
+
+_ERROR: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": InferenceErrorResponse, "description": "Invalid request; `error` says why."},
+}
+_UNKNOWN_MODEL: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": InferenceErrorResponse, "description": "No such model here."},
+}
+
+
+class ProtocolError(Exception):
+    """A request the protocol endpoints refuse; becomes ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(message: str, status: int) -> Response:
+    return Response(to_json({"error": message}), status_code=status, media_type="application/json")
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+def decode_request(
+    body: bytes, header_length: int | None, *, max_rows: int
+) -> tuple[FloatArray, InferenceRequest]:
+    """Validate an inference request and return its n x 13 feature matrix and header.
+
+    Raises :class:`ProtocolError` with a message that names the input at fault.
+    """
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise ProtocolError(
+            f"Inference-Header-Content-Length {header_length} does not fit a body "
+            f"of {len(body)} bytes"
+        )
+    header = body if header_length is None else body[:header_length]
+    binary = b"" if header_length is None else body[header_length:]
+    try:
+        request = InferenceRequest.model_validate_json(header)
+    except ValidationError as exc:
+        raise ProtocolError(_describe_validation_error(exc, header)) from None
+    tensors = _tensors(request.inputs, binary)
+    if MATRIX_INPUT in tensors:
+        if len(tensors) != 1:
+            raise ProtocolError(
+                f"send either the input '{MATRIX_INPUT}' alone or the {N_FEATURES} feature "
+                f"inputs, not both (got {', '.join(repr(n) for n in tensors)})"
+            )
+        x = _matrix_input(tensors[MATRIX_INPUT])
+    else:
+        x = _column_inputs(tensors)
+    if x.shape[0] == 0:
+        raise ProtocolError("the inputs hold no rows: send at least one patient")
+    if x.shape[0] > max_rows:
+        raise ProtocolError(
+            f"{x.shape[0]} rows exceed the limit of {max_rows} per request "
+            "(HEART_MAX_BATCH_SIZE); send fewer rows per request"
+        )
+    if not all_in_domain(x):
+        raise ProtocolError(_describe_bad_cells(x, matrix=MATRIX_INPUT in tensors))
+    if request.outputs is not None:
+        unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
+        if unknown:
+            raise ProtocolError(
+                f"unknown output {unknown[0]!r}: this model has the outputs "
+                f"{PROBABILITY_OUTPUT!r} and {PREDICTION_OUTPUT!r}"
+            )
+    return x, request
+
+
+def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndarray[Any, Any]]:
+    """Each input's data as an array of its declared shape, checked against that shape."""
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    offset = 0
+    for tensor in inputs:
+        name = tensor.name
+        if name != MATRIX_INPUT and name not in FEATURE_NAMES:
+            raise ProtocolError(
+                f"unknown input {name!r}: send '{MATRIX_INPUT}' [n, {N_FEATURES}] or one "
+                f"input of shape [n] per feature ({', '.join(FEATURE_NAMES)})"
+            )
+        if name in tensors:
+            raise ProtocolError(f"input {name!r} is given twice")
+        size = tensor.parameters.get("binary_data_size") if tensor.parameters else None
+        if size is not None:
+            if tensor.data is not None:
+                raise ProtocolError(f"input {name!r} has both data and binary_data_size")
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise ProtocolError(
+                    f"input {name!r}: binary_data_size {size!r} does not fit the "
+                    f"{len(binary)} bytes after the JSON header"
+                )
+            dtype = np.dtype(_NUMPY_TYPES[tensor.datatype])
+            if size % dtype.itemsize:
+                raise ProtocolError(
+                    f"input {name!r}: {size} bytes are not a whole number of "
+                    f"{tensor.datatype} values"
+                )
+            values = np.frombuffer(binary, dtype, size // dtype.itemsize, offset)
+            offset += size
+        elif tensor.data is None:
+            raise ProtocolError(f"input {name!r} has no data")
+        else:
+            try:
+                values = np.asarray(tensor.data, dtype=np.float64)
+            except ValueError:  # ragged nested lists
+                raise ProtocolError(f"input {name!r}: nested data rows differ in length") from None
+            if tensor.datatype.startswith("INT") and not bool(np.all(values == np.floor(values))):
+                raise ProtocolError(f"input {name!r} is {tensor.datatype} but holds fractions")
+        expected = math.prod(tensor.shape)
+        if values.size != expected:
+            raise ProtocolError(
+                f"input {name!r} has {values.size} values but its shape {tensor.shape} "
+                f"needs {expected}"
+            )
+        tensors[name] = values.reshape(tensor.shape)
+    if offset != len(binary):
+        raise ProtocolError(
+            f"{len(binary) - offset} bytes after the JSON header belong to no input"
+        )
+    return tensors
+
+
+def _matrix_input(values: np.ndarray[Any, Any]) -> FloatArray:
+    if values.ndim != 2 or values.shape[1] != N_FEATURES:
+        raise ProtocolError(
+            f"input {MATRIX_INPUT!r} has shape {list(values.shape)}, expected "
+            f"[n, {N_FEATURES}] with the features in this order: {', '.join(FEATURE_NAMES)}"
+        )
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def _column_inputs(tensors: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
+    missing = [name for name in FEATURE_NAMES if name not in tensors]
+    if missing:
+        raise ProtocolError(
+            f"missing input(s) {', '.join(repr(n) for n in missing)}: send all "
+            f"{N_FEATURES} feature inputs of shape [n], or one input '{MATRIX_INPUT}' "
+            f"[n, {N_FEATURES}]"
+        )
+    columns = []
+    for name in FEATURE_NAMES:
+        column = tensors[name]
+        if column.ndim == 2 and column.shape[1] == 1:  # [n, 1] is the pandas codec's shape too
+            column = column[:, 0]
+        if column.ndim != 1:
+            raise ProtocolError(
+                f"input {name!r} has shape {list(column.shape)}, expected [n] (or [n, 1])"
+            )
+        columns.append(column)
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1:
+        raise ProtocolError(
+            f"the feature inputs have different lengths {sorted(lengths)}: each needs one "
+            "value per patient"
+        )
+    return np.column_stack(columns).astype(np.float64, copy=False)
+
+
+def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
+    problems = invalid_cells(x)
+    parts = []
+    for row, column, reason in problems[:_MAX_REPORTED]:
+        name = FEATURE_NAMES[column]
+        where = (
+            f"input '{MATRIX_INPUT}' row {row} column {column} ({name})"
+            if matrix
+            else f"input '{name}' element {row}"
+        )
+        parts.append(f"{where}: {reason}, got {x[row, column]:g}")
+    more = len(problems) - _MAX_REPORTED
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _describe_validation_error(exc: ValidationError, header: bytes) -> str:
+    """The first problem of a malformed request, located as ``inputs[2] ('age').data[5]``."""
+    error = exc.errors(include_url=False)[0]
+    if error["type"] == "json_invalid":
+        return f"the request is not valid JSON: {error['msg']}"
+    names: list[Any] = []
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        names = [i.get("name") for i in json.loads(header).get("inputs", [])]
+    where = ""
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            where += f"[{part}]"
+            if i > 0 and loc[i - 1] == "inputs" and part < len(names) and names[part]:
+                where += f" ({names[part]!r})"
+        else:
+            where += f".{part}" if where else str(part)
+    return f"{where or 'request'}: {error['msg']}"
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+
+def encode_response(
+    service: PredictionService, x: FloatArray, request: InferenceRequest
+) -> tuple[bytes, int]:
+    """The inference response's JSON bytes, and how many rows were predicted positive."""
+    probabilities = service.predictor.probability(x)
+    positive = probabilities >= service.threshold
+    wanted = OUTPUT_NAMES if request.outputs is None else tuple(o.name for o in request.outputs)
+    n = len(probabilities)
+    outputs = []
+    for name in wanted:
+        if name == PROBABILITY_OUTPUT:
+            data, datatype = probabilities.tolist(), "FP64"
+        else:
+            data, datatype = positive.astype(np.int64).tolist(), "INT64"
+        outputs.append({"name": name, "datatype": datatype, "shape": [n], "data": data})
+    response: dict[str, Any] = {
+        "model_name": MODEL_NAME,
+        "model_version": service.model_version,
+        "outputs": outputs,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    return to_json(response), int(positive.sum())
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+router = APIRouter(prefix=PREFIX, tags=[TAG])
+
+
+def _json(model: Any, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _service_or_error(runtime: Runtime) -> PredictionService:
+    if runtime.service is None:
+        raise ProtocolError("the model is not loaded yet; see /v2/health/ready", status=503)
+    return runtime.service
+
+
+def _metadata(service: PredictionService) -> ModelMetadataResponse:
+    return ModelMetadataResponse(
+        name=MODEL_NAME,
+        versions=[service.model_version],
+        platform="heart-risk/numpy",
+        inputs=[MetadataTensor(name=MATRIX_INPUT, datatype="FP64", shape=[-1, N_FEATURES])],
+        outputs=[
+            MetadataTensor(name=PROBABILITY_OUTPUT, datatype="FP64", shape=[-1]),
+            MetadataTensor(name=PREDICTION_OUTPUT, datatype="INT64", shape=[-1]),
+        ],
+        parameters={
+            "feature_order": list(FEATURE_NAMES),
+            "threshold": service.threshold,
+            "column_layout": f"or one input of shape [-1] per feature, named after it "
+            f"({N_FEATURES} inputs, FP64/FP32/INT64/INT32)",
+        },
+    )
+
+
+@router.get(
+    "",
+    operation_id="oip_server_metadata",
+    summary="Server metadata (Open Inference Protocol)",
+    response_model=ServerMetadataResponse,
+)
+async def server_metadata() -> Response:
+    """Name and version of this server; no protocol extensions beyond binary tensor data."""
+    return _json(
+        ServerMetadataResponse(
+            name="heart-risk", version=package_version(), extensions=["binary_tensor_data"]
+        )
+    )
+
+
+@router.get(
+    "/health/live",
+    operation_id="oip_server_live",
+    summary="Liveness (Open Inference Protocol)",
+    response_model=ServerLiveResponse,
+)
+async def server_live() -> Response:
+    """Always 200 while the process runs; never needs the API key."""
+    return _json(ServerLiveResponse(live=True))
+
+
+@router.get(
+    "/health/ready",
+    operation_id="oip_server_ready",
+    summary="Readiness (Open Inference Protocol)",
+    response_model=ServerReadyResponse,
+    responses={503: {"model": ServerReadyResponse, "description": "Not ready."}},
+)
+async def server_ready(request: Request) -> Response:
+    """200 when the model is loaded and passed its self-test (like /ready), else 503."""
+    runtime = runtime_of(request)
+    ready = runtime.service is not None and runtime.not_ready_reason is None
+    return _json(ServerReadyResponse(ready=ready), 200 if ready else 503)
+
+
+@router.get(
+    f"/models/{MODEL_NAME}",
+    operation_id="oip_model_metadata",
+    summary="Model metadata: inputs and outputs (Open Inference Protocol)",
+    response_model=ModelMetadataResponse,
+    responses={503: {"model": InferenceErrorResponse, "description": "Model not loaded."}},
+)
+async def model_metadata(request: Request) -> Response:
+    """The model's inputs and outputs with name, datatype and shape (-1: any size)."""
+    try:
+        service = _service_or_error(runtime_of(request))
+    except ProtocolError as exc:
+        return error_response(str(exc), exc.status)
+    return _json(_metadata(service))
+
+
+@router.get(
+    f"/models/{MODEL_NAME}/ready",
+    operation_id="oip_model_ready",
+    summary="Model readiness (Open Inference Protocol)",
+    response_model=ModelReadyResponse,
+    responses={503: {"model": ModelReadyResponse, "description": "Not ready."}},
+)
+async def model_ready(request: Request) -> Response:
+    runtime = runtime_of(request)
+    ready = runtime.service is not None and runtime.not_ready_reason is None
+    return _json(ModelReadyResponse(name=MODEL_NAME, ready=ready), 200 if ready else 503)
+
+
+INFER_PATH: Final[str] = f"{PREFIX}/models/{MODEL_NAME}/infer"
+
+
+@router.post(
+    f"/models/{MODEL_NAME}/infer",
+    operation_id="oip_model_infer",
+    summary="Predict (Open Inference Protocol)",
+    response_model=InferenceResponse,
+    responses={
+        **_ERROR,
+        503: {"model": InferenceErrorResponse, "description": "Model not loaded."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/InferenceRequest"},
+                }
+            },
+        }
+    },
+)
+async def model_infer(request: Request) -> Response:
+    """Probabilities and classes for the rows of ``features`` [n, 13] (or 13 feature inputs
+    of shape [n]); the request's ``id`` is echoed."""
+    runtime = runtime_of(request)
+    try:
+        service = _service_or_error(runtime)
+        raw_length = request.headers.get(HEADER_LENGTH)
+        try:
+            header_length = int(raw_length) if raw_length is not None else None
+        except ValueError:
+            raise ProtocolError("Inference-Header-Content-Length must be an integer") from None
+        body = await request.body()
+        if not body:
+            raise ProtocolError("the request has no body: send an inference request")
+        x, parsed = decode_request(body, header_length, max_rows=service.max_batch_size)
+    except ProtocolError as exc:
+        return error_response(str(exc), exc.status)
+    payload, positive = encode_response(service, x, parsed)
+    runtime.metrics.observe_batch(x, positive)
+    return Response(payload, media_type="application/json")
+
+
+@router.api_route(
+    "/models/{model_name}{rest:path}",
+    methods=["GET", "POST"],
+    include_in_schema=False,
+)
+async def unknown_model(model_name: str) -> Response:
+    """Any other model name: the protocol's error shape instead of FastAPI's ``detail``."""
+    return error_response(
+        f"model {model_name!r} is not served here; the model is {MODEL_NAME!r}", 404
+    )

@@ -1,0 +1,106 @@
+"""The Open Inference Protocol's (KServe V2 REST) JSON shapes, as Pydantic models.
+
+Names follow the protocol's specification (``$inference_request`` becomes
+``InferenceRequest`` and so on) so that people who know the protocol find what
+they expect in our OpenAPI document. Validation is strict like ``/predict``:
+tensor data must be JSON numbers (no strings, no booleans).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: The protocol allows tensor data flat (row-major) or nested; ours are at most 2-D.
+TensorData = list[Number] | list[list[Number]]
+Parameters = dict[str, Any]
+
+
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str = Field(description="FP64, FP32, INT64, ... (the protocol's tensor types).")
+    shape: list[int] = Field(description="-1 marks a dimension of any size (the batch).")
+
+
+class ServerMetadataResponse(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+    parameters: Parameters | None = None
+
+
+class ServerLiveResponse(BaseModel):
+    live: bool
+
+
+class ServerReadyResponse(BaseModel):
+    ready: bool
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool
+
+
+class InferenceErrorResponse(BaseModel):
+    """Every refusal of the protocol's endpoints: one sentence naming the input at fault."""
+
+    error: str
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="'features', or one feature's name (column layout).")
+    shape: list[Annotated[int, Field(strict=True, ge=0)]]
+    datatype: Literal["FP64", "FP32", "INT64", "INT32", "INT16", "INT8"]
+    parameters: Parameters | None = None
+    data: TensorData | None = Field(
+        default=None,
+        description="Row-major values; absent only when sent as binary data "
+        "(Triton's binary tensor extension, parameter binary_data_size).",
+    )
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: Parameters | None = None
+
+
+class InferenceRequest(BaseModel):
+    """``features`` [n, 13] in feature order, or the 13 features as inputs of shape [n]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: Parameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[float] | list[int]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[ResponseOutput]

@@ -1,0 +1,249 @@
+"""The Open Inference Protocol endpoints, in-process: shapes, layouts and every refusal.
+
+(tests/e2e/test_e2e_oip.py drives a live server with tritonclient, a client we
+did not write.)
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from model.artifact import load_artifact
+from model.features import FEATURE_NAMES
+
+INFER = "/v2/models/heart/infer"
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def client(artifact_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_path=artifact_path, max_batch_size=50))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rows(
+    heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+) -> npt.NDArray[np.float64]:
+    return heart_data[0][:20]
+
+
+def matrix_request(x: npt.NDArray[np.float64], **extra: Any) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "features", "shape": list(x.shape), "datatype": "FP64", "data": x.tolist()}
+        ],
+        **extra,
+    }
+
+
+def column_request(x: npt.NDArray[np.float64]) -> dict[str, Any]:
+    coded = {"sex", "chest_pain_type", "fasting_blood_sugar", "resting_ecg"}
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(x)],
+                "datatype": "INT64" if name in coded else "FP64",
+                "data": [int(v) if name in coded else v for v in x[:, j].tolist()],
+            }
+            for j, name in enumerate(FEATURE_NAMES)
+        ]
+    }
+
+
+def outputs(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: o for o in response.json()["outputs"]}
+
+
+def test_server_and_model_metadata(client: TestClient, artifact_path: Path) -> None:
+    assert client.get("/v2").json()["name"] == "heart-risk"
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/models/heart/ready").json() == {"name": "heart", "ready": True}
+    meta = client.get("/v2/models/heart").json()
+    assert meta["name"] == "heart"
+    assert meta["versions"] == [load_artifact(artifact_path).model_version]
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP64", "shape": [-1, 13]}]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
+        ("probability", "FP64", [-1]),
+        ("prediction", "INT64", [-1]),
+    ]
+    assert meta["parameters"]["feature_order"] == list(FEATURE_NAMES)
+
+
+@pytest.mark.parametrize("layout", ["matrix", "flat", "columns"])
+def test_infer_matches_the_predictor_in_every_layout(
+    client: TestClient, artifact_path: Path, rows: npt.NDArray[np.float64], layout: str
+) -> None:
+    if layout == "columns":
+        body = column_request(rows)
+    else:
+        body = matrix_request(rows, id="req-7")
+        if layout == "flat":
+            body["inputs"][0]["data"] = rows.reshape(-1).tolist()
+    answer = client.post(INFER, json=body)
+    got = outputs(answer)
+    predictor = load_artifact(artifact_path)
+    expected = predictor.probability(rows)
+    assert got["probability"]["shape"] == [len(rows)]
+    np.testing.assert_allclose(got["probability"]["data"], expected, rtol=0, atol=1e-12)
+    assert got["prediction"]["data"] == (expected >= predictor.threshold).astype(int).tolist()
+    assert got["prediction"]["datatype"] == "INT64"
+    assert answer.json()["model_name"] == "heart"
+    assert answer.json().get("id") == (None if layout == "columns" else "req-7")
+
+
+def test_infer_returns_only_the_requested_outputs(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    body = matrix_request(rows, outputs=[{"name": "prediction"}])
+    assert list(outputs(client.post(INFER, json=body))) == ["prediction"]
+
+
+def test_binary_tensor_extension(
+    client: TestClient, artifact_path: Path, rows: npt.NDArray[np.float64]
+) -> None:
+    """Triton's binary data: JSON header, then the raw little-endian FP32 values."""
+    raw = rows.astype("<f4").tobytes()
+    tensor = {
+        "name": "features",
+        "shape": [len(rows), 13],
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    answer = client.post(
+        INFER,
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    expected = load_artifact(artifact_path).probability(rows.astype(np.float32))
+    np.testing.assert_allclose(outputs(answer)["probability"]["data"], expected, atol=1e-12)
+
+
+def _error(client: TestClient, body: Any, status: int = 400, **kwargs: Any) -> str:
+    response = (
+        client.post(INFER, json=body, **kwargs)
+        if not isinstance(body, bytes)
+        else client.post(INFER, content=body, **kwargs)
+    )
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert list(payload) == ["error"], payload
+    message: str = payload["error"]
+    return message
+
+
+def test_out_of_range_values_are_refused_naming_row_and_feature(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    bad = rows.copy()
+    bad[3, 0] = 650  # age
+    bad[5, 12] = 4  # thal has no code 4
+    message = _error(client, matrix_request(bad))
+    assert "row 3 column 0 (age): must be between 18 and 110 years, got 650" in message
+    assert "row 5 column 12 (thal): must be one of 3 (normal)" in message
+    columns = column_request(bad)
+    assert "input 'age' element 3: must be between 18 and 110" in _error(client, columns)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"data": "nope"}, "inputs[0] ('features').data: Input should be a valid array"),
+        ({"shape": [2, 12]}, "has 26 values but its shape [2, 12] needs 24"),
+        ({"datatype": "BYTES"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
+        ({"name": "patients"}, "unknown input 'patients'"),
+    ],
+)
+def test_malformed_inputs_are_refused_naming_the_input(
+    client: TestClient, rows: npt.NDArray[np.float64], change: dict[str, Any], expected: str
+) -> None:
+    body = matrix_request(rows[:2])
+    body["inputs"][0].update(change)
+    assert expected in _error(client, body)
+
+
+def test_strict_numbers_like_predict(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
+    for bad_value in (True, "54", None):
+        body = matrix_request(rows[:1])
+        body["inputs"][0]["data"][0][0] = bad_value
+        assert "('features').data" in _error(client, body), bad_value
+    body = column_request(rows[:2])
+    body["inputs"][1]["data"] = [0.5, 1]  # sex is INT64
+    assert "input 'sex' is INT64 but holds fractions" in _error(client, body)
+
+
+def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
+    columns = column_request(rows[:2])
+    assert "missing input(s) 'thal'" in _error(client, {"inputs": columns["inputs"][:-1]})
+    columns["inputs"][0]["data"] = [60.0]
+    columns["inputs"][0]["shape"] = [1]
+    assert "different lengths [1, 2]" in _error(client, columns)
+    both = {"inputs": [*matrix_request(rows[:1])["inputs"], column_request(rows[:1])["inputs"][0]]}
+    assert "not both" in _error(client, both)
+    assert "shape [2, 13, 1]" in _error(
+        client,
+        {"inputs": [{"name": "features", "shape": [2, 13, 1], "datatype": "FP64",
+                     "data": rows[:2].reshape(-1).tolist()}]},
+    )  # fmt: skip
+    assert "unknown output 'class'" in _error(
+        client, matrix_request(rows[:1], outputs=[{"name": "class"}])
+    )
+
+
+def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
+    too_many = heart_data[0][:51]
+    assert "51 rows exceed the limit of 50" in _error(client, matrix_request(too_many))
+    assert "not valid JSON" in _error(client, b"{nope")
+    assert "no body" in _error(client, b"")
+    assert "does not fit" in _error(
+        client, b"{}", headers={"Inference-Header-Content-Length": "99"}
+    )
+    header = b'{"inputs":[{"name":"features","shape":[1,13],"datatype":"FP64",'
+    header += b'"parameters":{"binary_data_size":104}}]}'
+    short = header + struct.pack("<12d", *range(12))
+    assert "binary_data_size 104 does not fit" in _error(
+        client, short, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+
+
+def test_unknown_models_get_the_protocol_error_shape(client: TestClient) -> None:
+    response = client.post("/v2/models/resnet/infer", json={"inputs": []})
+    assert response.status_code == 404
+    assert response.json() == {"error": "model 'resnet' is not served here; the model is 'heart'"}
+    assert client.get("/v2/models/resnet").status_code == 404
+
+
+def test_predictions_are_counted_in_metrics(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    before = client.get("/metrics").json()["serving"]["predictions_total"]
+    outputs(client.post(INFER, json=matrix_request(rows[:7])))
+    assert client.get("/metrics").json()["serving"]["predictions_total"] == before + 7
+
+
+def test_api_key_guards_inference_but_not_the_probes(
+    artifact_path: Path, rows: npt.NDArray[np.float64]
+) -> None:
+    settings = Settings(model_path=artifact_path, api_key=API_KEY)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.post(INFER, json=matrix_request(rows[:1])).status_code == 401
+        assert client.get("/v2/models/heart").status_code == 401
+        answer = client.post(INFER, json=matrix_request(rows[:1]), headers={"X-API-Key": API_KEY})
+        assert answer.status_code == 200

@@ -1,0 +1,108 @@
+"""A client we did not write, tritonclient, speaks the Open Inference Protocol to a live server.
+
+It exercises what Triton users run: server and model probes, model metadata,
+inference with JSON and with binary tensors (its default), FP32 and FP64, and
+its error path, against ``heart-api serve`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from app.testing import RunningServer, running_server
+from model.artifact import load_artifact
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in the dev extra")
+InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(artifact_path: Path) -> Iterator[RunningServer]:
+    with running_server(artifact_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[Any]:
+    triton = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    yield triton
+    triton.close()
+
+
+def test_probes_and_metadata(client: Any, artifact_path: Path) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("heart")
+    assert not client.is_model_ready("resnet")
+    metadata = client.get_model_metadata("heart")
+    assert metadata["versions"] == [load_artifact(artifact_path).model_version]
+    assert metadata["inputs"][0] == {"name": "features", "datatype": "FP64", "shape": [-1, 13]}
+    assert client.get_server_metadata()["name"] == "heart-risk"
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+def test_infer_every_patient(
+    client: Any,
+    artifact_path: Path,
+    heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+    binary: bool,
+    datatype: str,
+) -> None:
+    x = heart_data[0].astype(np.float64 if datatype == "FP64" else np.float32)
+    features = httpclient.InferInput("features", list(x.shape), datatype)
+    features.set_data_from_numpy(x, binary_data=binary)
+    requested = [
+        httpclient.InferRequestedOutput("probability", binary_data=binary),
+        httpclient.InferRequestedOutput("prediction", binary_data=binary),
+    ]
+    result = client.infer("heart", [features], outputs=requested, request_id="batch-1")
+    predictor = load_artifact(artifact_path)
+    expected = predictor.probability(x.astype(np.float64))
+    probability = result.as_numpy("probability")
+    assert probability.shape == (len(x),)
+    np.testing.assert_allclose(probability, expected, rtol=0, atol=1e-12)
+    assert (result.as_numpy("prediction") == (expected >= predictor.threshold)).all()
+    assert result.get_response()["id"] == "batch-1"
+
+
+def test_column_inputs_as_the_pandas_codec_sends_them(
+    client: Any,
+    artifact_path: Path,
+    heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+) -> None:
+    from model.features import FEATURES
+
+    x = heart_data[0][:30]
+    inputs = []
+    for j, feature in enumerate(FEATURES):
+        column = x[:, j].astype(np.int64 if feature.codes else np.float64)
+        tensor = httpclient.InferInput(feature.name, [len(x)], "INT64" if feature.codes else "FP64")
+        tensor.set_data_from_numpy(column, binary_data=False)
+        inputs.append(tensor)
+    result = client.infer("heart", inputs)
+    expected = load_artifact(artifact_path).probability(x)
+    np.testing.assert_allclose(result.as_numpy("probability"), expected, rtol=0, atol=1e-12)
+
+
+def test_errors_reach_the_client_with_our_message(
+    client: Any, heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]
+) -> None:
+    x = heart_data[0][:2].copy()
+    x[1, 4] = 2400.0  # serum cholesterol, a typo
+    features = httpclient.InferInput("features", list(x.shape), "FP64")
+    features.set_data_from_numpy(x, binary_data=False)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("heart", [features])
+    assert info.value.status() == "400"
+    assert "row 1 column 4 (serum_cholesterol): must be between 80 and 700 mg/dl" in str(
+        info.value.message()
+    )

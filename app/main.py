@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import disable_created_metrics
 
+from app import oip
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics, multiprocess_dir
 from app.middleware import ServiceMiddleware
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=TITLE,
         version=package_version(),
         description=DESCRIPTION,
-        openapi_tags=TAGS,
+        openapi_tags=[*TAGS, oip.TAG_METADATA],
         lifespan=_lifespan,
         # The service has its own metrics and logs; FastAPI's OpenTelemetry hooks
         # look up the global providers on every request even when none is set up.
@@ -65,8 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.max_batch_size = settings.max_batch_size
     app.state.runtime = runtime
     app.include_router(router)
+    app.include_router(oip.router)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_middleware(ServiceMiddleware, runtime=runtime, open_paths=OPEN_PATHS, routes=app.routes)
+    app.add_middleware(
+        ServiceMiddleware,
+        runtime=runtime,
+        open_paths=OPEN_PATHS,
+        routes=app.routes,
+        # tritonclient sends no Content-Type, and binary tensors are not JSON.
+        any_body_paths={oip.INFER_PATH},
+    )
     return app
 
 

@@ -53,6 +53,7 @@ class ServiceMiddleware:
         runtime: Runtime,
         open_paths: Collection[str],
         routes: Sequence[BaseRoute],
+        any_body_paths: Collection[str] = (),
     ) -> None:
         self.app = app
         self.runtime = runtime
@@ -69,11 +70,13 @@ class ServiceMiddleware:
         self.known_paths = frozenset(
             path for route in expanded if (path := getattr(route, "path", None))
         )
+        # `any_body_paths` read bodies of their own format (the Open Inference
+        # Protocol's binary tensors) and check them themselves.
         self.body_paths = frozenset(
             getattr(route, "path", "")
             for route in expanded
             if "POST" in (getattr(route, "methods", None) or ())
-        )
+        ) - frozenset(any_body_paths)
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
 

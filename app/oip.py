@@ -45,7 +45,8 @@ from app.oip_schemas import (
     ServerReadyResponse,
 )
 from app.runtime import Runtime, runtime_of
-from app.service import FloatArray, PredictionService
+from app.service import PredictionService
+from model.arrays import FloatArray
 from model.cli_support import package_version
 from model.features import FEATURE_NAMES, N_FEATURES, all_in_domain, invalid_cells
 
@@ -55,8 +56,6 @@ MATRIX_INPUT: Final[str] = "features"
 PROBABILITY_OUTPUT: Final[str] = "probability"
 PREDICTION_OUTPUT: Final[str] = "prediction"
 OUTPUT_NAMES: Final[tuple[str, str]] = (PROBABILITY_OUTPUT, PREDICTION_OUTPUT)
-#: Probes of the protocol: open like /health and /ready, never behind the API key.
-OPEN_PATHS: Final[frozenset[str]] = frozenset({f"{PREFIX}/health/live", f"{PREFIX}/health/ready"})
 #: Triton's binary extension: the JSON header's length, the rest of the body is tensor bytes.
 HEADER_LENGTH: Final[str] = "inference-header-content-length"
 _NUMPY_TYPES: Final[Mapping[str, str]] = {

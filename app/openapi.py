@@ -16,11 +16,15 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 
+from app.oip_schemas import InferenceRequest
 from app.schemas import ErrorMessage, PatientFeatures, batch_request_model
 from model.features import markdown_table
 
-#: Endpoints that never need the API key (probes must work without secrets).
-OPEN_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
+#: Endpoints that never need the API key (probes must work without secrets), ours and
+#: the Open Inference Protocol's (app/oip.py).
+OPEN_PATHS: Final[frozenset[str]] = frozenset(
+    {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
+)
 SECURITY_SCHEME: Final[str] = "APIKeyHeader"
 #: The same key as a bearer token, for clients that cannot set custom headers (Prometheus).
 BEARER_SCHEME: Final[str] = "BearerAPIKey"
@@ -52,6 +56,10 @@ TAGS: Final[list[dict[str, str]]] = [
 #: Errors any protected endpoint can answer (the middleware refuses them).
 ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
+}
+#: What even the open probes can answer: a malformed request is refused before routing.
+PROBE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": ErrorMessage, "description": "Malformed request (an invalid Content-Length)."},
 }
 #: Errors any endpoint with a request body can answer, before the body is read.
 BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
@@ -137,7 +145,7 @@ def complete_openapi(
     """
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (PatientFeatures, batch_request_model(max_batch_size)):
+    for model in (PatientFeatures, batch_request_model(max_batch_size), InferenceRequest):
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, nested in {**definition.pop("$defs", {}), model.__name__: definition}.items():
             if name in schemas and schemas[name] != nested:

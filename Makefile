@@ -36,7 +36,7 @@ run: $(VENV)/.stamp-run $(ARTIFACT)  ## set up, train the default model if missi
 train: $(VENV)/.stamp-run  ## (re)train the default model into $(ARTIFACT)
 	$(BIN)/python -m training --output $(ARTIFACT)
 
-system-deps:  ## Debian tools the tests use (curl, promtool, wrk); needs root, else prints how
+system-deps:  ## Debian tools the tests use (curl, promtool, wrk, chromium); needs root, else prints how
 	bash scripts/install-system-deps.sh
 
 test: $(VENV)/.stamp-dev system-deps lint typecheck pytest  ## set up and run every check

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian tools the test suite drives: curl (the README's examples are
 # executed as written), promtool (from the `prometheus` package, to validate
-# the /metrics exposition) and wrk (the load benchmark's smoke test).
+# the /metrics exposition), wrk (the load benchmark's smoke test) and chromium
+# (headless, to prove /docs and /redoc render offline; Playwright drives this
+# Debian build, it never downloads a browser).
 # Idempotent; does nothing when they are present.
 set -euo pipefail
 
@@ -9,6 +11,7 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ "${#need[@]}" -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,5 +20,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Other developers' installs may hold the dpkg lock: wait for it instead of failing.
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

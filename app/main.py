@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import disable_created_metrics
 
 from app import oip
+from app.docs import add_offline_docs
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics, multiprocess_dir
 from app.middleware import ServiceMiddleware
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=[*TAGS, oip.TAG_METADATA],
         lifespan=_lifespan,
+        # Served from the package's own files by app.docs: FastAPI's pages need a CDN.
+        docs_url=None,
+        redoc_url=None,
         # The service has its own metrics and logs; FastAPI's OpenTelemetry hooks
         # look up the global providers on every request even when none is set up.
         telemetry=None
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(router)
     app.include_router(oip.router)
+    add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(
         ServiceMiddleware,

@@ -14,11 +14,20 @@ accept JSON integers and decimals; NaN and Infinity are refused.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    create_model,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 from model.features import CLASS_LABELS, FEATURES, Feature
 
@@ -59,45 +68,78 @@ def _enum_names(feature: Feature) -> list[str]:
     return names
 
 
-def _member_of(feature: Feature) -> AfterValidator:
-    """Membership check for codes with gaps (``Feature.has_gaps``), which ge/le cannot express.
+def component_name(feature: Feature) -> str:
+    """``chest_pain_type`` -> ``ChestPainType``, the coded feature's schema in the components.
 
-    The error mimics Pydantic's own enum error so clients see one shape.
+    Generated clients name their enums after it (not ``PatientFeaturesChest_pain_type``).
     """
-    allowed = frozenset(feature.codes)
-    expected = ", ".join(str(c) for c in sorted(allowed)[:-1]) + f" or {max(allowed)}"
+    return "".join(part.capitalize() for part in feature.name.split("_"))
 
-    def check(value: int) -> int:
-        if value not in allowed:
-            raise PydanticCustomError("enum", "Input should be {expected}", {"expected": expected})
-        return value
 
-    return AfterValidator(check)
+@dataclass(frozen=True)
+class _CodedFeature:
+    """Validation and named JSON schema of one coded feature.
+
+    Validation is a strict integer within the codes' range, plus a membership
+    check where the codes have gaps (``Feature.has_gaps``), raising Pydantic's own
+    error types, so clients see the same errors as for any other field. The
+    core schema carries a ``ref``, which is what makes Pydantic emit the
+    feature as a named definition (``$defs``, then OpenAPI components).
+    """
+
+    feature: Feature
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        codes = sorted(self.feature.codes)
+        name = component_name(self.feature)
+        integer = core_schema.int_schema(strict=True, ge=codes[0], le=codes[-1])
+        if not self.feature.has_gaps:
+            return core_schema.int_schema(strict=True, ge=codes[0], le=codes[-1], ref=name)
+        allowed = frozenset(codes)
+        expected = ", ".join(str(c) for c in codes[:-1]) + f" or {codes[-1]}"
+
+        def member(value: int) -> int:
+            if value not in allowed:
+                raise PydanticCustomError(
+                    "enum", "Input should be {expected}", {"expected": expected}
+                )
+            return value
+
+        return core_schema.no_info_after_validator_function(member, integer, ref=name)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        reference = handler(schema)
+        definition = handler.resolve_ref_schema(reference)
+        definition.clear()
+        definition.update(
+            {
+                "title": component_name(self.feature),
+                "description": f"Codes of {self.feature.name}: {_codes_text(self.feature)}.",
+                "type": "integer",
+                "enum": sorted(self.feature.codes),
+                "x-enum-varnames": _enum_names(self.feature),
+                "x-codes": {str(c): m for c, m in sorted(self.feature.codes.items())},
+                "x-kind": self.feature.kind,
+            }
+        )
+        return reference
 
 
 def _field_annotation(feature: Feature) -> Any:
     """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``."""
     if feature.codes:
-        codes = sorted(feature.codes)
-        extra: dict[str, Any] = {
-            "enum": codes,
-            "x-codes": {str(c): m for c, m in sorted(feature.codes.items())},
-            "x-enum-varnames": _enum_names(feature),
-            "x-kind": feature.kind,
-        }
-        metadata: list[Any] = [
+        return Annotated[
+            int,
+            _CodedFeature(feature),
             Field(
-                strict=True,
-                ge=codes[0],
-                le=codes[-1],
                 description=f"{feature.description} Codes: {_codes_text(feature)}.",
                 examples=[int(feature.example)],
-                json_schema_extra=extra,
-            )
+            ),
         ]
-        if feature.has_gaps:
-            metadata.append(_member_of(feature))
-        return Annotated[(int, *metadata)]
     unit = f" Unit: {feature.unit}." if feature.unit else ""
     return Annotated[
         float,

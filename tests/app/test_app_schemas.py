@@ -28,9 +28,15 @@ def test_fields_are_the_features_in_order() -> None:
 
 @pytest.mark.parametrize("feature", FEATURES, ids=lambda f: f.name)
 def test_each_field_documents_its_feature(feature: Feature) -> None:
-    prop = PatientFeatures.model_json_schema()["properties"][feature.name]
+    schema = PatientFeatures.model_json_schema()
+    prop = schema["properties"][feature.name]
     assert prop["description"].startswith(feature.description)
     assert prop["examples"] == [feature.example]
+    if feature.codes:
+        # Coded features are named schemas (issue 12): ChestPainType, Thal, ...
+        name = "".join(part.capitalize() for part in feature.name.split("_"))
+        assert prop["$ref"] == f"#/$defs/{name}"
+        prop = {**schema["$defs"][name], **prop}
     assert prop["x-kind"] == feature.kind
     if feature.codes:
         assert prop["type"] == "integer"

@@ -91,8 +91,8 @@ def test_typed_calls(generated: dict[str, ModuleType], servers: tuple[RunningSer
     models = generated[".models"]
     client = generated[""].Client(base_url=server.url, raise_on_unexpected_status=True)
     patient = models.PatientFeatures.from_dict(PATIENT_EXAMPLE)
-    assert patient.thal is models.PatientFeaturesThal.NORMAL
-    assert patient.sex is models.PatientFeaturesSex.MALE
+    assert patient.thal is models.Thal.NORMAL
+    assert patient.sex is models.Sex.MALE
 
     answer = generated[".api.predictions.predict"].sync(client=client, body=patient)
     assert isinstance(answer, models.Prediction)

@@ -394,6 +394,7 @@ async def model_metadata(request: Request) -> Response:
     responses={503: {"model": ModelReadyResponse, "description": "Not ready."}},
 )
 async def model_ready(request: Request) -> Response:
+    """200 when the model answers (its self-test passed), 503 otherwise."""
     runtime = runtime_of(request)
     ready = runtime.service is not None and runtime.not_ready_reason is None
     return _json(ModelReadyResponse(name=MODEL_NAME, ready=ready), 200 if ready else 503)
@@ -444,13 +445,28 @@ async def model_infer(request: Request) -> Response:
     return Response(payload, media_type="application/json")
 
 
+#: This model's endpoints below /v2/models/heart, with their one method each.
+_MODEL_ENDPOINTS: Final[dict[str, str]] = {"": "GET", "/ready": "GET", "/infer": "POST"}
+
+
 @router.api_route(
     "/models/{model_name}{rest:path}",
-    methods=["GET", "POST"],
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     include_in_schema=False,
 )
-async def unknown_model(model_name: str) -> Response:
-    """Any other model name: the protocol's error shape instead of FastAPI's ``detail``."""
-    return error_response(
-        f"model {model_name!r} is not served here; the model is {MODEL_NAME!r}", 404
-    )
+async def other_model_paths(request: Request, model_name: str, rest: str) -> Response:
+    """The protocol's error shape instead of FastAPI's ``detail`` for everything else.
+
+    (This route would otherwise swallow the 405 that a wrong method on one of
+    the model's own endpoints deserves, so it answers that too.)
+    """
+    if model_name != MODEL_NAME:
+        return error_response(
+            f"model {model_name!r} is not served here; the model is {MODEL_NAME!r}", 404
+        )
+    allowed = _MODEL_ENDPOINTS.get(rest)
+    if allowed is None:
+        return error_response(f"no such endpoint: {request.url.path}", 404)
+    response = error_response(f"method {request.method} not allowed; use {allowed}", 405)
+    response.headers["Allow"] = allowed
+    return response

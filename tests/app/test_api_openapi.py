@@ -47,6 +47,13 @@ def test_operation_ids_and_routes(doc: dict[str, Any]) -> None:
         "get_model": ("get", "/model"),
         "health": ("get", "/health"),
         "ready": ("get", "/ready"),
+        # The Open Inference Protocol (app/oip.py)
+        "oip_server_metadata": ("get", "/v2"),
+        "oip_server_live": ("get", "/v2/health/live"),
+        "oip_server_ready": ("get", "/v2/health/ready"),
+        "oip_model_metadata": ("get", "/v2/models/heart"),
+        "oip_model_ready": ("get", "/v2/models/heart/ready"),
+        "oip_model_infer": ("post", "/v2/models/heart/infer"),
     }
     declared_tags = {t["name"] for t in doc["tags"]}
     for op in ops.values():
@@ -109,7 +116,7 @@ def test_api_key_scheme_optional_or_required(doc: dict[str, Any]) -> None:
     keyed = document(api_key="k" * 20)
     for name, op in operations(doc).items():
         keyed_op = operations(keyed)[name]
-        if name in ("health", "ready"):
+        if name in ("health", "ready", "oip_server_live", "oip_server_ready"):
             assert "security" not in op and "security" not in keyed_op
         else:
             either = [{"APIKeyHeader": []}, {"BearerAPIKey": []}]

@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 API_KEY = "schemathesis-key-0123456789"
 #: Cases per operation and phase: about 10 s per run on a 2-core machine.
 MAX_EXAMPLES = "100"
+#: Per-operation settings, each with its reason.
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def schemathesis(url: str, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -30,10 +32,10 @@ def schemathesis(url: str, workdir: Path, *extra: str) -> subprocess.CompletedPr
     return subprocess.run(
         [
             str(cli),
+            "--config-file",
+            str(CONFIG),
             "run",
             f"{url}/openapi.json",
-            "--checks",
-            "all",
             "--max-examples",
             MAX_EXAMPLES,
             "--seed",

@@ -44,6 +44,7 @@ from app.oip_schemas import (
     ServerMetadataResponse,
     ServerReadyResponse,
 )
+from app.openapi import ERRORS, PROBE_ERRORS
 from app.runtime import Runtime, runtime_of
 from app.service import PredictionService
 from model.arrays import FloatArray
@@ -77,9 +78,8 @@ TAG_METADATA: Final[dict[str, str]] = {
 _ERROR: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": InferenceErrorResponse, "description": "Invalid request; `error` says why."},
 }
-_UNKNOWN_MODEL: Final[dict[int | str, dict[str, Any]]] = {
-    404: {"model": InferenceErrorResponse, "description": "No such model here."},
-}
+#: Refused by the middleware before the protocol's code runs, hence FastAPI's `detail` shape.
+_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = ERRORS
 
 
 class ProtocolError(Exception):
@@ -335,6 +335,7 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
     operation_id="oip_server_metadata",
     summary="Server metadata (Open Inference Protocol)",
     response_model=ServerMetadataResponse,
+    responses=_UNAUTHORIZED,
 )
 async def server_metadata() -> Response:
     """Name and version of this server; no protocol extensions beyond binary tensor data."""
@@ -350,6 +351,7 @@ async def server_metadata() -> Response:
     operation_id="oip_server_live",
     summary="Liveness (Open Inference Protocol)",
     response_model=ServerLiveResponse,
+    responses=PROBE_ERRORS,
 )
 async def server_live() -> Response:
     """Always 200 while the process runs; never needs the API key."""
@@ -361,7 +363,10 @@ async def server_live() -> Response:
     operation_id="oip_server_ready",
     summary="Readiness (Open Inference Protocol)",
     response_model=ServerReadyResponse,
-    responses={503: {"model": ServerReadyResponse, "description": "Not ready."}},
+    responses={
+        **PROBE_ERRORS,
+        503: {"model": ServerReadyResponse, "description": "Not ready."},
+    },
 )
 async def server_ready(request: Request) -> Response:
     """200 when the model is loaded and passed its self-test (like /ready), else 503."""
@@ -375,7 +380,10 @@ async def server_ready(request: Request) -> Response:
     operation_id="oip_model_metadata",
     summary="Model metadata: inputs and outputs (Open Inference Protocol)",
     response_model=ModelMetadataResponse,
-    responses={503: {"model": InferenceErrorResponse, "description": "Model not loaded."}},
+    responses={
+        **_UNAUTHORIZED,
+        503: {"model": InferenceErrorResponse, "description": "Model not loaded."},
+    },
 )
 async def model_metadata(request: Request) -> Response:
     """The model's inputs and outputs with name, datatype and shape (-1: any size)."""
@@ -391,7 +399,10 @@ async def model_metadata(request: Request) -> Response:
     operation_id="oip_model_ready",
     summary="Model readiness (Open Inference Protocol)",
     response_model=ModelReadyResponse,
-    responses={503: {"model": ModelReadyResponse, "description": "Not ready."}},
+    responses={
+        **_UNAUTHORIZED,
+        503: {"model": ModelReadyResponse, "description": "Not ready."},
+    },
 )
 async def model_ready(request: Request) -> Response:
     """200 when the model answers (its self-test passed), 503 otherwise."""
@@ -410,6 +421,7 @@ INFER_PATH: Final[str] = f"{PREFIX}/models/{MODEL_NAME}/infer"
     response_model=InferenceResponse,
     responses={
         **_ERROR,
+        **_UNAUTHORIZED,
         503: {"model": InferenceErrorResponse, "description": "Model not loaded."},
     },
     openapi_extra={

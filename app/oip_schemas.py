@@ -12,6 +12,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+
+def _optional(schema: dict[str, Any]) -> None:
+    """Leave ``"default": null`` out of a request field's schema.
+
+    It says nothing a missing ``required`` does not, and openapi-typescript
+    reads a default as "always present", making the field mandatory in clients.
+    """
+    schema.pop("default", None)
+
+
+#: An optional request field: absent or null.
+OPTIONAL: Any = Field(default=None, json_schema_extra=_optional)
+
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: The protocol allows tensor data flat (row-major) or nested; ours are at most 2-D.
 TensorData = list[Number] | list[list[Number]]
@@ -64,11 +77,12 @@ class RequestInput(BaseModel):
     name: str = Field(description="'features', or one feature's name (column layout).")
     shape: list[Annotated[int, Field(strict=True, ge=0)]]
     datatype: Literal["FP64", "FP32", "INT64", "INT32", "INT16", "INT8"]
-    parameters: Parameters | None = None
+    parameters: Parameters | None = OPTIONAL
     data: TensorData | None = Field(
         default=None,
         description="Row-major values; absent only when sent as binary data "
         "(Triton's binary tensor extension, parameter binary_data_size).",
+        json_schema_extra=_optional,
     )
 
 
@@ -76,7 +90,7 @@ class RequestOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    parameters: Parameters | None = None
+    parameters: Parameters | None = OPTIONAL
 
 
 class InferenceRequest(BaseModel):
@@ -84,10 +98,10 @@ class InferenceRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = None
-    parameters: Parameters | None = None
+    id: str | None = OPTIONAL
+    parameters: Parameters | None = OPTIONAL
     inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
+    outputs: list[RequestOutput] | None = OPTIONAL
 
 
 class ResponseOutput(BaseModel):

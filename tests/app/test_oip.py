@@ -247,3 +247,14 @@ def test_api_key_guards_inference_but_not_the_probes(
         assert client.get("/v2/models/heart").status_code == 401
         answer = client.post(INFER, json=matrix_request(rows[:1]), headers={"X-API-Key": API_KEY})
         assert answer.status_code == 200
+
+
+def test_probes_document_the_only_refusal_they_can_give(client: TestClient) -> None:
+    """The 400 the OpenAPI document lists for the probes is real: it comes from the middleware."""
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        answer = client.get(path, headers={"content-length": "nope"})
+        assert answer.status_code == 400
+        assert answer.json() == {"detail": "Invalid Content-Length header."}
+    document = client.get("/openapi.json").json()
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        assert "400" in document["paths"][path]["get"]["responses"]

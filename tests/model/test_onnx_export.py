@@ -8,6 +8,10 @@ output are right, not just that the file parses.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,27 @@ def test_export_of_a_missing_artifact_is_a_clear_error(
     assert status == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "nope.onnx").exists()
+
+
+def test_the_docs_example_runs_as_written(
+    onnx_path: Path, artifact_path: Path, tmp_path: Path
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "onnx.md").read_text(encoding="utf-8")
+    match = re.search(r"## Scoring with onnxruntime\n\n```python\n(.*?)```", doc, re.DOTALL)
+    assert match, "docs/onnx.md shows how to score with onnxruntime"
+    (tmp_path / "artifacts").mkdir()
+    shutil.copy(onnx_path, tmp_path / "artifacts" / "model.onnx")
+    done = subprocess.run(
+        [sys.executable, "-c", match.group(1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    probability, label = done.stdout.split()
+    predictor = load_artifact(artifact_path)
+    expected = predictor.probability_one([54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3])
+    assert float(probability) == pytest.approx(expected, abs=1e-12)
+    assert int(label) == int(expected >= predictor.threshold)

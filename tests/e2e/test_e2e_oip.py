@@ -7,6 +7,9 @@ its error path, against ``heart-api serve`` in a subprocess.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,3 +109,21 @@ def test_errors_reach_the_client_with_our_message(
     assert "row 1 column 4 (serum_cholesterol): must be between 80 and 700 mg/dl" in str(
         info.value.message()
     )
+
+
+def test_the_docs_example_runs_as_written(server: RunningServer, artifact_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "open-inference-protocol.md").read_text(
+        encoding="utf-8"
+    )
+    match = re.search(r"## With tritonclient\n\n```python\n(.*?)```", doc, re.DOTALL)
+    assert match, "the protocol's page shows how to call it with tritonclient"
+    code = match.group(1).replace("localhost:8000", f"127.0.0.1:{server.port}")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    probability, prediction = done.stdout.split()
+    predictor = load_artifact(artifact_path)
+    expected = predictor.probability_one([54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3])
+    assert float(probability) == pytest.approx(expected, abs=1e-12)
+    assert int(prediction) == int(expected >= predictor.threshold)

@@ -28,7 +28,17 @@ from app.docs import add_offline_docs
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics, multiprocess_dir
 from app.middleware import ServiceMiddleware
-from app.openapi import DESCRIPTION, OPEN_PATHS, TAGS, TITLE, HeartAPI, package_version
+from app.openapi import (
+    CONTACT,
+    DESCRIPTION,
+    LICENSE,
+    OPEN_PATHS,
+    SERVERS,
+    TAGS,
+    TITLE,
+    HeartAPI,
+    package_version,
+)
 from app.routes import router, validation_error_handler
 from app.runtime import Runtime
 from app.settings import Settings
@@ -55,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=TITLE,
         version=package_version(),
         description=DESCRIPTION,
+        servers=SERVERS,
+        license_info=LICENSE,
+        contact=CONTACT,
         openapi_tags=[*TAGS, oip.TAG_METADATA],
         lifespan=_lifespan,
         # Served from the package's own files by app.docs: FastAPI's pages need a CDN.

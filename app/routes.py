@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.metrics import MetricsFormat, negotiate_metrics_format
-from app.openapi import ERRORS, prediction_operation
+from app.openapi import ERRORS, PROBE_ERRORS, prediction_operation
 from app.runtime import Runtime, runtime_of
 from app.schemas import (
     PATIENT_EXAMPLE,
@@ -197,11 +197,30 @@ async def get_metrics(
     summed over all workers: uptime, requests, predictions, errors by kind, latency
     percentiles, share of positive predictions, and input drift per feature."""
     runtime = runtime_of(request)
-    metrics = runtime.metrics
     fmt = negotiate_metrics_format(request.headers.get("accept"), format_)
     if fmt != "json":
-        text, media_type = metrics.exposition(fmt)
+        text, media_type = runtime.metrics.exposition(fmt)
         return Response(text, media_type=media_type)
+    return JSONBytes(_metrics_report(runtime))
+
+
+@router.get(
+    "/metrics/summary",
+    operation_id="get_metrics_summary",
+    summary="Model quality and live service metrics as JSON",
+    tags=["monitoring"],
+    response_model=MetricsReport,
+    responses=ERRORS,
+)
+async def get_metrics_summary(request: Request) -> Response:
+    """The JSON document of ``GET /metrics``, as an operation with one typed answer.
+
+    Generated clients type ``/metrics`` as JSON *or* text (it also serves the
+    Prometheus formats); this one is always ``MetricsReport``."""
+    return JSONBytes(_metrics_report(runtime_of(request)))
+
+
+def _metrics_report(runtime: Runtime) -> bytes:
     service = _service(runtime)
     report = MetricsReport(
         model_version=service.model_version,
@@ -210,9 +229,9 @@ async def get_metrics(
             cross_validation=service.model_card.metrics.cross_validation,
             cross_validation_protocol=service.model_card.metrics.cross_validation_protocol,
         ),
-        serving=metrics.serving_report(),
+        serving=runtime.metrics.serving_report(),
     )
-    return JSONBytes(report.model_dump_json().encode())
+    return report.model_dump_json().encode()
 
 
 _HEALTH_OK: Final[bytes] = HealthStatus(status="ok").model_dump_json().encode()
@@ -224,6 +243,7 @@ _HEALTH_OK: Final[bytes] = HealthStatus(status="ok").model_dump_json().encode()
     summary="Liveness: the process answers",
     tags=["monitoring"],
     response_model=HealthStatus,
+    responses=PROBE_ERRORS,
 )
 async def health() -> Response:
     """Always 200 while the process runs; never needs the API key."""
@@ -236,7 +256,10 @@ async def health() -> Response:
     summary="Readiness: the model is loaded and answers",
     tags=["monitoring"],
     response_model=ReadyStatus,
-    responses={503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."}},
+    responses={
+        **PROBE_ERRORS,
+        503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."},
+    },
 )
 async def ready(request: Request) -> Response:
     """200 once the model is loaded and its self-test prediction succeeded, 503 otherwise.

@@ -321,6 +321,17 @@ def test_api_key_guards_everything_but_probes(
         assert ok.status_code == 200, headers
 
 
+def test_metrics_summary_is_the_json_of_metrics(client: TestClient) -> None:
+    summary = client.get("/metrics/summary")
+    assert summary.headers["content-type"] == "application/json"
+    metrics = client.get("/metrics").json()
+    assert summary.json().keys() == metrics.keys()
+    assert summary.json()["training"] == metrics["training"]
+    # Asking it for text changes nothing: it is the typed JSON operation.
+    as_text = client.get("/metrics/summary", headers={"accept": "text/plain"})
+    assert as_text.headers["content-type"] == "application/json"
+
+
 def test_probes_need_no_key(keyed_client: TestClient) -> None:
     assert keyed_client.get("/health").status_code == 200
     assert keyed_client.get("/ready").status_code == 200

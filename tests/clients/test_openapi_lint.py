@@ -75,7 +75,8 @@ def test_spectral_oas_finds_nothing() -> None:
     )
     problems = [
         f"{p['code']}: {p['message']} at {'/'.join(map(str, p['path']))}"
-        for p in json.loads(done.stdout or "[]")
+        # The JSON report is followed by a summary line on the same stream.
+        for p in json.JSONDecoder().raw_decode(done.stdout)[0]
     ]
     assert problems == [], "\n".join(problems)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -93,3 +93,7 @@ compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI 
 .PHONY: container-smoke
 container-smoke: $(VENV)/.stamp-dev  ## build the image with podman, run it beside the source service and compare (root)
 	VENV_PYTHON=$(abspath $(BIN))/python bash scripts/container-smoke.sh
+
+.PHONY: container-image
+container-image:  ## build the image with podman without a registry (root; base image from Debian's mirror)
+	bash scripts/container-build.sh heart-api

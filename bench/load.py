@@ -99,6 +99,9 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
             if scenario.name == "batch":
                 if target.has_batch and target.key != "asgi":  # a constant reply, no batch
                     runs.append(Run(target, scenario, settings.batch_concurrency))
+            elif scenario.name == "oip":  # the batches again, beside /predict/batch
+                if target.is_service:
+                    runs.append(Run(target, scenario, settings.batch_concurrency))
             elif target.is_service or not scenario.service_only:
                 runs.extend(Run(target, scenario, c) for c in settings.concurrencies)
     return runs
@@ -117,6 +120,13 @@ def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
                 f"{server.target.key} /predict/batch answered {len(reply['predictions'])} "
                 f"predictions for {scenario.rows_per_request} patients"
             )
+        if scenario.name == "oip":
+            (probability,) = [o for o in reply["outputs"] if o["name"] == "probability"]
+            if probability["shape"] != [scenario.rows_per_request]:
+                raise servers.ServerError(
+                    f"{server.target.key} {scenario.path} answered {probability['shape']} "
+                    f"probabilities for {scenario.rows_per_request} patients"
+                )
 
 
 def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | None) -> Any:

@@ -17,6 +17,8 @@ from typing import Any
 from model.features import FEATURES
 from training.data import load_dataset
 
+OIP_INFER = "/v2/models/heart/infer"
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -56,6 +58,21 @@ def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Pat
     return write_bodies(path, bodies)
 
 
+def write_oip_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
+    """The batch bodies' patients as Open Inference Protocol requests: one ``features`` matrix.
+
+    Same rows as :func:`write_batch_bodies`, so ``/predict/batch`` and the
+    protocol's ``infer`` are compared on identical work.
+    """
+    x, _ = load_dataset()
+    bodies = []
+    for k in range(n_bodies):
+        rows = [x[(k * 67 + i) % len(x)].tolist() for i in range(batch_size)]
+        tensor = {"name": "features", "shape": [batch_size, x.shape[1]], "datatype": "FP64"}
+        bodies.append({"inputs": [{**tensor, "data": rows}]})
+    return write_bodies(path, bodies)
+
+
 def first_body(scenario: Scenario) -> bytes:
     """The first body of a scenario, for the pre-flight check of each server."""
     with scenario.bodies.open("rb") as fh:
@@ -63,10 +80,13 @@ def first_body(scenario: Scenario) -> bytes:
 
 
 def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
-    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches."""
+    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches, and
+    the same batches through the Open Inference Protocol (the service only)."""
     single = write_single_bodies(directory / "predict.jsonl")
     batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
+    tensors = write_oip_bodies(directory / "oip.jsonl", batch_size=batch_size)
     return [
         Scenario("predict", "/predict", single),
         Scenario("batch", "/predict/batch", batches, batch_size),
+        Scenario("oip", OIP_INFER, tensors, batch_size, service_only=True),
     ]

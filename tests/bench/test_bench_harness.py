@@ -203,6 +203,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
         "service/predict/c1",
         "service/predict/c32",
         "service/batch/c4",
+        "service/oip/c4",  # the same batches through the Open Inference Protocol
     ]
 
 

@@ -370,8 +370,7 @@ async def server_live() -> Response:
 )
 async def server_ready(request: Request) -> Response:
     """200 when the model is loaded and passed its self-test (like /ready), else 503."""
-    runtime = runtime_of(request)
-    ready = runtime.service is not None and runtime.not_ready_reason is None
+    ready = runtime_of(request).ready
     return _json(ServerReadyResponse(ready=ready), 200 if ready else 503)
 
 
@@ -406,8 +405,7 @@ async def model_metadata(request: Request) -> Response:
 )
 async def model_ready(request: Request) -> Response:
     """200 when the model answers (its self-test passed), 503 otherwise."""
-    runtime = runtime_of(request)
-    ready = runtime.service is not None and runtime.not_ready_reason is None
+    ready = runtime_of(request).ready
     return _json(ModelReadyResponse(name=MODEL_NAME, ready=ready), 200 if ready else 503)
 
 

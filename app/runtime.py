@@ -32,6 +32,11 @@ class Runtime:
     #: Set when start-up fails, so the lifespan failure is reported by our one log line.
     startup_error: str | None = None
 
+    @property
+    def ready(self) -> bool:
+        """The model is loaded and passed its self-test: what every readiness probe answers."""
+        return self.service is not None and self.not_ready_reason is None
+
     def start(self) -> None:
         """Load the model and check it answers; raise :class:`StartupError` if unusable.
 

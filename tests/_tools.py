@@ -64,3 +64,24 @@ def run_ok(argv: Sequence[str], **options: Any) -> subprocess.CompletedProcess[s
     done = run(argv, **options)
     assert done.returncode == 0, done.stderr
     return done
+
+
+def doc_python_block(page: str, heading: str) -> str:
+    """The first ```python block under ``## heading`` of ``docs/page``, to run as written."""
+    text = (REPO_ROOT / "docs" / page).read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)
+    assert len(section) == 2, f"docs/{page} has no section {heading!r}"
+    block = section[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def assert_example_patient_answer(stdout: str, artifact: Path) -> None:
+    """``stdout`` is "<probability> <class>" of the documented example patient, as we score it."""
+    from model.artifact import load_artifact
+    from model.features import as_row, example_patient
+
+    probability, predicted = stdout.split()
+    predictor = load_artifact(artifact)
+    expected = predictor.probability_one(as_row(example_patient()))
+    assert float(probability) == pytest.approx(expected, abs=1e-12)
+    assert int(predicted) == int(expected >= predictor.threshold)

@@ -7,7 +7,6 @@ its error path, against ``heart-api serve`` in a subprocess.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from app.testing import RunningServer, running_server
 from model.artifact import load_artifact
+from tests._tools import assert_example_patient_answer, doc_python_block
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in the dev extra")
 InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
@@ -112,18 +112,10 @@ def test_errors_reach_the_client_with_our_message(
 
 
 def test_the_docs_example_runs_as_written(server: RunningServer, artifact_path: Path) -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "open-inference-protocol.md").read_text(
-        encoding="utf-8"
-    )
-    match = re.search(r"## With tritonclient\n\n```python\n(.*?)```", doc, re.DOTALL)
-    assert match, "the protocol's page shows how to call it with tritonclient"
-    code = match.group(1).replace("localhost:8000", f"127.0.0.1:{server.port}")
+    code = doc_python_block("open-inference-protocol.md", "With tritonclient")
+    code = code.replace("localhost:8000", f"127.0.0.1:{server.port}")
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    probability, prediction = done.stdout.split()
-    predictor = load_artifact(artifact_path)
-    expected = predictor.probability_one([54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3])
-    assert float(probability) == pytest.approx(expected, abs=1e-12)
-    assert int(prediction) == int(expected >= predictor.threshold)
+    assert_example_patient_answer(done.stdout, artifact_path)

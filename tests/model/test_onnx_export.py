@@ -8,7 +8,6 @@ output are right, not just that the file parses.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from model.onnx_export import INPUT_NAME, ONNX_LIMITATIONS, OUTPUT_NAME
+from tests._tools import assert_example_patient_answer, doc_python_block
 from training.cli import main as train_main
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the onnx and dev extras")
@@ -75,13 +75,11 @@ def test_export_of_a_missing_artifact_is_a_clear_error(
 def test_the_docs_example_runs_as_written(
     onnx_path: Path, artifact_path: Path, tmp_path: Path
 ) -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "onnx.md").read_text(encoding="utf-8")
-    match = re.search(r"## Scoring with onnxruntime\n\n```python\n(.*?)```", doc, re.DOTALL)
-    assert match, "docs/onnx.md shows how to score with onnxruntime"
+    code = doc_python_block("onnx.md", "Scoring with onnxruntime")
     (tmp_path / "artifacts").mkdir()
     shutil.copy(onnx_path, tmp_path / "artifacts" / "model.onnx")
     done = subprocess.run(
-        [sys.executable, "-c", match.group(1)],
+        [sys.executable, "-c", code],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -89,8 +87,4 @@ def test_the_docs_example_runs_as_written(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    probability, label = done.stdout.split()
-    predictor = load_artifact(artifact_path)
-    expected = predictor.probability_one([54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3])
-    assert float(probability) == pytest.approx(expected, abs=1e-12)
-    assert int(label) == int(expected >= predictor.threshold)
+    assert_example_patient_answer(done.stdout, artifact_path)

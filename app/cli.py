@@ -140,6 +140,8 @@ def serve(settings: Settings) -> int:
     """Run uvicorn; every worker rebuilds the same settings from the environment."""
     import uvicorn
 
+    from app.protocol import HardenedHttpToolsProtocol
+
     os.environ.update(settings.to_env())
     private_dir: str | None = None
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
@@ -167,6 +169,8 @@ def serve(settings: Settings) -> int:
             log_level=settings.log_level,
             access_log=False,  # app.middleware writes a cheaper JSON line per request
             timeout_graceful_shutdown=settings.shutdown_timeout,
+            # Header size limit, read timeouts and load shedding (see app/protocol.py).
+            http=HardenedHttpToolsProtocol,
             server_header=False,
         )
     finally:

@@ -75,9 +75,12 @@ ERROR_KINDS: Final[dict[int, str]] = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation",
+    431: "header_too_large",
+    499: "client_closed",
     500: "internal",
     503: "unavailable",
 }
@@ -186,6 +189,13 @@ class ServiceMetrics:
             ["kind"],
             registry=r,
         )
+        self.refused_connections = Counter(
+            f"{PREFIX}_http_refused_connections",
+            "Connections closed before a request could be read, by reason "
+            "(header_too_large: 431; header_timeout: 408).",
+            ["reason"],
+            registry=r,
+        )
         self.predictions = Counter(
             f"{PREFIX}_predictions",
             "Patients scored, by predicted class (0 or 1).",
@@ -252,7 +262,10 @@ class ServiceMetrics:
 
     # -- request path ------------------------------------------------------------------
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, method: str, route: str, status: int, seconds: float, kind: str | None = None
+    ) -> None:
+        """Count one answered request; ``kind`` overrides the error kind of its status."""
         key = (method, route, status)
         child = self._request_children.get(key)
         if child is None:
@@ -265,10 +278,17 @@ class ServiceMetrics:
             timer = self._duration_children[route] = self.duration.labels(route)
         timer.observe(seconds)
         if status >= 400:
+            if kind is not None:
+                self.errors.labels(kind).inc()
+                return
             error = self._error_children.get(status)
             if error is None:
                 error = self._error_children[status] = self.errors.labels(error_kind(status))
             error.inc()
+
+    def observe_refused_connection(self, reason: str) -> None:
+        """A connection closed before it made a request (oversized or too slow headers)."""
+        self.refused_connections.labels(reason).inc()
 
     def observe_prediction(self, row: FloatArray, prediction: int) -> None:
         """One patient scored as class ``prediction`` (1: positive)."""

@@ -21,15 +21,22 @@ from typing import Final
 
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import protocol
+from app.protocol import BODY_TIMEOUT_KEY, SHED_KEY
 from app.runtime import Runtime
 
 REQUEST_ID_HEADER: Final[bytes] = b"x-request-id"
 _CLIENT_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _JSON_TYPE: Final = re.compile(rb"\s*application/([a-z0-9.+-]*\+)?json\s*(;.*)?", re.IGNORECASE)
 UNMATCHED_ROUTE: Final[str] = "unmatched"
+#: What a client whose request was shed should wait before retrying, in seconds.
+RETRY_AFTER_SECONDS: Final[int] = 1
+#: nginx's code for "the client closed the connection before the response": not a 5xx.
+CLIENT_CLOSED: Final[int] = 499
 
 
 class RequestIds:
@@ -79,6 +86,8 @@ class ServiceMiddleware:
         ) - frozenset(any_body_paths)
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
+        # Connections the protocol refuses never become requests; count them here too.
+        protocol.refusal_observer = self.metrics.observe_refused_connection
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,6 +124,7 @@ class ServiceMiddleware:
         path: str = scope["path"]
         route = path if path in self.known_paths else UNMATCHED_ROUTE
         status = 0
+        kind: str | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -124,6 +134,16 @@ class ServiceMiddleware:
             await send(message)
 
         try:
+            if SHED_KEY in scope:
+                kind = "overloaded"
+                await _respond(
+                    send_with_id,
+                    503,
+                    "The service is at its concurrency limit (HEART_MAX_CONCURRENT_REQUESTS); "
+                    f"retry after {RETRY_AFTER_SECONDS} s.",
+                    ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),),
+                )
+                return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
             if refusal is not None:
                 await _respond(send_with_id, *refusal)
@@ -131,6 +151,11 @@ class ServiceMiddleware:
                 await self.app(scope, self._limited(receive), send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left (or was cut off by the body timeout) while we read its
+            # body: its own kind, never a server error and never a traceback.
+            if not status:
+                status = 408 if BODY_TIMEOUT_KEY in scope else CLIENT_CLOSED
         except Exception:
             # Answer in JSON with the request id; the exception still propagates so
             # the server logs its traceback (Starlette sees the response started).
@@ -140,8 +165,8 @@ class ServiceMiddleware:
         finally:
             seconds = time.perf_counter() - start
             if not status:
-                status = 499  # client went away before any response (nginx's code)
-            self.metrics.observe_request(scope["method"], route, status, seconds)
+                status = CLIENT_CLOSED  # the client went away before any response
+            self.metrics.observe_request(scope["method"], route, status, seconds, kind)
             self.access_log.write(scope["method"], path, status, seconds, rid)
 
     def _quiet_startup_failure(self, send: Send) -> Send:
@@ -224,7 +249,9 @@ class ServiceMiddleware:
         return receive_limited
 
 
-async def _respond(send: Send, status: int, detail: str) -> None:
+async def _respond(
+    send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """A ``{"detail": ...}`` JSON error, the shape of FastAPI's HTTPException responses."""
     body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
     await send(
@@ -234,6 +261,7 @@ async def _respond(send: Send, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 from itertools import chain
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from app.schemas import (
@@ -35,7 +35,14 @@ from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
 from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES, all_in_domain
 from model.predictor import Predictor
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
 _PROBABILITY_KEY: Final[bytes] = b'{"probability":'
+#: A valid patient object whose values are all numbers has exactly two quotes per key.
+_QUOTES_PER_PATIENT: Final[int] = 2 * N_FEATURES
+_INT_FROM_FLOAT_MSG: Final[str] = (
+    "Input should be a valid integer, got a number with a fractional part"
+)
 
 
 class InvalidBodyError(Exception):
@@ -87,7 +94,10 @@ class PredictionService:
         try:
             patient = PatientFeatures.model_validate_json(body)
         except ValidationError as exc:
-            raise InvalidBodyError(request_errors(exc)) from None
+            patient = validate_slowly(PatientFeatures, body, exc)
+        else:
+            if body.count(b'"') != _QUOTES_PER_PATIENT:
+                refuse_duplicate_keys(body)
         return np.fromiter(patient.__dict__.values(), np.float64, N_FEATURES)
 
     def predict_one(self, row: FloatArray) -> tuple[bytes, int]:
@@ -113,11 +123,16 @@ class PredictionService:
         except ValidationError:
             matrix = None
         if matrix is not None and all_in_domain(matrix):
+            if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
+                refuse_duplicate_keys(body)
             return matrix
         try:
             batch = self._batch_model.model_validate_json(body)
         except ValidationError as exc:
-            raise InvalidBodyError(request_errors(exc)) from None
+            batch = validate_slowly(self._batch_model, body, exc)
+        else:
+            if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(batch.patients):
+                refuse_duplicate_keys(body)
         return _matrix(batch.patients)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
@@ -174,6 +189,112 @@ def _matrix(patients: list[Any]) -> FloatArray:
     )
 
 
+# -- the slow path: duplicate keys and integral floats ---------------------------------------
+#
+# Both need the JSON as Python objects, which costs several times the validation
+# itself, so the hot path never pays for them: a body that validated is only
+# re-parsed when its quote count says it could hold a duplicate key (a valid
+# patient object whose values are numbers has exactly two quotes per key), and
+# integral floats are only looked for in a body that failed validation.
+
+
+class _JSONObject(dict[str, Any]):
+    """A JSON object that remembers which of its keys appeared more than once."""
+
+    duplicates: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _JSONObject:
+    obj = _JSONObject()
+    obj.duplicates = []
+    for key, value in pairs:
+        if key in obj and key not in obj.duplicates:
+            obj.duplicates.append(key)
+        obj[key] = value
+    return obj
+
+
+def _parse_with_duplicates(body: bytes) -> tuple[Any, list[dict[str, Any]]] | None:
+    """The body as Python objects and one error per duplicated key; None if not JSON.
+
+    Pydantic, like most JSON parsers, keeps the last of duplicated keys, so
+    ``{"age": 500, ..., "age": 54}`` would be scored as 54 while a proxy, a log
+    or a WAF may have judged the 500: such a body is refused, naming the key.
+    """
+    try:
+        doc = json.loads(body, object_pairs_hook=_object_pairs)
+    except (ValueError, RecursionError):
+        return None
+    errors: list[dict[str, Any]] = []
+
+    def report(obj: object, loc: tuple[str | int, ...]) -> None:
+        if isinstance(obj, _JSONObject):
+            errors.extend(
+                {
+                    "type": "duplicate_key",
+                    "loc": (*loc, key),
+                    "msg": f"Duplicate key {key!r}: send each field once",
+                    "input": None,
+                }
+                for key in obj.duplicates
+            )
+
+    report(doc, ("body",))
+    if isinstance(doc, dict) and isinstance(doc.get("patients"), list):
+        for index, patient in enumerate(doc["patients"]):
+            report(patient, ("body", "patients", index))
+    return doc, errors
+
+
+def refuse_duplicate_keys(body: bytes) -> None:
+    """Raise :class:`InvalidBodyError` naming each duplicated key of ``body``."""
+    parsed = _parse_with_duplicates(body)
+    if parsed is not None and parsed[1]:
+        raise InvalidBodyError(parsed[1])
+
+
+def _integral_floats_as_ints(doc: Any, exc: ValidationError) -> bool:
+    """Turn the integral floats that failed an integer field into ints, in place.
+
+    ``"sex": 1.0`` is an integer to JSON Schema (and what ``json.dumps`` of a
+    float or a pandas column with a blank writes), so it is accepted; ``1.5``
+    keeps its error. Returns whether anything changed.
+    """
+    changed = False
+    for error in exc.errors(include_url=False):
+        value = error.get("input")
+        if error["type"] != "int_type" or not isinstance(value, float):
+            continue
+        if not (math.isfinite(value) and value.is_integer()):
+            continue
+        *path, last = error["loc"]
+        container = doc
+        for step in path:
+            container = container[step]
+        container[last] = int(value)
+        changed = True
+    return changed
+
+
+def validate_slowly(model: type[ModelT], body: bytes, exc: ValidationError) -> ModelT:
+    """After ``exc`` from the fast path: refuse duplicate keys, accept integral floats.
+
+    Raises :class:`InvalidBodyError` with the errors a client should see.
+    """
+    parsed = _parse_with_duplicates(body)
+    if parsed is None:
+        raise InvalidBodyError(request_errors(exc)) from None
+    doc, duplicates = parsed
+    if duplicates:
+        raise InvalidBodyError(duplicates) from None
+    if not _integral_floats_as_ints(doc, exc):
+        raise InvalidBodyError(request_errors(exc)) from None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as again:
+        raise InvalidBodyError(request_errors(again)) from None
+
+
 def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors of a body validated from raw JSON, as FastAPI reports body errors.
 
@@ -194,6 +315,9 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
             }
         elif error["loc"] == ("patients",) and isinstance(error.get("input"), list):
             item["input"] = None  # a too long or malformed list of patients
+        elif error["type"] == "int_type" and isinstance(error.get("input"), float):
+            # Integral floats were accepted before this point: say what is wrong.
+            item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
         errors.append(item)
     return errors
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX: Final[str] = "HEART_"
 
@@ -67,6 +67,52 @@ class Settings(BaseModel):
             "(cost in bench/PROFILE.md)."
         ),
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description=(
+            "Largest request line plus headers in bytes; larger gets 431 and the "
+            "connection is closed before more is buffered."
+        ),
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a client has to send the request line and headers (from connecting, "
+            "or from the first byte of a later request); then 408 and close."
+        ),
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send the whole body after its headers; then 408.",
+    )
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description=(
+            "Requests one worker holds queued or running; beyond it, 503 with Retry-After "
+            "(never for /health and /ready)."
+        ),
+    )
+    model_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
+        default=None,
+        description=(
+            "Pin the artifact: refuse to unpickle a file whose SHA-256 differs "
+            "(python -m training prints it)."
+        ),
+    )
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _lower_hex(cls, value: str | None) -> str | None:
+        return value.lower() if value is not None else None
+
     shutdown_timeout: int = Field(
         default=30,
         ge=1,
@@ -87,7 +133,7 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = env.get(cls.env_name(name))
-            if raw is None or (name == "api_key" and raw == ""):
+            if raw is None or (name in ("api_key", "model_sha256") and raw == ""):
                 continue
             values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -85,7 +85,7 @@ def test_predict_both_classes_are_reachable(client: TestClient) -> None:
         (patient(age=111), "age", "less_than_equal"),
         (patient(serum_cholesterol=2400), "serum_cholesterol", "less_than_equal"),
         (patient(sex=2), "sex", "less_than_equal"),
-        (patient(sex=1.0), "sex", "int_type"),
+        (patient(sex=1.5), "sex", "int_from_float"),
         (patient(sex="1"), "sex", "int_type"),
         (patient(sex=True), "sex", "int_type"),
         (patient(thal=4), "thal", "enum"),
@@ -102,6 +102,61 @@ def test_predict_refuses_bad_fields_naming_them(
     assert error["loc"] == ["body", field]
     assert error["type"] == error_type
     assert error["msg"]
+
+
+def test_integral_floats_are_integers_for_coded_features(client: TestClient) -> None:
+    """JSON Schema counts 1.0 as an integer, and json.dumps / pandas write it (issue 11)."""
+    as_ints = client.post("/predict", json=patient())
+    as_floats = client.post("/predict", json=patient(sex=1.0, thal=3.0, num_major_vessels=0.0))
+    assert as_floats.status_code == 200
+    assert as_floats.json() == as_ints.json()
+    batch = client.post("/predict/batch", json={"patients": [patient(), patient(sex=1.0)]})
+    assert batch.status_code == 200
+    first, second = batch.json()["predictions"]
+    assert second == first
+
+
+def test_non_integral_float_still_names_the_field(client: TestClient) -> None:
+    response = client.post("/predict/batch", json={"patients": [patient(), patient(thal=6.5)]})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "patients", 1, "thal"]
+    assert error["type"] == "int_from_float"
+    assert "fractional part" in error["msg"]
+
+
+def _with_leading(key: str, value: object, body: dict[str, Any]) -> bytes:
+    """``body`` as JSON with ``key`` written once more, first (the first one loses)."""
+    return b"{" + json.dumps({key: value})[1:-1].encode() + b", " + json.dumps(body)[1:].encode()
+
+
+@pytest.mark.parametrize("key", ["age", "thal"])
+def test_duplicate_keys_are_refused_naming_the_key(client: TestClient, key: str) -> None:
+    """What a proxy or log sees (the first value) must be what the model used."""
+    body = _with_leading(key, 500, patient())
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert [(e["type"], e["loc"]) for e in response.json()["detail"]] == [
+        ("duplicate_key", ["body", key])
+    ]
+
+
+def test_duplicate_keys_are_refused_even_when_both_values_are_valid(client: TestClient) -> None:
+    body = _with_leading("age", 60, patient())
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "duplicate_key"
+
+
+def test_duplicate_keys_in_a_batch_name_the_patient(client: TestClient) -> None:
+    second = _with_leading("sex", 0, patient()).decode()
+    body = '{"patients": [' + json.dumps(patient()) + ", " + second + "]}"
+    response = client.post(
+        "/predict/batch", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["type"], error["loc"]) == ("duplicate_key", ["body", "patients", 1, "sex"])
 
 
 def test_predict_lists_every_missing_field(client: TestClient) -> None:

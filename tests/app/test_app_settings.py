@@ -32,6 +32,11 @@ def test_every_field_reads_its_variable() -> None:
         "HEART_MAX_BATCH_SIZE": "10",
         "HEART_SHUTDOWN_TIMEOUT": "5",
         "HEART_OPENTELEMETRY": "true",
+        "HEART_MAX_HEADER_BYTES": "8192",
+        "HEART_HEADER_TIMEOUT": "2.5",
+        "HEART_BODY_TIMEOUT": "7",
+        "HEART_MAX_CONCURRENT_REQUESTS": "16",
+        "HEART_MODEL_SHA256": "AB" * 32,
     }
     assert set(env) == {Settings.env_name(name) for name in Settings.model_fields}
     s = Settings.from_env(env)
@@ -46,6 +51,9 @@ def test_every_field_reads_its_variable() -> None:
     )
     assert (s.max_body_bytes, s.max_batch_size, s.shutdown_timeout) == (4096, 10, 5)
     assert s.opentelemetry is True
+    assert (s.max_header_bytes, s.header_timeout, s.body_timeout) == (8192, 2.5, 7.0)
+    assert s.max_concurrent_requests == 16
+    assert s.model_sha256 == "ab" * 32
     # to_env reproduces the settings in a worker process
     assert Settings.from_env(s.to_env()) == s
 

@@ -1,0 +1,228 @@
+"""uvicorn's httptools protocol with the limits a service on an open port needs.
+
+uvicorn (0.54 when this was written) leaves four gaps that a
+hostile or broken client can use, all measured in issue 11:
+
+* headers are unbounded: httptools buffers a header of any size, so one
+  connection could make a worker hold hundreds of MB;
+* there is no read timeout before the first response: an idle connection, a
+  request line or headers trickled one byte at a time, or a body shorter than
+  its ``Content-Length`` hold a connection (and a task) forever;
+* ``limit_concurrency`` answers 503 to *every* request beyond the limit,
+  health probes included (so Kubernetes would kill a busy but healthy pod),
+  counts idle keep-alive connections as load, sends no ``Retry-After`` and
+  bypasses the app, so the refusals never reach ``/metrics``;
+* ``h11_max_incomplete_event_size`` bounds headers only for the slower h11
+  protocol, and a reverse proxy in the container would cost a second hop on
+  every request.
+
+So this subclass keeps uvicorn's (fast) httptools parser and adds, per
+connection, a byte budget for the request head (refused with 431 before more
+is buffered), a deadline for the head (408, or a silent close when nothing was
+sent) and for the body (408), and marks a request as *shed* when the worker
+already has ``HEART_MAX_CONCURRENT_REQUESTS`` requests queued or running; the
+app's middleware answers a shed request with 503 and ``Retry-After`` at once,
+except for the probes ``/health`` and ``/ready``, which are never shed. On
+the usual request (head and body in one read) it adds no timer and one length
+comparison.
+
+Use it with ``heart-api serve`` (the default), or
+``uvicorn --http app.protocol:HardenedHttpToolsProtocol ...``; the limits come
+from the same ``HEART_*`` settings as the rest of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
+SHED_KEY: Final[str] = "heart.shed"
+BODY_TIMEOUT_KEY: Final[str] = "heart.body_timeout"
+#: Never shed: liveness and readiness must answer fast precisely when the pod is busy.
+PROBE_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
+
+#: Called with a reason ("header_too_large", "header_timeout") for connections refused
+#: before a request existed, so the app can count them; set by the app at start-up.
+refusal_observer: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_concurrent_requests: int = 64
+
+
+@lru_cache(maxsize=1)
+def configured_limits() -> ConnectionLimits:
+    """The limits of this process's ``HEART_*`` settings, read once.
+
+    Every worker is a fresh process whose environment holds the validated
+    settings (``heart-api serve`` puts them there), so reading the environment
+    here works both under ``heart-api serve`` and a plain ``uvicorn --http``.
+    """
+    from app.settings import Settings
+
+    settings = Settings.from_env()
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_concurrent_requests=settings.max_concurrent_requests,
+    )
+
+
+def _error_bytes(status: int, reason: str, detail: str) -> bytes:
+    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class HardenedHttpToolsProtocol(HttpToolsProtocol):
+    """See the module docstring. One instance per connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = configured_limits()
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Also bounds a connection that never sends a byte.
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            room = self.limits.max_header_bytes - self._head_bytes
+            if len(data) > room:
+                # Feed only what may still belong to the head; if the head is not
+                # complete by then it is too large, and nothing more is buffered.
+                head, rest = data[:room], data[room:]
+                self._head_bytes += len(head)
+                if head:
+                    super().data_received(head)
+                if self.transport.is_closing():
+                    return
+                if self._reading_head:
+                    self._refuse_head()
+                    return
+                self.data_received(rest)
+                return
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self._reading_head:
+            if self._head_bytes and self._head_timer is None:
+                self._head_timer = self.loop.call_later(
+                    self.limits.header_timeout, self._head_timed_out
+                )
+        elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    # -- parser callbacks ----------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        busy = len(self.tasks) >= self.limits.max_concurrent_requests
+        super().on_headers_complete()
+        # The request's task is created but has not run yet: the flag is seen in time.
+        if busy and self.scope.get("path") not in PROBE_PATHS:
+            self.scope[SHED_KEY] = True  # type: ignore[literal-required]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_body_timer()
+        self._reading_head = True
+        self._head_bytes = 0
+
+    # -- limits --------------------------------------------------------------------------
+
+    def _refuse_head(self) -> None:
+        self._observe("header_too_large")
+        limit = self.limits.max_header_bytes
+        self._close_with(
+            _error_bytes(
+                431,
+                "Request Header Fields Too Large",
+                f"Request line and headers exceed {limit} bytes (HEART_MAX_HEADER_BYTES).",
+            )
+        )
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._reading_head:
+            return
+        if self._head_bytes:
+            self._observe("header_timeout")
+            seconds = self.limits.header_timeout
+            self._close_with(
+                _error_bytes(
+                    408,
+                    "Request Timeout",
+                    f"Request headers not received within {seconds:g} s (HEART_HEADER_TIMEOUT).",
+                )
+            )
+        else:  # an idle connection: nothing to answer
+            self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or not cycle.more_body:
+            return
+        cycle.scope[BODY_TIMEOUT_KEY] = True  # type: ignore[literal-required]
+        if not cycle.response_started:
+            seconds = self.limits.body_timeout
+            self.transport.write(
+                _error_bytes(
+                    408,
+                    "Request Timeout",
+                    f"Request body not received within {seconds:g} s (HEART_BODY_TIMEOUT).",
+                )
+            )
+            cycle.response_started = cycle.response_complete = True
+        # The app sees a disconnect (connection_lost wakes its receive()).
+        self.transport.close()
+
+    def _close_with(self, response: bytes) -> None:
+        self._cancel_head_timer()
+        self.transport.write(response)
+        self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    @staticmethod
+    def _observe(reason: str) -> None:
+        if refusal_observer is not None:
+            refusal_observer(reason)

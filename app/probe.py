@@ -259,7 +259,8 @@ def probe_bad_bodies(target: Target, report: Report) -> None:
     report.check(not worst, "malformed bodies", f"statuses {statuses} (want only 4xx)")
 
 
-FAST_PROBES: tuple[Callable[[Target, Report], None], ...] = (
+Probe = Callable[[Target, Report], None]
+FAST_PROBES: tuple[Probe, ...] = (
     probe_large_header,
     probe_slow_headers,
     probe_idle_connection,

@@ -1,0 +1,112 @@
+"""The hostile-client probes (app/probe.py) against a real server: none may find anything.
+
+Short server timeouts keep this to a few seconds; the overload probe runs with
+few connections here (the c=2,000 figure is in BENCHMARKS.md, from
+``python -m bench.overload``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import probe
+from app.testing import RunningServer, running_server
+
+pytestmark = pytest.mark.e2e
+
+LIMITS = {
+    "HEART_HEADER_TIMEOUT": "1",
+    "HEART_BODY_TIMEOUT": "1",
+    "HEART_MAX_HEADER_BYTES": "8192",
+    "HEART_MAX_CONCURRENT_REQUESTS": "4",
+}
+
+
+@pytest.fixture(scope="module")
+def server(
+    artifact_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    with running_server(
+        artifact_path, env=LIMITS, log_dir=tmp_path_factory.mktemp("probe")
+    ) as running:
+        yield running
+
+
+def target(server: RunningServer) -> probe.Target:
+    return probe.Target(
+        "127.0.0.1", server.port, header_timeout=1, body_timeout=1, max_header_bytes=8192
+    )
+
+
+@pytest.mark.parametrize("check", probe.FAST_PROBES, ids=lambda p: p.__name__)
+def test_fast_probe_finds_nothing(server: RunningServer, check: probe.Probe) -> None:
+    report = probe.Report()
+    check(target(server), report)
+    assert report.findings == []
+    assert report.passed  # the probe did judge something
+
+
+def test_probe_command_exits_zero_on_a_hardened_server(server: RunningServer) -> None:
+    argv = ["--url", server.url, "--header-timeout", "1", "--body-timeout", "1"]
+    assert probe.main([*argv, "--max-header-bytes", "8192"]) == 0
+
+
+def test_probe_command_refuses_a_remote_host() -> None:
+    with pytest.raises(SystemExit, match="loopback"):
+        probe.main(["--url", "http://192.0.2.1:8000"])
+
+
+def test_probes_notice_a_server_without_limits() -> None:
+    """A check that cannot fail is no check: a bare socket server that never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        report = probe.Report()
+        lazy = probe.Target("127.0.0.1", port, header_timeout=0.5, body_timeout=0.5)
+        probe.probe_idle_connection(lazy, report)
+        assert report.findings and "idle connection" in report.findings[0]
+
+
+def test_overload_sheds_with_retry_after_and_probes_stay_fast(server: RunningServer) -> None:
+    result = probe.overload(target(server), connections=64, seconds=3)
+    statuses = result["statuses"]
+    assert statuses.get("503", 0) > 0, result  # limit 4 per worker: some requests are shed
+    assert statuses.get("200", 0) > 0, result
+    assert not [s for s in statuses if s.startswith("5") and s != "503"], result
+    assert result["health_samples"] >= 5 and result["health_max_ms"] < 2000, result
+    errors = json.load(urllib.request.urlopen(server.url + "/metrics", timeout=10))
+    assert errors["serving"]["errors_by_kind"].get("overloaded", 0) > 0
+
+
+def test_shed_answer_has_retry_after(server: RunningServer) -> None:
+    """Fill the worker's queue with pipelined requests on many connections at once."""
+    body = json.dumps(probe.PATIENT).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(32)]
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        answers = []
+        for sock in sockets:
+            data = b""
+            deadline = time.monotonic() + 10
+            while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+                data += sock.recv(65536)
+            answers.append(data)
+    finally:
+        for sock in sockets:
+            sock.close()
+    shed = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert shed, [a[:20] for a in answers]
+    assert all(b"retry-after: 1\r\n" in a.lower() for a in shed)

@@ -30,6 +30,8 @@ from model.cli_support import HelpFormatter, add_version, prog_name
 logger = logging.getLogger(APP_LOGGER)
 
 EXIT_CONFIG_ERROR = 2
+#: A worker failed to start (uvicorn's STARTUP_FAILURE), after the checks had passed.
+EXIT_WORKER_FAILED = 3
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -137,29 +139,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Run uvicorn; every worker rebuilds the same settings from the environment."""
+    """Run the workers under :class:`app.supervisor.Supervisor`; see that module.
+
+    Every worker rebuilds the settings from the environment, where the model
+    path is the validated snapshot and its hash is pinned.
+    """
     import uvicorn
 
     from app.protocol import HardenedHttpToolsProtocol
+    from app.reload_status import RUN_DIR_ENV
+    from app.supervisor import ModelSnapshots, SnapshotError, Supervisor
 
     os.environ.update(settings.to_env())
-    private_dir: str | None = None
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
-        private_dir = tempfile.mkdtemp(prefix="heart-api-metrics-")
-        os.environ[MULTIPROC_ENV] = private_dir
-    if os.environ.get(MULTIPROC_ENV):
+    run_dir = Path(tempfile.mkdtemp(prefix="heart-api-run-"))
+    own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
+    try:
+        # Always shared metrics: even one worker is replaced on reload or after a crash,
+        # and its counters must survive that.
+        if own_metrics_dir:
+            (run_dir / "metrics").mkdir()
+            os.environ[MULTIPROC_ENV] = str(run_dir / "metrics")
         logger.info(
             "metrics shared by the workers (prometheus_client multiprocess mode)",
             extra={"metrics_dir": os.environ[MULTIPROC_ENV], "workers": settings.workers},
         )
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to
-    # the handler that was installed before it started. With Python's defaults that
-    # kills the process (status -15) and skips the clean-up below; with these no-op
-    # handlers a graceful stop ends the command normally, with status 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
-    try:
-        uvicorn.run(
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        snapshots = ModelSnapshots(run_dir, settings)
+        try:
+            snapshots.publish(snapshots.take())
+        except SnapshotError as exc:
+            logger.critical(f"cannot start: {exc}")
+            return EXIT_CONFIG_ERROR
+        # uvicorn's supervisor handles SIGTERM/SIGINT itself; these no-op handlers
+        # only cover the moments before it installs its own.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
+        config = uvicorn.Config(
             "app.main:create_app",
             factory=True,
             host=settings.host,
@@ -169,15 +184,26 @@ def serve(settings: Settings) -> int:
             log_level=settings.log_level,
             access_log=False,  # app.middleware writes a cheaper JSON line per request
             timeout_graceful_shutdown=settings.shutdown_timeout,
+            server_header=False,
             # Header size limit, read timeouts and load shedding (see app/protocol.py).
             http=HardenedHttpToolsProtocol,
-            server_header=False,
         )
+        supervisor = Supervisor(
+            config,
+            [config.bind_socket()],
+            snapshots=snapshots,
+            metrics_dir=os.environ[MULTIPROC_ENV],
+        )
+        supervisor.run()
+        if supervisor.startup_failed:
+            logger.critical("a worker could not start: stopped the service (exit status 3)")
+            return EXIT_WORKER_FAILED
+        return 0
     finally:
-        if private_dir is not None:
-            shutil.rmtree(private_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.environ.pop(RUN_DIR_ENV, None)
+        if own_metrics_dir:
             os.environ.pop(MULTIPROC_ENV, None)
-    return 0
 
 
 def openapi_document() -> dict[str, Any]:

@@ -28,14 +28,15 @@ import asyncio
 import os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, openmetrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.samples import Sample
 
+from app.reload_status import RESULTS, read_reload_status
 from app.schemas import FeatureDrift, LatencySummary, ServingMetrics
 from app.settings import StartupError
 from model.arrays import FloatArray
@@ -233,7 +234,8 @@ class ServiceMetrics:
             "The loaded model (value is always 1).",
             ["model_version"],
             registry=r,
-            multiprocess_mode="max",
+            # Live workers only: after a reload the old workers' version disappears.
+            multiprocess_mode="livemax",
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]
@@ -342,6 +344,7 @@ class ServiceMetrics:
         else:
             families = list(self.registry.collect())
         families.extend(self._drift_families(families))
+        families.extend(_reload_families(read_reload_status()))
         return families
 
     def exposition(self, fmt: Literal["prometheus", "openmetrics"]) -> tuple[bytes, str]:
@@ -424,6 +427,28 @@ class ServiceMetrics:
             latency=_latency_by_route(families),
             drift=drift,
         )
+
+
+def _reload_families(status: dict[str, Any] | None) -> list[Metric]:
+    """The supervisor's reload outcomes (absent when no supervisor runs this worker)."""
+    reloads = CounterMetricFamily(
+        f"{PREFIX}_model_reloads",
+        "Model reloads asked for with SIGHUP, by result (success, failed, unchanged).",
+        labels=["result"],
+    )
+    last = GaugeMetricFamily(
+        f"{PREFIX}_model_reload_info",
+        "The last reload (value 1): its result, the model version served after it, and "
+        "why it failed (empty when it did not).",
+        labels=["result", "model_version", "reason"],
+    )
+    counts = (status or {}).get("counts", {})
+    for result in RESULTS:
+        reloads.add_metric([result], float(counts.get(result, 0)))
+    if status and status.get("last"):
+        info = status["last"]
+        last.add_metric([info["result"], info["model_version"], info["reason"][:500]], 1.0)
+    return [reloads, last]
 
 
 def _samples(families: dict[str, Metric], name: str, suffix: str) -> Iterable[Sample]:

@@ -48,6 +48,8 @@ BODY_TIMEOUT_KEY: Final[str] = "heart.body_timeout"
 #: Never shed: liveness and readiness must answer fast precisely when the pod is busy.
 PROBE_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
 
+#: How long an idle keep-alive connection may still bring a request once draining began.
+DRAIN_GRACE_SECONDS: Final[float] = 1.0
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
 #: before a request existed, so the app can count them; set by the app at start-up.
 refusal_observer: Callable[[str], None] | None = None
@@ -98,6 +100,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._draining = False
 
     # -- connection ----------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         busy = len(self.tasks) >= self.limits.max_concurrent_requests
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close
         # The request's task is created but has not run yet: the flag is seen in time.
         if busy and self.scope.get("path") not in PROBE_PATHS:
             self.scope[SHED_KEY] = True  # type: ignore[literal-required]
@@ -157,6 +162,27 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_body_timer()
         self._reading_head = True
         self._head_bytes = 0
+
+    # -- draining ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop: finish the request in flight; let an idle connection say goodbye.
+
+        uvicorn closes an idle keep-alive connection at once, and a request the
+        client sent at that moment is lost (a reset on a reload under load).
+        Instead, a request that arrives within a short grace period is still
+        answered, with ``Connection: close``, so the client reconnects to a
+        worker that stays.
+        """
+        if self.cycle is None or self.cycle.response_complete:
+            self._draining = True
+            self.loop.call_later(DRAIN_GRACE_SECONDS, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self.transport.close()
 
     # -- limits --------------------------------------------------------------------------
 

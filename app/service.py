@@ -169,7 +169,7 @@ def load_service(settings: Settings) -> PredictionService:
     uvicorn starts so a bad artifact ends the command with one line.
     """
     try:
-        predictor = load_artifact(settings.model_path)
+        predictor = load_artifact(settings.model_path, expected_sha256=settings.model_sha256)
         return PredictionService(predictor, max_batch_size=settings.max_batch_size)
     except ArtifactError as exc:
         raise StartupError(str(exc)) from None

@@ -10,6 +10,8 @@ file.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,17 +62,69 @@ def save_artifact(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> P
     return target
 
 
-def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Unpickle and validate the artifact's contents, without building a predictor."""
+def sha256_of(data: bytes) -> str:
+    """The content hash operators pin with ``HEART_MODEL_SHA256``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_artifact_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The artifact file's bytes, or an :class:`ArtifactError` that says what is wrong.
+
+    Each cause gets its own message: retraining fixes none of "it is a
+    directory" or "permission denied", so only a damaged file is told to.
+    """
     source = Path(path)
-    if not source.is_file():
-        raise ArtifactError(f"model artifact not found at {source}: {RETRAIN_HINT}")
     try:
-        payload = joblib.load(source)
+        return source.read_bytes()
+    except FileNotFoundError:
+        parent = source.parent
+        where = "" if parent.is_dir() else f" (the directory {parent} does not exist either)"
+        raise ArtifactError(
+            f"model artifact not found at {source}{where}: {RETRAIN_HINT}"
+        ) from None
+    except IsADirectoryError:
+        raise ArtifactError(
+            f"model artifact path {source} is a directory, not a file: point "
+            "HEART_MODEL_PATH (--model-path) at the .joblib file itself"
+        ) from None
+    except PermissionError:
+        raise ArtifactError(
+            f"model artifact at {source} cannot be read: permission denied for user id "
+            f"{os.getuid()}; make the file readable by the service's user (e.g. chmod 644)"
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(
+            f"model artifact at {source} cannot be read: {exc.strerror or exc}"
+        ) from None
+
+
+def read_payload(
+    path: str | os.PathLike[str], *, expected_sha256: str | None = None
+) -> dict[str, Any]:
+    """Unpickle and validate the artifact's contents, without building a predictor.
+
+    With ``expected_sha256`` (``HEART_MODEL_SHA256``) a file whose bytes hash
+    differently is refused *before* it is unpickled: the hash is taken of the
+    very bytes that are then loaded, so the file cannot change in between.
+    """
+    source = Path(path)
+    data = read_artifact_bytes(source)
+    if expected_sha256 is not None:
+        actual = sha256_of(data)
+        if actual != expected_sha256.lower():
+            raise ArtifactError(
+                f"model artifact at {source} has SHA-256 {actual}, not the pinned "
+                f"{expected_sha256.lower()} (HEART_MODEL_SHA256): refusing to unpickle it; "
+                "deploy the artifact you pinned, or pin this one if you trust it"
+            )
+    if not data:
+        raise ArtifactError(f"model artifact at {source} is an empty file: {RETRAIN_HINT}")
+    try:
+        payload = joblib.load(io.BytesIO(data))
     except Exception as exc:  # joblib/pickle raise many types for a damaged file
         raise ArtifactError(
-            f"model artifact at {source} is unreadable (truncated or corrupt: "
-            f"{type(exc).__name__}: {exc}): {RETRAIN_HINT}"
+            f"model artifact at {source} is unreadable: not a complete joblib file "
+            f"(truncated or corrupt: {type(exc).__name__}: {exc}): {RETRAIN_HINT}"
         ) from exc
     if not isinstance(payload, dict):
         raise ArtifactError(
@@ -81,9 +135,9 @@ def read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def load_artifact(path: str | os.PathLike[str]) -> Predictor:
+def load_artifact(path: str | os.PathLike[str], *, expected_sha256: str | None = None) -> Predictor:
     """Load, validate and return the ready predictor (raises :class:`ArtifactError`)."""
-    payload = read_payload(path)
+    payload = read_payload(path, expected_sha256=expected_sha256)
     weights, scaler = payload["weights"], payload["scaler"]
     metadata = {k: v for k, v in payload.items() if k not in ("weights", "scaler")}
     return Predictor.from_network(

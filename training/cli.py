@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.artifact import save_artifact
+from model.artifact import save_artifact, sha256_of
 from model.cli_support import HelpFormatter, add_version, prog_name
 from training.data import DataError, default_data_path
 from training.pipeline import TrainingConfig, train
@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {output} and {report}" + (" and the loss plot" if plotted else ""))
         if not plotted and not args.no_plot:
             print("loss plot skipped: matplotlib is not installed (pip install '.[plot]')")
+        # What an operator pins the service to (HEART_MODEL_SHA256).
+        digest = sha256_of(output.read_bytes())
+        print(f"sha256 {digest}  (to serve only this file: HEART_MODEL_SHA256={digest})")
     return 0
 
 

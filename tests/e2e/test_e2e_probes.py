@@ -86,27 +86,27 @@ def test_overload_sheds_with_retry_after_and_probes_stay_fast(server: RunningSer
     assert errors["serving"]["errors_by_kind"].get("overloaded", 0) > 0
 
 
-def test_shed_answer_has_retry_after(server: RunningServer) -> None:
-    """Fill the worker's queue with pipelined requests on many connections at once."""
-    body = json.dumps(probe.PATIENT).encode()
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(32)]
+def test_beyond_the_limit_requests_get_503_with_retry_after_but_probes_do_not(
+    server: RunningServer,
+) -> None:
+    """Hold 4 requests in flight (headers sent, body pending): the worker is full."""
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
     try:
-        for sock in sockets:
-            sock.sendall(request)
-        answers = []
-        for sock in sockets:
-            data = b""
-            deadline = time.monotonic() + 10
-            while b"\r\n\r\n" not in data and time.monotonic() < deadline:
-                data += sock.recv(65536)
-            answers.append(data)
+        for sock in held:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 400\r\n\r\n{"
+            )
+        time.sleep(0.2)  # < HEART_BODY_TIMEOUT (1 s): all four are still in flight
+        status, raw = probe.request(
+            target(server), "POST", "/predict", json.dumps(probe.PATIENT).encode()
+        )
+        health, _ = probe.request(target(server), "GET", "/health")
+        ready, _ = probe.request(target(server), "GET", "/ready")
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
-    shed = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
-    assert shed, [a[:20] for a in answers]
-    assert all(b"retry-after: 1\r\n" in a.lower() for a in shed)
+    assert status == 503, raw
+    assert b"\r\nretry-after: 1\r\n" in raw.lower()
+    assert b"HEART_MAX_CONCURRENT_REQUESTS" in raw
+    assert (health, ready) == (200, 200)

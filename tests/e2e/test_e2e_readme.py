@@ -133,7 +133,7 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     section, _ = api_section()
     rows = {
         m.group(1): m.group(2)
-        for m in re.finditer(r"^\| `(HEART_[A-Z_]+)` \| ([^|]+) \|", section, re.MULTILINE)
+        for m in re.finditer(r"^\| `(HEART_[A-Z0-9_]+)` \| ([^|]+) \|", section, re.MULTILINE)
     }
     defaults = Settings()
     assert set(rows) == {Settings.env_name(name) for name in Settings.model_fields}

@@ -12,7 +12,7 @@ import joblib
 import numpy as np
 import pytest
 
-from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
+from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact, sha256_of
 from model.predictor import Predictor
 from tests._tools import SESSION_TRAINING
 from training.data import load_dataset, split
@@ -120,11 +120,55 @@ def test_missing_truncated_corrupt_and_foreign_files(trained: Any, tmp_path: Pat
     for name, message in [
         ("truncated", "unreadable"),
         ("garbage", "unreadable"),
-        ("empty", "unreadable"),
+        ("empty", "empty file"),
         ("list", "holds a list"),
     ]:
         with pytest.raises(ArtifactError, match=message):
             read_payload(tmp_path / f"{name}.joblib")
+
+
+def test_each_unusable_path_says_what_is_wrong(
+    trained: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a directory is not "not found", and an unreadable file is not corrupt."""
+    with pytest.raises(ArtifactError, match="is a directory, not a file") as info:
+        load_artifact(tmp_path)
+    assert "python -m training" not in str(info.value)  # retraining would not help
+    with pytest.raises(ArtifactError, match="does not exist either"):
+        load_artifact(tmp_path / "no-such-dir" / "model.joblib")
+    locked = save_artifact(trained.payload, tmp_path / "locked.joblib")
+
+    def denied(self: Path) -> bytes:  # what a mode-000 file gives a non-root user
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ArtifactError, match="permission denied") as info:
+        load_artifact(locked)
+    assert "corrupt" not in str(info.value)
+
+
+def test_pinned_hash_is_checked_before_unpickling(trained: Any, tmp_path: Path) -> None:
+    path = save_artifact(trained.payload, tmp_path / "m.joblib")
+    digest = sha256_of(path.read_bytes())
+    assert load_artifact(path, expected_sha256=digest.upper()).model_version
+    # A pickle that would run code when loaded is refused without being loaded.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.joblib"
+    joblib.dump(_RunsCode(str(marker)), evil)
+    with pytest.raises(ArtifactError, match="not the pinned") as info:
+        read_payload(evil, expected_sha256=digest)
+    assert digest in str(info.value)
+    assert not marker.exists()
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what a malicious artifact could do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.path).touch, ())
 
 
 def test_predictor_folding_matches_explicit_scaling() -> None:

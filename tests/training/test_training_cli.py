@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +36,10 @@ def test_training_command_writes_artifact_report_and_plot(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     assert "test  accuracy" in proc.stdout and "cv    accuracy" in proc.stdout
-    predictor = load_artifact(out)
+    pinned = re.search(r"HEART_MODEL_SHA256=([0-9a-f]{64})", proc.stdout)
+    assert pinned is not None, proc.stdout
+    assert pinned.group(1) == hashlib.sha256(out.read_bytes()).hexdigest()
+    predictor = load_artifact(out, expected_sha256=pinned.group(1))
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["model_version"] == predictor.model_version
     assert report["threshold_strategy"] == "min-cost"

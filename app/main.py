@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ensure_logging(settings.log_level)
     runtime = Runtime(
         settings=settings,
-        metrics=ServiceMetrics(multiprocess_dir=multiprocess_dir()),
+        metrics=ServiceMetrics(
+            multiprocess_dir=multiprocess_dir(), drift_window=settings.drift_min_patients
+        ),
         access_log=AccessLog(enabled=settings.access_log),
     )
     app = HeartAPI(

@@ -11,12 +11,21 @@ modes (start time: min, live workers: sum over live processes).
 
 Cost on the request path: a cached label child per (method, route, status)
 and per route, so recording a request is one counter increment and one
-histogram observation. The 13 per-feature sums for the drift signal would be
-13 more increments per prediction (each a locked write to a memory map in
-multiprocess mode), so they are accumulated in a NumPy vector and added to
-their counters on every scrape and once a second: the drift figures of the
-*other* workers may lag by up to a second; request and prediction counts never
-lag.
+histogram observation. The 13 per-feature sums for the drift signal are
+accumulated in a NumPy vector, not in the shared metrics.
+
+Privacy of the drift signal (issue 11): ``/metrics`` may be open to anyone, and
+a per-request sum lets a scraper read each patient's values off the difference
+of two scrapes. So each worker publishes drift only per *window* of at least
+``HEART_DRIFT_MIN_PATIENTS`` (k, 100 by default) patients: its local sums go
+into the shared counters only when k or more patients have accumulated, and
+``heart_feature_drift`` is the mean of the most recent such window, in
+training standard deviations (a recent-versus-training signal, not a since-start
+average that dilutes a change). Every published figure is a sum or mean over
+k or more patients, and windows do not overlap, so differences of scrapes give
+only whole windows. (No aggregate protects against a client who sends k - 1 of
+the k patients of a window itself; k keeps one patient's share at 1/k.)
+Patients of a window not yet complete when a worker stops are not published.
 
 ``/metrics`` serves this one set of figures as JSON (the default), the
 Prometheus text format or OpenMetrics, chosen by :func:`negotiate_metrics_format`.
@@ -43,6 +52,8 @@ from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 
 PREFIX: Final[str] = "heart"
+#: Fewest patients a published drift figure aggregates (HEART_DRIFT_MIN_PATIENTS).
+DRIFT_WINDOW: Final[int] = 100
 
 #: Latency buckets in seconds: a prediction takes well under a millisecond, so the
 #: default buckets (starting at 5 ms) would put every request in the first one.
@@ -165,8 +176,11 @@ class _Snapshot:
 class ServiceMetrics:
     """All metrics of one service process, and their aggregation over workers."""
 
-    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+    def __init__(
+        self, *, multiprocess_dir: str | None = None, drift_window: int = DRIFT_WINDOW
+    ) -> None:
         self.multiprocess_dir = multiprocess_dir
+        self.drift_window = drift_window
         self._training_mean = np.zeros(N_FEATURES)
         self._training_std = np.ones(N_FEATURES)
         self.registry = CollectorRegistry(auto_describe=True)
@@ -205,17 +219,27 @@ class ServiceMetrics:
         )
         self.drift_rows = Counter(
             f"{PREFIX}_drift_rows",
-            "Patients included in the drift feature sums.",
+            "Patients included in the drift feature sums (grows by whole windows of at "
+            "least heart_drift_window_min_patients).",
             registry=r,
         )
-        # A gauge, not a counter: a sum of feature values need not be monotonic.
-        self.drift_sums = Gauge(
-            f"{PREFIX}_drift_feature_sums",
-            "Sum of each served feature's values; divided by heart_drift_rows_total it is "
-            "the running mean compared with the training mean.",
+        # A counter: every feature's allowed values are >= 0, so the sums only grow.
+        self.drift_sums = Counter(
+            f"{PREFIX}_drift_feature_sum",
+            "Sum of each served feature's values, published per window of at least "
+            "heart_drift_window_min_patients patients; increase() of it over "
+            "increase(heart_drift_rows_total) is the mean over any time range.",
             ["feature"],
             registry=r,
-            multiprocess_mode="sum",
+        )
+        self.recent_drift = Gauge(
+            f"{PREFIX}_feature_drift",
+            "Mean of each feature over the most recent window of at least "
+            "heart_drift_window_min_patients patients, minus its training mean, in "
+            "training standard deviations (absent until a window is complete).",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.start_time = Gauge(
             f"{PREFIX}_start_time_seconds",
@@ -239,6 +263,8 @@ class ServiceMetrics:
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]
+        # Created with the first window: until then the drift series are absent, not 0.
+        self._recent_children: list[Gauge] = []
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._error_children: dict[int, Counter] = {}
@@ -309,14 +335,20 @@ class ServiceMetrics:
         self._pending_rows += n
 
     def flush(self) -> None:
-        """Move the locally accumulated drift sums into the shared counters."""
-        if not self._pending_rows:
+        """Publish the local drift window if it holds enough patients (see the module doc)."""
+        if self._pending_rows < self.drift_window:
             return
-        for child, value in zip(self._drift_children, self._pending_sum.tolist(), strict=True):
+        sums = self._pending_sum
+        for child, value in zip(self._drift_children, sums.tolist(), strict=True):
             if value:
                 child.inc(value)
         self.drift_rows.inc(self._pending_rows)
-        self._pending_sum[:] = 0.0
+        z = (sums / self._pending_rows - self._training_mean) / self._training_std
+        if not self._recent_children:
+            self._recent_children = [self.recent_drift.labels(name) for name in FEATURE_NAMES]
+        for gauge, value in zip(self._recent_children, z.tolist(), strict=True):
+            gauge.set(value)
+        self._pending_sum = np.zeros(N_FEATURES)
         self._pending_rows = 0
 
     async def flush_every(self, seconds: float) -> None:
@@ -343,7 +375,7 @@ class ServiceMetrics:
             families = list(collector.collect())  # type: ignore[no-untyped-call]
         else:
             families = list(self.registry.collect())
-        families.extend(self._drift_families(families))
+        families.extend(self._drift_families())
         families.extend(_reload_families(read_reload_status()))
         return families
 
@@ -354,8 +386,7 @@ class ServiceMetrics:
         text = openmetrics.exposition.generate_latest(_Snapshot(self.collect()))  # type: ignore[no-untyped-call]
         return text, OPENMETRICS_TEXT
 
-    def _drift_families(self, families: Sequence[Metric]) -> list[Metric]:
-        served_mean = _served_mean(families)
+    def _drift_families(self) -> list[Metric]:
         mean = GaugeMetricFamily(
             f"{PREFIX}_feature_training_mean",
             "Mean of each feature in the training data.",
@@ -366,19 +397,15 @@ class ServiceMetrics:
             "Standard deviation of each feature in the training data.",
             labels=["feature"],
         )
-        drift = GaugeMetricFamily(
-            f"{PREFIX}_feature_drift",
-            "Running mean of each served feature minus its training mean, in training "
-            "standard deviations (absent until a prediction is served).",
-            labels=["feature"],
+        window = GaugeMetricFamily(
+            f"{PREFIX}_drift_window_min_patients",
+            "Fewest patients any published drift figure aggregates (HEART_DRIFT_MIN_PATIENTS).",
+            value=float(self.drift_window),
         )
         for i, name in enumerate(FEATURE_NAMES):
             mean.add_metric([name], float(self._training_mean[i]))
             std.add_metric([name], float(self._training_std[i]))
-            if served_mean is not None:
-                z = (served_mean[i] - self._training_mean[i]) / self._training_std[i]
-                drift.add_metric([name], float(z))
-        return [mean, std, drift]
+        return [mean, std, window]
 
     def serving_report(self) -> ServingMetrics:
         """The live half of the JSON ``/metrics`` document."""
@@ -401,19 +428,21 @@ class ServiceMetrics:
         n_positive = predicted.get("1", 0)
         starts = [s.value for s in _samples(families, f"{PREFIX}_start_time_seconds", "")]
         workers = [s.value for s in _samples(families, f"{PREFIX}_worker_processes", "")]
-        served = _served_mean(list(families.values()))
-        drift = [
-            FeatureDrift(
-                feature=name,
-                training_mean=float(self._training_mean[i]),
-                training_std=float(self._training_std[i]),
-                served_mean=None if served is None else float(served[i]),
-                drift_std=None
-                if served is None
-                else float((served[i] - self._training_mean[i]) / self._training_std[i]),
+        recent = {
+            s.labels["feature"]: s.value for s in _samples(families, f"{PREFIX}_feature_drift", "")
+        }
+        drift = []
+        for i, name in enumerate(FEATURE_NAMES):
+            mean, std, z = self._training_mean[i], self._training_std[i], recent.get(name)
+            drift.append(
+                FeatureDrift(
+                    feature=name,
+                    training_mean=float(mean),
+                    training_std=float(std),
+                    served_mean=None if z is None else float(mean + z * std),
+                    drift_std=None if z is None else float(z),
+                )
             )
-            for i, name in enumerate(FEATURE_NAMES)
-        ]
         return ServingMetrics(
             uptime_seconds=round(max(0.0, time.time() - min(starts)), 3) if starts else 0.0,
             worker_processes=int(sum(workers)),
@@ -426,6 +455,7 @@ class ServiceMetrics:
             errors_by_kind=dict(sorted(errors.items())),
             latency=_latency_by_route(families),
             drift=drift,
+            drift_window_min_patients=self.drift_window,
         )
 
 
@@ -456,17 +486,6 @@ def _samples(families: dict[str, Metric], name: str, suffix: str) -> Iterable[Sa
     if family is None:
         return []
     return [s for s in family.samples if s.name == name + suffix]
-
-
-def _served_mean(families: Sequence[Metric]) -> FloatArray | None:
-    by_name = {f.name: f for f in families}
-    rows = sum(s.value for s in _samples(by_name, f"{PREFIX}_drift_rows", "_total"))
-    if not rows:
-        return None
-    sums = {
-        s.labels["feature"]: s.value for s in _samples(by_name, f"{PREFIX}_drift_feature_sums", "")
-    }
-    return np.array([sums.get(name, 0.0) for name in FEATURE_NAMES]) / rows
 
 
 def _latency_by_route(families: dict[str, Metric]) -> dict[str, LatencySummary]:

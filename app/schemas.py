@@ -440,7 +440,12 @@ class FeatureDrift(BaseModel):
     feature: str
     training_mean: float
     training_std: float
-    served_mean: float | None = Field(description="Mean over every row served so far.")
+    served_mean: float | None = Field(
+        description=(
+            "Mean over the most recent window of at least `drift_window_min_patients` "
+            "patients (null until one is complete): never one patient's value."
+        )
+    )
     drift_std: float | None = Field(
         description=(
             "(served_mean - training_mean) / training_std: 0 means no drift; "
@@ -463,6 +468,11 @@ class ServingMetrics(BaseModel):
     errors_by_kind: dict[str, int]
     latency: dict[str, LatencySummary] = Field(description="Per route.")
     drift: list[FeatureDrift]
+    drift_window_min_patients: int = Field(
+        description=(
+            "Fewest patients a published drift figure aggregates (HEART_DRIFT_MIN_PATIENTS)."
+        )
+    )
 
 
 class RecordedMetrics(BaseModel):

@@ -100,6 +100,15 @@ class Settings(BaseModel):
             "(never for /health and /ready)."
         ),
     )
+    drift_min_patients: int = Field(
+        default=100,
+        ge=10,
+        le=1_000_000,
+        description=(
+            "Fewest patients any published drift figure aggregates, so /metrics never "
+            "reveals one patient's values."
+        ),
+    )
     model_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = Field(
         default=None,
         description=(

@@ -523,17 +523,18 @@ def test_unknown_paths_and_methods(client: TestClient) -> None:
 
 
 def test_metrics_json_counts_what_happened(artifact_path: Path) -> None:
-    with make_client(artifact_path) as c:
+    with make_client(artifact_path, drift_min_patients=10) as c:
         for _ in range(3):
             assert c.post("/predict", json=PATIENT_EXAMPLE).status_code == 200
-        assert c.post("/predict/batch", json={"patients": [PATIENT_EXAMPLE] * 5}).status_code == 200
+        batch = {"patients": [PATIENT_EXAMPLE] * 10}  # completes a drift window of 10
+        assert c.post("/predict/batch", json=batch).status_code == 200
         assert c.post("/predict", json=patient(age="x")).status_code == 422
         assert c.get("/nope").status_code == 404
         response = c.get("/metrics")
         assert response.status_code == 200
         report = MetricsReport.model_validate_json(response.content)
     serving = report.serving
-    assert serving.predictions_total == 8
+    assert serving.predictions_total == 13
     assert serving.requests_by_route["/predict"] == 4
     assert serving.requests_by_route["/predict/batch"] == 1
     assert serving.requests_by_route["unmatched"] == 1
@@ -601,8 +602,9 @@ def test_metrics_bad_format_is_422(client: TestClient) -> None:
 
 
 def test_prometheus_exposition_follows_conventions(artifact_path: Path) -> None:
-    with make_client(artifact_path) as c:
+    with make_client(artifact_path, drift_min_patients=10) as c:
         c.post("/predict", json=PATIENT_EXAMPLE)
+        c.post("/predict/batch", json={"patients": [PATIENT_EXAMPLE] * 9})  # a window of 10
         text = c.get("/metrics", headers={"accept": "text/plain"}).text
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert all(n.startswith("heart_") for n in names)
@@ -613,6 +615,7 @@ def test_prometheus_exposition_follows_conventions(artifact_path: Path) -> None:
     assert 'heart_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
     assert "heart_predictions_total{predicted_class=" in text
     assert 'heart_feature_drift{feature="age"}' in text
+    assert "heart_drift_window_min_patients 10.0" in text
     assert "_created" not in text
 
 

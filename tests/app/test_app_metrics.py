@@ -42,8 +42,8 @@ def test_latency_report_tracks_observed_distribution() -> None:
     assert LATENCY_BUCKETS[0] <= 0.0002
 
 
-def test_drift_is_the_running_mean_in_training_standard_deviations() -> None:
-    metrics = ServiceMetrics()
+def test_drift_is_the_window_mean_in_training_standard_deviations() -> None:
+    metrics = ServiceMetrics(drift_window=10)
     mean = np.arange(N_FEATURES, dtype=float)
     std = np.full(N_FEATURES, 2.0)
     metrics.bind_model("v-test", mean, std)
@@ -56,20 +56,47 @@ def test_drift_is_the_running_mean_in_training_standard_deviations() -> None:
     assert report.predictions_total == 10
     assert report.positive_predictions == 4
     assert report.positive_share == pytest.approx(0.4)
+    assert report.drift_window_min_patients == 10
     assert [d.feature for d in report.drift] == list(FEATURE_NAMES)
     for i, d in enumerate(report.drift):
         assert d.training_mean == mean[i] and d.training_std == 2.0
         assert d.served_mean == pytest.approx(mean[i] + 4.0)
         assert d.drift_std == pytest.approx(2.0)
+    # The next window replaces the figure: recent versus training, not since start.
+    metrics.observe_batch(np.tile(mean, (10, 1)), n_positive=0)
+    assert all(d.drift_std == pytest.approx(0.0) for d in metrics.serving_report().drift)
 
 
-def test_pending_drift_sums_reach_the_counters_on_flush() -> None:
-    metrics = ServiceMetrics()
-    metrics.observe_prediction(np.ones(N_FEATURES), prediction=1)
-    sample = metrics.drift_rows.collect()[0].samples[0]
-    assert sample.value == 0.0  # not yet published
+def test_drift_is_published_only_per_window_of_k_patients() -> None:
+    metrics = ServiceMetrics(drift_window=10)
+    for _ in range(9):
+        metrics.observe_prediction(np.ones(N_FEATURES), prediction=1)
     metrics.flush()
-    assert metrics.drift_rows.collect()[0].samples[0].value == 1.0
+    assert metrics.drift_rows.collect()[0].samples[0].value == 0.0  # 9 < k: not published
+    assert all(d.served_mean is None for d in metrics.serving_report().drift)
+    metrics.observe_prediction(np.ones(N_FEATURES), prediction=1)
+    metrics.flush()
+    assert metrics.drift_rows.collect()[0].samples[0].value == 10.0
+
+
+def test_metrics_never_show_one_patients_values() -> None:
+    """Issue 11: one request made heart_drift_feature_sums equal that patient's values."""
+    metrics = ServiceMetrics(drift_window=10)
+    metrics.bind_model("v-test", np.zeros(N_FEATURES), np.ones(N_FEATURES))
+    before = metrics.exposition("prometheus")[0].decode()
+    patient = np.array([61.0, 1, 4, 143, 577, 0, 2, 131, 1, 3.7, 2, 3, 7])
+    metrics.observe_prediction(patient, prediction=1)
+    after = metrics.exposition("prometheus")[0].decode()
+    assert "577" not in after and "3.7" not in after
+
+    def drift_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "drift" in line and "#" not in line]
+
+    assert drift_lines(after) == drift_lines(before)  # nothing moved for one patient
+    for _ in range(9):
+        metrics.observe_prediction(patient, prediction=1)
+    text = metrics.exposition("prometheus")[0].decode()
+    assert 'heart_drift_feature_sum_total{feature="serum_cholesterol"} 5770.0' in text
 
 
 def test_error_kinds() -> None:

@@ -37,6 +37,7 @@ def test_every_field_reads_its_variable() -> None:
         "HEART_BODY_TIMEOUT": "7",
         "HEART_MAX_CONCURRENT_REQUESTS": "16",
         "HEART_MODEL_SHA256": "AB" * 32,
+        "HEART_DRIFT_MIN_PATIENTS": "50",
     }
     assert set(env) == {Settings.env_name(name) for name in Settings.model_fields}
     s = Settings.from_env(env)
@@ -54,6 +55,7 @@ def test_every_field_reads_its_variable() -> None:
     assert (s.max_header_bytes, s.header_timeout, s.body_timeout) == (8192, 2.5, 7.0)
     assert s.max_concurrent_requests == 16
     assert s.model_sha256 == "ab" * 32
+    assert s.drift_min_patients == 50
     # to_env reproduces the settings in a worker process
     assert Settings.from_env(s.to_env()) == s
 

@@ -188,7 +188,8 @@ def test_two_workers_share_their_metrics(artifact_path: Path, tmp_path: Path) ->
         _, request_id = post(server.url + path, batch if i % 2 else BODY)
         return path, request_id
 
-    with running_server(artifact_path, workers=2, log_dir=tmp_path) as server:
+    drift = {"HEART_DRIFT_MIN_PATIENTS": "10"}
+    with running_server(artifact_path, workers=2, log_dir=tmp_path, env=drift) as server:
         # A new connection per request; the kernel hands each to whichever worker
         # accepts first, so keep both busy until each has served (bounded in time).
         deadline = time.monotonic() + 20
@@ -198,7 +199,7 @@ def test_two_workers_share_their_metrics(artifact_path: Path, tmp_path: Path) ->
                 for path, request_id in pool.map(one_request, range(16)):
                     sent[path] += 1
                     workers.add(request_id.split("-")[0])  # the prefix is per process
-        time.sleep(1.5)  # drift sums are published once a second per worker
+        time.sleep(1.5)  # drift windows are published once a second per worker
         reports = [json.loads(get(server.url + "/metrics")) for _ in range(6)]
         text = get(server.url + "/metrics?format=prometheus")
         metrics_dir = re.search(r'"metrics_dir":"([^"]+)"', server.log())

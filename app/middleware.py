@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import protocol
-from app.protocol import BODY_TIMEOUT_KEY, SHED_KEY
+from app.protocol import ADMITTED_KEY, BODY_TIMEOUT_KEY, SHED_KEY, admitted
 from app.runtime import Runtime
 
 REQUEST_ID_HEADER: Final[bytes] = b"x-request-id"
@@ -163,6 +163,8 @@ class ServiceMiddleware:
                 await _respond(send_with_id, 500, "Internal server error.")
             raise
         finally:
+            if ADMITTED_KEY in scope:
+                admitted.release()
             seconds = time.perf_counter() - start
             if not status:
                 status = CLIENT_CLOSED  # the client went away before any response

@@ -20,7 +20,7 @@ So this subclass keeps uvicorn's (fast) httptools parser and adds, per
 connection, a byte budget for the request head (refused with 431 before more
 is buffered), a deadline for the head (408, or a silent close when nothing was
 sent) and for the body (408), and marks a request as *shed* when the worker
-already has ``HEART_MAX_CONCURRENT_REQUESTS`` requests queued or running; the
+already has ``HEART_MAX_CONCURRENT_REQUESTS`` admitted requests queued or running; the
 app's middleware answers a shed request with 503 and ``Retry-After`` at once,
 except for the probes ``/health`` and ``/ready``, which are never shed. On
 the usual request (head and body in one read) it adds no timer and one length
@@ -45,8 +45,23 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 #: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
 SHED_KEY: Final[str] = "heart.shed"
 BODY_TIMEOUT_KEY: Final[str] = "heart.body_timeout"
+#: Set on requests counted in :data:`admitted`; the middleware releases them when done.
+ADMITTED_KEY: Final[str] = "heart.admitted"
 #: Never shed: liveness and readiness must answer fast precisely when the pod is busy.
 PROBE_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
+_PROBE_TARGETS: Final[frozenset[bytes]] = frozenset(p.encode() for p in PROBE_PATHS)
+
+
+class _Admitted:
+    """Requests of this worker that were admitted (not shed) and have not finished."""
+
+    count: int = 0
+
+    def release(self) -> None:
+        self.count -= 1
+
+
+admitted = _Admitted()
 
 #: How long an idle keep-alive connection may still bring a request once draining began.
 DRAIN_GRACE_SECONDS: Final[float] = 1.0
@@ -149,13 +164,19 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
-        busy = len(self.tasks) >= self.limits.max_concurrent_requests
+        # Before the request's task exists, so the middleware sees the flags. Shed
+        # requests do not count: counting them would let a burst of cheap 503s keep
+        # the worker "full" and shed nearly everything (measured: 72 of 19,259
+        # requests served at 500 connections).
+        if self.url.partition(b"?")[0] not in _PROBE_TARGETS:
+            if admitted.count >= self.limits.max_concurrent_requests:
+                self.scope[SHED_KEY] = True  # type: ignore[literal-required]
+            else:
+                admitted.count += 1
+                self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
         super().on_headers_complete()
         if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close
-        # The request's task is created but has not run yet: the flag is seen in time.
-        if busy and self.scope.get("path") not in PROBE_PATHS:
-            self.scope[SHED_KEY] = True  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

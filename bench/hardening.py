@@ -1,0 +1,295 @@
+"""What the issue-11 hardening costs, and what it buys under overload.
+
+``python -m bench.hardening`` (``make bench-hardening``) measures, in one run:
+
+1. **Cost** on ``/predict`` at concurrency 32 (wrk, medians over rounds, the
+   targets interleaved in every round), as ratios to the bare FastAPI
+   reference measured in the same run:
+
+   * ``reference``: ``bench.ref_fastapi`` under plain uvicorn (issue 6's ceiling);
+   * ``plain``: the app under ``uvicorn --factory`` with uvicorn's own httptools
+     protocol (no header limit, no timeouts, no shedding);
+   * ``hardened-uvloop``: the same with ``--http app.protocol:HardenedHttpToolsProtocol``,
+     which isolates what the protocol costs;
+   * ``hardened-asyncio``: and with ``--loop asyncio`` (what ``heart-api serve`` uses);
+   * ``service``: ``heart-api serve`` as shipped (supervisor, snapshot, protocol,
+     asyncio loop).
+
+2. **Overload**: ``--overload-connections`` (2,000) wrk connections posting to
+   ``/predict`` for ``--overload-seconds`` while a separate client opens a
+   *new* connection to ``/health`` every 0.25 s (20 s timeout) and times it, as
+   a Kubernetes liveness probe would, against ``plain``, ``hardened-uvloop``
+   and ``service``.
+
+Server on one core and wrk on the other (taskset) when there are two; the
+machine is shared, so read the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.schemas import PATIENT_EXAMPLE
+from app.testing import REPO_ROOT, clean_environment, free_port
+from bench import wrk
+
+RESULTS = REPO_ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    argv: tuple[str, ...]
+    ready_path: str = "/ready"
+
+
+def targets(port: int) -> dict[str, Target]:
+    py = sys.executable
+    common = ("--host", "127.0.0.1", "--port", str(port))
+    plain = (py, "-m", "uvicorn", "--factory", "app.main:create_app", *common, "--no-access-log")
+    return {
+        "reference": Target(
+            "reference",
+            (py, "-m", "uvicorn", "bench.ref_fastapi:app", *common, "--no-access-log"),
+            "/health",
+        ),
+        "plain": Target("plain", plain),
+        "hardened-uvloop": Target(
+            "hardened-uvloop", (*plain, "--http", "app.protocol:HardenedHttpToolsProtocol")
+        ),
+        "hardened-asyncio": Target(
+            "hardened-asyncio",
+            (*plain, "--http", "app.protocol:HardenedHttpToolsProtocol", "--loop", "asyncio"),
+        ),
+        "service": Target("service", (py, "-m", "app", "serve", *common, "--workers", "1")),
+    }
+
+
+def _pin(argv: Sequence[str], core: int | None) -> list[str]:
+    if core is None or shutil.which("taskset") is None:
+        return list(argv)
+    return ["taskset", "-c", str(core), *argv]
+
+
+@contextlib.contextmanager
+def started(
+    target: Target, port: int, artifact: Path, core: int | None
+) -> Iterator[tuple[str, int]]:
+    """Run ``target`` until the block ends; yield its base URL and pid once it is ready."""
+    env = clean_environment({"HEART_MODEL_PATH": str(artifact), "HEART_ACCESS_LOG": "false"})
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
+    process = subprocess.Popen(
+        _pin(target.argv, core), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"{target.key} did not start:\n{log.read().decode()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url + target.ready_path, timeout=1) as response,
+            ):
+                if response.status == 200:
+                    break
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def body_file(directory: Path) -> Path:
+    path = directory / "predict.jsonl"
+    path.write_text(json.dumps(PATIENT_EXAMPLE) + "\n", encoding="utf-8")
+    return path
+
+
+def cost(
+    artifact: Path, bodies: Path, rounds: int, duration: float, cores: tuple[int | None, ...]
+) -> dict[str, Any]:
+    server_core, client_core = cores
+    per_target: dict[str, list[float]] = {}
+    cpu_us: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    for _ in range(rounds):
+        for key, target in targets(port := free_port()).items():
+            with started(target, port, artifact, server_core) as (url, pid):
+                url += "/predict"
+                cpus = _cores(client_core)
+                wrk.run(url, bodies, connections=32, duration_s=2, cpus=cpus)  # warm-up
+                tree = process_tree(pid)
+                before = cpu_seconds(tree)
+                result = wrk.run(url, bodies, connections=32, duration_s=duration, cpus=cpus)
+                used = cpu_seconds(tree) - before
+            per_target.setdefault(key, []).append(result.requests_per_s)
+            cpu_us.setdefault(key, []).append(used / max(1, result.requests) * 1e6)
+            errors[key] = errors.get(key, 0) + result.error_count
+    reference = statistics.median(per_target["reference"])
+    reference_cpu = statistics.median(cpu_us["reference"])
+    return {
+        key: {
+            "requests_per_s_median": round(statistics.median(values), 1),
+            "requests_per_s_runs": [round(v, 1) for v in values],
+            "ratio_to_reference": round(statistics.median(values) / reference, 3),
+            "cpu_us_per_request_median": round(statistics.median(cpu_us[key]), 1),
+            "cpu_ratio_to_reference": round(statistics.median(cpu_us[key]) / reference_cpu, 3),
+            "errors": errors[key],
+        }
+        for key, values in per_target.items()
+    }
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the supervisor's workers), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time of ``pids``.
+
+    The machine is shared, so how many requests per second a server gets done
+    depends on the CPU share the scheduler gives it; CPU time per request does not.
+    """
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _cores(core: int | None) -> list[int] | None:
+    return None if core is None else [core]
+
+
+def time_health(url: str, stop: threading.Event, samples: list[float]) -> None:
+    """A liveness probe: a new connection, ``GET /health``, 20 s timeout, every 0.25 s."""
+    host, port = url.removeprefix("http://").split(":")
+    while not stop.is_set():
+        start = time.monotonic()
+        try:
+            with socket.create_connection((host, int(port)), timeout=20) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                ok = sock.recv(64).startswith(b"HTTP/1.1 200")
+            samples.append(time.monotonic() - start if ok else float("inf"))
+        except OSError:
+            samples.append(float("inf"))
+        stop.wait(0.25)
+
+
+def overload(
+    artifact: Path,
+    bodies: Path,
+    connections: int,
+    seconds: float,
+    cores: tuple[int | None, ...],
+) -> dict[str, Any]:
+    server_core, client_core = cores
+    report: dict[str, Any] = {}
+    for key in ("plain", "hardened-uvloop", "service"):
+        port = free_port()
+        target = targets(port)[key]
+        with started(target, port, artifact, server_core) as (url, _):
+            stop = threading.Event()
+            samples: list[float] = []
+            prober = threading.Thread(target=time_health, args=(url, stop, samples))
+            time.sleep(0.5)
+            prober.start()
+            result = wrk.run(
+                url + "/predict",
+                bodies,
+                connections=connections,
+                threads=2 if connections >= 2 else 1,
+                duration_s=seconds,
+                cpus=_cores(client_core),
+            )
+            stop.set()
+            prober.join(30)
+        finite = sorted(s for s in samples if s != float("inf"))
+        ordered = sorted(samples)
+        report[key] = {
+            "wrk": result.as_dict(),
+            "non_2xx": result.errors.get("status", 0),
+            "health_samples": len(samples),
+            "health_failed": len(samples) - len(finite),
+            "health_p50_ms": _ms(_quantile(ordered, 0.5)),
+            "health_p99_ms": _ms(_quantile(ordered, 0.99)),
+            "health_max_ms": _ms(ordered[-1]) if ordered else None,
+        }
+    return report
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    return None if seconds == float("inf") else round(seconds * 1000, 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hardening", description=__doc__)
+    parser.add_argument("--artifact", type=Path, default=REPO_ROOT / "artifacts/model.joblib")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--overload-connections", type=int, default=2000)
+    parser.add_argument("--overload-seconds", type=float, default=30.0)
+    parser.add_argument("--output", type=Path, default=RESULTS / "hardening.json")
+    args = parser.parse_args(argv)
+    cores: tuple[int | None, ...] = (1, 0) if (os.cpu_count() or 1) >= 2 else (None, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = body_file(Path(tmp))
+        data = {
+            "command": "python -m bench.hardening " + " ".join(argv or sys.argv[1:]),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
+            "python": platform.python_version(),
+            "cost_c32": cost(args.artifact, bodies, args.rounds, args.duration, cores),
+            "overload": overload(
+                args.artifact, bodies, args.overload_connections, args.overload_seconds, cores
+            ),
+        }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,15 +26,20 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import protocol
-from app.protocol import ADMITTED_KEY, BODY_TIMEOUT_KEY, SHED_KEY, admitted
+from app.protocol import (
+    ADMITTED_KEY,
+    BODY_TIMEOUT_KEY,
+    RETRY_AFTER_SECONDS,
+    SHED_DETAIL,
+    SHED_KEY,
+    admitted,
+)
 from app.runtime import Runtime
 
 REQUEST_ID_HEADER: Final[bytes] = b"x-request-id"
 _CLIENT_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _JSON_TYPE: Final = re.compile(rb"\s*application/([a-z0-9.+-]*\+)?json\s*(;.*)?", re.IGNORECASE)
 UNMATCHED_ROUTE: Final[str] = "unmatched"
-#: What a client whose request was shed should wait before retrying, in seconds.
-RETRY_AFTER_SECONDS: Final[int] = 1
 #: nginx's code for "the client closed the connection before the response": not a 5xx.
 CLIENT_CLOSED: Final[int] = 499
 
@@ -88,6 +93,7 @@ class ServiceMiddleware:
         self.ids = RequestIds()
         # Connections the protocol refuses never become requests; count them here too.
         protocol.refusal_observer = self.metrics.observe_refused_connection
+        protocol.shed_observer = self._count_shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,13 +142,8 @@ class ServiceMiddleware:
         try:
             if SHED_KEY in scope:
                 kind = "overloaded"
-                await _respond(
-                    send_with_id,
-                    503,
-                    "The service is at its concurrency limit (HEART_MAX_CONCURRENT_REQUESTS); "
-                    f"retry after {RETRY_AFTER_SECONDS} s.",
-                    ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),),
-                )
+                retry = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
+                await _respond(send_with_id, 503, SHED_DETAIL, retry)
                 return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
             if refusal is not None:
@@ -170,6 +171,11 @@ class ServiceMiddleware:
                 status = CLIENT_CLOSED  # the client went away before any response
             self.metrics.observe_request(scope["method"], route, status, seconds, kind)
             self.access_log.write(scope["method"], path, status, seconds, rid)
+
+    def _count_shed(self, method: str, path: str) -> None:
+        """A request the protocol answered 503 itself (no app, no access log line)."""
+        route = path if path in self.known_paths else UNMATCHED_ROUTE
+        self.metrics.observe_request(method, route, 503, 0.0, "overloaded")
 
     def _quiet_startup_failure(self, send: Send) -> Send:
         """Drop Starlette's traceback from a failed start-up: our one log line said it all.

@@ -59,7 +59,7 @@ class Report:
         (self.passed if ok else self.findings).append(f"{name}: {detail}")
 
 
-def _read_response(sock: socket.socket, limit: float) -> tuple[int | None, bytes, float]:
+def read_response(sock: socket.socket, limit: float) -> tuple[int | None, bytes, float]:
     """Status (None when closed without an answer), raw bytes, seconds waited."""
     start = time.monotonic()
     data = b""
@@ -102,7 +102,7 @@ def request(
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         ).encode()
         sock.sendall(head + target.auth() + b"\r\n" + body)
-        status, raw, _ = _read_response(sock, timeout)
+        status, raw, _ = read_response(sock, timeout)
         return status, raw
 
 
@@ -127,7 +127,7 @@ def probe_large_header(target: Target, report: Report) -> None:
     with target.connect(10) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
-        status, _, _ = _read_response(sock, 10)
+        status, _, _ = read_response(sock, 10)
     report.check(
         status in (431, None), "large header", f"{size}-byte header answered {status} (want 431)"
     )
@@ -167,7 +167,7 @@ def probe_slow_headers(target: Target, report: Report) -> None:
 def probe_idle_connection(target: Target, report: Report) -> None:
     limit = target.header_timeout + SLACK_SECONDS
     with target.connect(limit + 5) as sock:
-        status, data, waited = _read_response(sock, limit + 2)
+        status, data, waited = read_response(sock, limit + 2)
     report.check(
         waited <= limit and status in (None, 408),
         "idle connection",
@@ -182,7 +182,7 @@ def probe_short_body(target: Target, report: Report) -> None:
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n" + target.auth() + b'\r\n{"age": 54'
         )
-        status, _, waited = _read_response(sock, limit + 2)
+        status, _, waited = read_response(sock, limit + 2)
     report.check(
         waited <= limit and status in (None, 408),
         "short body",

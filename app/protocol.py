@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 #: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
 SHED_KEY: Final[str] = "heart.shed"
@@ -63,8 +63,12 @@ class _Admitted:
 
 admitted = _Admitted()
 
+#: What a client whose request was shed should wait before retrying, in seconds.
+RETRY_AFTER_SECONDS: Final[int] = 1
 #: How long an idle keep-alive connection may still bring a request once draining began.
 DRAIN_GRACE_SECONDS: Final[float] = 1.0
+#: Called with the method and path of each request shed by the protocol itself.
+shed_observer: Callable[[str, str], None] | None = None
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
 #: before a request existed, so the app can count them; set by the app at start-up.
 refusal_observer: Callable[[str], None] | None = None
@@ -97,12 +101,31 @@ def configured_limits() -> ConnectionLimits:
     )
 
 
-def _error_bytes(status: int, reason: str, detail: str) -> bytes:
+def _error_bytes(
+    status: int, reason: str, detail: str, extra: str = "", *, close: bool = True
+) -> bytes:
     body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    connection = "connection: close\r\n" if close else ""
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\n{extra}{connection}\r\n"
     ).encode() + body
+
+
+SHED_DETAIL: Final[str] = (
+    "The service is at its concurrency limit (HEART_MAX_CONCURRENT_REQUESTS); "
+    f"retry after {RETRY_AFTER_SECONDS} s."
+)
+_SHED_RESPONSE: Final[bytes] = _error_bytes(
+    503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n", close=False
+)
+_SHED_RESPONSE_CLOSE: Final[bytes] = _error_bytes(
+    503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+)
+
+
+def _nothing() -> None:
+    return None
 
 
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
@@ -170,6 +193,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         # requests served at 500 connections).
         if self.url.partition(b"?")[0] not in _PROBE_TARGETS:
             if admitted.count >= self.limits.max_concurrent_requests:
+                if self.cycle is None or self.cycle.response_complete:
+                    self._shed_now()
+                    return
+                # A response is still due on this connection: answer in order, via the app.
                 self.scope[SHED_KEY] = True  # type: ignore[literal-required]
             else:
                 admitted.count += 1
@@ -183,6 +210,37 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_body_timer()
         self._reading_head = True
         self._head_bytes = 0
+
+    def _shed_now(self) -> None:
+        """Answer 503 right here: no task, no app, a few microseconds.
+
+        Under overload most requests are shed, so what a refusal costs decides
+        how long everything else waits, the probes on their new connections
+        included (measured in BENCHMARKS.md). The request's body, if any, is
+        discarded by the finished cycle, and the connection stays open.
+        """
+        keep_alive = self.parser.should_keep_alive() and not self._draining
+        self.transport.write(_SHED_RESPONSE if keep_alive else _SHED_RESPONSE_CLOSE)
+        cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=[],
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=_nothing,
+        )
+        cycle.response_started = cycle.response_complete = True
+        self.cycle = cycle
+        if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
+            method = self.parser.get_method().decode("ascii", "replace")
+            shed_observer(method, self.url.partition(b"?")[0].decode("latin-1"))
+        if not keep_alive:
+            self.transport.close()
 
     # -- draining ------------------------------------------------------------------------
 

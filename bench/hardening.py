@@ -271,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overload-connections", type=int, default=2000)
     parser.add_argument("--overload-seconds", type=float, default=30.0)
     parser.add_argument("--output", type=Path, default=RESULTS / "hardening.json")
+    parser.add_argument("--skip-cost", action="store_true", help="only the overload part")
     args = parser.parse_args(argv)
     cores: tuple[int | None, ...] = (1, 0) if (os.cpu_count() or 1) >= 2 else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
             "python": platform.python_version(),
-            "cost_c32": cost(args.artifact, bodies, args.rounds, args.duration, cores),
+            "cost_c32": None
+            if args.skip_cost
+            else cost(args.artifact, bodies, args.rounds, args.duration, cores),
             "overload": overload(
                 args.artifact, bodies, args.overload_connections, args.overload_seconds, cores
             ),

@@ -103,10 +103,26 @@ def test_beyond_the_limit_requests_get_503_with_retry_after_but_probes_do_not(
         )
         health, _ = probe.request(target(server), "GET", "/health")
         ready, _ = probe.request(target(server), "GET", "/ready")
+        keep_alive = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        keep_alive.sendall(_post(json.dumps(probe.PATIENT).encode()))
+        first, _, _ = probe.read_response(keep_alive, 10)
     finally:
         for sock in held:
             sock.close()
+    # The refusal discarded its body and kept the connection: it serves once there is room.
+    time.sleep(0.3)
+    keep_alive.sendall(_post(json.dumps(probe.PATIENT).encode()))
+    second, _, _ = probe.read_response(keep_alive, 10)
+    keep_alive.close()
+    assert (first, second) == (503, 200)
     assert status == 503, raw
     assert b"\r\nretry-after: 1\r\n" in raw.lower()
     assert b"HEART_MAX_CONCURRENT_REQUESTS" in raw
     assert (health, ready) == (200, 200)
+
+
+def _post(body: bytes) -> bytes:
+    return (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )

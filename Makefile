@@ -61,6 +61,10 @@ bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predicto
 	$(BIN)/python -m bench.predictor_micro $(filter --quick,$(BENCH_ARGS))
 	$(BIN)/python -m bench.load --artifact $(ARTIFACT) $(BENCH_ARGS)
 
+.PHONY: bench-hardening
+bench-hardening: $(VENV)/.stamp-dev $(ARTIFACT)  ## issue 11: what the hardening costs on /predict, and /health at 2,000 connections
+	$(BIN)/python -m bench.hardening --artifact $(ARTIFACT)
+
 tune: $(VENV)/.stamp-dev  ## re-run the hyperparameter search behind the default configuration
 	$(BIN)/python -m training.tune
 

@@ -35,19 +35,17 @@ import platform
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.schemas import PATIENT_EXAMPLE
-from app.testing import REPO_ROOT, clean_environment, free_port
+from app.testing import REPO_ROOT, free_port, running, service_environment
 from bench import wrk
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -82,45 +80,24 @@ def targets(port: int) -> dict[str, Target]:
     }
 
 
-def _pin(argv: Sequence[str], core: int | None) -> list[str]:
-    if core is None or shutil.which("taskset") is None:
-        return list(argv)
-    return ["taskset", "-c", str(core), *argv]
-
-
 @contextlib.contextmanager
 def started(
     target: Target, port: int, artifact: Path, core: int | None
 ) -> Iterator[tuple[str, int]]:
-    """Run ``target`` until the block ends; yield its base URL and pid once it is ready."""
-    env = clean_environment({"HEART_MODEL_PATH": str(artifact), "HEART_ACCESS_LOG": "false"})
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
-    process = subprocess.Popen(
-        _pin(target.argv, core), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"{target.key} did not start:\n{log.read().decode()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(url + target.ready_path, timeout=1) as response,
-            ):
-                if response.status == 200:
-                    break
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    """Run ``target`` (on ``core``) until the block ends; yield its URL and pid once ready."""
+    pin = ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        running(
+            [*pin, *target.argv],
+            port=port,
+            env=service_environment(artifact, {"HEART_ACCESS_LOG": "false"}),
+            log_path=Path(logs) / f"{target.key}.log",
+            ready_path=target.ready_path,
+            timeout=60,
+        ) as server,
+    ):
+        yield server.url, server.process.pid
 
 
 def body_file(directory: Path) -> Path:

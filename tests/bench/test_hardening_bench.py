@@ -1,0 +1,51 @@
+"""The hardening benchmark's own parts (the benchmark itself runs with make bench-hardening)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench import hardening
+
+
+def test_targets_differ_only_in_what_is_measured() -> None:
+    found = hardening.targets(8123)
+    assert set(found) == {
+        "reference",
+        "plain",
+        "hardened-uvloop",
+        "hardened-asyncio",
+        "service",
+    }
+    plain = found["plain"].argv
+    assert found["hardened-uvloop"].argv[: len(plain)] == plain
+    assert found["hardened-asyncio"].argv[-2:] == ("--loop", "asyncio")
+    assert "serve" in found["service"].argv
+    assert all("8123" in t.argv for t in found.values())
+
+
+def test_cpu_time_of_a_process_tree_counts_the_children() -> None:
+    busy = "import time; t = time.process_time(); exec('while time.process_time() - t < 2: pass')"
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", spawn])
+    try:
+        deadline = time.monotonic() + 20
+        while len(tree := hardening.process_tree(parent.pid)) < 2:
+            assert time.monotonic() < deadline, "the child never appeared"
+            time.sleep(0.05)
+        assert tree[0] == parent.pid
+        before = hardening.cpu_seconds(tree)
+        parent.wait(60)
+    finally:
+        parent.kill()
+    assert before >= 0
+    assert hardening.cpu_seconds([os.getpid()]) > 0
+
+
+def test_quantiles_and_failed_probes() -> None:
+    ordered = sorted([0.1, 0.2, float("inf")])
+    assert hardening._ms(hardening._quantile(ordered, 0.5)) == 200.0
+    assert hardening._ms(hardening._quantile(ordered, 0.99)) is None  # a failed probe
+    assert hardening._quantile([], 0.5) is None

@@ -189,8 +189,9 @@ def status_kib(status_text: str, key: str) -> int:
 def worker_pids(pid: int) -> list[int]:
     """The processes that serve requests: uvicorn's spawned workers, or ``pid`` itself.
 
-    With one worker uvicorn serves in the main process; with several, the main
-    process supervises children started by multiprocessing's ``spawn``
+    A plain ``uvicorn`` with one worker serves in the main process; ``heart-api
+    serve`` (always) and ``uvicorn --workers N`` supervise children started by
+    multiprocessing's ``spawn``
     (``spawn_main`` on their command line), next to helpers like the resource
     tracker that serve nothing.
     """

@@ -362,9 +362,11 @@ def test_service_target_starts_pinned_through_app_testing(
     core = max(os.sched_getaffinity(0))
     service = servers.Target("service", "the service as shipped")
     with servers.started(service, artifact_path, tmp_path, cpus=(core,)) as server:
-        [pid] = server.workers()  # one worker: uvicorn serves in the main process
-        assert pid == server.running.process.pid  # taskset exec'd the server itself
-        assert os.sched_getaffinity(pid) == {core}
+        # One worker, spawned by the supervisor (app/supervisor.py) that taskset exec'd.
+        [pid] = server.workers()
+        assert pid != server.running.process.pid
+        assert os.sched_getaffinity(server.running.process.pid) == {core}
+        assert os.sched_getaffinity(pid) == {core}  # inherited
         assert server.rss_kib() > 10_000
         load.preflight(server, payloads.standard_scenarios(tmp_path, batch_size=3))
         assert servers.cpu_seconds(pid) > 0

@@ -2,7 +2,7 @@
 
 Short server timeouts keep this to a few seconds; the overload probe runs with
 few connections here (the c=2,000 figure is in BENCHMARKS.md, from
-``python -m bench.overload``).
+``make bench-hardening``).
 """
 
 from __future__ import annotations

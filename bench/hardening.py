@@ -6,7 +6,7 @@
    targets interleaved in every round), as ratios to the bare FastAPI
    reference measured in the same run:
 
-   * ``reference``: ``bench.ref_fastapi`` under plain uvicorn (issue 6's ceiling);
+   * ``reference``: ``bench.references:fastapi_app`` under plain uvicorn (issue 6's ceiling);
    * ``plain``: the app under ``uvicorn --factory`` with uvicorn's own httptools
      protocol (no header limit, no timeouts, no shedding);
    * ``hardened-uvloop``: the same with ``--http app.protocol:HardenedHttpToolsProtocol``,
@@ -65,7 +65,7 @@ def targets(port: int) -> dict[str, Target]:
     return {
         "reference": Target(
             "reference",
-            (py, "-m", "uvicorn", "bench.ref_fastapi:app", *common, "--no-access-log"),
+            (py, "-m", "uvicorn", "bench.references:fastapi_app", *common, "--no-access-log"),
             "/health",
         ),
         "plain": Target("plain", plain),
@@ -217,7 +217,13 @@ def overload(
         finite = sorted(s for s in samples if s != float("inf"))
         ordered = sorted(samples)
         report[key] = {
-            "wrk": result.as_dict(),
+            "wrk": {
+                "requests": result.requests,
+                "duration_s": result.duration_s,
+                "requests_per_s": result.requests_per_s,
+                "errors": dict(result.errors),
+                "latency_us": dict(result.latency_us),
+            },
             "non_2xx": result.errors.get("status", 0),
             "health_samples": len(samples),
             "health_failed": len(samples) - len(finite),

@@ -53,7 +53,7 @@ from model.artifact import ArtifactError, read_artifact_bytes, sha256_of
 logger = logging.getLogger(APP_LOGGER)
 
 #: Seconds a new set of workers gets to load and self-test the model on reload.
-RELOAD_READY_TIMEOUT: Final[float] = 60.0
+RELOAD_READY_TIMEOUT: Final[float] = 120.0
 
 
 class SnapshotError(RuntimeError):

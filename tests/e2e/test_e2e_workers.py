@@ -164,7 +164,9 @@ def test_sighup_reloads_every_worker_or_none(
         # A valid one: every worker switches, the old version disappears.
         save_artifact(other_payload, model_file)
         server.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'result="success"} 1.0' in prometheus(server), what="the reload", timeout=150)
+        wait_for(
+            lambda: 'result="success"} 1.0' in prometheus(server), what="the reload", timeout=150
+        )
         new = other_payload["model_version"]
         assert versions_served(server, 20) == {new}
         assert get_json(server, "/model")["model_version"] == new
@@ -210,7 +212,9 @@ def test_reload_under_load_fails_no_request(
         time.sleep(1.0)
         save_artifact(other_payload, model_file)
         server.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: 'result="success"} 1.0' in prometheus(server), what="the reload", timeout=150)
+        wait_for(
+            lambda: 'result="success"} 1.0' in prometheus(server), what="the reload", timeout=150
+        )
         time.sleep(1.0)
         stop.set()
         for thread in threads:

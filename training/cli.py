@@ -1,4 +1,8 @@
-"""``python -m training`` / ``heart-train``: train the default model and write the artifact."""
+"""``python -m training`` / ``heart-train``: train the default model and write the artifact.
+
+``heart-train recalibrate ...`` refits a trained model's output to local patients
+(``training/recalibrate.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,13 @@ from typing import Any
 from model.artifact import save_artifact
 from training.data import DataError
 from training.pipeline import TrainingConfig, train
-from training.report import plot_loss, report_from_payload, write_json_atomic
+from training.report import (
+    plot_loss,
+    plot_reliability,
+    report_from_payload,
+    write_json_atomic,
+)
+from training.sites import SITES, parse_sites
 
 DEFAULT_OUTPUT = Path("artifacts") / "model.joblib"
 
@@ -20,11 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainingConfig()
     p = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the NumPy heart-disease network on UCI Statlog (Heart), evaluate it "
-        "and write the model artifact (joblib), a JSON report and a loss plot.",
+        description="Train the NumPy heart-disease network on UCI heart-disease sites, evaluate "
+        "it and write the model artifact (joblib), a JSON report, a loss plot and a reliability "
+        "diagram. `heart-train recalibrate --help`: refit a model to local patients.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--sites",
+        default=",".join(d.sites),
+        help="comma-separated sites to train on, any of "
+        + ", ".join(SITES)
+        + " (Statlog rows are all in Cleveland: pooled with it they count once)",
+    )
     io.add_argument("--data", type=Path, default=d.data_path, help="Statlog heart.dat file")
     io.add_argument(
         "--accept-data-change",
@@ -80,6 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument("--validation-fraction", type=float, default=d.validation_fraction)
     net.add_argument("--seed", type=int, default=d.seed, help="random_state of the network")
+    gaps = p.add_argument_group("missing values")
+    gaps.add_argument(
+        "--no-missing-values",
+        action="store_true",
+        help="train the tutorial's plain scaler + network (needs all 13 values; the served "
+        "model then refuses null)",
+    )
+    gaps.add_argument("--copies", type=int, default=d.copies, help="imputed copies per row")
+    gaps.add_argument(
+        "--mask-rate",
+        type=float,
+        default=d.mask_rate,
+        help="chance that a present value which may be missing is hidden in a copy",
+    )
+    gaps.add_argument(
+        "--background-rows",
+        type=int,
+        default=d.n_background,
+        help="rows stored to marginalise missing values at prediction",
+    )
 
     ev = p.add_argument_group("split, threshold and evaluation")
     ev.add_argument("--test-size", type=float, default=d.test_size)
@@ -135,6 +173,11 @@ def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConf
         data_path=args.data,
         accept_data_change=args.accept_data_change,
         verbose=verbose,
+        sites=parse_sites(args.sites),
+        missing_values=not args.no_missing_values,
+        copies=args.copies,
+        mask_rate=args.mask_rate,
+        n_background=args.background_rows,
     )
 
 
@@ -144,6 +187,8 @@ def _summary(payload: dict[str, Any]) -> str:
         f"model {payload['model_version']}  threshold {payload['threshold']:.3f}",
         f"test  accuracy {test['accuracy']:.3f}  roc_auc {test['roc_auc']:.3f}  "
         f"statlog_cost {test['statlog_cost']:.3f}  (n={test['n']})",
+        f"test  calibration intercept {test['calibration_intercept']:.2f}  "
+        f"slope {test['calibration_slope']:.2f}",
     ]
     if "cross_validation" in m:
         cv = m["cross_validation"]
@@ -156,12 +201,19 @@ def _summary(payload: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["recalibrate"]:
+        from training.recalibrate import main as recalibrate
+
+        return recalibrate(argv[1:])
     args = build_parser().parse_args(argv)
     if args.batch_size < 0:
         build_parser().error("--batch-size must be 0 (full batch) or positive")
     verbose = not args.quiet and sys.stderr.isatty()
-    config = config_from_args(args, verbose=verbose)
+    if args.data != TrainingConfig().data_path and "statlog" not in args.sites.split(","):
+        build_parser().error("--data names the Statlog file: add statlog to --sites to use it")
     try:
+        config = config_from_args(args, verbose=verbose)
         result = train(config)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -177,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plot:
         plot_path = args.plot or output.with_suffix(".loss.png")
         plotted = plot_loss(result.loss_curve, plot_path)
+        plot_reliability(
+            result.payload["metrics"]["test"]["reliability"],
+            plot_path.with_name(output.with_suffix("").name + ".reliability.png"),
+        )
     if not args.quiet:
         print(_summary(result.payload))
         print(f"wrote {output} and {report}" + (" and the loss plot" if plotted else ""))

@@ -84,6 +84,8 @@ UCI_SITES: Final[tuple[str, ...]] = ("cleveland", "hungarian", "switzerland")
 
 def site_path(name: str) -> Path:
     """The site's file in ``data/`` of the source tree (or of the working directory)."""
+    if name == "statlog":
+        return default_data_path()
     return default_data_path().parent / SITES[_known(name)].filename
 
 
@@ -204,10 +206,16 @@ def statlog_rows_in(x_statlog: FloatArray, x_other: FloatArray) -> npt.NDArray[n
     return np.array([tuple(r.tolist()) in other for r in x_statlog], dtype=bool)
 
 
-def load_sites(names: Sequence[str], *, verify_checksum: bool = True) -> Pooled:
+def load_sites(
+    names: Sequence[str],
+    *,
+    verify_checksum: bool = True,
+    statlog_path: str | os.PathLike[str] | None = None,
+) -> Pooled:
     """Pool the named sites; Statlog rows already present in Cleveland are left out."""
+    paths = {n: (Path(statlog_path) if n == "statlog" and statlog_path else None) for n in names}
     parts: dict[str, tuple[FloatArray, IntArray]] = {
-        n: load_site(n, verify_checksum=verify_checksum) for n in names
+        n: load_site(n, paths[n], verify_checksum=verify_checksum) for n in names
     }
     if "statlog" in parts and "cleveland" in parts:
         xs, ys = parts["statlog"]
@@ -216,7 +224,5 @@ def load_sites(names: Sequence[str], *, verify_checksum: bool = True) -> Pooled:
     xs_all = [parts[n][0] for n in names]
     ys_all = [parts[n][1] for n in names]
     site = np.concatenate([np.full(parts[n][1].size, n) for n in names])
-    digests = {
-        n: file_sha256(site_path(n) if n != "statlog" else default_data_path()) for n in names
-    }
+    digests = {n: file_sha256(paths[n] or site_path(n)) for n in names}
     return Pooled(np.vstack(xs_all), np.concatenate(ys_all), site, digests)

@@ -197,6 +197,13 @@ class ServiceMetrics:
             "Patients included in the drift feature sums.",
             registry=r,
         )
+        self.drift_missing = Counter(
+            f"{PREFIX}_drift_feature_missing",
+            "Values sent as null (not measured), per feature: left out of its drift sum, so "
+            "the running mean divides by drift rows minus these.",
+            ["feature"],
+            registry=r,
+        )
         # A gauge, not a counter: a sum of feature values need not be monotonic.
         self.drift_sums = Gauge(
             f"{PREFIX}_drift_feature_sums",
@@ -227,10 +234,12 @@ class ServiceMetrics:
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]
+        self._missing_children = [self.drift_missing.labels(name) for name in FEATURE_NAMES]
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._error_children: dict[int, Counter] = {}
         self._pending_sum = np.zeros(N_FEATURES)
+        self._pending_missing = np.zeros(N_FEATURES)
         self._pending_rows = 0
         self.start_time.set(time.time())
         self.live_workers.set(1)
@@ -271,10 +280,15 @@ class ServiceMetrics:
             error.inc()
 
     def observe_prediction(self, row: FloatArray, prediction: int) -> None:
-        """One patient scored as class ``prediction`` (1: positive)."""
+        """One patient scored as class ``prediction`` (1: positive); gaps left out of drift."""
         self._predicted[prediction].inc()
-        self._pending_sum += row
         self._pending_rows += 1
+        gaps = np.isnan(row)
+        if gaps.any():  # a missing value says nothing about drift: leave it out
+            self._pending_sum += np.where(gaps, 0.0, row)
+            self._pending_missing += gaps
+        else:
+            self._pending_sum += row
 
     def observe_batch(self, rows: FloatArray, n_positive: int) -> None:
         """``len(rows)`` patients scored, ``n_positive`` of them as class 1."""
@@ -283,8 +297,13 @@ class ServiceMetrics:
             self._predicted[1].inc(n_positive)
         if n - n_positive:
             self._predicted[0].inc(n - n_positive)
-        self._pending_sum += rows.sum(axis=0)
         self._pending_rows += n
+        gaps = np.isnan(rows)
+        if gaps.any():
+            self._pending_sum += np.where(gaps, 0.0, rows).sum(axis=0)
+            self._pending_missing += gaps.sum(axis=0)
+        else:
+            self._pending_sum += rows.sum(axis=0)
 
     def flush(self) -> None:
         """Move the locally accumulated drift sums into the shared counters."""
@@ -293,7 +312,13 @@ class ServiceMetrics:
         for child, value in zip(self._drift_children, self._pending_sum.tolist(), strict=True):
             if value:
                 child.inc(value)
+        for missing, count in zip(
+            self._missing_children, self._pending_missing.tolist(), strict=True
+        ):
+            if count:
+                missing.inc(count)
         self.drift_rows.inc(self._pending_rows)
+        self._pending_missing[:] = 0.0
         self._pending_sum[:] = 0.0
         self._pending_rows = 0
 
@@ -352,7 +377,7 @@ class ServiceMetrics:
         for i, name in enumerate(FEATURE_NAMES):
             mean.add_metric([name], float(self._training_mean[i]))
             std.add_metric([name], float(self._training_std[i]))
-            if served_mean is not None:
+            if served_mean is not None and np.isfinite(served_mean[i]):
                 z = (served_mean[i] - self._training_mean[i]) / self._training_std[i]
                 drift.add_metric([name], float(z))
         return [mean, std, drift]
@@ -384,9 +409,11 @@ class ServiceMetrics:
                 feature=name,
                 training_mean=float(self._training_mean[i]),
                 training_std=float(self._training_std[i]),
-                served_mean=None if served is None else float(served[i]),
+                served_mean=None
+                if served is None or not np.isfinite(served[i])
+                else float(served[i]),
                 drift_std=None
-                if served is None
+                if served is None or not np.isfinite(served[i])
                 else float((served[i] - self._training_mean[i]) / self._training_std[i]),
             )
             for i, name in enumerate(FEATURE_NAMES)
@@ -421,7 +448,13 @@ def _served_mean(families: Sequence[Metric]) -> FloatArray | None:
     sums = {
         s.labels["feature"]: s.value for s in _samples(by_name, f"{PREFIX}_drift_feature_sums", "")
     }
-    return np.array([sums.get(name, 0.0) for name in FEATURE_NAMES]) / rows
+    missing: dict[str, float] = {}
+    for s in _samples(by_name, f"{PREFIX}_drift_feature_missing", "_total"):
+        missing[s.labels["feature"]] = missing.get(s.labels["feature"], 0.0) + s.value
+    counts = np.array([rows - missing.get(name, 0.0) for name in FEATURE_NAMES])
+    with np.errstate(invalid="ignore", divide="ignore"):  # never-measured feature: NaN
+        mean: FloatArray = np.array([sums.get(name, 0.0) for name in FEATURE_NAMES]) / counts
+    return mean
 
 
 def _latency_by_route(families: dict[str, Metric]) -> dict[str, LatencySummary]:

@@ -9,6 +9,11 @@ Numbers are strict on purpose: ``"54"`` (a string), ``true`` and, for the
 coded features, ``1.0`` are refused rather than coerced, because a client that
 sends them has a bug we should report, not guess around. Continuous features
 accept JSON integers and decimals; NaN and Infinity are refused.
+
+Missing values: a feature that may be missing (``Feature.may_be_missing``)
+accepts ``null``, meaning "not measured"; every field is still required, so an
+omitted field is a 422 ("send null if it was not measured"): a forgotten field
+and a test not done are different things, and only the client knows which.
 """
 
 from __future__ import annotations
@@ -75,8 +80,23 @@ def _member_of(feature: Feature) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _nullable(feature: Feature, annotation: Any) -> Any:
+    """``annotation | None`` for a feature that may be missing: null means not measured."""
+    return annotation | None if feature.may_be_missing else annotation
+
+
+def _missing_text(feature: Feature) -> str:
+    if feature.missing_because:
+        return f" null if not measured ({feature.missing_because})."
+    return " Required: may not be null."
+
+
 def _field_annotation(feature: Feature) -> Any:
     """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``."""
+    return _nullable(feature, _value_annotation(feature))
+
+
+def _value_annotation(feature: Feature) -> Any:
     if feature.codes:
         codes = sorted(feature.codes)
         extra: dict[str, Any] = {
@@ -90,7 +110,9 @@ def _field_annotation(feature: Feature) -> Any:
                 strict=True,
                 ge=codes[0],
                 le=codes[-1],
-                description=f"{feature.description} Codes: {_codes_text(feature)}.",
+                description=(
+                    f"{feature.description} Codes: {_codes_text(feature)}." + _missing_text(feature)
+                ),
                 examples=[int(feature.example)],
                 json_schema_extra=extra,
             )
@@ -106,7 +128,10 @@ def _field_annotation(feature: Feature) -> Any:
             ge=feature.minimum,
             le=feature.maximum,
             allow_inf_nan=False,
-            description=(f"{feature.description}{unit} Accepted: {feature.describe_domain()}."),
+            description=(
+                f"{feature.description}{unit} Accepted: {feature.describe_domain()}."
+                + _missing_text(feature)
+            ),
             examples=[feature.example],
             json_schema_extra=(
                 {"x-unit": feature.unit, "x-kind": feature.kind}
@@ -134,8 +159,9 @@ else:
         "PatientFeatures",
         __config__=_PATIENT_CONFIG,
         __doc__=(
-            "The 13 clinical features of one patient (UCI Statlog Heart). "
-            "All fields are required; unknown fields are refused."
+            "The 13 clinical features of one patient (UCI heart-disease coding). "
+            "Every field is required; a feature that may be missing takes null when it "
+            "was not measured; unknown fields are refused."
         ),
         __module__=__name__,
         **{f.name: (_field_annotation(f), ...) for f in FEATURES},
@@ -184,8 +210,8 @@ def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
 def _type_only_annotation(feature: Feature) -> Any:
     """The feature's JSON type, strict, without bounds: ranges are checked on the matrix."""
     if feature.codes:
-        return Annotated[int, Field(strict=True)]
-    return Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        return _nullable(feature, Annotated[int, Field(strict=True)])
+    return _nullable(feature, Annotated[float, Field(strict=True, allow_inf_nan=False)])
 
 
 if TYPE_CHECKING:
@@ -238,6 +264,7 @@ class Prediction(BaseModel):
                     "label": _LABELS[0],
                     "threshold": 0.5,
                     "model_version": "2024-01-01T00-00-00Z-abc1234",
+                    "missing_features": [],
                 }
             ]
         }
@@ -256,6 +283,10 @@ class Prediction(BaseModel):
         ge=0.0, le=1.0, description="Decision threshold chosen at training time."
     )
     model_version: str = Field(description="Version of the model that answered.")
+    missing_features: list[str] = Field(
+        description="Features sent as null (not measured): the probability is averaged over "
+        "their training distribution. Empty when every value was given."
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -296,6 +327,10 @@ class FeatureCard(BaseModel):
         description="For coded features: code -> meaning. Null for continuous ones."
     )
     example: float
+    may_be_missing: bool = Field(description="Whether requests may send null (not measured).")
+    missing_because: str | None = Field(
+        description="Why real records lack it (null for features that may not be missing)."
+    )
 
 
 class EvaluationMetrics(BaseModel):
@@ -362,6 +397,16 @@ class ModelCard(BaseModel):
     library_versions: dict[str, str]
     split: dict[str, Any] | None = None
     metrics: TrainingMetrics
+    sites: dict[str, Any] | None = Field(
+        default=None,
+        description="Sites trained on, their data checksums and the calibration of this "
+        "training recipe at each validation site (trained on the other sites, leave one out).",
+    )
+    recalibration: dict[str, Any] | None = Field(
+        default=None,
+        description="Local recalibration (heart-train recalibrate): intercept, slope, "
+        "threshold, data checksum and figures before/after; null if none.",
+    )
 
 
 def feature_cards() -> list[FeatureCard]:
@@ -375,6 +420,8 @@ def feature_cards() -> list[FeatureCard]:
             maximum=f.maximum,
             allowed_values=({str(c): m for c, m in sorted(f.codes.items())} if f.codes else None),
             example=f.example,
+            may_be_missing=f.may_be_missing,
+            missing_because=f.missing_because,
         )
         for f in FEATURES
     ]

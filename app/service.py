@@ -65,12 +65,20 @@ class PredictionService:
         self._batch_model = batch_request_model(max_batch_size)
         self._batch_types = batch_types_model(max_batch_size)
         # Everything after the probability, per class: constant for a complete record.
+        self._tail_cache: dict[tuple[int, tuple[str, ...]], bytes] = {}
         self._tails: tuple[bytes, bytes] = (self._tail(0, ()), self._tail(1, ()))
         self.model_card = build_model_card(predictor)
         self.model_card_json: bytes = self.model_card.model_dump_json().encode()
 
     def _tail(self, cls: int, missing: tuple[str, ...]) -> bytes:
-        """The response after the probability, for class ``cls`` and these missing features."""
+        """The response after the probability, for class ``cls`` and these missing features.
+
+        Cached: there are at most 2 x 2^10 of them, and a clinic sends a handful.
+        """
+        key = (cls, missing)
+        cached = self._tail_cache.get(key)
+        if cached is not None:
+            return cached
         rest = {
             "prediction": cls,
             "label": CLASS_LABELS[cls],
@@ -78,7 +86,9 @@ class PredictionService:
             "model_version": self.model_version,
             "missing_features": list(missing),
         }
-        return ("," + json.dumps(rest, separators=(",", ":"))[1:]).encode()
+        tail = ("," + json.dumps(rest, separators=(",", ":"))[1:]).encode()
+        self._tail_cache[key] = tail
+        return tail
 
     # -- single patient -------------------------------------------------------------------
 
@@ -190,7 +200,7 @@ def _gaps_filled(matrix: FloatArray) -> FloatArray:
 
 def missing_names(row: FloatArray) -> tuple[str, ...]:
     """The features a row lacks (NaN: sent as null), in feature order."""
-    return tuple(FEATURE_NAMES[j] for j in np.flatnonzero(np.isnan(row)).tolist())
+    return tuple(name for name, v in zip(FEATURE_NAMES, row.tolist(), strict=True) if v != v)
 
 
 def _explain(error: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class Predictor:
     _w2_list: list[float] = field(init=False, repr=False, default_factory=list)
     #: Per feature, the background's contribution to the hidden layer: (13, K, hidden).
     _contrib: FloatArray | None = field(init=False, repr=False, default=None)
+    _average: FloatArray = field(init=False, repr=False, default_factory=lambda: np.ones(1))
     _recalibrated: bool = field(init=False, repr=False, default=False)
 
     @classmethod
@@ -100,7 +101,10 @@ class Predictor:
             # contrib[j] = bg[:, j] (outer) w1[j]: adding it puts feature j's background
             # values into the hidden pre-activation of a row whose own value is zeroed.
             contrib = bg.T[:, :, None] * self.w1[:, None, :]
-            object.__setattr__(self, "_contrib", np.ascontiguousarray(contrib))
+            # Flat (13, K * hidden): one matrix product adds every missing feature's part.
+            flat = np.ascontiguousarray(contrib.reshape(N_FEATURES, -1))
+            object.__setattr__(self, "_contrib", flat)
+            object.__setattr__(self, "_average", np.full(bg.shape[0], 1.0 / bg.shape[0]))
         identity = self.calibration_intercept == 0.0 and self.calibration_slope == 1.0
         object.__setattr__(self, "_recalibrated", not identity)
 
@@ -157,13 +161,21 @@ class Predictor:
                 "this model has no background rows, so it cannot predict without every value"
             )
         missing = np.isnan(x)
-        hidden = np.where(missing, 0.0, x) @ self.w1 + self.b1  # (m, hidden)
+        hidden = np.where(missing, 0.0, x) @ self.w1  # (m, hidden)
+        hidden += self.b1
         # (m, K, hidden): each background row fills the gaps of each patient row.
-        filled = hidden[:, None, :] + np.einsum(
-            "mj,jkh->mkh", missing.astype(np.float64), self._contrib
-        )
+        m, n_hidden = hidden.shape
+        filled = (missing @ self._contrib).reshape(m, -1, n_hidden)
+        filled += hidden[:, None, :]
         np.maximum(filled, 0.0, out=filled)
-        p: FloatArray = _sigmoid_inplace(filled @ self.w2 + self.b2).mean(axis=1)
+        z = filled @ self.w2
+        z += self.b2
+        # mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)); the mean as a matrix product.
+        z *= 0.5
+        np.tanh(z, out=z)
+        p: FloatArray = z @ self._average
+        p *= 0.5
+        p += 0.5
         if self._recalibrated:
             q = np.clip(p, 1e-15, 1.0 - 1e-15)
             logit = np.log(q) - np.log1p(-q)

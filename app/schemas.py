@@ -87,59 +87,56 @@ def _nullable(feature: Feature, annotation: Any) -> Any:
 
 def _missing_text(feature: Feature) -> str:
     if feature.missing_because:
-        return f" null if not measured ({feature.missing_because})."
+        return f" Null if not measured ({feature.missing_because})."
     return " Required: may not be null."
 
 
 def _field_annotation(feature: Feature) -> Any:
-    """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``."""
-    return _nullable(feature, _value_annotation(feature))
+    """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``.
 
-
-def _value_annotation(feature: Feature) -> Any:
+    A feature that may be missing is ``value | None``: the bounds stay on the value
+    branch, the documentation (description, example, ``x-`` extensions) on the
+    property itself, where readers and client generators look for it.
+    """
+    constraints: dict[str, Any] = {"strict": True, "ge": feature.minimum, "le": feature.maximum}
+    validators: list[Any] = []
     if feature.codes:
         codes = sorted(feature.codes)
-        extra: dict[str, Any] = {
-            "enum": codes,
-            "x-codes": {str(c): m for c, m in sorted(feature.codes.items())},
-            "x-enum-varnames": _enum_names(feature),
-            "x-kind": feature.kind,
-        }
-        metadata: list[Any] = [
-            Field(
-                strict=True,
-                ge=codes[0],
-                le=codes[-1],
-                description=(
-                    f"{feature.description} Codes: {_codes_text(feature)}." + _missing_text(feature)
-                ),
-                examples=[int(feature.example)],
-                json_schema_extra=extra,
-            )
-        ]
+        value_type: Any = int
+        # The enum and its names stay together, where client generators read them.
+        enum = {"enum": codes, "x-enum-varnames": _enum_names(feature)}
+        constraints.update(ge=codes[0], le=codes[-1], json_schema_extra=enum)
         if feature.has_gaps:
-            metadata.append(_member_of(feature))
-        return Annotated[(int, *metadata)]
-    unit = f" Unit: {feature.unit}." if feature.unit else ""
-    return Annotated[
-        float,
-        Field(
-            strict=True,
-            ge=feature.minimum,
-            le=feature.maximum,
-            allow_inf_nan=False,
-            description=(
-                f"{feature.description}{unit} Accepted: {feature.describe_domain()}."
-                + _missing_text(feature)
-            ),
-            examples=[feature.example],
-            json_schema_extra=(
+            validators.append(_member_of(feature))
+        docs: dict[str, Any] = {
+            "description": f"{feature.description} Codes: {_codes_text(feature)}.",
+            "examples": [int(feature.example)],
+            "json_schema_extra": {
+                "x-codes": {str(c): m for c, m in sorted(feature.codes.items())},
+                "x-kind": feature.kind,
+            },
+        }
+    else:
+        value_type = float
+        constraints["allow_inf_nan"] = False
+        unit = f" Unit: {feature.unit}." if feature.unit else ""
+        docs = {
+            "description": f"{feature.description}{unit} Accepted: {feature.describe_domain()}.",
+            "examples": [feature.example],
+            "json_schema_extra": (
                 {"x-unit": feature.unit, "x-kind": feature.kind}
                 if feature.unit
                 else {"x-kind": feature.kind}
             ),
-        ),
-    ]
+        }
+    docs["description"] += _missing_text(feature)
+    if not feature.may_be_missing:
+        extra = {**constraints.pop("json_schema_extra", {}), **docs.pop("json_schema_extra")}
+        return Annotated[
+            (value_type, Field(**constraints, **docs, json_schema_extra=extra), *validators)
+        ]
+    value = Annotated[(value_type, Field(**constraints), *validators)]
+    return Annotated[_nullable(feature, value), Field(**docs)]
 
 
 _PATIENT_SCHEMA_EXTRA: Final[dict[str, Any]] = {"examples": [PATIENT_EXAMPLE]}

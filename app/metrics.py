@@ -223,20 +223,29 @@ class ServiceMetrics:
             "least heart_drift_window_min_patients).",
             registry=r,
         )
-        # A counter: every feature's allowed values are >= 0, so the sums only grow.
-        self.drift_sums = Counter(
-            f"{PREFIX}_drift_feature_sum",
-            "Sum of each served feature's values, published per window of at least "
-            "heart_drift_window_min_patients patients; increase() of it over "
-            "increase(heart_drift_rows_total) is the mean over any time range.",
+        self.drift_values = Counter(
+            f"{PREFIX}_drift_feature_values",
+            "Measured values in each feature's drift sum (null, not measured, is left out); "
+            "a feature is published once a window holds at least "
+            "heart_drift_window_min_patients measured values of it.",
             ["feature"],
             registry=r,
+        )
+        # A gauge: ST depression may be negative (ST elevation), so a sum need not grow.
+        self.drift_sums = Gauge(
+            f"{PREFIX}_drift_feature_sum",
+            "Sum of each served feature's measured values, published per window of at least "
+            "heart_drift_window_min_patients of them; increase of it over the increase of "
+            "heart_drift_feature_values_total is the mean over any time range.",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="sum",
         )
         self.recent_drift = Gauge(
             f"{PREFIX}_feature_drift",
             "Mean of each feature over the most recent window of at least "
-            "heart_drift_window_min_patients patients, minus its training mean, in "
-            "training standard deviations (absent until a window is complete).",
+            "heart_drift_window_min_patients measured values, minus its training mean, in "
+            "training standard deviations (absent until such a window is complete).",
             ["feature"],
             registry=r,
             multiprocess_mode="mostrecent",
@@ -263,12 +272,15 @@ class ServiceMetrics:
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]
+        self._count_children = [self.drift_values.labels(name) for name in FEATURE_NAMES]
         # Created with the first window: until then the drift series are absent, not 0.
-        self._recent_children: list[Gauge] = []
+        self._recent_children: dict[int, Gauge] = {}
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._error_children: dict[int, Counter] = {}
         self._pending_sum = np.zeros(N_FEATURES)
+        #: Measured (non-null) values per feature in the pending window.
+        self._pending_count = np.zeros(N_FEATURES)
         self._pending_rows = 0
         self.start_time.set(time.time())
         self.live_workers.set(1)
@@ -319,10 +331,16 @@ class ServiceMetrics:
         self.refused_connections.labels(reason).inc()
 
     def observe_prediction(self, row: FloatArray, prediction: int) -> None:
-        """One patient scored as class ``prediction`` (1: positive)."""
+        """One patient scored as class ``prediction`` (1: positive); gaps left out of drift."""
         self._predicted[prediction].inc()
-        self._pending_sum += row
         self._pending_rows += 1
+        gaps = np.isnan(row)
+        if gaps.any():  # a missing value says nothing about drift: leave it out
+            self._pending_sum += np.where(gaps, 0.0, row)
+            self._pending_count += ~gaps
+        else:
+            self._pending_sum += row
+            self._pending_count += 1.0
 
     def observe_batch(self, rows: FloatArray, n_positive: int) -> None:
         """``len(rows)`` patients scored, ``n_positive`` of them as class 1."""
@@ -331,25 +349,37 @@ class ServiceMetrics:
             self._predicted[1].inc(n_positive)
         if n - n_positive:
             self._predicted[0].inc(n - n_positive)
-        self._pending_sum += rows.sum(axis=0)
         self._pending_rows += n
+        gaps = np.isnan(rows)
+        if gaps.any():
+            self._pending_sum += np.where(gaps, 0.0, rows).sum(axis=0)
+            self._pending_count += n - gaps.sum(axis=0)
+        else:
+            self._pending_sum += rows.sum(axis=0)
+            self._pending_count += n
 
     def flush(self) -> None:
-        """Publish the local drift window if it holds enough patients (see the module doc)."""
+        """Publish the local drift window if it holds enough patients (see the module doc).
+
+        A feature's values are published only once the window holds at least k
+        *measured* values of it: a window of k patients of whom one had a thallium
+        scan would otherwise publish that one patient's result. Its values wait
+        for a later window instead.
+        """
         if self._pending_rows < self.drift_window:
             return
-        sums = self._pending_sum
-        for child, value in zip(self._drift_children, sums.tolist(), strict=True):
-            if value:
-                child.inc(value)
         self.drift_rows.inc(self._pending_rows)
-        z = (sums / self._pending_rows - self._training_mean) / self._training_std
-        if not self._recent_children:
-            self._recent_children = [self.recent_drift.labels(name) for name in FEATURE_NAMES]
-        for gauge, value in zip(self._recent_children, z.tolist(), strict=True):
-            gauge.set(value)
-        self._pending_sum = np.zeros(N_FEATURES)
         self._pending_rows = 0
+        for j in np.flatnonzero(self._pending_count >= self.drift_window).tolist():
+            count, total = float(self._pending_count[j]), float(self._pending_sum[j])
+            self._drift_children[j].inc(total)
+            self._count_children[j].inc(count)
+            z = (total / count - self._training_mean[j]) / self._training_std[j]
+            if j not in self._recent_children:
+                self._recent_children[j] = self.recent_drift.labels(FEATURE_NAMES[j])
+            self._recent_children[j].set(float(z))
+            self._pending_sum[j] = 0.0
+            self._pending_count[j] = 0.0
 
     async def flush_every(self, seconds: float) -> None:
         """Flush periodically, so other workers see this one's drift sums (until cancelled)."""

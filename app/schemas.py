@@ -9,6 +9,11 @@ Numbers are strict on purpose: ``"54"`` (a string), ``true`` and, for the
 coded features, ``1.0`` are refused rather than coerced, because a client that
 sends them has a bug we should report, not guess around. Continuous features
 accept JSON integers and decimals; NaN and Infinity are refused.
+
+Missing values: a feature that may be missing (``Feature.may_be_missing``)
+accepts ``null``, meaning "not measured"; every field is still required, so an
+omitted field is a 422 ("send null if it was not measured"): a forgotten field
+and a test not done are different things, and only the client knows which.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def component_name(feature: Feature) -> str:
     return "".join(part.capitalize() for part in feature.name.split("_"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: it goes into a Union (nullable)
 class _CodedFeature:
     """Validation and named JSON schema of one coded feature.
 
@@ -129,34 +134,54 @@ class _CodedFeature:
         return reference
 
 
+def _nullable(feature: Feature, annotation: Any) -> Any:
+    """``annotation | None`` for a feature that may be missing: null means not measured."""
+    return annotation | None if feature.may_be_missing else annotation
+
+
+def _missing_text(feature: Feature) -> str:
+    if feature.missing_because:
+        return f" Null if not measured ({feature.missing_because})."
+    return " Required: may not be null."
+
+
 def _field_annotation(feature: Feature) -> Any:
-    """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``."""
+    """The Annotated type of one feature: type, bounds, docs, example, all from ``feature``.
+
+    A feature that may be missing is ``value | None``: the bounds stay on the value
+    branch, the documentation (description, example, ``x-`` extensions) on the
+    property itself, where readers and client generators look for it.
+    """
+    constraints: dict[str, Any] = {}
+    markers: list[Any] = []
     if feature.codes:
-        return Annotated[
-            int,
-            _CodedFeature(feature),
-            Field(
-                description=f"{feature.description} Codes: {_codes_text(feature)}.",
-                examples=[int(feature.example)],
-            ),
-        ]
-    unit = f" Unit: {feature.unit}." if feature.unit else ""
-    return Annotated[
-        float,
-        Field(
-            strict=True,
-            ge=feature.minimum,
-            le=feature.maximum,
-            allow_inf_nan=False,
-            description=(f"{feature.description}{unit} Accepted: {feature.describe_domain()}."),
-            examples=[feature.example],
-            json_schema_extra=(
+        value_type: Any = int
+        # Type, codes, enum names and membership live in the named component schema.
+        markers.append(_CodedFeature(feature))
+        docs: dict[str, Any] = {
+            "description": f"{feature.description} Codes: {_codes_text(feature)}.",
+            "examples": [int(feature.example)],
+        }
+    else:
+        value_type = float
+        constraints.update(
+            strict=True, ge=feature.minimum, le=feature.maximum, allow_inf_nan=False
+        )
+        unit = f" Unit: {feature.unit}." if feature.unit else ""
+        docs = {
+            "description": f"{feature.description}{unit} Accepted: {feature.describe_domain()}.",
+            "examples": [feature.example],
+            "json_schema_extra": (
                 {"x-unit": feature.unit, "x-kind": feature.kind}
                 if feature.unit
                 else {"x-kind": feature.kind}
             ),
-        ),
-    ]
+        }
+    docs["description"] += _missing_text(feature)
+    if not feature.may_be_missing:
+        return Annotated[(value_type, *markers, Field(**constraints, **docs))]
+    value = Annotated[(value_type, *markers, Field(**constraints))]
+    return Annotated[_nullable(feature, value), Field(**docs)]
 
 
 _PATIENT_SCHEMA_EXTRA: Final[dict[str, Any]] = {"examples": [PATIENT_EXAMPLE]}
@@ -176,8 +201,9 @@ else:
         "PatientFeatures",
         __config__=_PATIENT_CONFIG,
         __doc__=(
-            "The 13 clinical features of one patient (UCI Statlog Heart). "
-            "All fields are required; unknown fields are refused."
+            "The 13 clinical features of one patient (UCI heart-disease coding). "
+            "Every field is required; a feature that may be missing takes null when it "
+            "was not measured; unknown fields are refused."
         ),
         __module__=__name__,
         **{f.name: (_field_annotation(f), ...) for f in FEATURES},
@@ -226,8 +252,8 @@ def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
 def _type_only_annotation(feature: Feature) -> Any:
     """The feature's JSON type, strict, without bounds: ranges are checked on the matrix."""
     if feature.codes:
-        return Annotated[int, Field(strict=True)]
-    return Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        return _nullable(feature, Annotated[int, Field(strict=True)])
+    return _nullable(feature, Annotated[float, Field(strict=True, allow_inf_nan=False)])
 
 
 if TYPE_CHECKING:
@@ -280,6 +306,7 @@ class Prediction(BaseModel):
                     "label": _LABELS[0],
                     "threshold": 0.5,
                     "model_version": "2024-01-01T00-00-00Z-abc1234",
+                    "missing_features": [],
                 }
             ]
         }
@@ -298,6 +325,10 @@ class Prediction(BaseModel):
         ge=0.0, le=1.0, description="Decision threshold chosen at training time."
     )
     model_version: str = Field(description="Version of the model that answered.")
+    missing_features: list[str] = Field(
+        description="Features sent as null (not measured): the probability is averaged over "
+        "their training distribution. Empty when every value was given."
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -338,6 +369,10 @@ class FeatureCard(BaseModel):
         description="For coded features: code -> meaning. Null for continuous ones."
     )
     example: float
+    may_be_missing: bool = Field(description="Whether requests may send null (not measured).")
+    missing_because: str | None = Field(
+        description="Why real records lack it (null for features that may not be missing)."
+    )
 
 
 class EvaluationMetrics(BaseModel):
@@ -404,6 +439,16 @@ class ModelCard(BaseModel):
     library_versions: dict[str, str]
     split: dict[str, Any] | None = None
     metrics: TrainingMetrics
+    sites: dict[str, Any] | None = Field(
+        default=None,
+        description="Sites trained on, their data checksums and the calibration of this "
+        "training recipe at each validation site (trained on the other sites, leave one out).",
+    )
+    recalibration: dict[str, Any] | None = Field(
+        default=None,
+        description="Local recalibration (heart-train recalibrate): intercept, slope, "
+        "threshold, data checksum and figures before/after; null if none.",
+    )
 
 
 def feature_cards() -> list[FeatureCard]:
@@ -417,6 +462,8 @@ def feature_cards() -> list[FeatureCard]:
             maximum=f.maximum,
             allowed_values=({str(c): m for c, m in sorted(f.codes.items())} if f.codes else None),
             example=f.example,
+            may_be_missing=f.may_be_missing,
+            missing_because=f.missing_because,
         )
         for f in FEATURES
     ]

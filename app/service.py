@@ -32,7 +32,15 @@ from app.schemas import (
 from app.settings import Settings, StartupError
 from model.arrays import FloatArray
 from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
-from model.features import CLASS_LABELS, FEATURE_NAMES, N_FEATURES, all_in_domain
+from model.features import (
+    CLASS_LABELS,
+    FEATURE_BY_NAME,
+    FEATURE_NAMES,
+    MINIMUMS,
+    N_FEATURES,
+    NOT_MEASURED,
+    all_in_domain,
+)
 from model.predictor import Predictor
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -63,24 +71,31 @@ class PredictionService:
         self.max_batch_size = max_batch_size
         self._batch_model = batch_request_model(max_batch_size)
         self._batch_types = batch_types_model(max_batch_size)
-        # Everything after the probability, per class: constant for this model.
-        self._tails: tuple[bytes, bytes] = tuple(  # type: ignore[assignment]
-            (
-                ","
-                + json.dumps(
-                    {
-                        "prediction": cls,
-                        "label": CLASS_LABELS[cls],
-                        "threshold": self.threshold,
-                        "model_version": self.model_version,
-                    },
-                    separators=(",", ":"),
-                )[1:]
-            ).encode()
-            for cls in (0, 1)
-        )
+        # Everything after the probability, per class: constant for a complete record.
+        self._tail_cache: dict[tuple[int, tuple[str, ...]], bytes] = {}
+        self._tails: tuple[bytes, bytes] = (self._tail(0, ()), self._tail(1, ()))
         self.model_card = build_model_card(predictor)
         self.model_card_json: bytes = self.model_card.model_dump_json().encode()
+
+    def _tail(self, cls: int, missing: tuple[str, ...]) -> bytes:
+        """The response after the probability, for class ``cls`` and these missing features.
+
+        Cached: there are at most 2 x 2^10 of them, and a clinic sends a handful.
+        """
+        key = (cls, missing)
+        cached = self._tail_cache.get(key)
+        if cached is not None:
+            return cached
+        rest = {
+            "prediction": cls,
+            "label": CLASS_LABELS[cls],
+            "threshold": self.threshold,
+            "model_version": self.model_version,
+            "missing_features": list(missing),
+        }
+        tail = ("," + json.dumps(rest, separators=(",", ":"))[1:]).encode()
+        self._tail_cache[key] = tail
+        return tail
 
     # -- single patient -------------------------------------------------------------------
 
@@ -104,7 +119,11 @@ class PredictionService:
         """JSON body of the prediction for one row, and the predicted class (1: positive)."""
         probability = self.predictor.probability_one(row)
         prediction = int(probability >= self.threshold)
-        body = _PROBABILITY_KEY + repr(probability).encode() + self._tails[prediction]
+        if np.isnan(row).any():
+            tail = self._tail(prediction, missing_names(row))
+        else:
+            tail = self._tails[prediction]
+        body = _PROBABILITY_KEY + repr(probability).encode() + tail
         return body, prediction
 
     # -- batch ------------------------------------------------------------------------------
@@ -122,7 +141,7 @@ class PredictionService:
             matrix = _matrix(self._batch_types.model_validate_json(body).patients)  # type: ignore[attr-defined]
         except ValidationError:
             matrix = None
-        if matrix is not None and all_in_domain(matrix):
+        if matrix is not None and all_in_domain(_gaps_filled(matrix)):
             if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
                 refuse_duplicate_keys(body)
             return matrix
@@ -145,6 +164,8 @@ class PredictionService:
         items = [
             p + (tail1 if c else tail0) for p, c in zip(rendered, is_positive.tolist(), strict=True)
         ]
+        for i in np.flatnonzero(np.isnan(x).any(axis=1)).tolist():
+            items[i] = rendered[i] + self._tail(int(is_positive[i]), missing_names(x[i]))
         body = b'{"predictions":[' + _PROBABILITY_KEY + (b"," + _PROBABILITY_KEY).join(items)
         return body + b"]}", int(is_positive.sum())
 
@@ -179,6 +200,39 @@ def load_service(settings: Settings) -> PredictionService:
             f"read ({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} at "
             f"{'.'.join(map(str, exc.errors()[0]['loc']))}): {RETRAIN_HINT}"
         ) from None
+
+
+def _gaps_filled(matrix: FloatArray) -> FloatArray:
+    """The matrix for the range check: a null (NaN) is fine where the types model allowed it.
+
+    ``batch_types_model`` accepts null only for features that may be missing, so
+    every NaN here is legitimate; each is replaced by the feature's minimum, which
+    is always inside its domain, so ``all_in_domain`` judges the real values only.
+    """
+    gaps = np.isnan(matrix)
+    return np.where(gaps, MINIMUMS, matrix) if gaps.any() else matrix
+
+
+def missing_names(row: FloatArray) -> tuple[str, ...]:
+    """The features a row lacks (NaN: sent as null), in feature order."""
+    return tuple(name for name, v in zip(FEATURE_NAMES, row.tolist(), strict=True) if v != v)
+
+
+def _explain(error: dict[str, Any]) -> dict[str, Any]:
+    """Say what null means where Pydantic's message cannot: per feature, from model.features."""
+    loc = error["loc"]
+    feature = FEATURE_BY_NAME.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
+    if feature is None:
+        return error
+    kind = error["type"]
+    if kind == "missing":
+        hint = NOT_MEASURED if feature.may_be_missing else "it may not be null"
+        return {**error, "msg": f"Field required; {hint}"}
+    if "input" in error and error["input"] is None:  # null where it may not be missing
+        return {**error, "msg": f"{error['msg']}: {feature.name} may not be null (required)"}
+    if kind == "greater_than_equal" and error.get("input") == 0 and feature.may_be_missing:
+        return {**error, "msg": f"{error['msg']}; 0 is not a measurement: {NOT_MEASURED}"}
+    return error
 
 
 def _matrix(patients: list[Any]) -> FloatArray:
@@ -318,7 +372,7 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
         elif error["type"] == "int_type" and isinstance(error.get("input"), float):
             # Integral floats were accepted before this point: say what is wrong.
             item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
-        errors.append(item)
+        errors.append(_explain(item))
     return errors
 
 
@@ -343,6 +397,10 @@ def build_model_card(predictor: Predictor) -> ModelCard:
         library_versions={str(k): str(v) for k, v in (meta.get("library_versions") or {}).items()},
         split=_plain(meta["split"]) if isinstance(meta.get("split"), dict) else None,
         metrics=_training_metrics(_plain(metrics)),
+        sites=_plain(meta["sites"]) if isinstance(meta.get("sites"), dict) else None,
+        recalibration=(
+            _plain(meta["recalibration"]) if isinstance(meta.get("recalibration"), dict) else None
+        ),
     )
 
 

@@ -38,6 +38,8 @@ REQUIRED_KEYS: Final[tuple[str, ...]] = (
     "data_sha256",
     "library_versions",
 )
+#: Arrays of the payload that are not metadata (the model card leaves them out).
+ARRAY_KEYS: Final[tuple[str, ...]] = ("weights", "scaler", "background")
 #: Names commands that work outside an activated virtualenv (bare `python` is the system's).
 RETRAIN_HINT: Final[str] = (
     "run `heart-train` (in a checkout: `.venv/bin/python -m training`, or `make train`) "
@@ -139,7 +141,9 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: str | None =
     """Load, validate and return the ready predictor (raises :class:`ArtifactError`)."""
     payload = read_payload(path, expected_sha256=expected_sha256)
     weights, scaler = payload["weights"], payload["scaler"]
-    metadata = {k: v for k, v in payload.items() if k not in ("weights", "scaler")}
+    metadata = {k: v for k, v in payload.items() if k not in ARRAY_KEYS}
+    recalibration = payload.get("recalibration") or {}
+    background = payload.get("background")
     return Predictor.from_network(
         coefs=(weights["W1"], weights["W2"]),
         intercepts=(weights["b1"], weights["b2"]),
@@ -148,6 +152,9 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: str | None =
         threshold=float(payload["threshold"]),
         model_version=str(payload["model_version"]),
         metadata=metadata,
+        background=None if background is None else np.asarray(background, dtype=np.float64),
+        calibration_intercept=float(recalibration.get("intercept", 0.0)),
+        calibration_slope=float(recalibration.get("slope", 1.0)),
     )
 
 
@@ -198,6 +205,22 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
             raise fail(f"{key} has shape {arrays[key].shape}, expected {shape}")
     if np.any(arrays["scale"] <= 0):
         raise fail("scaler scale must be positive")
+    background = payload.get("background")
+    if background is not None:
+        bg = np.asarray(background, dtype=np.float64)
+        if bg.ndim != 2 or bg.shape[1] != N_FEATURES or bg.shape[0] < 1:
+            raise fail(f"background has shape {bg.shape}, expected (K, {N_FEATURES})")
+        if not np.all(np.isfinite(bg)):
+            raise fail("background rows must be complete and finite")
+    recalibration = payload.get("recalibration")
+    if recalibration is not None and not (
+        isinstance(recalibration, dict)
+        and all(
+            isinstance(recalibration.get(k), int | float) and np.isfinite(recalibration[k])
+            for k in ("intercept", "slope")
+        )
+    ):
+        raise fail("recalibration must hold a finite intercept and slope")
     threshold = payload["threshold"]
     if not isinstance(threshold, int | float) or not 0.0 < float(threshold) < 1.0:
         raise fail(f"threshold {threshold!r} must be a number strictly between 0 and 1")

@@ -7,8 +7,15 @@ docs. Keeping it in one place is what lets a test prove they all agree.
 
 The order is the column order of ``data/heart.dat``. The bounds of the
 continuous features are *plausible physiological* limits, deliberately wider
-than what the 270 patients show, so that a real patient is never refused while
-a typo (a cholesterol of 2400, an age of 650) is.
+than what the 990 patients of the four sites show, so that a real patient is
+never refused while a typo (a cholesterol of 2400, an age of 650) is.
+
+Missing values. A feature *may be missing* (``missing_because``) exactly where
+the UCI sites hold real records without it: ten of the thirteen. Age, sex and
+chest-pain type are never missing in any site and are asked at every visit, so
+they stay required. In the API a missing value is an explicit ``null``; an
+omitted field is refused (422 "field required"), because a forgotten field and
+a test not done are different things and only the client knows which.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from model.arrays import FloatArray
 
 FeatureKind = Literal["continuous", "binary", "ordinal", "nominal"]
 
+#: How a client says a value was not measured, quoted in every error about it.
+NOT_MEASURED: Final[str] = "send null if it was not measured"
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -38,6 +48,14 @@ class Feature:
     example: float
     #: For coded features, the allowed codes and what each one means.
     codes: Mapping[int, str] = field(default_factory=dict)
+    #: Why the feature may be missing (``null``: not measured), or ``None`` if it may not be.
+    #: Decided from the UCI sites: a feature may be missing where real records lack it.
+    missing_because: str | None = None
+
+    @property
+    def may_be_missing(self) -> bool:
+        """Real records exist without this value, so a prediction must cope without it."""
+        return self.missing_because is not None
 
     @property
     def is_coded(self) -> bool:
@@ -60,14 +78,25 @@ class Feature:
         unit = f" {self.unit}" if self.unit else ""
         return f"between {self.minimum:g} and {self.maximum:g}{unit}"
 
-    def check(self, value: float) -> str | None:
-        """Return why ``value`` is unacceptable, or ``None`` if it is fine."""
+    def check(self, value: float, *, allow_missing: bool = False) -> str | None:
+        """Return why ``value`` is unacceptable, or ``None`` if it is fine.
+
+        NaN stands for "not measured": acceptable only with ``allow_missing``
+        and only for a feature that may be missing.
+        """
+        if np.isnan(value) and allow_missing and self.may_be_missing:
+            return None
         if not np.isfinite(value):
-            return "must be a finite number"
+            if self.may_be_missing:
+                return "must be a finite number (null if it was not measured)"
+            return "must be a finite number: it is required and may not be missing"
         if self.codes:
             if value != int(value) or int(value) not in self.codes:
                 return f"must be {self.describe_domain()}"
         elif not (self.minimum <= value <= self.maximum):
+            if value == 0 and self.may_be_missing:
+                # The UCI files write 0 for "not measured"; the API says that with null.
+                return f"must be {self.describe_domain()} (0 is not a measurement: {NOT_MEASURED})"
             return f"must be {self.describe_domain()}"
         return None
 
@@ -115,6 +144,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         60,
         260,
         130,
+        missing_because="not recorded for 1 Hungarian and 2 Swiss patients",
     ),
     Feature(
         "serum_cholesterol",
@@ -124,6 +154,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         80,
         700,
         245,
+        missing_because="not measured in Switzerland (all 123 rows) and for 23 Hungarian patients",
     ),
     Feature(
         "fasting_blood_sugar",
@@ -134,6 +165,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         1,
         0,
         codes={0: "120 mg/dl or lower", 1: "above 120 mg/dl"},
+        missing_because="not measured for 75 of 123 Swiss and 8 Hungarian patients",
     ),
     Feature(
         "resting_ecg",
@@ -148,6 +180,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
             1: "ST-T wave abnormality",
             2: "probable or definite left ventricular hypertrophy",
         },
+        missing_because="not recorded for 1 Hungarian and 1 Swiss patient",
     ),
     Feature(
         "max_heart_rate",
@@ -157,6 +190,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         50,
         250,
         150,
+        missing_because="no exercise test result for 1 Hungarian and 1 Swiss patient",
     ),
     Feature(
         "exercise_induced_angina",
@@ -167,15 +201,17 @@ FEATURES: Final[tuple[Feature, ...]] = (
         1,
         0,
         codes={0: "no", 1: "yes"},
+        missing_because="no exercise test result for 1 Hungarian and 1 Swiss patient",
     ),
     Feature(
         "st_depression",
-        "ST depression induced by exercise relative to rest (oldpeak).",
+        "ST depression induced by exercise relative to rest (oldpeak); negative is ST elevation.",
         "mm",
         "continuous",
-        0,
+        -5,
         10,
         0.8,
+        missing_because="not recorded for 6 Swiss patients",
     ),
     Feature(
         "st_slope",
@@ -186,6 +222,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
         3,
         2,
         codes={1: "upsloping", 2: "flat", 3: "downsloping"},
+        missing_because="not recorded for 190 of 294 Hungarian and 17 Swiss patients",
     ),
     Feature(
         "num_major_vessels",
@@ -196,6 +233,10 @@ FEATURES: Final[tuple[Feature, ...]] = (
         3,
         0,
         codes={0: "none", 1: "one", 2: "two", 3: "three"},
+        missing_because=(
+            "fluoroscopy is expensive: missing for 291 of 294 Hungarian, 118 of 123 Swiss "
+            "and 4 Cleveland patients"
+        ),
     ),
     Feature(
         "thal",
@@ -206,6 +247,10 @@ FEATURES: Final[tuple[Feature, ...]] = (
         7,
         3,
         codes={3: "normal", 6: "fixed defect", 7: "reversible defect"},
+        missing_because=(
+            "the thallium scan is expensive: missing for 266 Hungarian, 52 Swiss "
+            "and 2 Cleveland patients"
+        ),
     ),
 )
 
@@ -223,6 +268,10 @@ CLASS_LABELS: Final[Mapping[int, str]] = {
 #: Bounds as arrays, in feature order, so whole batches are checked in one pass.
 MINIMUMS: Final[FloatArray] = np.array([f.minimum for f in FEATURES])
 MAXIMUMS: Final[FloatArray] = np.array([f.maximum for f in FEATURES])
+#: Which columns may be NaN ("not measured"), in feature order.
+MAY_BE_MISSING: Final[npt.NDArray[np.bool_]] = np.array([f.may_be_missing for f in FEATURES])
+#: The features every record must have (no real record in the four sites lacks them).
+REQUIRED_FEATURES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES if not f.may_be_missing)
 
 
 #: Which columns are coded (integers from a list), as a row mask over the features.
@@ -263,19 +312,23 @@ def all_in_domain(x: FloatArray) -> bool:
     return not bool(outside_domain(x).any())
 
 
-def invalid_cells(x: FloatArray) -> list[tuple[int, int, str]]:
+def invalid_cells(x: FloatArray, *, allow_missing: bool = False) -> list[tuple[int, int, str]]:
     """List every ``(row, column, reason)`` of a 2-D feature matrix that is out of domain.
 
     The per-cell explanation (from :meth:`Feature.check`) is only built for the
-    rare offending cells. Used by the data loader, whose errors name the row,
-    column and reason.
+    rare offending cells. Used by the data loaders, whose errors name the row,
+    column and reason. With ``allow_missing`` NaN ("not measured") is accepted
+    in the columns of features that may be missing, and only there.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != N_FEATURES:
         raise ValueError(f"expected a matrix with {N_FEATURES} columns, got shape {x.shape}")
+    bad = outside_domain(x)
+    if allow_missing:
+        bad &= ~(np.isnan(x) & MAY_BE_MISSING)
     problems: list[tuple[int, int, str]] = []
-    for i, j in zip(*np.nonzero(outside_domain(x)), strict=True):
-        reason = FEATURES[j].check(float(x[i, j]))
+    for i, j in zip(*np.nonzero(bad), strict=True):
+        reason = FEATURES[j].check(float(x[i, j]), allow_missing=allow_missing)
         problems.append((int(i), int(j), reason or "is out of range"))
     return problems
 
@@ -293,12 +346,13 @@ def example_patient() -> dict[str, float]:
 def markdown_table(features: Sequence[Feature] = FEATURES) -> str:
     """The feature table as it appears in the README and data/README.md."""
     lines = [
-        "| # | name | meaning | unit | kind | allowed values |",
-        "|---|---|---|---|---|---|",
+        "| # | name | meaning | unit | kind | allowed values | may be null (not measured) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, f in enumerate(features, start=1):
+        missing = f"yes: {f.missing_because}" if f.missing_because else "no"
         lines.append(
             f"| {i} | `{f.name}` | {f.description} | {f.unit or '-'} | {f.kind} "
-            f"| {f.describe_domain()} |"
+            f"| {f.describe_domain()} | {missing} |"
         )
     return "\n".join(lines)

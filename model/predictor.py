@@ -4,6 +4,14 @@ The service calls this on every request, so it is built for that: the
 StandardScaler is folded into the first layer once, at construction, so a
 prediction is two small matrix products, a ReLU and a sigmoid. No estimator
 object, no validation layer, no Python loop over rows.
+
+Missing values (NaN: not measured) are *marginalised*: the probability is the
+network's output averaged over the K background rows stored in the artifact,
+each row supplying the values that are missing, the patient's own values kept
+for everything else. That is the expected risk given what was measured (with
+the missing values drawn from their training distribution), not the risk of
+a patient whose missing tests happen to be "normal". Complete rows never touch
+the background, so their path costs what it always did.
 """
 
 from __future__ import annotations
@@ -39,8 +47,17 @@ class Predictor:
     #: Training-set mean and standard deviation of each feature, for drift monitoring.
     feature_mean: FloatArray = field(default_factory=lambda: np.zeros(N_FEATURES))
     feature_scale: FloatArray = field(default_factory=lambda: np.ones(N_FEATURES))
+    #: K x 13 raw rows whose values stand in for missing ones (``None``: NaN is refused).
+    background: FloatArray | None = None
+    #: Logistic recalibration of the output: ``logit p' = intercept + slope * logit p``.
+    calibration_intercept: float = 0.0
+    calibration_slope: float = 1.0
     _b1_list: list[float] = field(init=False, repr=False, default_factory=list)
     _w2_list: list[float] = field(init=False, repr=False, default_factory=list)
+    #: Per feature, the background's contribution to the hidden layer: (13, K, hidden).
+    _contrib: FloatArray | None = field(init=False, repr=False, default=None)
+    _average: FloatArray = field(init=False, repr=False, default_factory=lambda: np.ones(1))
+    _recalibrated: bool = field(init=False, repr=False, default=False)
 
     @classmethod
     def from_network(
@@ -75,6 +92,21 @@ class Predictor:
         # (BENCHMARKS.md, "The predictor alone"; bench/PROFILE.md, change 1).
         object.__setattr__(self, "_b1_list", [float(v) for v in self.b1])
         object.__setattr__(self, "_w2_list", [float(v) for v in self.w2])
+        if self.background is not None:
+            bg = np.asarray(self.background, dtype=np.float64)
+            if bg.ndim != 2 or bg.shape[1] != N_FEATURES or bg.shape[0] < 1:
+                raise ValueError(f"background must be K x {N_FEATURES}, got shape {bg.shape}")
+            if not np.all(np.isfinite(bg)):
+                raise ValueError("background rows must be complete and finite")
+            # contrib[j] = bg[:, j] (outer) w1[j]: adding it puts feature j's background
+            # values into the hidden pre-activation of a row whose own value is zeroed.
+            contrib = bg.T[:, :, None] * self.w1[:, None, :]
+            # Flat (13, K * hidden): one matrix product adds every missing feature's part.
+            flat = np.ascontiguousarray(contrib.reshape(N_FEATURES, -1))
+            object.__setattr__(self, "_contrib", flat)
+            object.__setattr__(self, "_average", np.full(bg.shape[0], 1.0 / bg.shape[0]))
+        identity = self.calibration_intercept == 0.0 and self.calibration_slope == 1.0
+        object.__setattr__(self, "_recalibrated", not identity)
 
     @property
     def n_hidden(self) -> int:
@@ -89,11 +121,16 @@ class Predictor:
         x = np.asarray(row, dtype=np.float64)
         if x.shape != (N_FEATURES,):
             raise ValueError(f"expected one row of {N_FEATURES} features, got shape {x.shape}")
+        hidden = np.dot(x, self.w1).tolist()
+        if hidden[0] != hidden[0]:  # NaN in the row propagates to every hidden unit
+            return float(self._marginal(x[None, :])[0])
         z = self.b2
-        for h, b, w in zip(np.dot(x, self.w1).tolist(), self._b1_list, self._w2_list, strict=True):
+        for h, b, w in zip(hidden, self._b1_list, self._w2_list, strict=True):
             a = h + b
             if a > 0.0:
                 z += a * w
+        if self._recalibrated:
+            z = self.calibration_intercept + self.calibration_slope * z
         return 0.5 + 0.5 * math.tanh(0.5 * z)
 
     def probability(self, rows: npt.ArrayLike) -> FloatArray:
@@ -104,17 +141,57 @@ class Predictor:
         if x.ndim != 2 or x.shape[1] != N_FEATURES:
             raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
         hidden = x @ self.w1
+        incomplete = np.isnan(hidden[:, 0])  # NaN anywhere in a row reaches every unit
         hidden += self.b1
         np.maximum(hidden, 0.0, out=hidden)
         z = hidden @ self.w2
         z += self.b2
-        # tanh form of the sigmoid: one ufunc, no overflow for any z.
-        np.multiply(z, 0.5, out=z)
-        np.tanh(z, out=z)
-        z += 1.0
+        if self._recalibrated:
+            z *= self.calibration_slope
+            z += self.calibration_intercept
+        p = _sigmoid_inplace(z)
+        if incomplete.any():
+            p[incomplete] = self._marginal(x[incomplete])
+        return p
+
+    def _marginal(self, x: FloatArray) -> FloatArray:
+        """Rows with NaN: the output averaged over the background rows' values for the gaps."""
+        if self._contrib is None:
+            raise ValueError(
+                "this model has no background rows, so it cannot predict without every value"
+            )
+        missing = np.isnan(x)
+        hidden = np.where(missing, 0.0, x) @ self.w1  # (m, hidden)
+        hidden += self.b1
+        # (m, K, hidden): each background row fills the gaps of each patient row.
+        m, n_hidden = hidden.shape
+        filled = (missing @ self._contrib).reshape(m, -1, n_hidden)
+        filled += hidden[:, None, :]
+        np.maximum(filled, 0.0, out=filled)
+        z = filled @ self.w2
+        z += self.b2
+        # mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)); the mean as a matrix product.
         z *= 0.5
-        return z
+        np.tanh(z, out=z)
+        p: FloatArray = z @ self._average
+        p *= 0.5
+        p += 0.5
+        if self._recalibrated:
+            q = np.clip(p, 1e-15, 1.0 - 1e-15)
+            logit = np.log(q) - np.log1p(-q)
+            p = _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
+        return p
 
     def predict(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Class 1 (disease) where the probability reaches the model's threshold."""
         return (self.probability(rows) >= self.threshold).astype(np.int64)
+
+
+def _sigmoid_inplace(z: FloatArray) -> FloatArray:
+    """tanh form of the sigmoid: one ufunc, no overflow for any z; overwrites ``z``."""
+    z = np.asarray(z, dtype=np.float64)
+    np.multiply(z, 0.5, out=z)
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z

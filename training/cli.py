@@ -1,4 +1,8 @@
-"""``python -m training`` / ``heart-train``: train the default model and write the artifact."""
+"""``python -m training`` / ``heart-train``: train the default model and write the artifact.
+
+``heart-train recalibrate ...`` refits a trained model's output to local patients
+(``training/recalibrate.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,13 @@ from model.artifact import save_artifact, sha256_of
 from model.cli_support import HelpFormatter, add_version, prog_name
 from training.data import DataError, default_data_path
 from training.pipeline import TrainingConfig, train
-from training.report import plot_loss, report_from_payload, write_json_atomic
+from training.report import (
+    plot_loss,
+    plot_reliability,
+    report_from_payload,
+    write_json_atomic,
+)
+from training.sites import SITES, parse_sites
 
 DEFAULT_OUTPUT = Path("artifacts") / "model.joblib"
 
@@ -22,18 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
     prog = prog_name("heart-train", "training")
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Train the NumPy heart-disease network on UCI Statlog (Heart), evaluate it "
-        "and write the model artifact (joblib), a JSON report and a loss plot.",
-        epilog=f"Other command: '{prog} export --help' (the trained model as ONNX).",
+        description="Train the NumPy heart-disease network on UCI heart-disease sites, evaluate "
+        "it and write the model artifact (joblib), a JSON report, a loss plot and a reliability "
+        "diagram.",
+        epilog=f"Other commands: '{prog} recalibrate --help' (refit a model to a hospital's own "
+        f"patients), '{prog} export --help' (the trained model as ONNX).",
         formatter_class=HelpFormatter,
     )
     add_version(p)
     io = p.add_argument_group("input and output")
     io.add_argument(
+        "--sites",
+        default=",".join(d.sites),
+        help="comma-separated sites to train on, any of "
+        + ", ".join(SITES)
+        + " (Statlog rows are all in Cleveland: pooled with it they count once)",
+    )
+    io.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="Statlog heart.dat file (default: data/heart.dat of the source tree)",
+        help="Statlog heart.dat file, with --sites statlog (default: data/heart.dat of the "
+        "source tree)",
     )
     io.add_argument(
         "--accept-data-change",
@@ -101,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the training data --early-stopping holds out",
     )
     net.add_argument("--seed", type=int, default=d.seed, help="random_state of the network")
+    gaps = p.add_argument_group("missing values")
+    gaps.add_argument(
+        "--no-missing-values",
+        action="store_true",
+        help="train the tutorial's plain scaler + network (needs all 13 values; the served "
+        "model then refuses null)",
+    )
+    gaps.add_argument("--copies", type=int, default=d.copies, help="imputed copies per row")
+    gaps.add_argument(
+        "--mask-rate",
+        type=float,
+        default=d.mask_rate,
+        help="chance that a present value which may be missing is hidden in a copy",
+    )
+    gaps.add_argument(
+        "--background-rows",
+        type=int,
+        default=d.n_background,
+        help="rows stored to marginalise missing values at prediction",
+    )
 
     ev = p.add_argument_group("split, threshold and evaluation")
     ev.add_argument(
@@ -165,6 +205,11 @@ def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConf
         data_path=args.data if args.data is not None else default_data_path(),
         accept_data_change=args.accept_data_change,
         verbose=verbose,
+        sites=parse_sites(args.sites),
+        missing_values=not args.no_missing_values,
+        copies=args.copies,
+        mask_rate=args.mask_rate,
+        n_background=args.background_rows,
     )
 
 
@@ -174,6 +219,8 @@ def _summary(payload: dict[str, Any]) -> str:
         f"model {payload['model_version']}  threshold {payload['threshold']:.3f}",
         f"test  accuracy {test['accuracy']:.3f}  roc_auc {test['roc_auc']:.3f}  "
         f"statlog_cost {test['statlog_cost']:.3f}  (n={test['n']})",
+        f"test  calibration intercept {test['calibration_intercept']:.2f}  "
+        f"slope {test['calibration_slope']:.2f}",
     ]
     if "cross_validation" in m:
         cv = m["cross_validation"]
@@ -187,16 +234,23 @@ def _summary(payload: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    prog = prog_name("heart-train", "training")
     if arguments[:1] == ["export"]:
         from training.export import main as export_main
 
-        return export_main(arguments[1:], prog=f"{prog_name('heart-train', 'training')} export")
+        return export_main(arguments[1:], prog=f"{prog} export")
+    if arguments[:1] == ["recalibrate"]:
+        from training.recalibrate import main as recalibrate_main
+
+        return recalibrate_main(arguments[1:], prog=f"{prog} recalibrate")
     args = build_parser().parse_args(arguments)
     if args.batch_size < 0:
         build_parser().error("--batch-size must be 0 (full batch) or positive")
     verbose = not args.quiet and sys.stderr.isatty()
-    config = config_from_args(args, verbose=verbose)
+    if args.data is not None and "statlog" not in args.sites.split(","):
+        build_parser().error("--data names the Statlog file: add statlog to --sites to use it")
     try:
+        config = config_from_args(args, verbose=verbose)
         result = train(config)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -212,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plot:
         plot_path = args.plot or output.with_suffix(".loss.png")
         plotted = plot_loss(result.loss_curve, plot_path)
+        plot_reliability(
+            result.payload["metrics"]["test"]["reliability"],
+            plot_path.with_name(output.with_suffix("").name + ".reliability.png"),
+        )
     if not args.quiet:
         print(_summary(result.payload))
         print(f"wrote {output} and {report}" + (" and the loss plot" if plotted else ""))

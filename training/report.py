@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.artifact import ARRAY_KEYS
 from model.atomic import atomic_path, write_text_atomic
 
 # write_text_atomic lives in model.atomic; re-exported for callers written before the move.
-__all__ = ["plot_loss", "report_from_payload", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "plot_loss",
+    "plot_reliability",
+    "report_from_payload",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
@@ -20,7 +27,7 @@ def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
 
 def report_from_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Everything in the artifact except the arrays: what a person wants to read."""
-    return {k: v for k, v in payload.items() if k not in ("weights", "scaler")}
+    return {k: v for k, v in payload.items() if k not in ARRAY_KEYS}
 
 
 def plot_loss(loss_curve: Sequence[float], path: Path, title: str = "Training loss") -> bool:
@@ -29,6 +36,39 @@ def plot_loss(loss_curve: Sequence[float], path: Path, title: str = "Training lo
     matplotlib is an optional extra (``pip install '.[plot]'``): the service
     image must not carry a plotting stack it never uses.
     """
+
+    def draw(ax: Any) -> None:
+        ax.plot(range(1, len(loss_curve) + 1), loss_curve)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("objective (mean BCE + L2)")
+        ax.set_title(title)
+
+    return _save_plot(path, draw)
+
+
+def plot_reliability(bins: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Reliability diagram of the test split: observed share against mean predicted risk."""
+
+    def draw(ax: Any) -> None:
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+        ax.plot(
+            [b["mean_predicted"] for b in bins],
+            [b["observed"] for b in bins],
+            marker="o",
+            label="model (test split, 10 bins)",
+        )
+        ax.set_xlabel("mean predicted risk")
+        ax.set_ylabel("observed share with disease")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title("Reliability diagram")
+        ax.legend()
+
+    return _save_plot(path, draw)
+
+
+def _save_plot(path: Path, draw: Callable[[Any], None]) -> bool:
+    """One figure, drawn by ``draw`` and written atomically; False without matplotlib."""
     try:
         import matplotlib
 
@@ -37,10 +77,7 @@ def plot_loss(loss_curve: Sequence[float], path: Path, title: str = "Training lo
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(range(1, len(loss_curve) + 1), loss_curve)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("objective (mean BCE + L2)")
-    ax.set_title(title)
+    draw(ax)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     try:

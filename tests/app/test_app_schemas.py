@@ -39,18 +39,26 @@ def test_each_field_documents_its_feature(feature: Feature) -> None:
         assert prop["$ref"] == f"#/$defs/{name}"
         prop = {**schema["$defs"][name], **prop}
     assert prop["x-kind"] == feature.kind
+    # A feature that may be missing is "value or null": the value's type and bounds are
+    # in its non-null branch, the documentation on the property.
+    value = prop
+    if feature.may_be_missing:
+        value, null = prop["anyOf"]
+        assert null == {"type": "null"} and "Null if not measured" in prop["description"]
+    else:
+        assert "anyOf" not in prop and "may not be null" in prop["description"]
     if feature.codes:
-        assert prop["type"] == "integer"
-        assert prop["enum"] == sorted(feature.codes)
+        assert value["type"] == "integer"
+        assert value["enum"] == sorted(feature.codes)
         assert prop["x-codes"] == {str(k): v for k, v in sorted(feature.codes.items())}
-        names = prop["x-enum-varnames"]
+        names = value["x-enum-varnames"]
         assert len(names) == len(set(names)) == len(feature.codes)
         assert all(n.isidentifier() and n.isupper() for n in names)
         for meaning in feature.codes.values():
             assert meaning in prop["description"]
     else:
-        assert prop["type"] == "number"
-        assert (prop["minimum"], prop["maximum"]) == (feature.minimum, feature.maximum)
+        assert value["type"] == "number"
+        assert (value["minimum"], value["maximum"]) == (feature.minimum, feature.maximum)
         assert prop.get("x-unit") == feature.unit
         if feature.unit:
             assert feature.unit in prop["description"]

@@ -66,6 +66,7 @@ def test_training_command_writes_artifact_report_and_plot(tmp_path: Path) -> Non
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "model.joblib",
         "model.loss.png",
+        "model.reliability.png",
         "model.report.json",
     ]
 
@@ -122,6 +123,8 @@ def test_changed_data_is_refused_then_accepted(tmp_path: Path) -> None:
     rows = default_data_path().read_text().splitlines()
     data.write_text("\n".join(rows[:-1]) + "\n")
     args = (
+        "--sites",
+        "statlog",
         "--data",
         str(data),
         "--output",
@@ -143,6 +146,8 @@ def test_bad_data_and_bad_options_exit_with_a_message(tmp_path: Path) -> None:
     data = tmp_path / "bad.dat"
     data.write_text("63 1 4 145 233 1 2 150 0 2.3 3 0 9 1\n")
     proc = run_training(
+        "--sites",
+        "statlog",
         "--data",
         str(data),
         "--accept-data-change",

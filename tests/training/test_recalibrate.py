@@ -1,0 +1,99 @@
+"""``heart-train recalibrate``: round trip, what it keeps, what it records, bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.artifact import load_artifact, read_payload
+from model.features import FEATURE_NAMES
+from training.calibration import calibration_intercept_slope, recalibrate
+from training.cli import main as cli
+from training.data import file_sha256
+from training.recalibrate import OUTCOME, base_predictor
+from training.sites import load_site
+
+
+def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:  # type: ignore[type-arg]
+    lines = [",".join((*FEATURE_NAMES, OUTCOME))]
+    for row, label in zip(x, y, strict=True):
+        cells = ["" if np.isnan(v) else f"{v:g}" for v in row]
+        lines.append(",".join([*cells, str(int(label))]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hungarian_half(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x, y = load_site("hungarian")  # blanks: almost every row lacks vessels and thal
+    return write_csv(tmp_path_factory.mktemp("local") / "local.csv", x[::2], y[::2])
+
+
+def test_round_trip_keeps_weights_and_records_the_recalibration(
+    artifact_path: Path, hungarian_half: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "local.joblib"
+    assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(hungarian_half),
+                "--output", str(out), "--tune-threshold"]) == 0  # fmt: skip
+    before, after = read_payload(artifact_path), read_payload(out)
+    for key, value in before["weights"].items():
+        np.testing.assert_array_equal(value, after["weights"][key])
+    np.testing.assert_array_equal(before["background"], after["background"])
+    r = after["recalibration"]
+    assert r["data_sha256"] == file_sha256(hungarian_half) and r["data_file"] == "local.csv"
+    assert after["model_version"] == f"{before['model_version']}-recal-{r['data_sha256'][:8]}"
+    assert after["threshold"] == r["threshold"] and r["threshold_tuned"]
+
+    # The served predictor applies exactly the recorded intercept and slope.
+    x, y = load_site("hungarian")
+    x, y = x[::2], y[::2]
+    base = load_artifact(artifact_path).probability(x)
+    served = load_artifact(out).probability(x)
+    np.testing.assert_allclose(served, recalibrate(base, r["intercept"], r["slope"]), rtol=1e-9)
+    # Logistic recalibration with an intercept matches the mean on the data it was fitted on,
+    # and leaves nothing to recalibrate: intercept 0, slope 1.
+    assert served.mean() == pytest.approx(y.mean(), abs=1e-4)
+    a, b = calibration_intercept_slope(y, served)
+    assert a == pytest.approx(0.0, abs=1e-3) and b == pytest.approx(1.0, abs=1e-3)
+    assert r["after"]["mean_predicted"] == pytest.approx(served.mean(), abs=1e-9)
+    assert r["before"]["mean_predicted"] == pytest.approx(base.mean(), abs=1e-9)
+
+    # Recalibrating the recalibrated model refits from the network's own output: same fit.
+    again = tmp_path / "again.joblib"
+    assert cli(["recalibrate", "--model", str(out), "--data", str(hungarian_half),
+                "--output", str(again)]) == 0  # fmt: skip
+    r2 = read_payload(again)["recalibration"]
+    assert r2["intercept"] == pytest.approx(r["intercept"]) and r2["slope"] == pytest.approx(
+        r["slope"]
+    )
+    assert read_payload(again)["base_model_version"] == before["model_version"]
+    np.testing.assert_allclose(base_predictor(again).probability(x), base, rtol=1e-12)
+
+
+def blank_first_age(text: str) -> str:
+    header, first, rest = text.split("\n", 2)
+    return "\n".join([header, "," + first.split(",", 1)[1], rest])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace(",outcome", ",result"), "lacks the column"),
+        (blank_first_age, "row 2, column age: must be a finite number: it is required"),
+        (lambda t: t[: t.rindex(",")] + ",2\n", r"column outcome: '2' must be 0 or 1"),
+    ],
+)
+def test_bad_local_files_are_refused_with_row_and_column(
+    artifact_path: Path, hungarian_half: Path, tmp_path: Path, edit: object, message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text(edit(hungarian_half.read_text()))  # type: ignore[operator]
+    code = cli(["recalibrate", "--model", str(artifact_path), "--data", str(bad),
+                "--output", str(tmp_path / "x.joblib")])  # fmt: skip
+    assert code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "x.joblib").exists()

@@ -1,0 +1,93 @@
+"""Calibration figures, net benefit, and the leave-one-site-out command (quick protocol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training.calibration import (
+    calibration_intercept_slope,
+    logit,
+    net_benefit,
+    recalibrate,
+    reliability_bins,
+)
+from training.site_report import main as sites_main
+from training.site_report import markdown
+from training.sites import UCI_SITES
+
+
+def synthetic(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.02, 0.98, n)
+    return (rng.random(n) < p).astype(np.int64), p
+
+
+def test_calibration_of_calibrated_and_distorted_predictions() -> None:
+    y, p = synthetic()
+    a, b = calibration_intercept_slope(y, p)
+    assert abs(a) < 0.08 and abs(b - 1.0) < 0.05
+    too_extreme = 1.0 / (1.0 + np.exp(-2.0 * logit(p)))
+    assert calibration_intercept_slope(y, too_extreme)[1] == pytest.approx(0.5, abs=0.03)
+    too_low = recalibrate(p, -1.0, 1.0)
+    a_low, b_low = calibration_intercept_slope(y, too_low)
+    assert a_low == pytest.approx(1.0, abs=0.08) and b_low == pytest.approx(1.0, abs=0.05)
+
+
+def test_reliability_bins_average_within_each_bin() -> None:
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.05, 0.08, 0.55, 0.52, 0.99])
+    bins = reliability_bins(y, p)
+    assert [b["n"] for b in bins] == [2, 2, 1]
+    assert bins[0]["observed"] == 0.5 and bins[0]["mean_predicted"] == pytest.approx(0.065)
+    assert bins[2]["low"] == pytest.approx(0.9) and bins[2]["observed"] == 1.0
+
+
+def test_net_benefit_by_hand() -> None:
+    y = np.array([1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.4, 0.6, 0.1, 0.2])
+    nb = net_benefit(y, p, [0.25, 0.5])
+    # t = 0.25: treated 0.9, 0.4, 0.6 -> TP 2, FP 1 -> 2/5 - 1/5 * (1/3)
+    assert nb["model"][0] == pytest.approx(0.4 - 0.2 / 3)
+    # t = 0.5: treated 0.9, 0.6 -> TP 1, FP 1 -> 1/5 - 1/5 * 1
+    assert nb["model"][1] == pytest.approx(0.0)
+    assert nb["treat_all"][0] == pytest.approx(0.4 - 0.6 / 3)
+    assert nb["treat_none"] == [0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    import json
+
+    out = tmp_path_factory.mktemp("sites")
+    assert sites_main(["--quick", "--output-dir", str(out)]) == 0
+    return out, json.loads((out / "sites.json").read_text())
+
+
+@pytest.mark.slow
+def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[str, Any]]) -> None:
+    out, result = quick_report
+    assert result["quick"] is True
+    for held in UCI_SITES:
+        block = result["leave_one_site_out"][held]
+        assert held not in block["trained_on"] and len(block["trained_on"]) == 2
+        for model in ("network", "logistic", "hgb"):
+            f = block["models"][model]
+            assert f["n"] == result["sites"][held]["n"]
+            lo, hi = f["roc_auc_95ci"]
+            assert 0.0 < lo <= f["roc_auc"] <= hi <= 1.0
+            assert 0.0 < f["min_cost_threshold"] < 1.0
+            for key in ("brier", "calibration_slope", "statlog_cost_served", "accuracy_served"):
+                assert np.isfinite(f[key])
+            assert len(f["decision_curve"]["model"]) == len(f["decision_curve"]["thresholds"])
+    for site in ("hungarian", "switzerland"):
+        demo = result["local_recalibration"][site]
+        assert demo["fit_half_n"] + demo["report_half_n"] == result["sites"][site]["n"]
+    text = (out / "sites.md").read_text()
+    assert text == markdown(result) and "--quick run" in text
+    assert "Detrano" in text and "Pooled 10-fold" in text
+    for png in ("sites-reliability.png", "sites-decision.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

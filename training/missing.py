@@ -1,0 +1,197 @@
+"""The network for records with gaps: marginal-imputation training, marginalised prediction.
+
+Real records lack expensive tests. Two obvious fixes are traps: filling a gap
+with a "normal" value silently invents a test result, and a "value was
+missing" input lets the network learn *which hospital* a patient came from
+(in Switzerland nearly everything is missing and 93 % are diseased).
+
+So missingness is given no voice of its own:
+
+* **Training** (marginal-imputation augmentation): every training row is
+  repeated ``copies`` times; in each copy, every gap, and every present value
+  of a feature that may be missing with probability ``mask_rate``, is replaced
+  by a value drawn from that feature's observed training values. An imputed
+  value looks exactly like a measured one, so the network cannot learn from
+  the fact that it was imputed, and it learns what a patient's other values
+  say when one is unknown.
+* **Prediction** (:class:`model.predictor.Predictor`): a gap is averaged out
+  over K background rows drawn from the same marginal distributions, the
+  quantity the augmentation trained for. ``predict_proba`` *is* the served
+  predictor, so what validation measures is what the service answers.
+
+``NumpyMLPClassifier`` itself stays a plain, NaN-refusing scikit-learn
+estimator (``check_estimator`` passes unchanged): it has no basis of its own
+for a gap, so the gap handling lives here, in one wrapper that owns both the
+augmentation and the background.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from model.features import FEATURES, MAY_BE_MISSING, N_FEATURES
+from model.network import Init, NumpyMLPClassifier, Optimizer
+from model.predictor import Predictor
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def marginal_background(x: FloatArray, k: int, rng: np.random.Generator) -> FloatArray:
+    """K complete rows whose every column follows that feature's observed training values.
+
+    Each column holds the K evenly spaced quantiles (``inverted_cdf``: real
+    observed values, codes stay codes) of the observed values, so a 64-row
+    background reproduces each marginal distribution closely with no sampling
+    luck; the columns are then shuffled independently, so no row pairs values
+    of one patient (the features are marginalised independently).
+    """
+    levels = (np.arange(k) + 0.5) / k
+    columns = []
+    for j in range(x.shape[1]):
+        seen = x[:, j][~np.isnan(x[:, j])]
+        if seen.size == 0:
+            raise ValueError(f"feature {FEATURES[j].name} is never observed in the training data")
+        columns.append(rng.permutation(np.quantile(seen, levels, method="inverted_cdf")))
+    return np.column_stack(columns)
+
+
+def augment(
+    x: FloatArray, y: npt.NDArray[Any], copies: int, mask_rate: float, rng: np.random.Generator
+) -> tuple[FloatArray, npt.NDArray[Any]]:
+    """``copies`` imputed copies of every row: gaps, and randomly masked values, drawn afresh."""
+    xa = np.repeat(x, copies, axis=0)
+    ya = np.repeat(y, copies, axis=0)
+    hide = np.isnan(xa) | ((rng.random(xa.shape) < mask_rate) & MAY_BE_MISSING)
+    for j in np.flatnonzero(hide.any(axis=0)):
+        seen = x[:, j][~np.isnan(x[:, j])]
+        rows = np.flatnonzero(hide[:, j])
+        xa[rows, j] = rng.choice(seen, size=rows.size)
+    return xa, ya
+
+
+class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
+    """Standardisation + :class:`NumpyMLPClassifier`, trained and used on rows with gaps.
+
+    Parameters
+    ----------
+    hidden_units, learning_rate, max_iter, alpha, random_state, optimizer, batch_size, init, \
+    early_stopping, validation_fraction :
+        As for :class:`NumpyMLPClassifier`. ``alpha`` means what
+        it means there for the *original* rows: it is multiplied by ``copies``
+        because the augmented data has ``copies`` times as many.
+    copies : int, default=10
+        Imputed copies of every training row.
+    mask_rate : float, default=0.2
+        Probability that a present value of a feature that may be missing is
+        hidden (and imputed) in a copy, so complete training rows also teach the
+        network to predict without those tests.
+    n_background : int, default=64
+        Rows stored to marginalise gaps at prediction time.
+    """
+
+    def __init__(
+        self,
+        hidden_units: int = 8,
+        learning_rate: float = 0.003,
+        max_iter: int = 300,
+        alpha: float = 10.0,
+        copies: int = 10,
+        mask_rate: float = 0.2,
+        n_background: int = 64,
+        random_state: int | None = 0,
+        optimizer: Optimizer = "adam",
+        batch_size: int | None = None,
+        init: Init = "he",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+    ) -> None:
+        self.hidden_units = hidden_units
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.alpha = alpha
+        self.copies = copies
+        self.mask_rate = mask_rate
+        self.n_background = n_background
+        self.random_state = random_state
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.init = init
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MarginalMLPClassifier:
+        """Learn the marginals, train on imputed copies, and build the serving predictor."""
+        x, y_raw = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
+        if x.shape[1] != N_FEATURES:
+            raise ValueError(f"expected {N_FEATURES} features, got {x.shape[1]}")
+        check_classification_targets(y_raw)
+        self.classes_, y_idx = np.unique(y_raw, return_inverse=True)
+        if len(self.classes_) != 2:
+            raise ValueError("Only binary classification is supported")
+        bad = np.isnan(x) & ~MAY_BE_MISSING
+        if bad.any():
+            j = int(np.flatnonzero(bad.any(axis=0))[0])
+            raise ValueError(f"feature {FEATURES[j].name} may not be missing")
+        rng = np.random.default_rng(self.random_state)
+        self.background_ = marginal_background(x, int(self.n_background), rng)
+        xa, ya = augment(x, y_idx, int(self.copies), float(self.mask_rate), rng)
+        self.mean_ = xa.mean(axis=0)
+        scale = xa.std(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.network_ = NumpyMLPClassifier(
+            hidden_units=self.hidden_units,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            alpha=self.alpha * self.copies,
+            optimizer=self.optimizer,
+            batch_size=self.batch_size,
+            init=self.init,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction,
+            random_state=int(rng.integers(2**31)),
+        ).fit((xa - self.mean_) / self.scale_, ya)
+        self.predictor_ = self.make_predictor()
+        return self
+
+    def make_predictor(self, **kwargs: Any) -> Predictor:
+        """The serving predictor: scaler folded in, background attached."""
+        check_is_fitted(self, "network_")
+        net = self.network_
+        return Predictor.from_network(
+            coefs=(net.coefs_[0], net.coefs_[1]),
+            intercepts=(net.intercepts_[0], net.intercepts_[1]),
+            mean=self.mean_,
+            scale=self.scale_,
+            background=self.background_,
+            **kwargs,
+        )
+
+    @property
+    def loss_curve_(self) -> list[float]:
+        return list(self.network_.loss_curve_)
+
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
+        check_is_fitted(self, "predictor_")
+        x = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan", reset=False)
+        p = self.predictor_.probability(x)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        positive = self.predict_proba(X)[:, 1] >= 0.5
+        return self.classes_[positive.astype(np.intp)]
+
+    def decision_function(self, X: npt.ArrayLike) -> FloatArray:
+        p = np.clip(self.predict_proba(X)[:, 1], 1e-15, 1.0 - 1e-15)
+        return np.asarray(np.log(p) - np.log1p(-p))

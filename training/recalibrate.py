@@ -1,0 +1,206 @@
+"""``heart-train recalibrate``: fit the model's output to a hospital's own patients.
+
+What a hospital adopting a risk model does first: the ranking usually travels,
+the level of risk does not (disease is twice as common in one clinic as in
+another). Logistic recalibration refits two numbers, the intercept and slope
+of ``logit p' = a + b * logit p``, on local labelled patients and keeps every
+weight of the network. Optionally the StatLog-cost threshold is chosen on the
+recalibrated local predictions too. The new artifact records the recalibration,
+the local file's SHA-256 and the figures before and after.
+
+The CSV has a header with the 13 feature names and ``outcome`` (0 = no
+disease, 1 = disease); a blank cell is a value not measured, accepted where the
+feature may be missing (``model/features.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.model_selection import train_test_split
+
+from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
+from model.cli_support import HelpFormatter, add_version
+from model.features import FEATURE_NAMES, FEATURES, invalid_cells
+from model.predictor import Predictor
+from training.calibration import calibration_intercept_slope, recalibrate
+from training.data import DataError, file_sha256
+from training.evaluate import cost_minimising_threshold, statlog_cost
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+OUTCOME = "outcome"
+
+
+def read_local_csv(path: Path) -> tuple[FloatArray, IntArray]:
+    """``(X, y)`` from the hospital's CSV; every problem names its row and column."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+    header = reader.fieldnames or []
+    missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in header]
+    if missing:
+        raise DataError(f"{path}: header lacks the column(s) {', '.join(missing)}")
+    rows: list[list[float]] = []
+    outcome: list[int] = []
+    for number, record in enumerate(reader, start=2):  # row 1 is the header
+        values = []
+        for name in FEATURE_NAMES:
+            text = (record.get(name) or "").strip()
+            try:
+                values.append(float(text) if text else float("nan"))
+            except ValueError:
+                why = f"{path}: row {number}, column {name}: {text!r} is not a number"
+                raise DataError(why) from None
+        rows.append(values)
+        label = (record.get(OUTCOME) or "").strip()
+        if label not in ("0", "1"):
+            raise DataError(f"{path}: row {number}, column {OUTCOME}: {label!r} must be 0 or 1")
+        outcome.append(int(label))
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    x = np.array(rows, dtype=np.float64)
+    problems = invalid_cells(x, allow_missing=True)
+    if problems:
+        row, col, reason = problems[0]
+        raise DataError(f"{path}: row {row + 2}, column {FEATURES[col].name}: {reason}")
+    y = np.array(outcome, dtype=np.int64)
+    if np.unique(y).size < 2:
+        raise DataError(f"{path}: recalibration needs patients with and without disease")
+    return x, y
+
+
+def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:
+    """Calibration and cost of predictions ``p`` on ``y``."""
+    intercept, slope = calibration_intercept_slope(y, p)
+    return {
+        "n": int(y.size),
+        "observed": float(y.mean()),
+        "mean_predicted": float(p.mean()),
+        "calibration_intercept": intercept,
+        "calibration_slope": slope,
+        "brier": float(np.mean((p - y) ** 2)),
+        "threshold": float(threshold),
+        "statlog_cost": statlog_cost(y, (p >= threshold).astype(np.int64)),
+    }
+
+
+def fit_recalibration(
+    base: Predictor, x: FloatArray, y: IntArray, *, tune_threshold: bool
+) -> dict[str, Any]:
+    """Intercept, slope (and threshold) fitted to local patients, with before/after figures."""
+    p = base.probability(x)
+    intercept, slope = calibration_intercept_slope(y, p)
+    p_after = recalibrate(p, intercept, slope)
+    threshold = cost_minimising_threshold(y, p_after) if tune_threshold else base.threshold
+    return {
+        "intercept": intercept,
+        "slope": slope,
+        "threshold": threshold,
+        "before": figures(y, p, base.threshold),
+        "after": figures(y, p_after, threshold),
+    }
+
+
+def base_predictor(path: Path) -> Predictor:
+    """The artifact's predictor with any earlier recalibration removed (it is refitted)."""
+    return replace(load_artifact(path), calibration_intercept=0.0, calibration_slope=1.0)
+
+
+def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> dict[str, Any]:
+    """The new artifact: the same weights, the fitted recalibration, the data's checksum."""
+    payload = read_payload(model)
+    x, y = read_local_csv(data)
+    fit = fit_recalibration(base_predictor(model), x, y, tune_threshold=tune_threshold)
+    digest = file_sha256(data)
+    new = dict(payload)
+    base_version = str(payload.get("base_model_version", payload["model_version"]))
+    new["base_model_version"] = base_version
+    new["model_version"] = f"{base_version}-recal-{digest[:8]}"
+    new["threshold"] = fit["threshold"]
+    new["recalibration"] = {
+        **fit,
+        "data_file": data.name,
+        "data_sha256": digest,
+        "n_with_disease": int(y.sum()),
+        "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threshold_tuned": tune_threshold,
+    }
+    return new
+
+
+def split_demo(base_of: dict[str, Predictor], pooled: Any, seed: int = 0) -> dict[str, Any]:
+    """Fit on one half of a site, report on the other: before and after, per site.
+
+    ``base_of[site]`` is a model that never saw the site (trained on the others).
+    """
+    out: dict[str, Any] = {}
+    for site, base in base_of.items():
+        sel = pooled.site == site
+        x, y = pooled.x[sel], pooled.y[sel]
+        x_fit, x_rep, y_fit, y_rep = train_test_split(
+            x, y, test_size=0.5, random_state=seed, stratify=y
+        )
+        fit = fit_recalibration(base, x_fit, y_fit, tune_threshold=True)
+        p = base.probability(x_rep)
+        p_after = recalibrate(p, fit["intercept"], fit["slope"])
+        out[site] = {
+            "fit_half_n": int(y_fit.size),
+            "report_half_n": int(y_rep.size),
+            "intercept": fit["intercept"],
+            "slope": fit["slope"],
+            "threshold": fit["threshold"],
+            "before": figures(y_rep, p, base.threshold),
+            "after": figures(y_rep, p_after, fit["threshold"]),
+        }
+    return out
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibrate") -> int:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Refit the model's output intercept and slope (and optionally the StatLog-"
+        "cost threshold) on local labelled patients; the network's weights are kept.",
+        formatter_class=HelpFormatter,
+    )
+    add_version(p)
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=Path("artifacts") / "model.joblib",
+        help="artifact to recalibrate",
+    )
+    p.add_argument("--data", type=Path, required=True, help="CSV: 13 named columns + outcome")
+    p.add_argument("--output", "-o", type=Path, required=True, help="new artifact path")
+    p.add_argument(
+        "--tune-threshold",
+        action="store_true",
+        help="also choose the StatLog-cost-minimising threshold on the local patients",
+    )
+    args = p.parse_args(argv)
+    try:
+        payload = recalibrated_payload(args.model, args.data, tune_threshold=args.tune_threshold)
+    except (DataError, ArtifactError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    save_artifact(payload, args.output)
+    r = payload["recalibration"]
+    for when in ("before", "after"):
+        f = r[when]
+        print(
+            f"{when:6s} mean predicted {f['mean_predicted']:.3f} vs observed {f['observed']:.3f}  "
+            f"slope {f['calibration_slope']:.2f}  cost {f['statlog_cost']:.3f} "
+            f"(threshold {f['threshold']:.3f}, n={f['n']})"
+        )
+    print(f"wrote {args.output} ({payload['model_version']})")
+    return 0

@@ -164,9 +164,7 @@ def _field_annotation(feature: Feature) -> Any:
         }
     else:
         value_type = float
-        constraints.update(
-            strict=True, ge=feature.minimum, le=feature.maximum, allow_inf_nan=False
-        )
+        constraints.update(strict=True, ge=feature.minimum, le=feature.maximum, allow_inf_nan=False)
         unit = f" Unit: {feature.unit}." if feature.unit else ""
         docs = {
             "description": f"{feature.description}{unit} Accepted: {feature.describe_domain()}.",

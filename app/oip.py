@@ -49,7 +49,7 @@ from app.runtime import Runtime, runtime_of
 from app.service import PredictionService
 from model.arrays import FloatArray
 from model.cli_support import package_version
-from model.features import FEATURE_NAMES, N_FEATURES, all_in_domain, invalid_cells
+from model.features import FEATURE_NAMES, MAY_BE_MISSING, N_FEATURES, invalid_cells, outside_domain
 
 MODEL_NAME: Final[str] = "heart"
 PREFIX: Final[str] = "/v2"
@@ -132,7 +132,13 @@ def decode_request(
             f"{x.shape[0]} rows exceed the limit of {max_rows} per request "
             "(HEART_MAX_BATCH_SIZE); send fewer rows per request"
         )
-    if not all_in_domain(x):
+    # A gap (null, or NaN in a binary tensor) is "not measured", as in /predict: fine
+    # for the features that may be missing, refused for the others.
+    bad = outside_domain(x)
+    gaps = np.isnan(x)
+    if gaps.any():
+        bad &= ~(gaps & MAY_BE_MISSING)
+    if bad.any():
         raise ProtocolError(_describe_bad_cells(x, matrix=MATRIX_INPUT in tensors))
     if request.outputs is not None:
         unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
@@ -181,7 +187,8 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
                 values = np.asarray(tensor.data, dtype=np.float64)
             except ValueError:  # ragged nested lists
                 raise ProtocolError(f"input {name!r}: nested data rows differ in length") from None
-            if tensor.datatype.startswith("INT") and not bool(np.all(values == np.floor(values))):
+            whole = (values == np.floor(values)) | np.isnan(values)  # null: not measured
+            if tensor.datatype.startswith("INT") and not bool(np.all(whole)):
                 raise ProtocolError(f"input {name!r} is {tensor.datatype} but holds fractions")
         expected = math.prod(tensor.shape)
         if values.size != expected:
@@ -234,7 +241,7 @@ def _column_inputs(tensors: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
 
 
 def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
-    problems = invalid_cells(x)
+    problems = invalid_cells(x, allow_missing=True)
     parts = []
     for row, column, reason in problems[:_MAX_REPORTED]:
         name = FEATURE_NAMES[column]
@@ -243,7 +250,9 @@ def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
             if matrix
             else f"input '{name}' element {row}"
         )
-        parts.append(f"{where}: {reason}, got {x[row, column]:g}")
+        value = x[row, column]
+        got = "null" if np.isnan(value) else f"{value:g}"
+        parts.append(f"{where}: {reason}, got {got}")
     more = len(problems) - _MAX_REPORTED
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 

@@ -26,8 +26,11 @@ def _optional(schema: dict[str, Any]) -> None:
 OPTIONAL: Any = Field(default=None, json_schema_extra=_optional)
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: ``null`` is a value not measured, accepted where ``/predict`` accepts it (see
+#: ``model.features.MAY_BE_MISSING``); in binary tensors, NaN says the same.
+Value = Number | None
 #: The protocol allows tensor data flat (row-major) or nested; ours are at most 2-D.
-TensorData = list[Number] | list[list[Number]]
+TensorData = list[Value] | list[list[Value]]
 Parameters = dict[str, Any]
 
 

@@ -178,7 +178,8 @@ def test_malformed_inputs_are_refused_naming_the_input(
 
 
 def test_strict_numbers_like_predict(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
-    for bad_value in (True, "54", None):
+    # (null is "not measured", not a type error: see the two null tests below.)
+    for bad_value in (True, "54"):
         body = matrix_request(rows[:1])
         body["inputs"][0]["data"][0][0] = bad_value
         assert "('features').data" in _error(client, body), bad_value
@@ -258,3 +259,36 @@ def test_probes_document_the_only_refusal_they_can_give(client: TestClient) -> N
     document = client.get("/openapi.json").json()
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert "400" in document["paths"][path]["get"]["responses"]
+
+
+def test_null_is_not_measured_where_predict_allows_it(
+    client: TestClient, artifact_path: Path, rows: npt.NDArray[np.float64]
+) -> None:
+    """The protocol takes gaps as /predict does: null in JSON, NaN in a binary tensor."""
+    gappy = rows[:4].copy()
+    vessels, thal = FEATURE_NAMES.index("num_major_vessels"), FEATURE_NAMES.index("thal")
+    gappy[0, vessels] = gappy[1, thal] = np.nan
+    gappy[2, [vessels, thal]] = np.nan
+    expected = load_artifact(artifact_path).probability(gappy)
+    as_json = [[None if np.isnan(v) else v for v in row] for row in gappy.tolist()]
+    matrix = matrix_request(gappy)
+    matrix["inputs"][0]["data"] = as_json
+    columns = column_request(np.nan_to_num(gappy))
+    for j in (vessels, thal):
+        columns["inputs"][j]["data"] = [None if np.isnan(v) else v for v in gappy[:, j]]
+    for body in (matrix, columns):
+        got = outputs(client.post(INFER, json=body))["probability"]["data"]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # The complete row is untouched by its neighbours' gaps.
+    assert got[3] == pytest.approx(load_artifact(artifact_path).probability_one(gappy[3]))
+
+
+def test_null_for_a_required_feature_is_refused_naming_it(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    body = matrix_request(rows[:3])
+    body["inputs"][0]["data"][1][FEATURE_NAMES.index("age")] = None
+    message = _error(client, body)
+    assert "row 1 column 0 (age)" in message
+    assert "may not be missing" in message
+    assert "got null" in message

@@ -233,7 +233,7 @@ class ServiceMetrics:
         )
         # A gauge: ST depression may be negative (ST elevation), so a sum need not grow.
         self.drift_sums = Gauge(
-            f"{PREFIX}_drift_feature_sum",
+            f"{PREFIX}_drift_feature_sums",
             "Sum of each served feature's measured values, published per window of at least "
             "heart_drift_window_min_patients of them; increase of it over the increase of "
             "heart_drift_feature_values_total is the mean over any time range.",

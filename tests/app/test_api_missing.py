@@ -134,16 +134,27 @@ def test_model_card_exposes_missing_values_and_calibration_per_site(client: Test
 
 
 def test_drift_ignores_missing_values(artifact_path: Path) -> None:
-    with TestClient(create_app(Settings(model_path=artifact_path))) as fresh:
-        for _ in range(3):
-            fresh.post("/predict", json=patient(thal=None, serum_cholesterol=None))
-        both = [patient(thal=7, serum_cholesterol=None)] * 2
-        assert fresh.post("/predict/batch", json={"patients": both}).status_code == 200
+    """A null says nothing about drift, and a feature is published only once a window
+    holds k *measured* values of it (issue 11's privacy rule, per feature)."""
+    k = 10
+    settings = Settings(model_path=artifact_path, drift_min_patients=k)
+    one_scan = [patient(thal=None, serum_cholesterol=None)] * (k - 1) + [patient(thal=6)]
+    with TestClient(create_app(settings)) as fresh:
+        assert fresh.post("/predict/batch", json={"patients": one_scan}).status_code == 200
+        text = fresh.get("/metrics", headers={"accept": "text/plain"}).text
+        # k patients, but one thallium result and one cholesterol: neither may be published.
+        assert 'heart_drift_feature_values_total{feature="age"} 10.0' in text
+        assert 'heart_drift_feature_values_total{feature="thal"} 0.0' in text
+        assert 'heart_feature_drift{feature="thal"}' not in text
+        assert 'heart_feature_drift{feature="serum_cholesterol"}' not in text
+        scans = [patient(thal=7, serum_cholesterol=None)] * k
+        assert fresh.post("/predict/batch", json={"patients": scans}).status_code == 200
         drift = {d["feature"]: d for d in fresh.get("/metrics").json()["serving"]["drift"]}
         text = fresh.get("/metrics", headers={"accept": "text/plain"}).text
     assert drift["age"]["served_mean"] == pytest.approx(PATIENT_EXAMPLE["age"])
-    assert drift["thal"]["served_mean"] == pytest.approx(7.0)  # the 3 nulls are left out
-    assert drift["serum_cholesterol"]["served_mean"] is None  # never measured: no figure
-    assert 'heart_drift_feature_missing_total{feature="thal"} 3.0' in text
-    assert 'heart_drift_feature_missing_total{feature="serum_cholesterol"} 5.0' in text
+    # The 9 nulls are left out: 11 measured values, one 6 and ten 7s.
+    assert drift["thal"]["served_mean"] == pytest.approx((6 + 7 * k) / (k + 1))
+    assert drift["serum_cholesterol"]["served_mean"] is None  # one value: not published
+    assert 'heart_drift_feature_values_total{feature="thal"} 11.0' in text
+    assert 'heart_drift_feature_values_total{feature="serum_cholesterol"} 0.0' in text
     assert "NaN" not in text

@@ -36,11 +36,13 @@ def test_each_field_documents_its_feature(feature: Feature) -> None:
     if feature.codes:
         # Coded features are named schemas (issue 12): ChestPainType, Thal, ...
         name = "".join(part.capitalize() for part in feature.name.split("_"))
-        assert prop["$ref"] == f"#/$defs/{name}"
-        prop = {**schema["$defs"][name], **prop}
-    assert prop["x-kind"] == feature.kind
-    # A feature that may be missing is "value or null": the value's type and bounds are
-    # in its non-null branch, the documentation on the property.
+        definition = schema["$defs"][name]
+        assert definition["x-kind"] == feature.kind
+    else:
+        assert prop["x-kind"] == feature.kind
+    # A feature that may be missing is "value or null" (issue 9): the value's type and
+    # bounds (for a coded feature, the reference to its named schema) are in its non-null
+    # branch, the documentation on the property.
     value = prop
     if feature.may_be_missing:
         value, null = prop["anyOf"]
@@ -48,9 +50,11 @@ def test_each_field_documents_its_feature(feature: Feature) -> None:
     else:
         assert "anyOf" not in prop and "may not be null" in prop["description"]
     if feature.codes:
+        assert value["$ref"] == f"#/$defs/{name}"
+        value = definition
         assert value["type"] == "integer"
         assert value["enum"] == sorted(feature.codes)
-        assert prop["x-codes"] == {str(k): v for k, v in sorted(feature.codes.items())}
+        assert value["x-codes"] == {str(k): v for k, v in sorted(feature.codes.items())}
         names = value["x-enum-varnames"]
         assert len(names) == len(set(names)) == len(feature.codes)
         assert all(n.isidentifier() and n.isupper() for n in names)

@@ -87,12 +87,6 @@ def started(
         yield server.url, server.process.pid
 
 
-def body_file(directory: Path) -> Path:
-    path = directory / "predict.jsonl"
-    path.write_text(json.dumps(PATIENT_EXAMPLE) + "\n", encoding="utf-8")
-    return path
-
-
 def cost(
     artifact: Path, bodies: Path, rounds: int, duration: float, cores: tuple[int | None, ...]
 ) -> dict[str, Any]:
@@ -171,9 +165,7 @@ def overload(
     server_core, client_core = cores
     report: dict[str, Any] = {}
     for key in ("plain", "hardened-uvloop", "service"):
-        port = free_port()
-        target = targets(port)[key]
-        with started(target, port, artifact, server_core) as (url, _):
+        with started(targets(port := free_port())[key], port, artifact, server_core) as (url, _):
             stop = threading.Event()
             samples: list[float] = []
             prober = threading.Thread(target=time_health, args=(url, stop, samples))
@@ -189,13 +181,12 @@ def overload(
             )
             stop.set()
             prober.join(30)
-        finite = sorted(s for s in samples if s != float("inf"))
         ordered = sorted(samples)
         report[key] = {
             "wrk": {k: getattr(result, k) for k in WRK_FIGURES},
             "non_2xx": result.errors.get("status", 0),
             "health_samples": len(samples),
-            "health_failed": len(samples) - len(finite),
+            "health_failed": samples.count(float("inf")),
             "health_p50_ms": _ms(_quantile(ordered, 0.5)),
             "health_p99_ms": _ms(_quantile(ordered, 0.99)),
             "health_max_ms": _ms(ordered[-1]) if ordered else None,
@@ -223,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cores: tuple[int | None, ...] = (1, 0) if (os.cpu_count() or 1) >= 2 else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = body_file(Path(tmp))
+        bodies = Path(tmp) / "predict.jsonl"
+        bodies.write_text(json.dumps(PATIENT_EXAMPLE) + "\n", encoding="utf-8")
         data = {
             "command": "python -m bench.hardening " + " ".join(argv or sys.argv[1:]),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -2,27 +2,18 @@
 
 ``python -m bench.hardening`` (``make bench-hardening``) measures, in one run:
 
-1. **Cost** on ``/predict`` at concurrency 32 (wrk, medians over rounds, the
-   targets interleaved in every round), as ratios to the bare FastAPI
-   reference measured in the same run:
+1. **Cost** on ``/predict`` at concurrency 32 (wrk medians, targets interleaved
+   in every round) as ratios to ``reference`` (``bench.references:fastapi_app``,
+   issue 6's ceiling) measured in the same run: ``plain`` (``uvicorn --factory``,
+   httptools, no limits), ``hardened-uvloop`` (plus ``app.protocol:HardenedHttpToolsProtocol``,
+   isolating the protocol's cost), ``hardened-asyncio`` (and ``--loop asyncio``) and
+   ``service`` (``heart-api serve`` as shipped).
+2. **Overload**: 2,000 wrk connections post to ``/predict`` while a separate client
+   opens a *new* connection to ``/health`` every 0.25 s (20 s timeout) and times it,
+   as a Kubernetes liveness probe would, against ``plain``, ``hardened-uvloop`` and ``service``.
 
-   * ``reference``: ``bench.references:fastapi_app`` under plain uvicorn (issue 6's ceiling);
-   * ``plain``: the app under ``uvicorn --factory`` with uvicorn's own httptools
-     protocol (no header limit, no timeouts, no shedding);
-   * ``hardened-uvloop``: the same with ``--http app.protocol:HardenedHttpToolsProtocol``,
-     which isolates what the protocol costs;
-   * ``hardened-asyncio``: and with ``--loop asyncio`` (what ``heart-api serve`` uses);
-   * ``service``: ``heart-api serve`` as shipped (supervisor, snapshot, protocol,
-     asyncio loop).
-
-2. **Overload**: ``--overload-connections`` (2,000) wrk connections posting to
-   ``/predict`` for ``--overload-seconds`` while a separate client opens a
-   *new* connection to ``/health`` every 0.25 s (20 s timeout) and times it, as
-   a Kubernetes liveness probe would, against ``plain``, ``hardened-uvloop``
-   and ``service``.
-
-Server on one core and wrk on the other (taskset) when there are two; the
-machine is shared, so read the ratios, not the absolute figures.
+Server and wrk on separate cores (taskset) when there are two; the machine is
+shared, so read the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -46,9 +37,10 @@ from typing import Any
 
 from app.schemas import PATIENT_EXAMPLE
 from app.testing import REPO_ROOT, free_port, running, service_environment
-from bench import wrk
+from bench import servers, wrk
 
 RESULTS = REPO_ROOT / "bench" / "results"
+WRK_FIGURES = ("requests", "duration_s", "requests_per_s", "errors", "latency_us")
 
 
 @dataclass(frozen=True)
@@ -61,23 +53,18 @@ class Target:
 def targets(port: int) -> dict[str, Target]:
     py = sys.executable
     common = ("--host", "127.0.0.1", "--port", str(port))
-    plain = (py, "-m", "uvicorn", "--factory", "app.main:create_app", *common, "--no-access-log")
-    return {
-        "reference": Target(
-            "reference",
-            (py, "-m", "uvicorn", "bench.references:fastapi_app", *common, "--no-access-log"),
-            "/health",
-        ),
-        "plain": Target("plain", plain),
-        "hardened-uvloop": Target(
-            "hardened-uvloop", (*plain, "--http", "app.protocol:HardenedHttpToolsProtocol")
-        ),
-        "hardened-asyncio": Target(
-            "hardened-asyncio",
-            (*plain, "--http", "app.protocol:HardenedHttpToolsProtocol", "--loop", "asyncio"),
-        ),
-        "service": Target("service", (py, "-m", "app", "serve", *common, "--workers", "1")),
+    quiet = (*common, "--no-access-log")
+    plain = (py, "-m", "uvicorn", "--factory", "app.main:create_app", *quiet)
+    hardened = (*plain, "--http", "app.protocol:HardenedHttpToolsProtocol")
+    argvs = {
+        "reference": (py, "-m", "uvicorn", "bench.references:fastapi_app", *quiet),
+        "plain": plain,
+        "hardened-uvloop": hardened,
+        "hardened-asyncio": (*hardened, "--loop", "asyncio"),
+        "service": (py, "-m", "app", "serve", *common, "--workers", "1"),
     }
+    ready = {"reference": "/health"}
+    return {key: Target(key, argv, ready.get(key, "/ready")) for key, argv in argvs.items()}
 
 
 @contextlib.contextmanager
@@ -98,12 +85,6 @@ def started(
         ) as server,
     ):
         yield server.url, server.process.pid
-
-
-def body_file(directory: Path) -> Path:
-    path = directory / "predict.jsonl"
-    path.write_text(json.dumps(PATIENT_EXAMPLE) + "\n", encoding="utf-8")
-    return path
 
 
 def cost(
@@ -154,17 +135,9 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """User plus system CPU time of ``pids``.
-
-    The machine is shared, so how many requests per second a server gets done
-    depends on the CPU share the scheduler gives it; CPU time per request does not.
-    """
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time of ``pids``: unlike requests per second, it does not
+    depend on the CPU share a shared machine's scheduler gives the server."""
+    return sum(servers.cpu_seconds(pid) for pid in pids)
 
 
 def _cores(core: int | None) -> list[int] | None:
@@ -187,18 +160,12 @@ def time_health(url: str, stop: threading.Event, samples: list[float]) -> None:
 
 
 def overload(
-    artifact: Path,
-    bodies: Path,
-    connections: int,
-    seconds: float,
-    cores: tuple[int | None, ...],
+    artifact: Path, bodies: Path, connections: int, seconds: float, cores: tuple[int | None, ...]
 ) -> dict[str, Any]:
     server_core, client_core = cores
     report: dict[str, Any] = {}
     for key in ("plain", "hardened-uvloop", "service"):
-        port = free_port()
-        target = targets(port)[key]
-        with started(target, port, artifact, server_core) as (url, _):
+        with started(targets(port := free_port())[key], port, artifact, server_core) as (url, _):
             stop = threading.Event()
             samples: list[float] = []
             prober = threading.Thread(target=time_health, args=(url, stop, samples))
@@ -214,19 +181,12 @@ def overload(
             )
             stop.set()
             prober.join(30)
-        finite = sorted(s for s in samples if s != float("inf"))
         ordered = sorted(samples)
         report[key] = {
-            "wrk": {
-                "requests": result.requests,
-                "duration_s": result.duration_s,
-                "requests_per_s": result.requests_per_s,
-                "errors": dict(result.errors),
-                "latency_us": dict(result.latency_us),
-            },
+            "wrk": {k: getattr(result, k) for k in WRK_FIGURES},
             "non_2xx": result.errors.get("status", 0),
             "health_samples": len(samples),
-            "health_failed": len(samples) - len(finite),
+            "health_failed": samples.count(float("inf")),
             "health_p50_ms": _ms(_quantile(ordered, 0.5)),
             "health_p99_ms": _ms(_quantile(ordered, 0.99)),
             "health_max_ms": _ms(ordered[-1]) if ordered else None,
@@ -235,15 +195,11 @@ def overload(
 
 
 def _quantile(ordered: list[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 def _ms(seconds: float | None) -> float | None:
-    if seconds is None:
-        return None
-    return None if seconds == float("inf") else round(seconds * 1000, 1)
+    return None if seconds is None or seconds == float("inf") else round(seconds * 1000, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cores: tuple[int | None, ...] = (1, 0) if (os.cpu_count() or 1) >= 2 else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = body_file(Path(tmp))
+        bodies = Path(tmp) / "predict.jsonl"
+        bodies.write_text(json.dumps(PATIENT_EXAMPLE) + "\n", encoding="utf-8")
         data = {
             "command": "python -m bench.hardening " + " ".join(argv or sys.argv[1:]),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

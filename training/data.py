@@ -90,14 +90,7 @@ def parse_rows(
         raise DataError(f"{source}: no data rows")
     table = np.array(rows, dtype=np.float64)
     x, target = table[:, :N_FEATURES], table[:, N_FEATURES]
-    problems = invalid_cells(x)
-    if problems:
-        row, col, reason = problems[0]
-        more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DataError(
-            f"{source}: row {row + 1}, column {col + 1} ({FEATURES[col].name}) = "
-            f"{x[row, col]:g}: {reason}{more}"
-        )
+    check_cells(source, x)
     bad_target = np.flatnonzero(~np.isin(target, list(TARGET_CODES)))
     if bad_target.size:
         row = int(bad_target[0])
@@ -107,6 +100,19 @@ def parse_rows(
         )
     y = np.array([TARGET_CODES[int(t)] for t in target], dtype=np.int64)
     return x, y
+
+
+def check_cells(source: str, x: npt.NDArray[np.float64], *, allow_missing: bool = False) -> None:
+    """Refuse a file with an out-of-domain cell, naming the first one and the count of the
+    rest, so every loader reports a bad file the same way (``model.features`` decides)."""
+    problems = invalid_cells(x, allow_missing=allow_missing)
+    if problems:
+        row, col, reason = problems[0]
+        more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DataError(
+            f"{source}: row {row + 1}, column {col + 1} ({FEATURES[col].name}) = "
+            f"{x[row, col]:g}: {reason}{more}"
+        )
 
 
 def split(

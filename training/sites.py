@@ -26,8 +26,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from model.features import FEATURE_NAMES, FEATURES, N_FEATURES, invalid_cells
-from training.data import DataError, default_data_path, file_sha256, load_dataset
+from model.features import FEATURE_NAMES, FEATURES, N_FEATURES
+from training.data import DataError, check_cells, default_data_path, file_sha256, load_dataset
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -140,14 +140,7 @@ def parse_site_rows(lines: Sequence[str], *, source: str = "<data>") -> tuple[Fl
         raise DataError(f"{source}: no data rows")
     table = np.array(rows, dtype=np.float64)
     x, num = table[:, :N_FEATURES], table[:, N_FEATURES]
-    problems = invalid_cells(x, allow_missing=True)
-    if problems:
-        row, col, reason = problems[0]
-        more = f" ({len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DataError(
-            f"{source}: row {row + 1}, column {col + 1} ({FEATURES[col].name}) = "
-            f"{x[row, col]:g}: {reason}{more}"
-        )
+    check_cells(source, x, allow_missing=True)
     bad = np.flatnonzero(~np.isin(num, [0.0, 1.0, 2.0, 3.0, 4.0]))
     if bad.size:
         row = int(bad[0])

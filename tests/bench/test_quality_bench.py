@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.quality import check_targets
+from tests._tools import run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,14 +40,8 @@ def test_target_check_reports_each_failure() -> None:
 @pytest.mark.slow
 def test_quality_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "quality"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.quality", "--repeats", "1", "--output", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "bench.quality", "--repeats", "1", "--output", str(out)]
+    proc = run(argv, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.with_suffix(".json").read_text())
     assert set(data["results"]) == {"10-fold x 1", "9-fold (StatLog) x 1"}

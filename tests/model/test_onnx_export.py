@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from model.onnx_export import INPUT_NAME, ONNX_LIMITATIONS, OUTPUT_NAME
-from tests._tools import assert_example_patient_answer, doc_python_block
+from tests._tools import assert_example_patient_answer, doc_python_block, run
 from training.cli import main as train_main
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the onnx and dev extras")
@@ -78,13 +77,6 @@ def test_the_docs_example_runs_as_written(
     code = doc_python_block("onnx.md", "Scoring with onnxruntime")
     (tmp_path / "artifacts").mkdir()
     shutil.copy(onnx_path, tmp_path / "artifacts" / "model.onnx")
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run([sys.executable, "-c", code], cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert_example_patient_answer(done.stdout, artifact_path)

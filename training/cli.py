@@ -68,41 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifact path (written atomically)",
     )
     io.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="JSON report path (default: OUTPUT with .report.json)",
+        "--report", type=Path, help="JSON report path (default: OUTPUT with .report.json)"
     )
     io.add_argument(
-        "--plot",
-        type=Path,
-        default=None,
-        help="loss-curve PNG path (default: OUTPUT with .loss.png)",
+        "--plot", type=Path, help="loss-curve PNG path (default: OUTPUT with .loss.png)"
     )
     io.add_argument("--no-plot", action="store_true", help="do not draw the loss curve")
     io.add_argument("--quiet", "-q", action="store_true", help="no progress display or summary")
 
     net = p.add_argument_group("network")
-    net.add_argument(
-        "--hidden-units",
-        type=int,
-        default=d.hidden_units,
-        help="hidden layer width (tutorial: 8, or 10)",
-    )
-    net.add_argument(
-        "--learning-rate", type=float, default=d.learning_rate, help="step size of each update"
-    )
-    net.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
-    net.add_argument("--batch-size", type=int, default=0, help="rows per update; 0 = full batch")
+    _value(net, "--hidden-units", int, d.hidden_units, "hidden layer width (tutorial: 8, or 10)")
+    _value(net, "--learning-rate", float, d.learning_rate, "step size of each update")
+    _value(net, "--epochs", int, d.epochs, "passes over the training data")
+    _value(net, "--batch-size", int, 0, "rows per update; 0 = full batch")
     net.add_argument(
         "--optimizer",
         choices=["sgd", "adam"],
         default=d.optimizer,
         help="sgd is plain gradient descent, as in the tutorial",
     )
-    net.add_argument(
-        "--alpha", type=float, default=d.alpha, help="L2 weight decay (MLPClassifier units)"
-    )
+    _value(net, "--alpha", float, d.alpha, "L2 weight decay (MLPClassifier units)")
     net.add_argument(
         "--init",
         choices=["he", "glorot", "normal"],
@@ -114,13 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop when the loss on a held-out validation fraction stops improving",
     )
-    net.add_argument(
+    _value(
+        net,
         "--validation-fraction",
-        type=float,
-        default=d.validation_fraction,
-        help="share of the training data --early-stopping holds out",
+        float,
+        d.validation_fraction,
+        "share of the training data --early-stopping holds out",
     )
-    net.add_argument("--seed", type=int, default=d.seed, help="random_state of the network")
+    _value(net, "--seed", int, d.seed, "random_state of the network")
     gaps = p.add_argument_group("missing values")
     gaps.add_argument(
         "--no-missing-values",
@@ -128,38 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the tutorial's plain scaler + network (needs all 13 values; the served "
         "model then refuses null)",
     )
-    gaps.add_argument("--copies", type=int, default=d.copies, help="imputed copies per row")
-    gaps.add_argument(
+    _value(gaps, "--copies", int, d.copies, "imputed copies per row")
+    _value(
+        gaps,
         "--mask-rate",
-        type=float,
-        default=d.mask_rate,
-        help="chance that a present value which may be missing is hidden in a copy",
+        float,
+        d.mask_rate,
+        "chance that a present value which may be missing is hidden in a copy",
     )
-    gaps.add_argument(
+    _value(
+        gaps,
         "--background-rows",
-        type=int,
-        default=d.n_background,
-        help="rows stored to marginalise missing values at prediction",
+        int,
+        d.n_background,
+        "rows stored to marginalise missing values at prediction",
     )
 
     ev = p.add_argument_group("split, threshold and evaluation")
-    ev.add_argument(
-        "--test-size",
-        type=float,
-        default=d.test_size,
-        help="share of the data held out for testing",
+    _value(ev, "--test-size", float, d.test_size, "share of the data held out for testing")
+    _value(
+        ev, "--split-seed", int, d.split_seed, "random_state of the stratified split (tutorial: 2)"
     )
-    ev.add_argument(
-        "--split-seed",
-        type=int,
-        default=d.split_seed,
-        help="random_state of the stratified split (tutorial: 2)",
-    )
-    ev.add_argument(
-        "--threshold",
-        type=float,
-        default=d.threshold,
-        help="decision threshold with --threshold-strategy fixed",
+    _value(
+        ev, "--threshold", float, d.threshold, "decision threshold with --threshold-strategy fixed"
     )
     ev.add_argument(
         "--threshold-strategy",
@@ -168,19 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="min-cost: choose the threshold minimising the StatLog cost on "
         "out-of-fold predictions of the training data",
     )
-    ev.add_argument(
+    _value(
+        ev,
         "--cv-folds",
-        type=int,
-        default=d.cv_folds,
-        help="folds of the repeated stratified cross-validation (0 = skip)",
+        int,
+        d.cv_folds,
+        "folds of the repeated stratified cross-validation (0 = skip)",
     )
-    ev.add_argument(
-        "--cv-repeats", type=int, default=d.cv_repeats, help="repeats of the cross-validation"
-    )
-    ev.add_argument(
-        "--cv-seed", type=int, default=d.cv_seed, help="random_state of the cross-validation folds"
-    )
+    _value(ev, "--cv-repeats", int, d.cv_repeats, "repeats of the cross-validation")
+    _value(ev, "--cv-seed", int, d.cv_seed, "random_state of the cross-validation folds")
     return p
+
+
+def _value(
+    group: argparse._ArgumentGroup,
+    flag: str,
+    kind: type[int] | type[float],
+    default: float,
+    text: str,
+) -> None:
+    """Add a typed option: most of this command's options are one number with a default."""
+    group.add_argument(flag, type=kind, default=default, help=text)
 
 
 def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConfig:

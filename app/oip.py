@@ -24,12 +24,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from app.oip_schemas import (
@@ -59,14 +59,9 @@ PREDICTION_OUTPUT: Final[str] = "prediction"
 OUTPUT_NAMES: Final[tuple[str, str]] = (PROBABILITY_OUTPUT, PREDICTION_OUTPUT)
 #: Triton's binary extension: the JSON header's length, the rest of the body is tensor bytes.
 HEADER_LENGTH: Final[str] = "inference-header-content-length"
-_NUMPY_TYPES: Final[Mapping[str, str]] = {
-    "FP64": "<f8",
-    "FP32": "<f4",
-    "INT64": "<i8",
-    "INT32": "<i4",
-    "INT16": "<i2",
-    "INT8": "i1",
-}
+_NUMPY_TYPES: Final[Mapping[str, str]] = dict(
+    FP64="<f8", FP32="<f4", INT64="<i8", INT32="<i4", INT16="<i2", INT8="i1"
+)
 _MAX_REPORTED: Final[int] = 5
 TAG: Final[str] = "open inference protocol"
 TAG_METADATA: Final[dict[str, str]] = {
@@ -80,6 +75,16 @@ _ERROR: Final[dict[int | str, dict[str, Any]]] = {
 }
 #: Refused by the middleware before the protocol's code runs, hence FastAPI's `detail` shape.
 _UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = ERRORS
+
+
+def _status_503(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's 503 entry: its body differs between the routes that answer one."""
+    return {503: {"model": model, "description": description}}
+
+
+_NOT_LOADED: Final[dict[int | str, dict[str, Any]]] = _status_503(
+    InferenceErrorResponse, "Model not loaded."
+)
 
 
 class ProtocolError(Exception):
@@ -314,6 +319,12 @@ def _json(model: Any, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
 
+def _readiness(request: Request, answer: Callable[[bool], BaseModel]) -> Response:
+    """Both readiness routes: 200 when the model answers, else 503, in the route's own body."""
+    ready = runtime_of(request).ready
+    return _json(answer(ready), 200 if ready else 503)
+
+
 def _service_or_error(runtime: Runtime) -> PredictionService:
     if runtime.service is None:
         raise ProtocolError("the model is not loaded yet; see /v2/health/ready", status=503)
@@ -372,15 +383,11 @@ async def server_live() -> Response:
     operation_id="oip_server_ready",
     summary="Readiness (Open Inference Protocol)",
     response_model=ServerReadyResponse,
-    responses={
-        **PROBE_ERRORS,
-        503: {"model": ServerReadyResponse, "description": "Not ready."},
-    },
+    responses={**PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
 )
 async def server_ready(request: Request) -> Response:
     """200 when the model is loaded and passed its self-test (like /ready), else 503."""
-    ready = runtime_of(request).ready
-    return _json(ServerReadyResponse(ready=ready), 200 if ready else 503)
+    return _readiness(request, lambda ready: ServerReadyResponse(ready=ready))
 
 
 @router.get(
@@ -388,10 +395,7 @@ async def server_ready(request: Request) -> Response:
     operation_id="oip_model_metadata",
     summary="Model metadata: inputs and outputs (Open Inference Protocol)",
     response_model=ModelMetadataResponse,
-    responses={
-        **_UNAUTHORIZED,
-        503: {"model": InferenceErrorResponse, "description": "Model not loaded."},
-    },
+    responses={**_UNAUTHORIZED, **_NOT_LOADED},
 )
 async def model_metadata(request: Request) -> Response:
     """The model's inputs and outputs with name, datatype and shape (-1: any size)."""
@@ -407,15 +411,11 @@ async def model_metadata(request: Request) -> Response:
     operation_id="oip_model_ready",
     summary="Model readiness (Open Inference Protocol)",
     response_model=ModelReadyResponse,
-    responses={
-        **_UNAUTHORIZED,
-        503: {"model": ModelReadyResponse, "description": "Not ready."},
-    },
+    responses={**_UNAUTHORIZED, **_status_503(ModelReadyResponse, "Not ready.")},
 )
 async def model_ready(request: Request) -> Response:
     """200 when the model answers (its self-test passed), 503 otherwise."""
-    ready = runtime_of(request).ready
-    return _json(ModelReadyResponse(name=MODEL_NAME, ready=ready), 200 if ready else 503)
+    return _readiness(request, lambda ready: ModelReadyResponse(name=MODEL_NAME, ready=ready))
 
 
 INFER_PATH: Final[str] = f"{PREFIX}/models/{MODEL_NAME}/infer"
@@ -426,11 +426,7 @@ INFER_PATH: Final[str] = f"{PREFIX}/models/{MODEL_NAME}/infer"
     operation_id="oip_model_infer",
     summary="Predict (Open Inference Protocol)",
     response_model=InferenceResponse,
-    responses={
-        **_ERROR,
-        **_UNAUTHORIZED,
-        503: {"model": InferenceErrorResponse, "description": "Model not loaded."},
-    },
+    responses={**_ERROR, **_UNAUTHORIZED, **_NOT_LOADED},
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from app.testing import REPO_ROOT
+from tests._tools import run
 from tests.clients.npm import npm_bin, npm_project
 
 pytestmark = [pytest.mark.slow]
@@ -24,25 +25,17 @@ DOCUMENT = REPO_ROOT / "openapi.json"
 QUIET = {"REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true"}
 
 
-def test_redocly_recommended_finds_nothing() -> None:
+def _lint(
+    tool: str, config_option: str, config: str, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tool lint`` of the document with its configuration from the npm project, as JSON."""
     project = npm_project()
-    done = subprocess.run(
-        [
-            str(npm_bin("redocly")),
-            "lint",
-            str(DOCUMENT),
-            "--config",
-            str(project / "redocly.yaml"),
-            "--format",
-            "json",
-        ],
-        cwd=project,
-        env={**os.environ, **QUIET},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = [str(npm_bin(tool)), "lint", str(DOCUMENT), config_option, str(project / config)]
+    return run([*argv, "--format", "json", *options], cwd=project, env=env, timeout=300)
+
+
+def test_redocly_recommended_finds_nothing() -> None:
+    done = _lint("redocly", "--config", "redocly.yaml", env={**os.environ, **QUIET})
     report = json.loads(done.stdout)
     problems = [
         f"{p['severity']} {p['ruleId']}: {p['message']} at {p['location'][0]['pointer']}"
@@ -54,25 +47,7 @@ def test_redocly_recommended_finds_nothing() -> None:
 
 
 def test_spectral_oas_finds_nothing() -> None:
-    project = npm_project()
-    done = subprocess.run(
-        [
-            str(npm_bin("spectral")),
-            "lint",
-            str(DOCUMENT),
-            "--ruleset",
-            str(project / ".spectral.yaml"),
-            "--format",
-            "json",
-            "--fail-severity",
-            "hint",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _lint("spectral", "--ruleset", ".spectral.yaml", "--fail-severity", "hint")
     problems = [
         f"{p['code']}: {p['message']} at {'/'.join(map(str, p['path']))}"
         # The JSON report is followed by a summary line on the same stream.

@@ -58,8 +58,11 @@ def operations(server: RunningServer) -> dict[str, str]:
     }
 
 
-def _load(browser: Any, server: RunningServer, path: str) -> tuple[Any, list[str], list[str]]:
-    """Open ``path``; return the page, the foreign requests it tried and its console errors."""
+def _load(
+    browser: Any, server: RunningServer, path: str, ready: str
+) -> tuple[Any, list[str], list[str]]:
+    """Open ``path`` and wait for ``ready`` (a selector the rendered page has); return the
+    page, the foreign requests it tried and its console errors."""
     page = browser.new_page()
     foreign: list[str] = []
     errors: list[str] = []
@@ -74,18 +77,20 @@ def _load(browser: Any, server: RunningServer, path: str) -> tuple[Any, list[str
     page.route("**/*", only_this_host)
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{server.url}{path}", wait_until="networkidle")
+    page.wait_for_selector(ready, timeout=20_000)
     return page, foreign, errors
+
+
+def _attribute(page: Any, selector: str, name: str) -> list[str]:
+    """Attribute ``name`` of every element ``selector`` matches ('' where it has none)."""
+    return [element.get_attribute(name) or "" for element in page.query_selector_all(selector)]
 
 
 def test_swagger_ui_lists_every_operation_offline(
     browser: Any, server: RunningServer, operations: dict[str, str]
 ) -> None:
-    page, foreign, errors = _load(browser, server, "/docs")
-    page.wait_for_selector(".opblock", timeout=20_000)
-    shown = {
-        element.get_attribute("data-path")
-        for element in page.query_selector_all(".opblock-summary-path")
-    }
+    page, foreign, errors = _load(browser, server, "/docs", ".opblock")
+    shown = set(_attribute(page, ".opblock-summary-path", "data-path"))
     assert foreign == [], f"/docs tried to reach other hosts: {foreign}"
     assert set(operations.values()) <= shown, set(operations.values()) - shown
     assert page.query_selector(".swagger-ui .info .title") is not None
@@ -96,11 +101,11 @@ def test_swagger_ui_lists_every_operation_offline(
 def test_redoc_lists_every_operation_offline(
     browser: Any, server: RunningServer, operations: dict[str, str]
 ) -> None:
-    page, foreign, _ = _load(browser, server, "/redoc")
-    page.wait_for_selector("[data-section-id*='operation/']", timeout=20_000)
+    operation = "[data-section-id*='operation/']"
+    page, foreign, _ = _load(browser, server, "/redoc", operation)
     sections = {
-        (element.get_attribute("data-section-id") or "").rsplit("operation/", 1)[-1]
-        for element in page.query_selector_all("[data-section-id*='operation/']")
+        section.rsplit("operation/", 1)[-1]
+        for section in _attribute(page, operation, "data-section-id")
     }
     assert foreign == [], f"/redoc tried to reach other hosts: {foreign}"
     assert set(operations) <= sections, set(operations) - sections

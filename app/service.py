@@ -141,18 +141,15 @@ class PredictionService:
             matrix = _matrix(self._batch_types.model_validate_json(body).patients)  # type: ignore[attr-defined]
         except ValidationError:
             matrix = None
-        if matrix is not None and all_in_domain(_gaps_filled(matrix)):
-            if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
-                refuse_duplicate_keys(body)
-            return matrix
-        try:
-            batch = self._batch_model.model_validate_json(body)
-        except ValidationError as exc:
-            batch = validate_slowly(self._batch_model, body, exc)
-        else:
-            if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(batch.patients):
-                refuse_duplicate_keys(body)
-        return _matrix(batch.patients)
+        if matrix is None or not all_in_domain(_gaps_filled(matrix)):
+            try:
+                matrix = _matrix(self._batch_model.model_validate_json(body).patients)
+            except ValidationError as exc:
+                # The slow validation has refused duplicate keys itself.
+                return _matrix(validate_slowly(self._batch_model, body, exc).patients)
+        if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
+            refuse_duplicate_keys(body)
+        return matrix
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
         """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive."""

@@ -14,18 +14,24 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+# Any virtualenv (the service's $(VENV), the comparison's $(KERAS_VENV)), with a current pip.
+%/bin/python:
+	$(PYTHON) -m venv $*
+	$*/bin/python -m pip install --quiet --upgrade pip
 
-# One stamp per install flavour, refreshed whenever pyproject.toml changes.
-$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[plot]'
+# One stamp per install flavour, refreshed whenever pyproject.toml changes:
+# $(call install,EXTRAS) installs the project with EXTRAS into the stamp's virtualenv.
+comma := ,
+define install
+	$(dir $@)bin/python -m pip install --quiet -e '.[$(1)]'
 	touch $@
+endef
+
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(call install,plot)
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+	$(call install,dev)
 
 $(ARTIFACT): | $(VENV)/.stamp-run
 	$(BIN)/python -m training --output $(ARTIFACT)
@@ -78,13 +84,8 @@ KBIN := $(KERAS_VENV)/bin
 COMPARE_CI_OUT ?= build/compare-ci
 .PHONY: compare compare-ci
 
-$(KBIN)/python:
-	$(PYTHON) -m venv $(KERAS_VENV)
-	$(KBIN)/python -m pip install --quiet --upgrade pip
-
 $(KERAS_VENV)/.stamp-keras: pyproject.toml | $(KBIN)/python
-	$(KBIN)/python -m pip install --quiet -e '.[dev,keras]'
-	touch $@
+	$(call install,dev$(comma)keras)
 
 compare: $(KERAS_VENV)/.stamp-keras  ## full comparison incl. Keras; rewrites results/ and the table of docs/comparison.md
 	$(KBIN)/python -m training.compare --require-keras --readme docs/comparison.md

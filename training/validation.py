@@ -109,12 +109,7 @@ def fit_tuned(
 
 
 def site_figures(
-    y: IntArray,
-    p: FloatArray,
-    min_cost_threshold: float,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
+    y: IntArray, p: FloatArray, min_cost_threshold: float, *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
     """Everything the report gives for one model on one held-out site."""
     intercept, slope = calibration_intercept_slope(y, p)

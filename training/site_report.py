@@ -256,11 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="rewrite sites.md and the PNGs from OUTPUT_DIR/sites.json without rerunning",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes running the independent parts side by side (same figures)",
+    )
     args = p.parse_args(argv)
     if args.render_only:
         result = json.loads((args.output_dir / "sites.json").read_text(encoding="utf-8"))
     else:
-        result = run(quick=args.quick)
+        result = run(quick=args.quick, jobs=args.jobs)
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, out / "sites.json")

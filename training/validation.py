@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
@@ -143,38 +144,32 @@ def site_figures(
     }
 
 
-def leave_one_site_out(
-    pooled: Pooled,
-    *,
-    quick: bool = False,
-    n_boot: int = 1000,
-    networks: dict[str, Predictor] | None = None,
-) -> dict[str, Any]:
-    """Per held-out site, per model: the figures of :func:`site_figures`.
+def held_out_site(
+    pooled: Pooled, held: str, *, quick: bool = False, n_boot: int = 1000
+) -> tuple[dict[str, Any], Predictor]:
+    """One fold of the protocol: every model trained on the other sites, reported on ``held``.
 
-    ``networks`` receives, per held-out site, our network's predictor (for the
-    recalibration demonstration, which needs a model that never saw the site).
+    Also returns our network's predictor (for the recalibration demonstration,
+    which needs a model that never saw the site).
     """
-    out: dict[str, Any] = {}
-    for held in UCI_SITES:
-        train, test = pooled.site != held, pooled.site == held
-        per_model: dict[str, Any] = {}
-        for spec in MODELS:
-            model, params, threshold = fit_tuned(
-                spec, pooled.x[train], pooled.y[train], quick=quick
-            )
-            p = model.predict_proba(pooled.x[test])[:, 1]
-            figures = site_figures(pooled.y[test], p, threshold, n_boot=n_boot)
-            figures["chosen_hyperparameters"] = params
-            per_model[spec.name] = figures
-            if networks is not None and isinstance(model, MarginalMLPClassifier):
-                networks[held] = model.predictor_
-        out[held] = {
-            "trained_on": [s for s in UCI_SITES if s != held],
-            "complete_records": int((~np.isnan(pooled.x[test]).any(axis=1)).sum()),
-            "models": per_model,
-        }
-    return out
+    train, test = pooled.site != held, pooled.site == held
+    per_model: dict[str, Any] = {}
+    network: Predictor | None = None
+    for spec in MODELS:
+        model, params, threshold = fit_tuned(spec, pooled.x[train], pooled.y[train], quick=quick)
+        p = model.predict_proba(pooled.x[test])[:, 1]
+        figures = site_figures(pooled.y[test], p, threshold, n_boot=n_boot)
+        figures["chosen_hyperparameters"] = params
+        per_model[spec.name] = figures
+        if isinstance(model, MarginalMLPClassifier):
+            network = model.predictor_
+    assert network is not None, "MODELS lists our network"
+    block = {
+        "trained_on": [s for s in UCI_SITES if s != held],
+        "complete_records": int((~np.isnan(pooled.x[test]).any(axis=1)).sum()),
+        "models": per_model,
+    }
+    return block, network
 
 
 def pooled_cv(pooled: Pooled, *, quick: bool = False) -> dict[str, Any]:
@@ -218,15 +213,28 @@ def statlog_complete_cv(params: Mapping[str, Any], *, quick: bool = False) -> di
     )
 
 
-def run(*, quick: bool = False) -> dict[str, Any]:
-    """The whole validation; the served configuration is chosen on all three sites by inner CV."""
+def run(*, quick: bool = False, jobs: int = 1) -> dict[str, Any]:
+    """The whole validation; the served configuration is chosen on all three sites by inner CV.
+
+    The parts are independent (each seeds its own randomness), so ``jobs``
+    processes run them side by side with the same figures as one.
+    """
     pooled = load_sites(UCI_SITES)
     n_boot = 100 if quick else 1000
-    _, served_params, served_threshold = fit_tuned(MODELS[0], pooled.x, pooled.y, quick=quick)
     defaults = MarginalMLPClassifier().get_params()
     shipped = {k: defaults[k] for k in MODELS[0].grid}  # what `python -m training` trains
-    networks: dict[str, Predictor] = {}
-    loso = leave_one_site_out(pooled, quick=quick, n_boot=n_boot, networks=networks)
+    parts = Parallel(n_jobs=jobs)(
+        [
+            delayed(fit_tuned)(MODELS[0], pooled.x, pooled.y, quick=quick),
+            *(delayed(held_out_site)(pooled, s, quick=quick, n_boot=n_boot) for s in UCI_SITES),
+            delayed(pooled_cv)(pooled, quick=quick),
+            delayed(detrano_anchor)(pooled, quick=quick),
+            delayed(statlog_complete_cv)(shipped, quick=quick),
+        ]
+    )
+    (_, served_params, served_threshold), *folds, internal, anchor, statlog = parts
+    loso = {s: block for s, (block, _) in zip(UCI_SITES, folds, strict=True)}
+    networks = {s: net for s, (_, net) in zip(UCI_SITES, folds, strict=True)}
     demo = split_demo({s: networks[s] for s in ("hungarian", "switzerland")}, pooled)
     return {
         "quick": quick,
@@ -237,14 +245,14 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         "grids": {spec.name: {k: list(v) for k, v in spec.grid.items()} for spec in MODELS},
         "leave_one_site_out": loso,
         "local_recalibration": demo,
-        "pooled_cv": pooled_cv(pooled, quick=quick),
-        "detrano_anchor": detrano_anchor(pooled, quick=quick),
+        "pooled_cv": internal,
+        "detrano_anchor": anchor,
         "served": {
             "sites": list(UCI_SITES),
             "hyperparameters": shipped,
             "inner_cv_choice_on_all_sites": served_params,
             "min_cost_threshold": served_threshold,
-            "statlog_cv_complete_records": statlog_complete_cv(shipped, quick=quick),
+            "statlog_cv_complete_records": statlog,
             "statlog_cv_complete_records_inner_cv_choice": statlog_complete_cv(
                 served_params, quick=quick
             ),

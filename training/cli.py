@@ -78,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     net = p.add_argument_group("network")
     _value(net, "--hidden-units", int, d.hidden_units, "hidden layer width (tutorial: 8, or 10)")
-    _value(net, "--learning-rate", float, d.learning_rate, "step size of each update")
+    _value(
+        net,
+        "--learning-rate",
+        float,
+        d.learning_rate,
+        "step size of each update (default: 0.003 with --no-missing-values, else 0.01)",
+    )
     _value(net, "--epochs", int, d.epochs, "passes over the training data")
     _value(net, "--batch-size", int, 0, "rows per update; 0 = full batch")
     net.add_argument(
@@ -161,7 +167,7 @@ def _value(
     group: argparse._ArgumentGroup,
     flag: str,
     kind: type[int] | type[float],
-    default: float,
+    default: float | None,
     text: str,
 ) -> None:
     """Add a typed option: most of this command's options are one number with a default."""

@@ -120,13 +120,17 @@ def markdown(result: Mapping[str, Any]) -> str:
     served = result["served"]
     cv = served["statlog_cv_complete_records"]
     cv_choice = served["statlog_cv_complete_records_inner_cv_choice"]
+    folds = result["leave_one_site_out"]
+    chosen = {s: b["models"]["network"]["chosen_hyperparameters"] for s, b in folds.items()}
+    same = [s for s, params in chosen.items() if params == served["hyperparameters"]]
     lines += [
         "",
         "## The served configuration",
         "",
         f"`python -m training` trains our network on {', '.join(served['sites'])} with "
-        f"{served['hyperparameters']}, the choice of the inner CV in every leave-one-site-out "
-        "fold above. With all 13 values present, its 10x5 CV on Statlog: ROC AUC "
+        f"{served['hyperparameters']}, the choice of the inner CV in {len(same)} of the "
+        f"{len(folds)} leave-one-site-out folds above ({', '.join(same) or 'none'}). "
+        "With all 13 values present, its 10x5 CV on Statlog: ROC AUC "
         f"{cv['roc_auc']['mean']:.3f} +- {cv['roc_auc']['std']:.3f}, accuracy "
         f"{cv['accuracy']['mean']:.3f}, Brier {cv['brier']['mean']:.3f}. Inner CV on all three "
         f"sites together prefers {served['inner_cv_choice_on_all_sites']} (by log loss); with it "

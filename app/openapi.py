@@ -20,10 +20,10 @@ from app.oip_schemas import InferenceRequest
 from app.schemas import ErrorMessage, PatientFeatures, batch_request_model
 from model.features import markdown_table
 
-#: Endpoints that never need the API key (probes must work without secrets), ours and
-#: the Open Inference Protocol's (app/oip.py).
+#: Endpoints that never need the API key: the probes, ours and the Open Inference Protocol's
+#: (app/oip.py), and the calculator page at `/` (which asks for the key instead).
 OPEN_PATHS: Final[frozenset[str]] = frozenset(
-    {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
+    {"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/"}
 )
 SECURITY_SCHEME: Final[str] = "APIKeyHeader"
 #: The same key as a bearer token, for clients that cannot set custom headers (Prometheus).

@@ -25,6 +25,8 @@ from fastapi.responses import JSONResponse
 
 from app.metrics import MetricsFormat, negotiate_metrics_format
 from app.openapi import ERRORS, PROBE_ERRORS, prediction_operation
+from app.page import CONTENT_SECURITY_POLICY
+from app.page import render as render_page
 from app.runtime import Runtime, runtime_of
 from app.schemas import (
     PATIENT_EXAMPLE,
@@ -264,6 +266,17 @@ def _metrics_report(runtime: Runtime) -> bytes:
         serving=runtime.metrics.serving_report(),
     )
     return report.model_dump_json().encode()
+
+
+@router.get("/", include_in_schema=False)
+async def calculator_page(request: Request) -> Response:
+    """The risk calculator (app/page.py): open without the key, which it asks for instead."""
+    page = render_page(key_required=runtime_of(request).settings.api_key is not None)
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+    )
 
 
 _HEALTH_OK: Final[bytes] = HealthStatus(status="ok").model_dump_json().encode()

@@ -663,3 +663,32 @@ def test_an_unexpected_exception_is_a_json_500_with_request_id(
     ]
     first = access[0]
     assert (first["request_id"], first["status"], first["level"]) == ("boom-1", 500, "error")
+
+
+def test_predictions_carry_a_risk_interval_and_explain_ranks_every_feature(
+    artifact_path: Path,
+) -> None:
+    with TestClient(create_app(Settings(model_path=artifact_path))) as client:
+        one = client.post("/predict", json=PATIENT_EXAMPLE).json()
+        band = one["risk_interval"]
+        assert 0 < band["lower"] < band["upper"] < 1 and band["coverage"] == 0.9
+        batch = client.post("/predict/batch", json={"patients": [PATIENT_EXAMPLE] * 3}).json()
+        for item in batch["predictions"]:
+            assert item["risk_interval"]["lower"] == pytest.approx(band["lower"], abs=1e-9)
+            assert item["risk_interval"]["upper"] == pytest.approx(band["upper"], abs=1e-9)
+        explained = client.post("/predict/explain", json=PATIENT_EXAMPLE).json()
+        assert explained["probability"] == one["probability"]
+        assert explained["risk_interval"] == pytest.approx(band)
+        items = explained["contributions"]
+        assert [c["feature"] for c in items] != [] and len(items) == 13
+        assert {c["feature"]: c["value"] for c in items} == PATIENT_EXAMPLE
+        magnitudes = [abs(c["contribution"]) for c in items]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        total = sum(c["contribution"] for c in items)
+        assert total == pytest.approx(one["probability"] - explained["base_value"], abs=1e-6)
+        assert next(c for c in items if c["feature"] == "thal")["value_meaning"] == "normal"
+        bad = client.post("/predict/explain", json={**PATIENT_EXAMPLE, "age": 650})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "age"]
+        page = client.get("/")
+        assert page.status_code == 200 and "Not a medical device" in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]

@@ -10,16 +10,44 @@ Issue 10's budget: with the interval at most 1.5x the p50 without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
-import sys
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import payloads, servers
-from bench.sequential_latency import percentile, sequential_round
+import numpy as np
+
+from app.testing import running_server
+from bench import payloads
 from model.artifact import read_payload, save_artifact
+
+
+def sequential_round(port: int, bodies: Sequence[bytes], n: int) -> list[float]:
+    """``n`` POST /predict on one keep-alive connection; each round trip in microseconds."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    latencies = []
+    try:
+        for i in range(n):
+            start = time.perf_counter_ns()
+            connection.request(
+                "POST",
+                "/predict",
+                body=bodies[i % len(bodies)],
+                headers={"Content-Type": "application/json"},
+            )
+            response = connection.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"/predict answered {response.status}: {data[:200]!r}")
+            latencies.append((time.perf_counter_ns() - start) / 1000.0)
+    finally:
+        connection.close()
+    return latencies
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,41 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload.pop("ensemble")
     plain = save_artifact(payload, workdir / "without-ensemble.joblib")
     bodies = [json.dumps(p).encode() for p in payloads.patients(270)]
-    two_cores = (os.cpu_count() or 1) >= 2
+    two_cores = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     if two_cores:
         os.sched_setaffinity(0, {1})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEART_")}
+    prefix = ["taskset", "-c", "0"] if two_cores else []
     samples: dict[str, list[float]] = {"without interval": [], "with interval": []}
-    started = []
-    try:
-        for name, artifact in (("without interval", plain), ("with interval", args.artifact)):
-            port = servers.free_port()
-            argv_ = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
-            started.append(
-                (
-                    name,
-                    servers.start(
-                        name.replace(" ", "-"),
-                        argv_,
-                        port=port,
-                        log_dir=workdir,
-                        cpus=(0,) if two_cores else None,
-                        ready_path="/ready",
-                        env={**env, "HEART_MODEL_PATH": str(artifact)},
-                    ),
-                )
-            )
+    with contextlib.ExitStack() as stack:
+        started = [
+            (name, stack.enter_context(running_server(a, log_dir=workdir, prefix=prefix)))
+            for name, a in (("without interval", plain), ("with interval", args.artifact))
+        ]
         for _ in range(args.rounds):
             for name, server in started:
                 sequential_round(server.port, bodies, 200)  # warm-up
                 samples[name] += sequential_round(server.port, bodies, args.requests)
-    finally:
-        for _, server in started:
-            server.stop()
-    p50 = {name: percentile(v, 50) for name, v in samples.items()}
-    ratio = p50["with interval"] / p50["without interval"]
+    p50 = {name: float(np.median(v)) for name, v in samples.items()}
     for name, value in p50.items():
         print(f"{name}: p50 {value:.0f} us over {len(samples[name])} requests")
+    ratio = p50["with interval"] / p50["without interval"]
     print(f"ratio with/without: {ratio:.2f}x (budget 1.5x; load average {os.getloadavg()})")
     return 0
 

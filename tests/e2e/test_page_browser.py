@@ -34,12 +34,12 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-def _api(url: str, key: str | None = None) -> dict[str, Any]:
+def _api(url: str, key: str | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["X-API-Key"] = key
     request = urllib.request.Request(
-        url, data=json.dumps(PATIENT_EXAMPLE).encode(), headers=headers, method="POST"
+        url, data=json.dumps(body or PATIENT_EXAMPLE).encode(), headers=headers, method="POST"
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
@@ -84,6 +84,18 @@ def test_the_page_shows_the_apis_probability_and_the_fields_error(
         assert "700" in error.inner_text()  # the API's own message, with the allowed range
         assert page.locator("#f-serum_cholesterol").get_attribute("aria-invalid") == "true"
         page.screenshot(path=str(BUILD / "calculator-error.png"), full_page=True)
+
+        # "not measured" sends null: the model averages over thal, whose bar is exactly 0.
+        page.fill("#f-serum_cholesterol", "245")
+        page.check("#nm-thal")
+        page.locator("button[type=submit]").click()
+        page.locator("#chart text", has_text="thal = not measured: +0.0 pts").wait_for()
+        api = _api(server.url + "/predict/explain", body={**PATIENT_EXAMPLE, "thal": None})
+        assert api["missing_features"] == ["thal"]
+        assert (
+            float(page.locator("#probability").get_attribute("data-value") or "nan")
+            == (api["probability"])
+        )
     assert all(url.startswith(server.url) for url in requests), requests
 
 

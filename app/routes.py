@@ -142,7 +142,8 @@ async def predict_explain(request: Request) -> Response:
     measured features, with the model's background rows) sum to ``probability -
     base_value``; they are listed largest magnitude first, each with its value and
     meaning. A separate operation rather than a flag on /predict, so that generated
-    clients get one response type per call. About 10 ms of CPU per call.
+    clients get one response type per call. 8,192 coalitions cost milliseconds of CPU,
+    not microseconds (bench/results/explain.md).
     """
     runtime = runtime_of(request)
     service = _service(runtime)

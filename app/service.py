@@ -140,7 +140,7 @@ class PredictionService:
     def explain_one(self, row: FloatArray) -> tuple[bytes, int]:
         """JSON body of ``ExplainedPrediction`` for one row, and its class.
 
-        Rare and about a thousand times dearer than /predict (8,192 coalitions), so
+        Rare and hundreds of times dearer than /predict (8,192 coalitions), so
         it is built through the Pydantic model: clarity over microseconds.
         """
         explained = explain(self.predictor, row)

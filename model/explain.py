@@ -23,12 +23,12 @@ and the base value is ``g`` of the network's average over the background rows.
 
 Cost. With ``m`` measured features there are ``2^m`` coalitions (8,192 for
 13). The first layer is linear, so the pre-activations of every coalition on
-every background row are one ``(2^m x m) @ (m x K*hidden)`` product added to
-the background's own pre-activations; then a ReLU, the output unit, a sigmoid
-and a mean over the rows. The Shapley values are one fixed ``(2^m x m)``
-weight matrix applied to the ``2^m`` coalition values. The product runs in
-float32 in chunks of coalitions that fit in cache; the final weighting is float64.
-``python -m bench.explain`` measures it.
+every background row are the background's own plus a sum of per-feature shifts,
+built by doubling rather than by a matrix product; then a ReLU (fused with the
+last addition), the output unit, a sigmoid and a mean over the rows. The
+Shapley values are one fixed ``(2^m x m)`` weight matrix applied to the ``2^m``
+coalition values. The coalitions run in float32 in blocks that fit in cache;
+the final weighting is float64. ``python -m bench.predictor_micro`` measures it.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from model.predictor import Predictor
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Coalitions evaluated per block (2^10): the block (1024 x K x hidden float32) stays in cache.
-CHUNK_BITS: Final[int] = 10
+#: Coalitions evaluated per block (2^7): with the served 64 background rows and 8 hidden
+#: units the float32 block is 256 KiB, inside a core's L2 cache (bench/predictor_micro.py).
+CHUNK_BITS: Final[int] = 7
 
 
 @dataclass(frozen=True)
@@ -104,35 +105,42 @@ def coalition_values(
     present = np.flatnonzero(~np.isnan(x))
     m = present.size
     k, hidden = bg.shape[0], predictor.n_hidden
-    # Pre-activations of the background rows themselves (the empty coalition): (K*hidden,).
-    base = (bg @ predictor.w1 + predictor.b1).reshape(-1)
+    # Hidden-major layout, (hidden, K) per coalition: the output unit is then one
+    # (hidden,) @ (C, hidden, K) product. The empty coalition's pre-activations:
+    base = (bg @ predictor.w1 + predictor.b1).T.reshape(1, -1)
     # Swapping in the patient's value of feature j moves row k by (x_j - bg_kj) * w1[j].
-    delta = (x[present][:, None] - bg[:, present].T)[:, :, None] * predictor.w1[present][:, None, :]
-    delta32 = delta.reshape(m, k * hidden).astype(np.float32)
-    # Coalition c = (high << low_bits) | low. The pre-activations of all low patterns are
-    # built by doubling (each bit adds its delta to the half that has it): 2^low_bits rows
-    # for about one addition per element; each high pattern then adds one offset row.
+    delta = (x[present][:, None] - bg[:, present].T)[:, None, :] * predictor.w1[present][:, :, None]
+    delta = delta.reshape(m, hidden * k)
+    # Coalition c = high * C + low. The pre-activations of all C = 2^low_bits low patterns
+    # are built by doubling (each bit adds its delta to the half that has it), likewise
+    # the offsets of the high patterns; each block is then one pass over C rows.
     low_bits = min(m, CHUNK_BITS)
-    inner = np.zeros((1, k * hidden), dtype=np.float32)
-    for i in range(low_bits):
-        inner = np.concatenate([inner, inner + delta32[i]])
-    w2 = predictor.w2.astype(np.float32)
-    raw = np.empty(2**m, dtype=np.float64)
+    inner = np.zeros((1, hidden * k), dtype=np.float32)
+    for d in delta[:low_bits].astype(np.float32):
+        inner = np.concatenate([inner, inner + d])
+    offsets = base
+    for d in delta[low_bits:]:
+        offsets = np.concatenate([offsets, offsets + d])
+    # relu(inner + off) = max(inner, -off) + off: one pass over the block instead of
+    # two, and off's share of the output unit is a constant per background row.
+    # 0.5 * z feeds tanh: mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)), no overflow.
+    half_w2 = 0.5 * predictor.w2
+    consts = np.einsum("chk,h->ck", offsets.reshape(-1, hidden, k), half_w2) + 0.5 * predictor.b2
+    consts32, negated = consts.astype(np.float32), (-offsets).astype(np.float32)
+    w2 = half_w2.astype(np.float32)
+    n_low = inner.shape[0]
     block = np.empty_like(inner)
-    for high in range(2 ** (m - low_bits)):
-        offset = base.copy()
-        for i in range(low_bits, m):
-            if (high >> (i - low_bits)) & 1:
-                offset += delta[i].reshape(-1)
-        np.add(inner, offset.astype(np.float32), out=block)
-        np.maximum(block, 0.0, out=block)
-        z = block.reshape(-1, hidden) @ w2
-        z += np.float32(predictor.b2)
-        # tanh form of the sigmoid (no overflow), then the mean over the background rows.
-        np.multiply(z, 0.5, out=z)
+    z = np.empty((n_low, k), dtype=np.float32)
+    average = np.full(k, 1.0 / k, dtype=np.float32)
+    raw = np.empty(2**m, dtype=np.float64)
+    for high in range(negated.shape[0]):
+        np.maximum(inner, negated[high], out=block)
+        np.matmul(w2, block.reshape(n_low, hidden, k), out=z)
+        z += consts32[high]
         np.tanh(z, out=z)
-        means = z.reshape(-1, k).mean(axis=1, dtype=np.float64)
-        raw[high << low_bits : (high + 1) << low_bits] = 0.5 + 0.5 * means
+        raw[high * n_low : (high + 1) * n_low] = z @ average
+    raw *= 0.5
+    raw += 0.5
     return _recalibrate(predictor, raw), present
 
 

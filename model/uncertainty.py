@@ -21,8 +21,14 @@ log-odds, so the point estimate can sit off-centre (or, rarely, outside).
 
 Every member marginalises a missing feature exactly as the served
 :class:`model.predictor.Predictor` does, over the same background rows, and
-passes through the same logistic recalibration, so a missing value widens the
-interval where the members disagree about what the other values imply.
+passes through the same logistic recalibration. A missing value adds a second
+source of doubt: the K background rows that stand in for it give K different
+outputs. The band's variance (in log-odds) is therefore the law of total
+variance over members x background rows: the variance across members of their
+marginalised log-odds (training data), plus the members' mean variance across
+the filled-in rows (what the unmeasured values could be). A complete record has
+no filled rows, so its band is the members' alone; hiding tests widens it
+(``tests/model/test_uncertainty.py``, ``results/intervals.md``).
 """
 
 from __future__ import annotations
@@ -97,6 +103,12 @@ class RiskEnsemble:
 
     def member_probabilities(self, rows: npt.ArrayLike) -> FloatArray:
         """``n x B``: every member's (recalibrated, marginalised) probability for every row."""
+        return self.member_spread(rows)[0]
+
+    def member_spread(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """``n x B`` marginalised probabilities, and per row the mean over members of the
+        variance, across the background rows, of the recalibrated log-odds of a filled row
+        (0 for a complete row: nothing is filled)."""
         x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         if x.shape[1] != N_FEATURES:
             raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
@@ -112,13 +124,15 @@ class RiskEnsemble:
         hidden = filled @ self.w1
         hidden += self.b1
         np.maximum(hidden, 0.0, out=hidden)
-        z = np.einsum("rbh,bh->rb", hidden.reshape(-1, b, h), self.w2) + self.b2
-        p = (0.5 + 0.5 * np.tanh(0.5 * z)).reshape(n, k, b).mean(axis=1)
-        if self.calibration_intercept != 0.0 or self.calibration_slope != 1.0:
+        z = (np.einsum("rbh,bh->rb", hidden.reshape(-1, b, h), self.w2) + self.b2).reshape(n, k, b)
+        p = (0.5 + 0.5 * np.tanh(0.5 * z)).mean(axis=1)
+        slope = self.calibration_slope
+        if self.calibration_intercept != 0.0 or slope != 1.0:
             q = np.clip(p, 1e-15, 1.0 - 1e-15)
-            logit = self.calibration_intercept + self.calibration_slope * (np.log(q) - np.log1p(-q))
+            logit = self.calibration_intercept + slope * (np.log(q) - np.log1p(-q))
             p = 0.5 + 0.5 * np.tanh(0.5 * logit)
-        return np.asarray(p)
+        within = (slope**2) * np.clip(z, -_MAX_LOGIT, _MAX_LOGIT).var(axis=1).mean(axis=1)
+        return np.asarray(p), np.asarray(within)
 
     def interval_one(self, row: FloatArray) -> tuple[float, float]:
         """:meth:`interval` of one row, the /predict path: a complete row's log-odds are the
@@ -139,10 +153,13 @@ class RiskEnsemble:
         )
 
     def interval(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-        """Lower and upper end of the band, per row: mean +- z sd of the members' log-odds."""
-        p = np.clip(self.member_probabilities(rows), _EPS, 1.0 - _EPS)
+        """Lower and upper end of the band, per row: centre +- z sd in log-odds, where the
+        variance is the members' (training data) plus the filled-in rows' (missing values)."""
+        members, within = self.member_spread(rows)
+        p = np.clip(members, _EPS, 1.0 - _EPS)
         logit = np.log(p) - np.log1p(-p)
-        centre, spread = logit.mean(axis=1), self._z * logit.std(axis=1, ddof=1)
+        centre = logit.mean(axis=1)
+        spread = self._z * np.sqrt(logit.var(axis=1, ddof=1) + within)
         lo = 0.5 + 0.5 * np.tanh(0.5 * (centre - spread))
         hi = 0.5 + 0.5 * np.tanh(0.5 * (centre + spread))
         return np.asarray(lo), np.asarray(hi)

@@ -61,6 +61,26 @@ def test_a_missing_value_is_marginalised_like_the_predictor_does(predictor: Pred
     assert 0 < lo < hi < 1
 
 
+def test_hiding_vessels_and_thal_widens_the_interval_on_average(
+    predictor: Predictor, heart_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The same patients with two tests not done: the background rows that stand in for
+    them spread the outputs, and the band must say so (issue 10)."""
+    ensemble = predictor.ensemble
+    assert ensemble is not None
+    x = heart_data[0][:80]
+    x = x[~np.isnan(x).any(axis=1)]
+    hidden = x.copy()
+    hidden[:, [FEATURE_NAMES.index("num_major_vessels"), FEATURE_NAMES.index("thal")]] = np.nan
+    lo, hi = ensemble.interval(x)
+    hlo, hhi = ensemble.interval(hidden)
+    assert len(x) >= 40
+    assert float(np.mean(hhi - hlo)) > 1.2 * float(np.mean(hi - lo))
+    # ... while a complete record's band is the members' spread alone, as before.
+    _, within = ensemble.member_spread(x)
+    np.testing.assert_array_equal(within, 0.0)
+
+
 def test_a_damaged_ensemble_is_refused_on_load(artifact_path: Path, tmp_path: Path) -> None:
     payload: dict[str, Any] = read_payload(artifact_path)
     broken = dict(payload["ensemble"])

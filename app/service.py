@@ -21,6 +21,8 @@ from pydantic_core import to_json
 from app.schemas import (
     PATIENT_EXAMPLE,
     Architecture,
+    BatchExplainedPrediction,
+    BatchRequest,
     ExplainedPrediction,
     FeatureContribution,
     MetricSummary,
@@ -30,6 +32,7 @@ from app.schemas import (
     TrainingMetrics,
     batch_request_model,
     batch_types_model,
+    explain_batch_request_model,
     feature_cards,
 )
 from app.settings import Settings, StartupError
@@ -75,6 +78,7 @@ class PredictionService:
         self.max_batch_size = max_batch_size
         self._batch_model = batch_request_model(max_batch_size)
         self._batch_types = batch_types_model(max_batch_size)
+        self._explain_batch_model = explain_batch_request_model(max_batch_size)
         # Everything after the probability, per class: constant for a complete record.
         self._tail_cache: dict[tuple[int, tuple[str, ...]], bytes] = {}
         self._tails: tuple[bytes, bytes] = (self._tail(0, ()), self._tail(1, ()))
@@ -143,6 +147,16 @@ class PredictionService:
         Rare and hundreds of times dearer than /predict (8,192 coalitions), so
         it is built through the Pydantic model: clarity over microseconds.
         """
+        answer = self._explained(row)
+        return answer.model_dump_json().encode(), answer.prediction
+
+    def explain_rows(self, x: FloatArray) -> tuple[bytes, int]:
+        """JSON body of ``BatchExplainedPrediction``, and how many rows are positive."""
+        answers = [self._explained(row) for row in x]
+        body = BatchExplainedPrediction(predictions=answers).model_dump_json().encode()
+        return body, sum(a.prediction for a in answers)
+
+    def _explained(self, row: FloatArray) -> ExplainedPrediction:
         explained = explain(self.predictor, row)
         probability = self.predictor.probability_one(row)
         positive = int(probability >= self.threshold)
@@ -163,7 +177,7 @@ class PredictionService:
             )
             for name, contribution in explained.ranked()
         ]
-        answer = ExplainedPrediction(
+        return ExplainedPrediction(
             probability=probability,
             prediction=positive,
             label=CLASS_LABELS[positive],
@@ -174,7 +188,6 @@ class PredictionService:
             base_value=explained.base_value,
             contributions=contributions,
         )
-        return answer.model_dump_json().encode(), positive
 
     # -- batch ------------------------------------------------------------------------------
 
@@ -192,14 +205,13 @@ class PredictionService:
         except ValidationError:
             matrix = None
         if matrix is None or not all_in_domain(_gaps_filled(matrix)):
-            try:
-                matrix = _matrix(self._batch_model.model_validate_json(body).patients)
-            except ValidationError as exc:
-                # The slow validation has refused duplicate keys itself.
-                return _matrix(validate_slowly(self._batch_model, body, exc).patients)
-        if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
-            refuse_duplicate_keys(body)
-        return matrix
+            return _validated_batch(self._batch_model, body)
+        return _keys_counted(body, matrix)
+
+    def parse_explain_batch(self, body: bytes) -> FloatArray:
+        """An ``ExplainBatchRequest`` body as an n x 13 matrix, through the full model:
+        the explanations cost far more than any validation shortcut would save."""
+        return _validated_batch(self._explain_batch_model, body)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
         """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive."""
@@ -266,6 +278,23 @@ def _gaps_filled(matrix: FloatArray) -> FloatArray:
     """
     gaps = np.isnan(matrix)
     return np.where(gaps, MINIMUMS, matrix) if gaps.any() else matrix
+
+
+def _validated_batch(model: type[BatchRequest], body: bytes) -> FloatArray:
+    """A batch body through the full Pydantic ``model``: its errors are /predict's."""
+    try:
+        matrix = _matrix(model.model_validate_json(body).patients)
+    except ValidationError as exc:
+        # The slow validation has refused duplicate keys itself.
+        return _matrix(validate_slowly(model, body, exc).patients)
+    return _keys_counted(body, matrix)
+
+
+def _keys_counted(body: bytes, matrix: FloatArray) -> FloatArray:
+    """``matrix``, once the body's quotes show no key given twice (else a 422 naming it)."""
+    if body.count(b'"') != 2 + _QUOTES_PER_PATIENT * len(matrix):
+        refuse_duplicate_keys(body)
+    return matrix
 
 
 def missing_names(row: FloatArray) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ def test_operation_ids_and_routes(doc: dict[str, Any]) -> None:
         "predict": ("post", "/predict"),
         "predict_batch": ("post", "/predict/batch"),
         "predict_explain": ("post", "/predict/explain"),
+        "predict_explain_batch": ("post", "/predict/explain/batch"),
         "get_metrics": ("get", "/metrics"),
         "get_metrics_summary": ("get", "/metrics/summary"),
         "get_model": ("get", "/model"),

@@ -17,13 +17,18 @@ from typing import Any, Final
 from fastapi import FastAPI
 
 from app.oip_schemas import InferenceRequest
-from app.schemas import ErrorMessage, PatientFeatures, batch_request_model
+from app.schemas import (
+    ErrorMessage,
+    PatientFeatures,
+    batch_request_model,
+    explain_batch_request_model,
+)
 from model.features import markdown_table
 
-#: Endpoints that never need the API key (probes must work without secrets), ours and
-#: the Open Inference Protocol's (app/oip.py).
+#: Endpoints that never need the API key: the probes, ours and the Open Inference Protocol's
+#: (app/oip.py), and the calculator page at `/` (which asks for the key instead).
 OPEN_PATHS: Final[frozenset[str]] = frozenset(
-    {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
+    {"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/"}
 )
 SECURITY_SCHEME: Final[str] = "APIKeyHeader"
 #: The same key as a bearer token, for clients that cannot set custom headers (Prometheus).
@@ -152,7 +157,8 @@ def complete_openapi(
     """
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (PatientFeatures, batch_request_model(max_batch_size), InferenceRequest):
+    bodies = (batch_request_model(max_batch_size), explain_batch_request_model(max_batch_size))
+    for model in (PatientFeatures, *bodies, InferenceRequest):
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, nested in {**definition.pop("$defs", {}), model.__name__: definition}.items():
             if name in schemas and schemas[name] != nested:

@@ -37,10 +37,14 @@ from pydantic_core import PydanticCustomError, core_schema
 from model.features import CLASS_LABELS, FEATURES, Feature
 
 __all__ = [
+    "MAX_EXPLAIN_BATCH",
+    "BatchExplainedPrediction",
     "BatchPrediction",
     "BatchRequest",
     "ErrorMessage",
+    "ExplainedPrediction",
     "FeatureCard",
+    "FeatureContribution",
     "HealthStatus",
     "MetricsReport",
     "ModelCard",
@@ -48,7 +52,9 @@ __all__ = [
     "Prediction",
     "ReadyStatus",
     "RecordedMetrics",
+    "RiskInterval",
     "batch_request_model",
+    "explain_batch_request_model",
 ]
 
 PATIENT_EXAMPLE: Final[dict[str, float | int]] = {
@@ -223,6 +229,11 @@ class BatchRequest(BaseModel):
     )
 
 
+#: Most patients one ``/predict/explain/batch`` request may carry: each costs
+#: milliseconds of CPU (8,192 coalitions), not the microseconds of /predict.
+MAX_EXPLAIN_BATCH: Final[int] = 64
+
+
 @lru_cache(maxsize=8)
 def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
     """``BatchRequest`` with the configured size limit (``HEART_MAX_BATCH_SIZE``).
@@ -232,19 +243,34 @@ def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
     """
     if max_batch_size == 1000:
         return BatchRequest
-    return create_model(
-        "BatchRequest",
+    return _limited_batch("BatchRequest", max_batch_size, None)
+
+
+@lru_cache(maxsize=8)
+def explain_batch_request_model(max_batch_size: int) -> type[BatchRequest]:
+    """The body of ``/predict/explain/batch``: a ``BatchRequest`` of at most
+    :data:`MAX_EXPLAIN_BATCH` patients (or the batch limit, if lower)."""
+    return _limited_batch(
+        "ExplainBatchRequest",
+        min(max_batch_size, MAX_EXPLAIN_BATCH),
+        "Patients to explain, answered in the same order; fewer than a prediction batch, "
+        "since each explanation costs milliseconds.",
+    )
+
+
+def _limited_batch(name: str, limit: int, doc: str | None) -> type[BatchRequest]:
+    model = create_model(
+        name,
         __base__=BatchRequest,
         __module__=__name__,
         patients=(
             list[PatientFeatures],
-            Field(
-                min_length=1,
-                max_length=max_batch_size,
-                description=f"The patients, at most {max_batch_size}.",
-            ),
+            Field(min_length=1, max_length=limit, description=f"The patients, at most {limit}."),
         ),
     )
+    if doc is not None:
+        model.__doc__ = doc
+    return model
 
 
 def _type_only_annotation(feature: Feature) -> Any:
@@ -292,6 +318,20 @@ def _enum(values: list[Any]) -> dict[str, Any]:
     return {"enum": values}
 
 
+class RiskInterval(BaseModel):
+    """Band of the probability across a bootstrap ensemble (model/uncertainty.py)."""
+
+    lower: float = Field(ge=0.0, le=1.0, description="Lower end of the band.")
+    upper: float = Field(ge=0.0, le=1.0, description="Upper end of the band.")
+    coverage: float = Field(
+        gt=0.0,
+        lt=1.0,
+        description="Share of the ensemble's fitted log-odds distribution inside the band "
+        "(0.9: mean +- 1.645 sd). It describes how much other training data of the same "
+        "size could move the probability, not the patient's outcome.",
+    )
+
+
 class Prediction(BaseModel):
     """The model's answer for one patient."""
 
@@ -327,6 +367,79 @@ class Prediction(BaseModel):
         description="Features sent as null (not measured): the probability is averaged over "
         "their training distribution. Empty when every value was given."
     )
+    risk_interval: RiskInterval | None = Field(
+        default=None,
+        description="How much the training data could move the probability (null when the "
+        "loaded model has no ensemble).",
+    )
+
+
+class FeatureContribution(BaseModel):
+    """One feature's share in moving this patient's risk away from the base value."""
+
+    feature: str = Field(description="Feature name, as in the request.")
+    description: str = Field(description="What the feature means (model/features.py).")
+    value: float | None = Field(description="The value sent; null if it was not measured.")
+    value_meaning: str | None = Field(
+        default=None, description="For coded features, what the code means; else null."
+    )
+    unit: str | None = Field(default=None, description="Unit of the value, if it has one.")
+    contribution: float = Field(
+        description="Exact Shapley value: change of the probability this feature accounts "
+        "for (positive raises the risk). Exactly 0 for a feature that was not measured."
+    )
+
+
+class ExplainedPrediction(BaseModel):
+    """The prediction with its interval and why: the contributions sum to probability - base."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "probability": 0.4833,
+                    "prediction": 0,
+                    "label": _LABELS[0],
+                    "threshold": 0.5,
+                    "model_version": "mlp-8h-0123456789ab",
+                    "missing_features": [],
+                    "risk_interval": {"lower": 0.31, "upper": 0.64, "coverage": 0.9},
+                    "base_value": 0.5058,
+                    "contributions": [
+                        {
+                            "feature": "chest_pain_type",
+                            "description": "Type of chest pain experienced.",
+                            "value": 4,
+                            "value_meaning": "asymptomatic",
+                            "unit": None,
+                            "contribution": 0.1391,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    probability: float = Field(ge=0.0, le=1.0, description="As in /predict.")
+    prediction: int = Field(ge=0, le=1, description="As in /predict.")
+    label: str = Field(description="As in /predict.", json_schema_extra=_enum(_LABELS))
+    threshold: float = Field(ge=0.0, le=1.0, description="As in /predict.")
+    model_version: str = Field(description="As in /predict.")
+    missing_features: list[str] = Field(description="As in /predict.")
+    risk_interval: RiskInterval | None = Field(default=None, description="As in /predict.")
+    base_value: float = Field(
+        description="The model's answer with every feature averaged over the background rows "
+        "(the starting point of the contributions)."
+    )
+    contributions: list[FeatureContribution] = Field(
+        description="All 13 features, largest |contribution| first."
+    )
+
+
+class BatchExplainedPrediction(BaseModel):
+    """One explained prediction per patient, in request order."""
+
+    predictions: list[ExplainedPrediction]
 
 
 class BatchPrediction(BaseModel):

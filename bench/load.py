@@ -33,6 +33,7 @@ from typing import Any
 from bench import load_report, payloads, report, servers, wrk
 from bench.payloads import Scenario
 from bench.servers import CpuPlan, Server, Target
+from model.artifact import read_payload, save_artifact
 
 LOG_DIR = report.RESULTS_DIR / "logs"
 
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "BODIES (one JSON body a line), at the concurrencies of /predict; repeatable")  # fmt: skip
     add("--nice", type=int, default=0, help="nice value of servers and wrk (e.g. -10, as root) "
         "so other jobs on a shared machine disturb the measurement less")  # fmt: skip
+    add("--without-interval", action="store_true", help="also serve the model without its "
+        "bootstrap ensemble (/predict without the risk interval) beside the service")  # fmt: skip
     add("--skip-memory", action="store_true")
     add("--skip-scale", action="store_true")
     add("--output-dir", type=Path, default=report.RESULTS_DIR)
@@ -273,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model = servers.model_path(args.artifact)
+        if args.without_interval:  # issue 10: /predict's cost of the risk interval, same run
+            plain = save_artifact({**read_payload(model), "ensemble": None}, Path(tmp) / "p.joblib")
+            found.append(
+                Target("no-interval", "the service without the risk interval", artifact=plain)
+            )
         scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
         runs = plan_runs(found, scenarios + extra, settings)
         data["comparison"] = measured(found, runs, model, settings, plan)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 import timeit
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -22,23 +23,28 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from bench import report
 from bench.report import duration, ratio, summarize, times
 from model.artifact import load_artifact, save_artifact
+from model.explain import explain
 from training.data import load_dataset
 from training.pipeline import TrainingConfig, train
 
 SIZES = (1, 1_000, 100_000)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
-def time_per_call(fn: Callable[[], object], *, repeat: int, min_time_s: float) -> list[float]:
+def time_per_call(
+    fn: Callable[[], object], *, repeat: int, min_time_s: float, clock: Any = time.perf_counter
+) -> list[float]:
     """Seconds per call in each of ``repeat`` repeats, as ``python -m timeit`` measures them.
 
     The loop count is chosen once (doubling until one repeat lasts
     ``min_time_s``) so that timer resolution and loop overhead are negligible.
     """
-    timer, loops = timeit.Timer(fn), 1
+    timer, loops = timeit.Timer(fn, timer=clock), 1
     while timer.timeit(loops) < min_time_s:
         loops *= 2
     return [t / loops for t in timer.repeat(repeat=repeat, number=loops)]
@@ -52,7 +58,7 @@ def rows(n: int) -> npt.NDArray[np.float64]:
 
 def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     started = report.describe()  # load average before the run
-    result = train(TrainingConfig(cv_folds=0))
+    result = train(TrainingConfig(cv_folds=0, ensemble_size=0))  # the interval is not timed here
     with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
         predictor = load_artifact(save_artifact(result.payload, Path(tmp) / "model.joblib"))
 
@@ -94,8 +100,20 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     for n, x in ((n, rows(n)) for n in SIZES):
         label = "1 row as a 1 x 13 matrix" if n == 1 else f"{n:,} rows"
         cases.append(case(f"{label}: `probability(matrix)`", x, partial(predictor.probability, x)))
+    # Issue 10: exact Shapley values of one complete patient (8,192 coalitions x the served
+    # background), one BLAS thread; wall and this thread's CPU time (a shared machine's other
+    # jobs inflate the former only), against the /predict call of the first case, same run.
+    shap, shapley = {}, partial(explain, predictor, row)  # complete rows all cost the same
+    with threadpool_limits(1):
+        for clock, timer in CLOCKS.items():
+            shap[clock] = summarize(
+                time_per_call(shapley, repeat=repeat, min_time_s=min_time_s, clock=timer)
+            )
+    slower = ratio(shap["wall"]["median"], cases[0]["predictor_s_per_call"]["median"])
+    explained = {"background_rows": len(np.asarray(predictor.background)), "s_per_call": shap}
     return {
         "benchmark": "predictor_micro",
+        "explain": explained | {"ratio_to_predict": slower},
         "machine": started,
         "repeat": repeat,
         "min_time_s": min_time_s,
@@ -105,7 +123,8 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
 
 
 def to_markdown(data: dict[str, Any]) -> str:
-    table = []
+    table, e = [], data["explain"]
+    wall, cpu = e["s_per_call"]["wall"], e["s_per_call"]["cpu"]
     for c in data["cases"]:
         sk, ours = c["sklearn_s_per_call"], c["predictor_s_per_call"]
         spread = f"{max(sk['spread'], ours['spread']) * 100:.0f}%"
@@ -119,6 +138,10 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
         f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
         report.table([*headers, "max spread"], table),
+        f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
+        f"{e['background_rows']} background rows, one thread): median "
+        f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
+        f"{wall['spread'] * 100:.0f}%); {times(e['ratio_to_predict'])} the first row's /predict.",
     ])  # fmt: skip
 
 

@@ -68,6 +68,8 @@ class Target:
     has_batch: bool = True
     workers: int = 1
     image: str | None = None
+    #: Serve this artifact instead of the run's (``bench.load --without-interval``).
+    artifact: Path | None = None
 
     @property
     def is_service(self) -> bool:
@@ -133,7 +135,7 @@ def started(
     else:  # a busy shared machine can take tens of seconds to import and load the model
         workers = target.workers
         with running_service(
-            artifact, workers=workers, log_dir=log_dir, prefix=prefix, timeout=60
+            target.artifact or artifact, workers=workers, log_dir=log_dir, prefix=prefix, timeout=60
         ) as s:
             yield Server(target, s)
 

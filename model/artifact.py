@@ -23,6 +23,7 @@ import numpy as np
 from model.atomic import atomic_path
 from model.features import FEATURE_NAMES, N_FEATURES
 from model.predictor import Predictor
+from model.uncertainty import ARRAY_NAMES, RiskEnsemble
 
 FORMAT_VERSION: Final[int] = 1
 REQUIRED_KEYS: Final[tuple[str, ...]] = (
@@ -39,7 +40,7 @@ REQUIRED_KEYS: Final[tuple[str, ...]] = (
     "library_versions",
 )
 #: Arrays of the payload that are not metadata (the model card leaves them out).
-ARRAY_KEYS: Final[tuple[str, ...]] = ("weights", "scaler", "background")
+ARRAY_KEYS: Final[tuple[str, ...]] = ("weights", "scaler", "background", "ensemble")
 #: Names commands that work outside an activated virtualenv (bare `python` is the system's).
 RETRAIN_HINT: Final[str] = (
     "run `heart-train` (in a checkout: `.venv/bin/python -m training`, or `make train`) "
@@ -144,6 +145,17 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: str | None =
     metadata = {k: v for k, v in payload.items() if k not in ARRAY_KEYS}
     recalibration = payload.get("recalibration") or {}
     background = payload.get("background")
+    intercept = float(recalibration.get("intercept", 0.0))
+    slope = float(recalibration.get("slope", 1.0))
+    ensemble = None
+    if payload.get("ensemble") is not None and background is not None:
+        ensemble = RiskEnsemble.from_arrays(
+            payload["ensemble"],
+            np.asarray(background, dtype=np.float64),
+            coverage=float(payload["ensemble"]["coverage"]),
+            calibration_intercept=intercept,
+            calibration_slope=slope,
+        )
     return Predictor.from_network(
         coefs=(weights["W1"], weights["W2"]),
         intercepts=(weights["b1"], weights["b2"]),
@@ -153,8 +165,9 @@ def load_artifact(path: str | os.PathLike[str], *, expected_sha256: str | None =
         model_version=str(payload["model_version"]),
         metadata=metadata,
         background=None if background is None else np.asarray(background, dtype=np.float64),
-        calibration_intercept=float(recalibration.get("intercept", 0.0)),
-        calibration_slope=float(recalibration.get("slope", 1.0)),
+        calibration_intercept=intercept,
+        calibration_slope=slope,
+        ensemble=ensemble,
     )
 
 
@@ -212,6 +225,11 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
             raise fail(f"background has shape {bg.shape}, expected (K, {N_FEATURES})")
         if not np.all(np.isfinite(bg)):
             raise fail("background rows must be complete and finite")
+    ensemble = payload.get("ensemble")
+    if ensemble is not None:
+        why = _ensemble_problem(ensemble, hidden, background is not None)
+        if why is not None:
+            raise fail(why)
     recalibration = payload.get("recalibration")
     if recalibration is not None and not (
         isinstance(recalibration, dict)
@@ -226,3 +244,31 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
         raise fail(f"threshold {threshold!r} must be a number strictly between 0 and 1")
     if not isinstance(payload["model_version"], str) or not payload["model_version"]:
         raise fail("model_version must be a non-empty string")
+
+
+def _ensemble_problem(ensemble: Any, hidden: int, has_background: bool) -> str | None:
+    """Why the stored bootstrap ensemble is unusable, or ``None`` when it is fine."""
+    if not isinstance(ensemble, dict) or not has_background:
+        return "ensemble must be a mapping of arrays, stored with background rows"
+    try:
+        arrays = {k: np.asarray(ensemble[k], dtype=np.float64) for k in ARRAY_NAMES}
+        coverage = float(ensemble["coverage"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"ensemble is incomplete or not numeric ({type(exc).__name__}: {exc})"
+    n = arrays["b2"].shape[0] if arrays["b2"].ndim else 0
+    expected = {
+        "W1": (n, N_FEATURES, hidden),
+        "b1": (n, hidden),
+        "W2": (n, hidden, 1),
+        "b2": (n, 1),
+        "mean": (n, N_FEATURES),
+        "scale": (n, N_FEATURES),
+    }
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            return f"ensemble {key} has shape {arrays[key].shape}, expected {shape}"
+        if not np.all(np.isfinite(arrays[key])):
+            return f"ensemble {key} has NaN or infinite values"
+    if n < 2 or np.any(arrays["scale"] <= 0) or not 0.0 < coverage < 1.0:
+        return "ensemble needs two or more members, positive scales and 0 < coverage < 1"
+    return None

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from model.arrays import FloatArray
 from model.features import N_FEATURES
+from model.uncertainty import RiskEnsemble
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +53,8 @@ class Predictor:
     #: Logistic recalibration of the output: ``logit p' = intercept + slope * logit p``.
     calibration_intercept: float = 0.0
     calibration_slope: float = 1.0
+    #: Bootstrap networks behind the risk interval (``None``: the artifact has none).
+    ensemble: RiskEnsemble | None = None
     _b1_list: list[float] = field(init=False, repr=False, default_factory=list)
     _w2_list: list[float] = field(init=False, repr=False, default_factory=list)
     #: Per feature, the background's contribution to the hidden layer: (13, K, hidden).

@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         d.n_background,
         "rows stored to marginalise missing values at prediction",
     )
+    gaps.add_argument(
+        "--ensemble-size",
+        type=int,
+        default=d.ensemble_size,
+        help="bootstrap networks behind the risk interval, each one more training run "
+        "(0: no interval)",
+    )
 
     ev = p.add_argument_group("split, threshold and evaluation")
     _value(ev, "--test-size", float, d.test_size, "share of the data held out for testing")
@@ -201,6 +208,7 @@ def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConf
         copies=args.copies,
         mask_rate=args.mask_rate,
         n_background=args.background_rows,
+        ensemble_size=args.ensemble_size,
     )
 
 

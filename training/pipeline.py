@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -28,8 +28,10 @@ from sklearn.preprocessing import StandardScaler
 from model.artifact import FORMAT_VERSION
 from model.features import FEATURE_NAMES
 from model.network import NumpyMLPClassifier
+from model.uncertainty import DEFAULT_COVERAGE
 from training.calibration import calibration_intercept_slope, reliability_bins
 from training.data import DataError, default_data_path, file_sha256
+from training.ensemble import fit_ensemble
 from training.evaluate import choose_threshold_by_cv, classification_metrics, cross_validate
 from training.missing import MarginalMLPClassifier
 from training.sites import UCI_SITES, load_site, load_sites
@@ -81,6 +83,8 @@ class TrainingConfig:
     copies: int = 10
     mask_rate: float = 0.2
     n_background: int = 64
+    #: Bootstrap networks behind the risk interval (``training/ensemble.py``); 0: none.
+    ensemble_size: int = 10
 
     def step_size(self) -> float:
         """The learning rate used: the one given, else the recipe's default.
@@ -218,8 +222,8 @@ def train(config: TrainingConfig) -> TrainingResult:
         ).hexdigest()
     if not config.missing_values and np.isnan(x).any():
         raise DataError("these sites have missing values: train with missing_values=True")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=config.test_size, random_state=config.split_seed, stratify=strata
+    x_train, x_test, y_train, y_test, strata_train, _ = train_test_split(
+        x, y, strata, test_size=config.test_size, random_state=config.split_seed, stratify=strata
     )
 
     if config.threshold_strategy == "min-cost":
@@ -296,4 +300,16 @@ def train(config: TrainingConfig) -> TrainingResult:
     }
     if background is not None:
         payload["background"] = background
+        if config.ensemble_size > 0:
+            payload["ensemble"] = {
+                **fit_ensemble(
+                    lambda seed: make_model(replace(config, seed=seed)),
+                    x_train,
+                    y_train,
+                    strata_train,
+                    config.ensemble_size,
+                    config.seed,
+                ),
+                "coverage": DEFAULT_COVERAGE,
+            }
     return TrainingResult(payload, model, list(network.loss_curve_))

@@ -14,7 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import Settings, create_app
-from app.schemas import PATIENT_EXAMPLE, BatchPrediction, MetricsReport, ModelCard, Prediction
+from app.schemas import (
+    MAX_EXPLAIN_BATCH,
+    PATIENT_EXAMPLE,
+    BatchPrediction,
+    MetricsReport,
+    ModelCard,
+    Prediction,
+)
 from model.artifact import load_artifact
 from model.features import CLASS_LABELS, FEATURE_NAMES, FEATURES
 from tests._tools import run_ok
@@ -663,3 +670,68 @@ def test_an_unexpected_exception_is_a_json_500_with_request_id(
     ]
     first = access[0]
     assert (first["request_id"], first["status"], first["level"]) == ("boom-1", 500, "error")
+
+
+def test_predictions_carry_a_risk_interval_and_explain_ranks_every_feature(
+    artifact_path: Path,
+) -> None:
+    with TestClient(create_app(Settings(model_path=artifact_path))) as client:
+        one = client.post("/predict", json=PATIENT_EXAMPLE).json()
+        band = one["risk_interval"]
+        assert 0 < band["lower"] < band["upper"] < 1 and band["coverage"] == 0.9
+        batch = client.post("/predict/batch", json={"patients": [PATIENT_EXAMPLE] * 3}).json()
+        for item in batch["predictions"]:
+            assert item["risk_interval"]["lower"] == pytest.approx(band["lower"], abs=1e-9)
+            assert item["risk_interval"]["upper"] == pytest.approx(band["upper"], abs=1e-9)
+        explained = client.post("/predict/explain", json=PATIENT_EXAMPLE).json()
+        assert explained["probability"] == one["probability"]
+        assert explained["risk_interval"] == pytest.approx(band)
+        items = explained["contributions"]
+        assert [c["feature"] for c in items] != [] and len(items) == 13
+        assert {c["feature"]: c["value"] for c in items} == PATIENT_EXAMPLE
+        magnitudes = [abs(c["contribution"]) for c in items]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        total = sum(c["contribution"] for c in items)
+        assert total == pytest.approx(one["probability"] - explained["base_value"], abs=1e-6)
+        assert next(c for c in items if c["feature"] == "thal")["value_meaning"] == "normal"
+        bad = client.post("/predict/explain", json={**PATIENT_EXAMPLE, "age": 650})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "age"]
+        page = client.get("/")
+        assert page.status_code == 200 and "Not a medical device" in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+
+
+def test_explain_batch_answers_each_patient_as_explain_does_and_has_its_own_limit(
+    artifact_path: Path,
+) -> None:
+    incomplete = {**PATIENT_EXAMPLE, "thal": None, "num_major_vessels": None}
+    with TestClient(create_app(Settings(model_path=artifact_path))) as client:
+        singles = [
+            client.post("/predict/explain", json=p).json() for p in (PATIENT_EXAMPLE, incomplete)
+        ]
+        batch = client.post(
+            "/predict/explain/batch", json={"patients": [PATIENT_EXAMPLE, incomplete]}
+        )
+        assert batch.status_code == 200
+        answers = batch.json()["predictions"]
+        assert len(answers) == 2
+        for single, answer in zip(singles, answers, strict=True):
+            assert answer["probability"] == single["probability"]
+            assert answer["base_value"] == pytest.approx(single["base_value"], abs=1e-12)
+            assert answer["contributions"] == single["contributions"]  # same arithmetic
+        gaps = {c["feature"]: c["contribution"] for c in answers[1]["contributions"]}
+        assert gaps["thal"] == 0.0 and gaps["num_major_vessels"] == 0.0
+        assert answers[1]["missing_features"] == ["num_major_vessels", "thal"]
+        bad = client.post(
+            "/predict/explain/batch",
+            json={"patients": [PATIENT_EXAMPLE, {**PATIENT_EXAMPLE, "age": 650}]},
+        )
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["loc"] == ["body", "patients", 1, "age"]
+        too_many = client.post(
+            "/predict/explain/batch", json={"patients": [PATIENT_EXAMPLE] * (MAX_EXPLAIN_BATCH + 1)}
+        )
+        assert too_many.status_code == 422
+        assert too_many.json()["detail"][0]["loc"] == ["body", "patients"]
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["ExplainBatchRequest"]
+        assert schema["properties"]["patients"]["maxItems"] == MAX_EXPLAIN_BATCH

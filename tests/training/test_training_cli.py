@@ -32,6 +32,8 @@ def test_training_command_writes_artifact_report_and_plot(tmp_path: Path) -> Non
         "1",
         "--threshold-strategy",
         "min-cost",
+        "--ensemble-size",
+        "2",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -83,6 +85,8 @@ def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: P
         "normal",
         "--seed",
         "3",
+        "--ensemble-size",
+        "2",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -91,6 +95,7 @@ def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: P
     assert predictor.n_hidden == 10
     hp = predictor.metadata["hyperparameters"]
     assert (hp["optimizer"], hp["init"], hp["epochs"], hp["seed"]) == ("sgd", "normal", 50, 3)
+    assert predictor.ensemble is not None and predictor.ensemble.size == hp["ensemble_size"] == 2
     assert not out.with_suffix(".loss.png").exists()
 
 

@@ -1,0 +1,165 @@
+"""How sure is the risk: an interval from a bootstrap ensemble of networks.
+
+Training stores ``B`` extra networks, each trained by the same recipe on a
+bootstrap resample of the training patients (``training/ensemble.py``). For a
+patient, each member gives a probability; the interval covers the central
+90 % of a normal distribution fitted to the members' log-odds (mean +- 1.645
+standard deviations, mapped back to probabilities). It says how much a
+different draw of training data of the same size could move the risk; it is
+not a prediction interval for the patient's outcome.
+
+Why a normal fit and not the members' 5th-95th percentiles: with the ten
+members we can afford to train, the empirical percentiles sit inside the
+sample and shrink the interval (mean width 0.115 with 8 members against 0.133
+with 20), while the fitted band is nearly unbiased (0.150 against 0.151) with
+the same endpoint noise (``python -m training.ensemble``'s figures in
+``docs/explanations.md``).
+
+The point estimate stays the served model's (calibrated) probability: the
+members only supply the spread. The band is centred on the members' mean
+log-odds, so the point estimate can sit off-centre (or, rarely, outside).
+
+Every member marginalises a missing feature exactly as the served
+:class:`model.predictor.Predictor` does, over the same background rows, and
+passes through the same logistic recalibration. A missing value adds a second
+source of doubt: the K background rows that stand in for it give K different
+outputs. The band's variance (in log-odds) is therefore the law of total
+variance over members x background rows: the variance across members of their
+marginalised log-odds (training data), plus the members' mean variance across
+the filled-in rows (what the unmeasured values could be). A complete record has
+no filled rows, so its band is the members' alone; hiding tests widens it
+(``tests/model/test_uncertainty.py``, ``results/intervals.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from model.features import N_FEATURES
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Share of the members' fitted log-odds distribution the interval covers.
+DEFAULT_COVERAGE: Final[float] = 0.9
+_EPS: Final[float] = 1e-12
+_MAX_LOGIT: Final[float] = math.log((1.0 - _EPS) / _EPS)
+ARRAY_NAMES: Final[tuple[str, ...]] = ("W1", "b1", "W2", "b2", "mean", "scale")
+
+
+@dataclass(frozen=True, eq=False)
+class RiskEnsemble:
+    """``B`` networks with their scalers folded in, evaluated together in one product.
+
+    ``w1`` is ``13 x (B*hidden)`` (member-major columns), so one ``x @ w1``
+    computes every member's hidden layer at once.
+    """
+
+    w1: FloatArray
+    b1: FloatArray
+    w2: FloatArray
+    b2: FloatArray
+    background: FloatArray
+    coverage: float = DEFAULT_COVERAGE
+    calibration_intercept: float = 0.0
+    calibration_slope: float = 1.0
+    _hidden: int = field(init=False, repr=False, default=0)
+    #: Standard normal quantile of the band's upper end (1.645 for 90 %).
+    _z: float = field(init=False, repr=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hidden", self.w1.shape[1] // self.b2.size)
+        object.__setattr__(self, "_z", NormalDist().inv_cdf(0.5 + self.coverage / 2.0))
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, Any], background: FloatArray, **kwargs: Any
+    ) -> RiskEnsemble:
+        """Stacked member arrays as training stores them (``W1``: ``B x 13 x hidden``, ...)."""
+        w1, b1, w2, b2, mean, scale = (
+            np.asarray(arrays[name], dtype=np.float64) for name in ARRAY_NAMES
+        )
+        n, _, hidden = w1.shape
+        folded = w1 / scale[:, :, None]  # each member's scaler folded into its first layer
+        b1_folded = b1 - np.einsum("bj,bjh->bh", mean / scale, w1)
+        return cls(
+            w1=np.ascontiguousarray(folded.transpose(1, 0, 2).reshape(N_FEATURES, n * hidden)),
+            b1=b1_folded.reshape(-1),
+            w2=w2.reshape(n, hidden),
+            b2=b2.reshape(n),
+            background=np.asarray(background, dtype=np.float64),
+            **kwargs,
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.b2.size)
+
+    def member_probabilities(self, rows: npt.ArrayLike) -> FloatArray:
+        """``n x B``: every member's (recalibrated, marginalised) probability for every row."""
+        return self.member_spread(rows)[0]
+
+    def member_spread(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """``n x B`` marginalised probabilities, and per row the mean over members of the
+        variance, across the background rows, of the recalibrated log-odds of a filled row
+        (0 for a complete row: nothing is filled)."""
+        x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        if x.shape[1] != N_FEATURES:
+            raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
+        n, b, h = x.shape[0], self.size, self._hidden
+        missing = np.isnan(x)
+        k = self.background.shape[0] if missing.any() else 1
+        # Every row repeated over the K background rows, its gaps filled from them
+        # (complete rows are not repeated: K = 1 and nothing is filled).
+        filled = np.repeat(x, k, axis=0)
+        if k > 1:
+            gaps = np.repeat(missing, k, axis=0)
+            filled[gaps] = np.tile(self.background, (n, 1))[gaps]
+        hidden = filled @ self.w1
+        hidden += self.b1
+        np.maximum(hidden, 0.0, out=hidden)
+        z = (np.einsum("rbh,bh->rb", hidden.reshape(-1, b, h), self.w2) + self.b2).reshape(n, k, b)
+        p = (0.5 + 0.5 * np.tanh(0.5 * z)).mean(axis=1)
+        slope = self.calibration_slope
+        if self.calibration_intercept != 0.0 or slope != 1.0:
+            q = np.clip(p, 1e-15, 1.0 - 1e-15)
+            logit = self.calibration_intercept + slope * (np.log(q) - np.log1p(-q))
+            p = 0.5 + 0.5 * np.tanh(0.5 * logit)
+        within = (slope**2) * np.clip(z, -_MAX_LOGIT, _MAX_LOGIT).var(axis=1).mean(axis=1)
+        return np.asarray(p), np.asarray(within)
+
+    def interval_one(self, row: FloatArray) -> tuple[float, float]:
+        """:meth:`interval` of one row, the /predict path: a complete row's log-odds are the
+        members' output units themselves, so no sigmoid and logit round trip is needed."""
+        hidden = row @ self.w1
+        if hidden[0] != hidden[0]:  # NaN: a gap to marginalise over the background
+            lo, hi = self.interval(row[None, :])
+            return float(lo[0]), float(hi[0])
+        hidden += self.b1
+        np.maximum(hidden, 0.0, out=hidden)
+        z = (hidden.reshape(self.size, self._hidden) * self.w2).sum(axis=1) + self.b2
+        z = self.calibration_intercept + self.calibration_slope * np.clip(
+            z, -_MAX_LOGIT, _MAX_LOGIT
+        )
+        centre, spread = float(z.mean()), self._z * float(z.std(ddof=1))
+        return 0.5 + 0.5 * math.tanh(0.5 * (centre - spread)), 0.5 + 0.5 * math.tanh(
+            0.5 * (centre + spread)
+        )
+
+    def interval(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Lower and upper end of the band, per row: centre +- z sd in log-odds, where the
+        variance is the members' (training data) plus the filled-in rows' (missing values)."""
+        members, within = self.member_spread(rows)
+        p = np.clip(members, _EPS, 1.0 - _EPS)
+        logit = np.log(p) - np.log1p(-p)
+        centre = logit.mean(axis=1)
+        spread = self._z * np.sqrt(logit.var(axis=1, ddof=1) + within)
+        lo = 0.5 + 0.5 * np.tanh(0.5 * (centre - spread))
+        hi = 0.5 + 0.5 * np.tanh(0.5 * (centre + spread))
+        return np.asarray(lo), np.asarray(hi)

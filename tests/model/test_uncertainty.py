@@ -1,0 +1,99 @@
+"""The risk interval: one-row and batch paths agree, gaps are marginalised, artifacts checked."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
+from model.features import FEATURE_NAMES, as_row, example_patient
+from model.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(artifact_path: Path) -> Predictor:
+    return load_artifact(artifact_path)
+
+
+def test_the_artifact_carries_an_ensemble_sharing_background_and_calibration(
+    predictor: Predictor,
+) -> None:
+    ensemble = predictor.ensemble
+    assert ensemble is not None and ensemble.size >= 2
+    assert ensemble.background is not None
+    np.testing.assert_array_equal(ensemble.background, np.asarray(predictor.background))
+
+
+def test_one_row_and_batch_intervals_agree_and_bracket_plausibly(
+    predictor: Predictor, heart_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    ensemble = predictor.ensemble
+    assert ensemble is not None
+    x = heart_data[0][:40]
+    lo, hi = ensemble.interval(x)
+    assert np.all((lo > 0) & (lo < hi) & (hi < 1))
+    for i, row in enumerate(x):
+        one = ensemble.interval_one(row)
+        assert one == pytest.approx((lo[i], hi[i]), abs=1e-9)
+    # The band is about the same risk as the point estimate: most points lie inside.
+    p = predictor.probability(x)
+    assert np.mean((lo <= p) & (p <= hi)) >= 0.8
+
+
+def test_a_missing_value_is_marginalised_like_the_predictor_does(predictor: Predictor) -> None:
+    ensemble = predictor.ensemble
+    assert ensemble is not None
+    row = np.array(as_row(example_patient()))
+    row[FEATURE_NAMES.index("thal")] = np.nan
+    members = ensemble.member_probabilities(row)[0]
+    # Each member averaged over the background rows' thal values, by hand:
+    bg = np.asarray(ensemble.background)
+    filled = np.repeat(row[None, :], bg.shape[0], axis=0)
+    filled[:, FEATURE_NAMES.index("thal")] = bg[:, FEATURE_NAMES.index("thal")]
+    by_hand = ensemble.member_probabilities(filled).mean(axis=0)
+    if ensemble.calibration_intercept == 0.0 and ensemble.calibration_slope == 1.0:
+        np.testing.assert_allclose(members, by_hand, atol=1e-12)
+    lo, hi = ensemble.interval_one(row)
+    assert 0 < lo < hi < 1
+
+
+def test_hiding_vessels_and_thal_widens_the_interval_on_average(
+    predictor: Predictor, heart_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The same patients with two tests not done: the background rows that stand in for
+    them spread the outputs, and the band must say so (issue 10)."""
+    ensemble = predictor.ensemble
+    assert ensemble is not None
+    x = heart_data[0][:80]
+    x = x[~np.isnan(x).any(axis=1)]
+    hidden = x.copy()
+    hidden[:, [FEATURE_NAMES.index("num_major_vessels"), FEATURE_NAMES.index("thal")]] = np.nan
+    lo, hi = ensemble.interval(x)
+    hlo, hhi = ensemble.interval(hidden)
+    assert len(x) >= 40
+    assert float(np.mean(hhi - hlo)) > 1.2 * float(np.mean(hi - lo))
+    # ... while a complete record's band is the members' spread alone, as before.
+    _, within = ensemble.member_spread(x)
+    np.testing.assert_array_equal(within, 0.0)
+
+
+def test_a_damaged_ensemble_is_refused_on_load(artifact_path: Path, tmp_path: Path) -> None:
+    payload: dict[str, Any] = read_payload(artifact_path)
+    broken = dict(payload["ensemble"])
+    broken["W1"] = np.asarray(broken["W1"])[:, :5]
+    path = tmp_path / "broken.joblib"
+    with pytest.raises(ArtifactError, match="ensemble W1"):
+        save_artifact({**payload, "ensemble": broken}, path)
+
+
+def test_no_ensemble_means_no_interval(artifact_path: Path, tmp_path: Path) -> None:
+    payload = read_payload(artifact_path)
+    payload.pop("ensemble")
+    save_artifact(payload, tmp_path / "plain.joblib")
+    plain = load_artifact(tmp_path / "plain.joblib")
+    assert plain.ensemble is None
+    assert dataclasses.replace(plain).probability_one(as_row(example_patient())) > 0

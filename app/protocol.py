@@ -26,6 +26,10 @@ except for the probes ``/health`` and ``/ready``, which are never shed. On
 the usual request (head and body in one read) it adds no timer and one length
 comparison.
 
+It also turns Nagle's algorithm off on connections accepted from a listener
+that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
+asyncio does not (see ``_no_delay``).
+
 Use it with ``heart-api serve`` (the default), or
 ``uvicorn --http app.protocol:HardenedHttpToolsProtocol ...``; the limits come
 from the same ``HEART_*`` settings as the rest of the service.
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -128,6 +133,25 @@ def _nothing() -> None:
     return None
 
 
+_TCP_FAMILIES: Final[frozenset[int]] = frozenset({socket.AF_INET, socket.AF_INET6})
+
+
+def _no_delay(transport: asyncio.Transport) -> None:
+    """Turn Nagle's algorithm off where asyncio did not (uvicorn issue #3149).
+
+    asyncio sets ``TCP_NODELAY`` on an accepted connection only when the
+    listening socket object says ``proto == IPPROTO_TCP``. Sockets bound by
+    uvicorn's ``Config.bind_socket()`` (every supervised worker, ``uvicorn
+    --workers``) say 0, so a response written in two pieces waited for the
+    client's delayed ACK, and ``heart-api serve`` served ``/predict`` at about
+    two thirds of the rate of the same app on a listener of its own
+    (BENCHMARKS.md). One ``setsockopt`` per connection, and only where needed.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in _TCP_FAMILIES and sock.proto != socket.IPPROTO_TCP:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
     """See the module docstring. One instance per connection."""
 
@@ -144,6 +168,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        _no_delay(transport)
         # Also bounds a connection that never sends a byte.
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 

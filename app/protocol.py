@@ -70,8 +70,6 @@ admitted = _Admitted()
 
 #: What a client whose request was shed should wait before retrying, in seconds.
 RETRY_AFTER_SECONDS: Final[int] = 1
-#: How long an idle keep-alive connection may still bring a request once draining began.
-DRAIN_GRACE_SECONDS: Final[float] = 1.0
 #: Called with the method and path of each request shed by the protocol itself.
 shed_observer: Callable[[str, str], None] | None = None
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
@@ -270,23 +268,27 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     # -- draining ------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Graceful stop: finish the request in flight; let an idle connection say goodbye.
+        """Graceful stop: finish the request in flight; answer the next one and close.
 
         uvicorn closes an idle keep-alive connection at once, and a request the
-        client sent at that moment is lost (a reset on a reload under load).
-        Instead, a request that arrives within a short grace period is still
-        answered, with ``Connection: close``, so the client reconnects to a
+        client sends at that moment meets a closed socket: a reset (issue 11, a
+        reload under load). Closing after any fixed grace period has the same
+        race with a client that is slow to send its next request (a busy
+        machine delayed one by more than 1 s). So an idle connection stays open
+        until its keep-alive timeout, exactly when any worker would close it
+        anyway, and a request that arrives before then is answered with
+        ``Connection: close`` and the connection closed after the response:
+        draining adds no race of its own, and the client reconnects to a
         worker that stays.
         """
-        if self.cycle is None or self.cycle.response_complete:
-            self._draining = True
-            self.loop.call_later(DRAIN_GRACE_SECONDS, self._close_if_idle)
-        else:
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
-
-    def _close_if_idle(self) -> None:
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self.transport.close()
+        elif self.timeout_keep_alive_task is None and not self._head_bytes:
+            # No keep-alive timer yet (a connection that has sent nothing): bound it the same way.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     # -- limits --------------------------------------------------------------------------
 

@@ -282,8 +282,15 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         worker that stays.
         """
         self._draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+        for queued, _ in self.pipeline:  # pipelined requests not answered yet
+            queued.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # Only while its headers can still say so: closing after a response whose
+            # headers promised keep-alive would reset the client's next request.
+            # Otherwise the next request on the connection gets the Connection: close.
+            if not cycle.response_started:
+                cycle.keep_alive = False
         elif self.timeout_keep_alive_task is None and not self._head_bytes:
             # No keep-alive timer yet (a connection that has sent nothing): bound it the same way.
             self.timeout_keep_alive_task = self.loop.call_later(

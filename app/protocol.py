@@ -40,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 #: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
 SHED_KEY: Final[str] = "heart.shed"
@@ -70,6 +72,8 @@ admitted = _Admitted()
 
 #: What a client whose request was shed should wait before retrying, in seconds.
 RETRY_AFTER_SECONDS: Final[int] = 1
+#: Servers whose graceful shutdown has begun (see ``connection_made``).
+_draining_servers: weakref.WeakSet[ServerState] = weakref.WeakSet()
 #: Called with the method and path of each request shed by the protocol itself.
 shed_observer: Callable[[str, str], None] | None = None
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
@@ -169,6 +173,13 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         _no_delay(transport)
         # Also bounds a connection that never sends a byte.
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        if self.server_state in _draining_servers:
+            # asyncio accepts a connection in one step and makes its protocol in a later
+            # one: this connection was accepted just before the listener closed, after
+            # uvicorn told the connections it knew to shut down. Without this it kept
+            # serving a busy client until HEART_SHUTDOWN_TIMEOUT, then was reset
+            # (measured: 1 reset in 65,684 requests of a reload under load).
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -282,6 +293,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         worker that stays.
         """
         self._draining = True
+        _draining_servers.add(self.server_state)
         for queued, _ in self.pipeline:  # pipelined requests not answered yet
             queued.keep_alive = False
         cycle = self.cycle

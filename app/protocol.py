@@ -26,6 +26,10 @@ except for the probes ``/health`` and ``/ready``, which are never shed. On
 the usual request (head and body in one read) it adds no timer and one length
 comparison.
 
+It also turns Nagle's algorithm off on connections accepted from a listener
+that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
+asyncio does not (see ``_no_delay``).
+
 Use it with ``heart-api serve`` (the default), or
 ``uvicorn --http app.protocol:HardenedHttpToolsProtocol ...``; the limits come
 from the same ``HEART_*`` settings as the rest of the service.
@@ -35,12 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 #: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
 SHED_KEY: Final[str] = "heart.shed"
@@ -65,8 +72,8 @@ admitted = _Admitted()
 
 #: What a client whose request was shed should wait before retrying, in seconds.
 RETRY_AFTER_SECONDS: Final[int] = 1
-#: How long an idle keep-alive connection may still bring a request once draining began.
-DRAIN_GRACE_SECONDS: Final[float] = 1.0
+#: Servers whose graceful shutdown has begun (see ``connection_made``).
+_draining_servers: weakref.WeakSet[ServerState] = weakref.WeakSet()
 #: Called with the method and path of each request shed by the protocol itself.
 shed_observer: Callable[[str, str], None] | None = None
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
@@ -128,6 +135,25 @@ def _nothing() -> None:
     return None
 
 
+_TCP_FAMILIES: Final[frozenset[int]] = frozenset({socket.AF_INET, socket.AF_INET6})
+
+
+def _no_delay(transport: asyncio.Transport) -> None:
+    """Turn Nagle's algorithm off where asyncio did not (uvicorn issue #3149).
+
+    asyncio sets ``TCP_NODELAY`` on an accepted connection only when the
+    listening socket object says ``proto == IPPROTO_TCP``. Sockets bound by
+    uvicorn's ``Config.bind_socket()`` (every supervised worker, ``uvicorn
+    --workers``) say 0, so a response written in two pieces waited for the
+    client's delayed ACK, and ``heart-api serve`` served ``/predict`` at about
+    two thirds of the rate of the same app on a listener of its own
+    (BENCHMARKS.md). One ``setsockopt`` per connection, and only where needed.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in _TCP_FAMILIES and sock.proto != socket.IPPROTO_TCP:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
     """See the module docstring. One instance per connection."""
 
@@ -144,8 +170,16 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        _no_delay(transport)
         # Also bounds a connection that never sends a byte.
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        if self.server_state in _draining_servers:
+            # asyncio accepts a connection in one step and makes its protocol in a later
+            # one: this connection was accepted just before the listener closed, after
+            # uvicorn told the connections it knew to shut down. Without this it kept
+            # serving a busy client until HEART_SHUTDOWN_TIMEOUT, then was reset
+            # (measured: 1 reset in 65,684 requests of a reload under load).
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -245,23 +279,35 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     # -- draining ------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Graceful stop: finish the request in flight; let an idle connection say goodbye.
+        """Graceful stop: finish the request in flight; answer the next one and close.
 
         uvicorn closes an idle keep-alive connection at once, and a request the
-        client sent at that moment is lost (a reset on a reload under load).
-        Instead, a request that arrives within a short grace period is still
-        answered, with ``Connection: close``, so the client reconnects to a
+        client sends at that moment meets a closed socket: a reset (issue 11, a
+        reload under load). Closing after any fixed grace period has the same
+        race with a client that is slow to send its next request (a busy
+        machine delayed one by more than 1 s). So an idle connection stays open
+        until its keep-alive timeout, exactly when any worker would close it
+        anyway, and a request that arrives before then is answered with
+        ``Connection: close`` and the connection closed after the response:
+        draining adds no race of its own, and the client reconnects to a
         worker that stays.
         """
-        if self.cycle is None or self.cycle.response_complete:
-            self._draining = True
-            self.loop.call_later(DRAIN_GRACE_SECONDS, self._close_if_idle)
-        else:
-            self.cycle.keep_alive = False
-
-    def _close_if_idle(self) -> None:
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self.transport.close()
+        self._draining = True
+        _draining_servers.add(self.server_state)
+        for queued, _ in self.pipeline:  # pipelined requests not answered yet
+            queued.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # Only while its headers can still say so: closing after a response whose
+            # headers promised keep-alive would reset the client's next request.
+            # Otherwise the next request on the connection gets the Connection: close.
+            if not cycle.response_started:
+                cycle.keep_alive = False
+        elif self.timeout_keep_alive_task is None and not self._head_bytes:
+            # No keep-alive timer yet (a connection that has sent nothing): bound it the same way.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     # -- limits --------------------------------------------------------------------------
 

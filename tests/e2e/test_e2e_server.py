@@ -18,6 +18,7 @@ from typing import Any
 import joblib
 import pytest
 
+from app import probe
 from app.schemas import PATIENT_EXAMPLE
 from app.testing import clean_environment, free_port, running_server
 from tests._tools import require_tool, run
@@ -155,6 +156,35 @@ def test_sigterm_lets_in_flight_requests_finish(artifact_path: Path, tmp_path: P
         # New connections are refused once shutdown has begun.
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_sigterm_answers_a_late_request_on_an_idle_keep_alive_connection(
+    artifact_path: Path, tmp_path: Path
+) -> None:
+    """Draining keeps an idle keep-alive connection until its keep-alive timeout (5 s).
+
+    Closing it any sooner races with a client about to reuse it (issue 11: resets
+    during a reload under load, when the grace period was 1 s). A request sent 2 s
+    into the shutdown is answered with ``Connection: close``, then the connection
+    is closed by the server, not reset.
+    """
+    request = (
+        "POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+    with running_server(artifact_path, log_dir=tmp_path) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(request)
+            first, _, _ = probe.read_response(conn, 10)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(2.0)
+            assert server.process.poll() is None, "did not wait for the idle connection"
+            conn.sendall(request)
+            second, raw, _ = probe.read_response(conn, 10)
+            assert conn.recv(1) == b""  # then closed in order (a reset would raise)
+        assert (first, second) == (200, 200), raw[:200]
+        assert b"\r\nconnection: close\r\n" in raw.lower()
+        assert server.process.wait(timeout=30) == 0
 
 
 def promtool_check(text: bytes) -> None:

@@ -199,14 +199,6 @@ def _hammer(url: str, stop: threading.Event, results: list[str]) -> None:
 
 
 @pytest.mark.slow
-# Known defect, tracked by issue 11 (still open): on a busy machine a reload has reset a
-# reused keep-alive connection (2 ConnectionResetErrors in 23,597 requests). The
-# assertion stays strict; a pass is reported as XPASS, a failure as XFAIL.
-@pytest.mark.xfail(
-    reason="issue 11: a reload can reset a reused keep-alive connection under load",
-    raises=AssertionError,
-    strict=False,
-)
 def test_reload_under_load_fails_no_request(
     model_file: Path, other_payload: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ def test_operation_ids_and_routes(doc: dict[str, Any]) -> None:
     assert {k: (v["_method"], v["_path"]) for k, v in ops.items()} == {
         "predict": ("post", "/predict"),
         "predict_batch": ("post", "/predict/batch"),
+        "predict_table": ("post", "/predict/table"),
         "get_metrics": ("get", "/metrics"),
         "get_metrics_summary": ("get", "/metrics/summary"),
         "get_model": ("get", "/model"),

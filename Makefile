@@ -97,6 +97,12 @@ compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI 
 		tests/training/test_compare.py tests/training/test_compare_keras.py tests/training/test_compare_isolation.py
 	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)
 
+.PHONY: spark-ci
+spark-ci: $(VENV)/.stamp-dev  ## score_frame under Spark in local mode, as CI runs it: installs Java (root) and pyspark
+	bash scripts/install-java.sh
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	HEART_REQUIRE_SPARK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/scoring/test_spark.py
+
 .PHONY: container-smoke
 container-smoke: $(VENV)/.stamp-dev  ## build the image with podman, run it beside the source service and compare (root)
 	VENV_PYTHON=$(abspath $(BIN))/python bash scripts/container-smoke.sh

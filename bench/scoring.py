@@ -185,12 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     info = report.describe()
     results = measure([int(r) for r in args.rows.split(",")], args.rounds, args.artifact, args.core)
     info["load_average_end"] = report.load_average()
-    command = "python -m bench.scoring " + " ".join(argv if argv is not None else sys.argv[1:])
-    markdown = render(results, info, command.strip())
-    print(markdown)
-    report.write_results(
-        "scoring", markdown, {"machine": info, "results": results}, report.RESULTS_DIR
-    )
+    markdown = render(results, info, report.command_line("bench.scoring", argv))
+    report.publish("scoring", markdown, {"machine": info, "results": results})
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -121,20 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         table_rows.append([name, report.number(wall), report.times(r["x_json_wall"]),
                      report.number(cpu), report.times(r["x_json_cpu"])])  # fmt: skip
     headers = ["scenario", "rows/s (wall)", "x JSON", "rows per worker CPU-second", "x JSON"]
-    command = "python -m bench.table_endpoint " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = report.command_line("bench.table_endpoint", argv)
     markdown = "\n".join(
         ["# /predict/table against /predict/batch (one worker, one core)", "",
-         f"Command: `{command.strip()}`", "", report.machine_markdown(info), "",
+         f"Command: `{command}`", "", report.machine_markdown(info), "",
          report.table(headers, table_rows), "",
          f"Rows per request: {TABLE_ROWS:,} for the table endpoint, {JSON_ROWS:,} for the JSON "
          "batch; two keep-alive client connections; medians over rounds."]
     )  # fmt: skip
-    print(markdown)
-    report.write_results(
-        "table_endpoint", markdown, {"machine": info, "results": results}, report.RESULTS_DIR
-    )
+    report.publish("table_endpoint", markdown, {"machine": info, "results": results})
     return 0
 
 

@@ -98,9 +98,11 @@ compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI 
 	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)
 
 .PHONY: spark-ci
-spark-ci: $(VENV)/.stamp-dev  ## score_frame under Spark in local mode, as CI runs it: installs Java (root) and pyspark
+$(VENV)/.stamp-spark: pyproject.toml | $(BIN)/python
+	$(call install,dev$(comma)spark)
+
+spark-ci: $(VENV)/.stamp-spark  ## score_frame under Spark in local mode, as CI runs it: installs Java (root) and pyspark
 	bash scripts/install-java.sh
-	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	HEART_REQUIRE_SPARK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/scoring/test_spark.py
 
 .PHONY: container-smoke

@@ -135,8 +135,9 @@ fi
 # The image is the core install: columnar bodies must get the 415 that names the extra.
 table_answer="$(curl -s -o "$WORK/table.json" -w '%{http_code}' -X POST \
     -H 'Content-Type: text/csv' --data-binary $'age\n54\n' "http://127.0.0.1:$PORT/predict/table")"
-[[ "$table_answer" == 415 ]] && grep -q 'bulk' "$WORK/table.json" \
-    || die "POST /predict/table without pyarrow: HTTP $table_answer, $(cat "$WORK/table.json")"
+if [[ "$table_answer" != 415 ]] || ! grep -q 'bulk' "$WORK/table.json"; then
+    die "POST /predict/table without pyarrow: HTTP $table_answer, $(cat "$WORK/table.json")"
+fi
 log "/predict/table answers 415 naming the bulk extra (the image has no pyarrow)"
 
 uid="$(podman exec "$NAME" id -u)"

@@ -35,6 +35,7 @@ RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('
 COPY README.md LICENSE ./
 COPY model/ model/
 COPY training/ training/
+COPY scoring/ scoring/
 COPY app/ app/
 RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps .
 

@@ -63,9 +63,11 @@ quality: $(VENV)/.stamp-dev  ## model quality benchmark (10x5 CV and the StatLog
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predictor alone, then wrk load; BENCH_ARGS=--quick)
+bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predictor, wrk load, heart-score files, table uploads; BENCH_ARGS=--quick)
 	$(BIN)/python -m bench.predictor_micro $(filter --quick,$(BENCH_ARGS))
 	$(BIN)/python -m bench.load --artifact $(ARTIFACT) $(BENCH_ARGS)
+	$(BIN)/python -m bench.scoring --artifact $(ARTIFACT) $(if $(filter --quick,$(BENCH_ARGS)),--rows 1000000 --rounds 1)
+	$(BIN)/python -m bench.table_endpoint --artifact $(ARTIFACT) $(if $(filter --quick,$(BENCH_ARGS)),--rounds 1)
 
 .PHONY: bench-hardening
 bench-hardening: $(VENV)/.stamp-dev $(ARTIFACT)  ## issue 11: what the hardening costs on /predict, and /health at 2,000 connections
@@ -94,6 +96,14 @@ compare-ci: $(KERAS_VENV)/.stamp-keras  ## reduced comparison with Keras, as CI 
 	HEART_REQUIRE_KERAS=1 $(KBIN)/python -m pytest -q -p no:cacheprovider \
 		tests/training/test_compare.py tests/training/test_compare_keras.py tests/training/test_compare_isolation.py
 	$(KBIN)/python -m training.compare --quick --require-keras --output-dir $(COMPARE_CI_OUT)
+
+.PHONY: spark-ci
+$(VENV)/.stamp-spark: pyproject.toml | $(BIN)/python
+	$(call install,dev$(comma)spark)
+
+spark-ci: $(VENV)/.stamp-spark  ## score_frame under Spark in local mode, as CI runs it: installs Java (root) and pyspark
+	bash scripts/install-java.sh
+	HEART_REQUIRE_SPARK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/scoring/test_spark.py
 
 .PHONY: container-smoke
 container-smoke: $(VENV)/.stamp-dev  ## build the image with podman, run it beside the source service and compare (root)

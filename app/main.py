@@ -24,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import disable_created_metrics
 
 from app import oip
+from app.columnar import TABLE_PATH
+from app.columnar import router as columnar_router
 from app.docs import add_offline_docs
 from app.logs import APP_LOGGER, AccessLog, ensure_logging
 from app.metrics import ServiceMetrics, multiprocess_dir
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(router)
     app.include_router(oip.router)
+    app.include_router(columnar_router)
     add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(
@@ -93,8 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime=runtime,
         open_paths=OPEN_PATHS,
         routes=app.routes,
-        # tritonclient sends no Content-Type, and binary tensors are not JSON.
-        any_body_paths={oip.INFER_PATH},
+        # tritonclient sends no Content-Type, and binary tensors are not JSON;
+        # /predict/table takes CSV and Arrow and checks its own media types.
+        any_body_paths={oip.INFER_PATH, TABLE_PATH},
     )
     return app
 

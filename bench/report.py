@@ -16,6 +16,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -96,6 +97,17 @@ def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Pat
         write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n"),
         write_text_atomic(directory / f"{stem}.json", text),
     ]
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduced a run, as its results file quotes it."""
+    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def publish(stem: str, markdown: str, data: dict[str, Any]) -> None:
+    """Print a benchmark's report and keep it, with its data, in ``bench/results``."""
+    print(markdown)
+    write_results(stem, markdown, data, RESULTS_DIR)
 
 
 # ---------------------------------------------------------------- what it was measured on

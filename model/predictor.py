@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -57,9 +57,11 @@ class Predictor:
     ensemble: RiskEnsemble | None = None
     _b1_list: list[float] = field(init=False, repr=False, default_factory=list)
     _w2_list: list[float] = field(init=False, repr=False, default_factory=list)
-    #: Per feature, the background's contribution to the hidden layer: (13, K, hidden).
-    _contrib: FloatArray | None = field(init=False, repr=False, default=None)
-    _average: FloatArray = field(init=False, repr=False, default_factory=lambda: np.ones(1))
+    #: Per missingness pattern: the background's distinct fillings, as hidden-layer
+    #: contributions, and their weights (see ``_pattern``).
+    _patterns: dict[bytes, tuple[FloatArray, FloatArray]] = field(
+        init=False, repr=False, default_factory=dict
+    )
     _recalibrated: bool = field(init=False, repr=False, default=False)
 
     @classmethod
@@ -101,13 +103,7 @@ class Predictor:
                 raise ValueError(f"background must be K x {N_FEATURES}, got shape {bg.shape}")
             if not np.all(np.isfinite(bg)):
                 raise ValueError("background rows must be complete and finite")
-            # contrib[j] = bg[:, j] (outer) w1[j]: adding it puts feature j's background
-            # values into the hidden pre-activation of a row whose own value is zeroed.
-            contrib = bg.T[:, :, None] * self.w1[:, None, :]
-            # Flat (13, K * hidden): one matrix product adds every missing feature's part.
-            flat = np.ascontiguousarray(contrib.reshape(N_FEATURES, -1))
-            object.__setattr__(self, "_contrib", flat)
-            object.__setattr__(self, "_average", np.full(bg.shape[0], 1.0 / bg.shape[0]))
+            object.__setattr__(self, "background", bg)
         identity = self.calibration_intercept == 0.0 and self.calibration_slope == 1.0
         object.__setattr__(self, "_recalibrated", not identity)
 
@@ -158,25 +154,38 @@ class Predictor:
         return p
 
     def _marginal(self, x: FloatArray) -> FloatArray:
-        """Rows with NaN: the output averaged over the background rows' values for the gaps."""
-        if self._contrib is None:
+        """Rows with NaN: the output averaged over the background rows' values for the gaps.
+
+        Rows are grouped by which features they lack, and each group is scored
+        against its pattern's distinct background fillings (``_pattern``) in one
+        vectorised step: a registry has a handful of patterns, and a pattern of
+        coded features has a handful of distinct fillings, not K.
+        """
+        if self.background is None:
             raise ValueError(
                 "this model has no background rows, so it cannot predict without every value"
             )
         missing = np.isnan(x)
-        hidden = np.where(missing, 0.0, x) @ self.w1  # (m, hidden)
+        hidden = np.where(missing, 0.0, x) @ self.w1  # (m, hidden): the measured values' part
         hidden += self.b1
-        # (m, K, hidden): each background row fills the gaps of each patient row.
-        m, n_hidden = hidden.shape
-        filled = (missing @ self._contrib).reshape(m, -1, n_hidden)
-        filled += hidden[:, None, :]
-        np.maximum(filled, 0.0, out=filled)
-        z = filled @ self.w2
-        z += self.b2
-        # mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)); the mean as a matrix product.
-        z *= 0.5
-        np.tanh(z, out=z)
-        p: FloatArray = z @ self._average
+        codes = missing @ _PATTERN_BITS
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.diff(sorted_codes, prepend=-1))
+        p = np.empty(len(x))
+        for start, end in zip(starts, [*starts[1:], len(order)], strict=True):
+            rows = order[start:end]
+            fillings, weights = self._pattern(missing[rows[0]])
+            # (rows, fillings, hidden): each filling completes each row of the group.
+            filled = hidden[rows][:, None, :] + fillings
+            np.maximum(filled, 0.0, out=filled)
+            # As one (rows * fillings, hidden) matrix: one BLAS call, not one per row.
+            z = (filled.reshape(-1, filled.shape[2]) @ self.w2).reshape(len(rows), -1)
+            z += self.b2
+            # mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)); the mean as a matrix product.
+            z *= 0.5
+            np.tanh(z, out=z)
+            p[rows] = z @ weights
         p *= 0.5
         p += 0.5
         if self._recalibrated:
@@ -185,9 +194,33 @@ class Predictor:
             p = _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
         return p
 
+    def _pattern(self, missing: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+        """The distinct background values of the missing features, through the first layer.
+
+        Background rows that agree on the missing features fill a row identically,
+        so they are evaluated once and weighted by their count: 64 rows give 3
+        fillings when only ``thal`` is missing. Cached per pattern (a few KB each).
+        """
+        key = missing.tobytes()
+        known = self._patterns.get(key)
+        if known is not None:
+            return known
+        assert self.background is not None
+        values, counts = np.unique(self.background[:, missing], axis=0, return_counts=True)
+        entry = (values @ self.w1[missing], counts / len(self.background))
+        if len(self._patterns) < _MAX_PATTERNS:
+            self._patterns[key] = entry
+        return entry
+
     def predict(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Class 1 (disease) where the probability reaches the model's threshold."""
         return (self.probability(rows) >= self.threshold).astype(np.int64)
+
+
+#: Bit j set when feature j is missing: a row's missingness pattern as one integer.
+_PATTERN_BITS: Final[npt.NDArray[np.int64]] = 1 << np.arange(N_FEATURES, dtype=np.int64)
+#: Patterns cached per predictor; at most 2 ** 10 exist (10 features may be missing).
+_MAX_PATTERNS: Final[int] = 4096
 
 
 def _sigmoid_inplace(z: FloatArray) -> FloatArray:

@@ -91,7 +91,8 @@ healthcheck="$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IM
 podman_quiet run --rm --network host --entrypoint /opt/venv/bin/python "$IMAGE" -c '
 import importlib.util, shutil, sys
 unwanted = [m for m in ("pip", "setuptools", "pytest", "hypothesis", "mypy", "ruff", "keras",
-                        "tensorflow", "matplotlib", "httpx", "schemathesis")
+                        "tensorflow", "matplotlib", "httpx", "schemathesis",
+                        "pyarrow", "pandas", "dask")
             if importlib.util.find_spec(m)]
 tools = [t for t in ("gcc", "cc", "make", "curl", "wget") if shutil.which(t)]
 missing = [p for p in ("/opt/heart/model.joblib",) if not __import__("os").path.isfile(p)]
@@ -130,6 +131,14 @@ if ! python3 scripts/container-check.py \
     tail -n 20 "$WORK/source.log" >&2
     die "the container does not serve like the source"
 fi
+
+# The image is the core install: columnar bodies must get the 415 that names the extra.
+table_answer="$(curl -s -o "$WORK/table.json" -w '%{http_code}' -X POST \
+    -H 'Content-Type: text/csv' --data-binary $'age\n54\n' "http://127.0.0.1:$PORT/predict/table")"
+if [[ "$table_answer" != 415 ]] || ! grep -q 'bulk' "$WORK/table.json"; then
+    die "POST /predict/table without pyarrow: HTTP $table_answer, $(cat "$WORK/table.json")"
+fi
+log "/predict/table answers 415 naming the bulk extra (the image has no pyarrow)"
 
 uid="$(podman exec "$NAME" id -u)"
 pid1_user="$(podman top "$NAME" user | awk 'NR == 2 { print $1 }')"

@@ -45,6 +45,7 @@ def test_operation_ids_and_routes(doc: dict[str, Any]) -> None:
         "predict_batch": ("post", "/predict/batch"),
         "predict_explain": ("post", "/predict/explain"),
         "predict_explain_batch": ("post", "/predict/explain/batch"),
+        "predict_table": ("post", "/predict/table"),
         "get_metrics": ("get", "/metrics"),
         "get_metrics_summary": ("get", "/metrics/summary"),
         "get_model": ("get", "/model"),

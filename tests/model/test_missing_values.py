@@ -65,6 +65,35 @@ def test_marginalised_probability_is_the_brute_force_average(
         assert batch[i] == pytest.approx(expected, rel=1e-12)
 
 
+def test_rows_grouped_by_pattern_keep_their_own_answer() -> None:
+    """Interleaved patterns, repeated background values: each row as if scored alone.
+
+    The batch groups rows by which features they lack and scores each pattern
+    against its distinct background fillings; order, grouping and the merging
+    of equal background values must not change any row's probability.
+    """
+    base = tiny_predictor()
+    assert base.background is not None
+    # Repeated background rows, as coded features have: 3 distinct among 5, counted 3, 1, 1.
+    predictor = Predictor(
+        w1=base.w1, b1=base.b1, w2=base.w2, b2=base.b2,
+        background=np.vstack([base.background, base.background[:1], base.background[:1]]),
+    )  # fmt: skip
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(300, 13)) * 5 + 50
+    patterns = [[], [12], [11, 12], [3], [3, 12]]
+    chosen = rng.integers(0, len(patterns), size=len(rows))
+    for i, k in enumerate(chosen):
+        rows[i, patterns[k]] = np.nan
+    batch = predictor.probability(rows)
+    for i in range(0, len(rows), 7):
+        expected = (
+            brute_force(predictor, rows[i]) if chosen[i] else predictor.probability_one(rows[i])
+        )
+        assert batch[i] == pytest.approx(expected, rel=1e-12)
+        assert predictor.probability(rows[i : i + 1])[0] == pytest.approx(batch[i], abs=1e-15)
+
+
 def test_complete_rows_never_touch_the_background() -> None:
     with_bg = tiny_predictor()
     without = Predictor(w1=with_bg.w1, b1=with_bg.b1, w2=with_bg.w2, b2=with_bg.b2, background=None)

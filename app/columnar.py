@@ -1,0 +1,191 @@
+"""``POST /predict/table``: a batch as a CSV or Arrow IPC stream body, scores in any of three.
+
+JSON spends almost all of a batch's time on parsing and validating objects;
+a columnar body arrives as 13 arrays, checked in one vectorised pass
+(:mod:`model.columns`, the domain rule of ``/predict/batch``) and scored in one
+NumPy call. The answer's format follows ``Accept``: JSON (exactly the
+``/predict/batch`` answer), CSV or Arrow; without ``Accept`` it is the
+request's own format. Errors have the batch's 422 shape, each ``loc`` naming
+the row and column: ``["body", "patients", 3, "age"]``.
+
+CSV and Arrow need pyarrow, from the ``bulk`` extra; a service installed
+without it answers these media types with 415 naming the extra. The body is
+limited by ``HEART_MAX_BODY_BYTES`` like every other body.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Final, Literal
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+from app.runtime import runtime_of
+from app.schemas import ErrorMessage
+from model.columns import MissingColumnsError, validate_columns
+from scoring.core import score_batch
+
+TABLE_PATH: Final[str] = "/predict/table"
+CSV: Final[str] = "text/csv"
+ARROW: Final[str] = "application/vnd.apache.arrow.stream"
+JSON: Final[str] = "application/json"
+FORMATS: Final[dict[str, Literal["csv", "arrow", "json"]]] = {
+    CSV: "csv",
+    ARROW: "arrow",
+    JSON: "json",
+}
+FORMATS_MEDIA: Final[dict[str, str]] = {fmt: media for media, fmt in FORMATS.items()}
+#: At most this many bad cells are listed in a 422: enough to fix a file, bounded for a huge one.
+MAX_LISTED_ERRORS: Final[int] = 1000
+BULK_HINT: Final[str] = (
+    "CSV and Arrow bodies need the service's bulk extra: pip install 'heart-risk[bulk]' "
+    "(pyarrow); JSON batches go to /predict/batch."
+)
+#: Checked once: whether this installation can read columnar bodies at all.
+HAVE_BULK: bool = importlib.util.find_spec("pyarrow") is not None
+
+router = APIRouter()
+
+_BINARY: Final[dict[str, Any]] = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+_TEXT: Final[dict[str, Any]] = {"schema": {"type": "string", "minLength": 1}}
+_OPENAPI_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "One row per patient, one column per feature (named as in the feature table; "
+            "other columns are ignored), an empty cell where a value was not measured "
+            "and the feature allows it. At most HEART_MAX_BODY_BYTES bytes."
+        ),
+        "content": {CSV: _TEXT, ARROW: _BINARY},
+    }
+}
+_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": (
+            "One result per row, in request order: probability, prediction and, when the "
+            "model has one, probability_low/probability_high. JSON is the /predict/batch "
+            "answer. The format follows Accept, else the request's own format."
+        ),
+        "content": {CSV: {"schema": {"type": "string"}}, ARROW: _BINARY},
+    },
+    401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
+    406: {"model": ErrorMessage, "description": "Accept names no format this endpoint writes."},
+    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    415: {
+        "model": ErrorMessage,
+        "description": "Body neither text/csv nor Arrow, or the bulk extra is not installed.",
+    },
+    422: {
+        "description": "Validation Error: `detail` names each bad cell by row and column.",
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+    },
+}
+
+
+@router.post(
+    TABLE_PATH,
+    operation_id="predict_table",
+    summary="Predict heart disease for a table of patients (CSV or Arrow)",
+    tags=["predictions"],
+    response_model=None,
+    response_class=Response,
+    responses=_RESPONSES,
+    openapi_extra=_OPENAPI_BODY,
+)
+async def predict_table(request: Request) -> Response:
+    """Scores for every row of a CSV or Arrow IPC stream body, in the format ``Accept`` asks.
+
+    One invalid cell fails the request with 422 listing every bad cell (up to
+    1000), like ``/predict/batch``.
+    """
+    media = _media_type(request.headers.get("content-type"))
+    if media not in (CSV, ARROW):
+        raise HTTPException(415, detail=f"Unsupported media type: send {CSV} or {ARROW}.")
+    if not HAVE_BULK:
+        raise HTTPException(415, detail=BULK_HINT)
+    answer = _negotiate(request.headers.get("accept"), default=media)
+    runtime = runtime_of(request)
+    service = runtime.service
+    if service is None:
+        raise HTTPException(503, detail="The model is not loaded; see /ready.")
+    body = await request.body()
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    # pyarrow only now: a service without the bulk extra never imports it.
+    from scoring.files import InputError, feature_columns, parse_body, scores_batch, serialize
+
+    try:
+        table = parse_body(body, FORMATS[media])  # type: ignore[arg-type]
+        features, not_numbers = feature_columns(table)
+        batch = validate_columns(features, not_numbers=not_numbers)
+    except InputError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body",), "msg": str(exc), "input": None}]
+        ) from None
+    except MissingColumnsError as exc:
+        raise RequestValidationError(
+            [
+                {"type": "missing", "loc": ("body", "columns", name), "msg": "Field required"}
+                for name in exc.missing
+            ]
+        ) from None
+    if batch.problems:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "patients", p.row, p.column),
+                    "msg": p.reason,
+                }
+                for p in batch.problems[:MAX_LISTED_ERRORS]
+            ]
+        )
+    if answer == "json":
+        payload, n_positive = service.predict_rows(batch.x)
+        body_out, media_out = payload, JSON
+    else:
+        scores = score_batch(service.predictor, batch)
+        n_positive = int(scores.prediction.sum())
+        body_out, media_out = serialize(scores_batch(scores), answer), FORMATS_MEDIA[answer]
+    # observe_batch takes rows with gaps: every row counts, measured values feed drift.
+    runtime.metrics.observe_batch(batch.x, n_positive)
+    return Response(
+        body_out, media_type=media_out, headers={"X-Model-Version": service.model_version}
+    )
+
+
+def _media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "json"]:
+    """The first format the client lists that we write (q-values in order), else 406."""
+    if not accept:
+        return FORMATS[default]
+    offers: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        media, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        offers.append((-quality, position, media.strip().lower()))
+    for negative_quality, _, media in sorted(offers):
+        if negative_quality == 0:
+            continue
+        if media in FORMATS:
+            return FORMATS[media]
+        if media in ("*/*", "application/*", "text/*"):
+            if media == "text/*":
+                return "csv"
+            return FORMATS[default] if media == "*/*" else "arrow" if default == ARROW else "json"
+    raise HTTPException(
+        406, detail=f"Not acceptable: this endpoint writes {CSV}, {ARROW} or {JSON}."
+    )

@@ -1,0 +1,194 @@
+"""heart-score throughput and peak memory, file to file, on one core (issue 13).
+
+Each run is a fresh ``heart-score`` process pinned to one core (``--threads 1``),
+timed from outside, with its peak RSS from ``wait4``. The reference, measured
+in the same rounds, is a pyarrow copy of the same file (read the 13 features
+and the key, write the key): the I/O floor no scorer can beat, so the ratio
+says what validation and the network add. Memory is compared between a file
+and one ten times larger: flat memory means a ratio near 1.
+
+    python -m bench.scoring                      # 1M and 10M rows, 3 rounds
+    python -m bench.scoring --rows 1000000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from bench import report
+from bench.report import ratio, summarize
+from model.features import FEATURE_NAMES
+from scoring.synthetic import KEY, registry
+
+TARGETS = {"parquet": 1_000_000.0, "csv": 300_000.0}  # rows/s on one core (issue 13)
+#: Share of rows with a gap in the third input, scored against the complete Parquet file.
+GAPS = 0.35
+#: Each input file and its format.
+INPUTS = {"parquet": "parquet", "csv": "csv", "parquet-gaps": "parquet"}
+
+
+def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
+    """Parquet and CSV registries of ``rows`` complete rows, and a Parquet one with gaps.
+
+    Generated a million rows at a time, in flat memory. In the file with gaps
+    :data:`GAPS` of the rows lack one of three feature sets, as the sites' records do.
+    """
+    paths = {name: directory / f"registry-{rows}-{name}.{fmt}" for name, fmt in INPUTS.items()}
+    step = 1_000_000
+    schema = pa.Schema.from_pandas(registry(1), preserve_index=False)
+    with (
+        pq.ParquetWriter(paths["parquet"], schema) as pw,
+        pq.ParquetWriter(paths["parquet-gaps"], schema) as gw,
+        pacsv.CSVWriter(paths["csv"], schema) as cw,
+    ):
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            table = pa.Table.from_pandas(registry(n, seed=1, start=start), preserve_index=False)
+            pw.write_table(table)
+            cw.write_table(table)
+            gapped = registry(n, seed=1, start=start, gaps=GAPS)
+            gw.write_table(pa.Table.from_pandas(gapped, preserve_index=False))
+    return paths
+
+
+def copy_only(source: str, target: str) -> None:
+    """The reference: read what heart-score reads, write the key column, nothing else."""
+    columns = [KEY, *FEATURE_NAMES]
+    if source.endswith(".parquet"):
+        batches = pq.ParquetFile(source).iter_batches(131_072, columns=columns, use_threads=False)
+        writer: Any = None
+        for batch in batches:
+            schema = pa.schema([batch.schema.field(KEY)])
+            writer = writer or pq.ParquetWriter(target, schema, use_dictionary=False)
+            writer.write_batch(batch.select([KEY]))
+    else:
+        read = pacsv.ReadOptions(block_size=8 << 20, use_threads=False)
+        writer = None
+        for batch in pacsv.open_csv(source, read_options=read):
+            writer = writer or pacsv.CSVWriter(target, pa.schema([batch.schema.field(KEY)]))
+            writer.write_batch(batch.select([KEY]))
+    writer.close()
+
+
+def run_pinned(command: list[str], core: int) -> dict[str, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of ``command`` on one core."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} exited with {status}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> list[dict[str, Any]]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
+        for rows in rows_list:
+            inputs = write_inputs(Path(tmp), rows)
+            for name, source in inputs.items():
+                fmt = INPUTS[name]
+                target = str(Path(tmp) / f"out.{fmt}")
+                scorer = [sys.executable, "-m", "scoring", str(source), target, "--key", KEY]
+                scorer += ["--model", str(artifact), "--threads", "1", "--quiet"]
+                scorer += ["--input-format", fmt]
+                copier = [sys.executable, "-m", "bench.scoring", "--copy", str(source), target]
+                runs: dict[str, list[dict[str, float]]] = {"score": [], "copy": []}
+                for _ in range(rounds):  # interleaved, so both see the same machine
+                    runs["score"].append(run_pinned(scorer, core))
+                    runs["copy"].append(run_pinned(copier, core))
+                row: dict[str, Any] = {"rows": rows, "format": fmt, "input": name}
+                for name, samples in runs.items():
+                    for key in ("wall", "cpu", "rss_mib"):
+                        row[f"{name}_{key}"] = summarize(s[key] for s in samples)
+                row["rows_per_s_wall"] = rows / row["score_wall"]["median"]
+                row["rows_per_s_cpu"] = rows / row["score_cpu"]["median"]
+                row["x_copy_wall"] = ratio(row["score_wall"]["median"], row["copy_wall"]["median"])
+                row["score_cpu_samples"] = [s["cpu"] for s in runs["score"]]
+                results.append(row)
+            complete, gapped = results[-3], results[-1]
+            # Same rounds, same rows: what the gaps cost, as a CPU-time ratio of medians.
+            gapped["x_complete_cpu"] = ratio(
+                gapped["score_cpu"]["median"], complete["score_cpu"]["median"]
+            )
+            for path in inputs.values():
+                path.unlink()
+    return results
+
+
+def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+    rows = [
+        [
+            f"{r['format']} -> {r['format']}"
+            + (f" ({GAPS:.0%} of rows with gaps)" if r["input"] == "parquet-gaps" else ""),
+            report.number(r["rows"]),
+            report.number(r["rows_per_s_wall"]),
+            report.number(r["rows_per_s_cpu"]),
+            report.number(TARGETS[r["format"]]),
+            report.times(r["x_copy_wall"]),
+            report.times(r["x_complete_cpu"]) if "x_complete_cpu" in r else "",
+            f"{r['score_rss_mib']['median']:.1f}",
+        ]
+        for r in results
+    ]
+    headers = [
+        "path",
+        "rows",
+        "rows/s (wall)",
+        "rows/s (CPU time)",
+        "target",
+        "x pyarrow copy",
+        "CPU x complete rows",
+        "peak RSS MiB",
+    ]
+    lines = [
+        "# heart-score throughput (one core)",
+        "",
+        f"Command: `{command}`",
+        "",
+        report.machine_markdown(info),
+        "",
+    ]
+    lines += [report.table(headers, rows), ""]
+    lines.append(
+        "Medians of interleaved rounds; each run is a new process pinned to one core,"
+        " start-up (Python, NumPy, joblib and pyarrow imports) included. CPU time is the"
+        " figure a shared machine does not distort (wall time includes waiting for the core)."
+        f" 'CPU x complete rows': the file with {GAPS:.0%} of rows lacking one of three"
+        " feature sets against the complete Parquet file of the same size, same rounds."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", default="1000000,10000000", help="comma-separated file sizes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--artifact", type=Path, default=Path("artifacts/model.joblib"))
+    parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
+    parser.add_argument("--copy", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.copy:
+        copy_only(*args.copy)
+        return 0
+    info = report.describe()
+    results = measure([int(r) for r in args.rows.split(",")], args.rounds, args.artifact, args.core)
+    info["load_average_end"] = report.load_average()
+    markdown = render(results, info, report.command_line("bench.scoring", argv))
+    report.publish("scoring", markdown, {"machine": info, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m scoring``: the same command as ``heart-score``."""
+
+from scoring.cli import main
+
+raise SystemExit(main())

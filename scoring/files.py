@@ -1,0 +1,350 @@
+"""CSV and Parquet in chunks, through pyarrow: memory stays flat whatever the file size.
+
+pyarrow parses CSV and decodes Parquet in C++ and hands over columns, which is
+what the validator and the network want; a chunk is a few hundred thousand
+rows at most, so peak memory depends on the chunk, not on the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from model.columns import require_columns
+from model.features import FEATURE_NAMES
+from model.predictor import Predictor
+from scoring.core import PREDICTION, Scores, output_columns
+
+Format = Literal["csv", "parquet"]
+#: The row-number column written when no key column is given, so output rows can be joined.
+ROW = "row"
+#: Rows per chunk: large enough that per-chunk overhead vanishes, small enough for flat memory.
+CHUNK_ROWS = 131_072
+_CSV_BLOCK_BYTES = 1 << 20
+
+
+class InputError(ValueError):
+    """The input cannot be scored at all (unreadable, wrong columns): exit status 2."""
+
+
+def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
+    """The format named by ``given``, else by the file name's extension."""
+    if given in ("csv", "parquet"):
+        return given  # type: ignore[return-value]
+    name = str(path).lower()
+    if name.endswith((".parquet", ".pq", ".parq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")):
+        return "csv"
+    raise InputError(
+        f"cannot tell the format of {path}: name it .csv or .parquet, or pass --format"
+    )
+
+
+@dataclass
+class Chunk:
+    """One chunk of the input: its feature columns as float arrays, its key columns as Arrow."""
+
+    offset: int
+    n: int
+    features: dict[str, npt.NDArray[np.float64]]
+    not_numbers: dict[str, npt.NDArray[np.bool_]]
+    keys: list[pa.Array]
+
+
+def read_chunks(
+    path: str | os.PathLike[str],
+    fmt: Format,
+    keys: Sequence[str] = (),
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    threads: bool = True,
+    text_features: bool = False,
+) -> Iterator[Chunk]:
+    """Yield the input chunk by chunk, feature columns as float64 (NaN where empty).
+
+    ``text_features`` reads CSV feature columns as text and parses them cell by
+    cell, so a cell like ``"abc"`` is reported instead of stopping the read;
+    the caller switches to it only when the fast read hits such a cell.
+    """
+    names = _column_names(path, fmt)
+    require_columns(names)
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
+    wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
+    offset = 0
+    for batch in _batches(path, fmt, wanted, chunk_rows, threads, text_features):
+        features, not_numbers = feature_columns(batch)
+        key_arrays = [batch.column(k) for k in keys]
+        yield Chunk(offset, batch.num_rows, features, not_numbers, key_arrays)
+        offset += batch.num_rows
+
+
+def feature_columns(
+    batch: pa.RecordBatch | pa.Table,
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
+    """The 13 feature columns present, as float64 (NaN where empty), and their text cells."""
+    features: dict[str, npt.NDArray[np.float64]] = {}
+    not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
+    for name in FEATURE_NAMES:
+        if name not in batch.schema.names:
+            continue
+        column = batch.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        features[name], text = _as_float(column)
+        if text is not None:
+            not_numbers[name] = text
+    return features, not_numbers
+
+
+def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
+    """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`)."""
+    try:
+        if fmt == "arrow":
+            return pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+        try:
+            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=False))
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise
+            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=True))
+    except pa.ArrowException as exc:
+        kind = "an Arrow IPC stream" if fmt == "arrow" else "CSV"
+        raise InputError(f"the body is not valid {kind}: {_without_values(exc)}") from None
+
+
+def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types={name: pa.string() if text else pa.float64() for name in FEATURE_NAMES},
+        strings_can_be_null=True,
+    )
+
+
+def serialize(batch: pa.RecordBatch, fmt: Literal["csv", "arrow"]) -> bytes:
+    """A result batch as CSV text or an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    if fmt == "arrow":
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+    else:
+        pacsv.write_csv(batch, sink)
+    return bytes(sink.getvalue())
+
+
+def count_rows(path: str | os.PathLike[str], fmt: Format) -> int | None:
+    """Rows in the input when that is known without reading it (Parquet), else ``None``."""
+    if fmt == "parquet":
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
+    try:
+        if fmt == "parquet":
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+        try:
+            return list(reader.schema.names)
+        finally:
+            reader.close()
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def _batches(
+    path: str | os.PathLike[str],
+    fmt: Format,
+    columns: list[str],
+    chunk_rows: int,
+    threads: bool,
+    text_features: bool,
+) -> Iterator[pa.RecordBatch]:
+    if fmt == "parquet":
+        # Without pre-buffering a row group is decoded column by column: half the peak memory.
+        yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(
+            batch_size=chunk_rows, columns=columns, use_threads=threads
+        )
+        return
+    convert = _csv_convert(text=text_features)
+    convert.include_columns = columns
+    read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
+    reader = None
+    try:
+        # Opening already parses the first block, so it can fail like any later one.
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        for batch in reader:
+            yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
+    except pa.ArrowInvalid as exc:
+        if "conversion error" in str(exc):
+            raise TextInNumbersError(_without_values(exc)) from None
+        raise InputError(f"cannot parse {path} as CSV: {_without_values(exc)}") from None
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+class TextInNumbersError(Exception):
+    """A feature cell held text: re-read with ``text_features=True`` to find every such cell."""
+
+
+def _without_values(exc: BaseException) -> str:
+    """pyarrow quotes the offending cell; a cell is health data, so keep only the location."""
+    return str(exc).split(": invalid value")[0]
+
+
+def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], Any]:
+    """A feature column as float64 with NaN for empty cells, plus a mask of text cells."""
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return _float64_numpy(column), None
+    if pa.types.is_null(kind):
+        return np.full(len(column), np.nan), None
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        import pyarrow.compute as pc
+
+        trimmed = pc.utf8_trim_whitespace(column)
+        try:
+            return _float64_numpy(pc.cast(trimmed, pa.float64())), None
+        except pa.ArrowInvalid:
+            return _parse_cells(trimmed.to_pylist())
+    # Any other type (dates, lists, ...) cannot hold a measurement.
+    n = len(column)
+    return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+
+
+def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
+    """The values viewed in place, NaN where null: no copy when there is nothing to convert.
+
+    Read from the Arrow buffers directly: ``to_numpy`` and ``fill_null`` import
+    pandas on first use, which costs a one-file run more CPU than scoring a
+    million rows.
+    """
+    if column.type != pa.float64():
+        # Imported here: pyarrow.compute costs 0.1 s of start-up, and float64 needs none of it.
+        import pyarrow.compute as pc
+
+        column = pc.cast(column, pa.float64())
+    n, start = len(column), column.offset
+    if n == 0:
+        return np.empty(0)
+    validity, data = column.buffers()[:2]
+    values = np.frombuffer(data, dtype=np.float64, count=n, offset=start * 8)
+    if column.null_count:
+        present = np.unpackbits(
+            np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
+        )[start:]
+        values = np.where(present.view(np.bool_), values, np.nan)
+    return values
+
+
+def to_arrow(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = None) -> pa.Array:
+    """A float64 or int64 NumPy column as Arrow, null where ``valid`` is False.
+
+    Built from buffers rather than with ``pa.array``, which imports pandas.
+    """
+    kind = {np.dtype(np.float64): pa.float64(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    values = np.ascontiguousarray(values)
+    bitmap = None
+    if valid is not None and not bool(valid.all()):
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(kind, len(values), [bitmap, pa.py_buffer(values)])
+
+
+def _parse_cells(cells: list[str | None]) -> tuple[npt.NDArray[np.float64], Any]:
+    values = np.full(len(cells), np.nan)
+    text = np.zeros(len(cells), dtype=np.bool_)
+    for i, cell in enumerate(cells):
+        if cell is None or cell == "":
+            continue
+        try:
+            values[i] = float(cell)
+        except ValueError:
+            text[i] = True
+    return values, text
+
+
+def output_batch(chunk: Chunk, key_names: Sequence[str], scores: Scores) -> pa.RecordBatch:
+    """The key columns (or the row number) then the scores; refused rows have null scores."""
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    if key_names:
+        arrays.extend(chunk.keys)
+        names.extend(key_names)
+    else:
+        arrays.append(to_arrow(np.arange(chunk.offset, chunk.offset + chunk.n, dtype=np.int64)))
+        names.append(ROW)
+    scored = scores_batch(scores)
+    arrays.extend(scored.columns)
+    names.extend(scored.schema.names)
+    return pa.RecordBatch.from_arrays(
+        [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
+        names=names,
+    )
+
+
+def scores_batch(scores: Scores) -> pa.RecordBatch:
+    """The score columns alone; refused rows have null scores."""
+    columns = scores.columns()
+    return pa.RecordBatch.from_arrays(
+        [to_arrow(values, scores.valid) for values in columns.values()], names=list(columns)
+    )
+
+
+class Writer:
+    """CSV or Parquet output, written to a temporary name and renamed when complete.
+
+    A run that fails half way leaves no output that looks finished.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fmt: Format) -> None:
+        self.path = Path(path)
+        self.fmt = fmt
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.fmt == "parquet":
+                # Dictionaries only help the 0/1 class; on ids and probabilities pyarrow
+                # builds one, finds it too large and falls back: 5x the write time.
+                self._writer = pq.ParquetWriter(
+                    self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
+                )
+            else:
+                self._writer = pacsv.CSVWriter(self._tmp, batch.schema)
+        self._writer.write_batch(batch)
+
+    def close(self, *, success: bool) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if success and self._tmp.exists():
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def empty_batch(
+    path: str | os.PathLike[str], fmt: Format, keys: Sequence[str], predictor: Predictor
+) -> pa.RecordBatch:
+    """The output of an input without rows: the right columns, no rows, so a file still exists."""
+    if fmt == "parquet":
+        schema = pq.ParquetFile(path).schema_arrow
+        types = {name: schema.field(name).type for name in keys}
+    else:
+        types = {name: pa.string() for name in keys}
+    fields = [pa.field(k, types[k]) for k in keys] or [pa.field(ROW, pa.int64())]
+    for name in output_columns(predictor):
+        fields.append(pa.field(name, pa.int64() if name == PREDICTION else pa.float64()))
+    return pa.RecordBatch.from_pylist([], schema=pa.schema(fields))

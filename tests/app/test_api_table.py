@@ -1,0 +1,168 @@
+"""``POST /predict/table``: CSV and Arrow bodies, answers per Accept, the batch's 422 shape."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from fastapi.testclient import TestClient
+
+from app import Settings, columnar, create_app
+from model.artifact import load_artifact
+from model.features import FEATURE_NAMES
+from scoring.synthetic import registry
+from tests.scoring.same import assert_same_probabilities
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+@pytest.fixture(scope="module")
+def client(artifact_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_path=artifact_path))) as c:
+        yield c
+
+
+def arrow_body(df: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def read_arrow(content: bytes) -> pd.DataFrame:
+    return pa.ipc.open_stream(content).read_all().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return registry(2_000, seed=5, missing=0.05)
+
+
+def test_arrow_in_arrow_out_equals_the_predictor(
+    client: TestClient, artifact_path: Path, frame: pd.DataFrame
+) -> None:
+    r = client.post("/predict/table", content=arrow_body(frame), headers={"Content-Type": ARROW})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == ARROW
+    out = read_arrow(r.content)
+    assert list(out.columns) == ["probability", "prediction"]
+    predictor = load_artifact(artifact_path)
+    expected = predictor.probability(frame[list(FEATURE_NAMES)].to_numpy())
+    assert_same_probabilities(out["probability"], expected)
+    assert out["prediction"].tolist() == (expected >= predictor.threshold).astype(int).tolist()
+
+
+def test_csv_in_answers_each_accepted_format_with_the_same_numbers(
+    client: TestClient, frame: pd.DataFrame
+) -> None:
+    body = frame.to_csv(index=False).encode()
+    answers = {}
+    for accept in (None, "application/json", ARROW, "text/csv;q=0.5, application/json;q=0.9"):
+        headers = {"Content-Type": "text/csv"} | ({"Accept": accept} if accept else {})
+        r = client.post("/predict/table", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        answers[accept] = r
+    assert answers[None].headers["content-type"].startswith("text/csv")
+    as_csv = pd.read_csv(io.BytesIO(answers[None].content))["probability"]
+    as_json = [p["probability"] for p in answers["application/json"].json()["predictions"]]
+    as_arrow = read_arrow(answers[ARROW].content)["probability"]
+    assert (
+        answers["text/csv;q=0.5, application/json;q=0.9"].headers["content-type"]
+        == "application/json"
+    )
+    assert_same_probabilities(as_csv, as_json)
+    assert_same_probabilities(as_arrow, as_json)
+
+
+def test_json_answer_is_the_batch_endpoints_answer(client: TestClient) -> None:
+    df = registry(5, seed=9)
+    patients = [
+        {
+            k: (int(v) if float(v).is_integer() and k != "st_depression" else v)
+            for k, v in row.items()
+        }
+        for row in df[list(FEATURE_NAMES)].to_dict("records")
+    ]
+    batch = client.post("/predict/batch", json={"patients": patients})
+    table = client.post(
+        "/predict/table",
+        content=arrow_body(df),
+        headers={"Content-Type": ARROW, "Accept": "application/json"},
+    )
+    assert batch.status_code == table.status_code == 200, (batch.text, table.text)
+    assert table.json() == batch.json()
+
+
+def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
+    df = registry(10, seed=2).astype({"serum_cholesterol": object})
+    df.loc[2, "age"] = 650
+    df.loc[7, "serum_cholesterol"] = "high"
+    df.loc[8, "sex"] = np.nan
+    r = client.post(
+        "/predict/table",
+        content=df.to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert [d["loc"] for d in detail] == [
+        ["body", "patients", 2, "age"],
+        ["body", "patients", 7, "serum_cholesterol"],
+        ["body", "patients", 8, "sex"],
+    ]
+    assert detail[1]["msg"] == "is not a number"
+    assert "650" not in r.text and "high" not in r.text
+
+
+def test_missing_column_and_garbage_body_are_422(client: TestClient) -> None:
+    r = client.post(
+        "/predict/table",
+        content=registry(3).drop(columns=["thal"]).to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "columns", "thal"]
+    r = client.post(
+        "/predict/table", content=b"\x00\x01 not arrow", headers={"Content-Type": ARROW}
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_wrong_media_types(client: TestClient) -> None:
+    r = client.post("/predict/table", json={"patients": []})
+    assert r.status_code == 415 and "text/csv" in r.json()["detail"]
+    r = client.post(
+        "/predict/table", content=b"a", headers={"Content-Type": "text/csv", "Accept": "image/png"}
+    )
+    assert r.status_code == 406
+    r = client.post("/predict/batch", content=b"age\n1", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 415  # the JSON endpoint still refuses CSV
+
+
+def test_without_the_bulk_extra_415_names_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(columnar, "HAVE_BULK", False)
+    r = client.post("/predict/table", content=b"age\n54", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 415 and "heart-risk[bulk]" in r.json()["detail"]
+
+
+def test_body_limit_applies(artifact_path: Path) -> None:
+    with TestClient(create_app(Settings(model_path=artifact_path, max_body_bytes=4096))) as small:
+        body = registry(500).to_csv(index=False).encode()
+        r = small.post("/predict/table", content=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 413 and "HEART_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+def test_the_service_does_not_import_pyarrow_until_a_table_arrives() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, app.main; app.main.create_app; print('pyarrow' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"

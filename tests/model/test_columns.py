@@ -1,0 +1,79 @@
+"""The column-batch validator: the same domain rule as the JSON path, cell by cell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.columns import NOT_A_NUMBER, MissingColumnsError, validate_columns
+from model.features import FEATURE_BY_NAME, FEATURE_NAMES, FEATURES, invalid_cells
+from scoring.synthetic import registry
+
+
+def _columns(n: int = 50, missing: float = 0.0) -> dict[str, np.ndarray]:
+    df = registry(n, seed=3, missing=missing)
+    return {name: df[name].to_numpy(copy=True) for name in FEATURE_NAMES}
+
+
+def test_valid_batch_has_no_problems_and_keeps_values() -> None:
+    cols = _columns()
+    batch = validate_columns(cols)
+    assert batch.all_valid and batch.valid.all()
+    assert np.array_equal(batch.x[:, 0], cols["age"])
+
+
+def test_missing_values_allowed_only_where_the_feature_may_be_missing() -> None:
+    cols = _columns(missing=0.3)
+    assert np.isnan(cols["serum_cholesterol"]).any()
+    assert validate_columns(cols).all_valid
+    cols["age"][4] = np.nan
+    batch = validate_columns(cols, row_offset=1000)
+    assert [(p.row, p.column) for p in batch.problems] == [(1004, "age")]
+    assert "required" in batch.problems[0].reason
+    assert batch.valid.sum() == 49 and not batch.valid[4]
+
+
+def test_each_bad_cell_named_with_the_reason_the_feature_gives() -> None:
+    cols = _columns()
+    cols["age"][1] = 650
+    cols["thal"][2] = 5  # inside 3..7 but not a code
+    cols["sex"][2] = 0.5
+    cols["st_depression"][7] = np.inf
+    batch = validate_columns(cols)
+    found = {(p.row, p.column): p.reason for p in batch.problems}
+    assert found == {
+        (1, "age"): FEATURE_BY_NAME["age"].check(650.0),
+        (2, "thal"): FEATURE_BY_NAME["thal"].check(5.0),
+        (2, "sex"): FEATURE_BY_NAME["sex"].check(0.5),
+        (7, "st_depression"): FEATURE_BY_NAME["st_depression"].check(np.inf),
+    }
+    assert list(np.flatnonzero(~batch.valid)) == [1, 2, 7]
+
+
+def test_agrees_with_invalid_cells_on_random_garbage() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-20, 800, size=(400, len(FEATURES)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    batch = validate_columns({n: x[:, j] for j, n in enumerate(FEATURE_NAMES)})
+    expected = [(i, FEATURE_NAMES[j], r) for i, j, r in invalid_cells(x, allow_missing=True)]
+    assert [(p.row, p.column, p.reason) for p in batch.problems] == expected
+
+
+def test_text_cells_are_refused_as_text_not_as_missing() -> None:
+    cols = _columns(n=5)
+    cols["serum_cholesterol"][3] = np.nan
+    text = np.zeros(5, dtype=bool)
+    text[3] = True
+    batch = validate_columns(cols, not_numbers={"serum_cholesterol": text})
+    assert [(p.row, p.column, p.reason) for p in batch.problems] == [
+        (3, "serum_cholesterol", NOT_A_NUMBER)
+    ]
+
+
+def test_missing_columns_are_named() -> None:
+    cols = _columns()
+    del cols["thal"], cols["age"]
+    with pytest.raises(MissingColumnsError) as info:
+        validate_columns(cols)
+    assert info.value.missing == ["age", "thal"]
+    assert "age, thal" in str(info.value)

@@ -1,0 +1,157 @@
+"""``heart-score``: files in, the same probabilities as the predictor out, bad rows listed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from model.artifact import load_artifact
+from model.features import FEATURE_NAMES
+from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
+from scoring.synthetic import KEY, registry
+from tests.scoring.same import assert_same_probabilities
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return registry(5_000, seed=7, missing=0.05)
+
+
+def _expected(artifact_path: Path, df: pd.DataFrame) -> np.ndarray:
+    return load_artifact(artifact_path).probability(df[list(FEATURE_NAMES)].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [("parquet", "parquet"), ("csv", "csv"), ("csv", "parquet")]
+)
+def test_scores_equal_the_predictor(
+    tmp_path: Path, artifact_path: Path, frame: pd.DataFrame, src: str, dst: str
+) -> None:
+    inp, out = tmp_path / f"in.{src}", tmp_path / f"out.{dst}"
+    frame.to_parquet(inp, index=False) if src == "parquet" else frame.to_csv(inp, index=False)
+    code = main(
+        [str(inp), str(out), "--key", KEY, "--model", str(artifact_path), "--chunk-rows", "777"]
+    )
+    assert code == EXIT_OK
+    got = pd.read_parquet(out) if dst == "parquet" else pd.read_csv(out)
+    assert list(got.columns) == [KEY, "probability", "prediction"]
+    assert got[KEY].tolist() == frame[KEY].tolist()
+    expected = _expected(artifact_path, frame)
+    # CSV holds the shortest text that reads back as the same double, so CSV loses nothing;
+    # BLAS sums a row's products in an order that depends on the chunk's row count, so a
+    # different chunking moves the last bit (measured: at most 1.1e-16). Same below 1e-15.
+    assert_same_probabilities(got["probability"].to_numpy(), expected)
+    threshold = load_artifact(artifact_path).threshold
+    assert np.array_equal(got["prediction"].to_numpy(), (expected >= threshold).astype(int))
+
+
+def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = registry(30, seed=1).astype({"serum_cholesterol": object})
+    df.loc[3, "age"] = 650
+    df.loc[5, "thal"] = 5
+    df.loc[9, "serum_cholesterol"] = "high"
+    df.loc[11, "age"] = np.nan
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main(
+        [str(inp), str(out), "--key", KEY, "--errors", str(errors), "--model", str(artifact_path)]
+    )
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert list(listed.columns) == ["row", KEY, "column", "reason"]
+    assert listed[["row", "column"]].values.tolist() == [
+        [3, "age"],
+        [5, "thal"],
+        [9, "serum_cholesterol"],
+        [11, "age"],
+    ]
+    assert listed.loc[2, "reason"] == "is not a number"
+    scored = pd.read_csv(out)
+    assert len(scored) == 30
+    assert scored["probability"].isna().tolist() == [i in (3, 5, 9, 11) for i in range(30)]
+    err = capsys.readouterr().err
+    assert "4 of 30 rows refused" in err
+    assert "650" not in err and "high" not in err  # never a patient's value
+
+
+def test_missing_column_is_named_and_nothing_written(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    registry(10).drop(columns=["thal"]).to_parquet(inp)
+    assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_UNUSABLE
+    assert "thal" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_unknown_key_and_unknown_format_exit_2(tmp_path: Path, artifact_path: Path) -> None:
+    inp = tmp_path / "in.parquet"
+    registry(10).to_parquet(inp)
+    assert (
+        main(
+            [str(inp), str(tmp_path / "o.parquet"), "--key", "nope", "--model", str(artifact_path)]
+        )
+        == 2
+    )
+    assert main([str(inp), str(tmp_path / "o.xlsx"), "--model", str(artifact_path)]) == 2
+
+
+def test_empty_input_gives_an_empty_output_with_the_columns(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    registry(0).to_parquet(inp, index=False)
+    assert main([str(inp), str(out), "--key", KEY, "--model", str(artifact_path)]) == EXIT_OK
+    table = pq.read_table(out)
+    assert table.num_rows == 0 and table.column_names == [KEY, "probability", "prediction"]
+
+
+def test_without_a_key_rows_are_numbered(tmp_path: Path, artifact_path: Path) -> None:
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    registry(300).to_csv(inp, index=False)
+    assert main([str(inp), str(out), "--model", str(artifact_path), "--chunk-rows", "64"]) == 0
+    assert pd.read_csv(out)["row"].tolist() == list(range(300))
+
+
+def test_module_entry_point_is_quiet_off_a_terminal(tmp_path: Path, artifact_path: Path) -> None:
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    registry(100).to_parquet(inp)
+    run = subprocess.run(
+        [sys.executable, "-m", "scoring", str(inp), str(out), "--model", str(artifact_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+    forced = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scoring",
+            str(inp),
+            str(out),
+            "--model",
+            str(artifact_path),
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forced.returncode == 0 and "rows/s" in forced.stderr
+
+
+def test_without_pyarrow_the_extra_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    assert main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == EXIT_UNUSABLE
+    assert "heart-risk[bulk]" in capsys.readouterr().err

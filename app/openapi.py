@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from app.oip_schemas import InferenceRequest
 from app.schemas import (
+    PATIENT_EXAMPLE,
     ErrorMessage,
     PatientFeatures,
     batch_request_model,
@@ -96,27 +97,41 @@ def package_version() -> str:
         return "0.0.0"
 
 
+#: The example request of each body schema, shown by /docs and generated clients.
+_BODY_EXAMPLES: Final[dict[str, dict[str, Any]]] = {
+    "PatientFeatures": {
+        "example patient": {
+            "summary": "The documented example patient of model/features.py",
+            "value": PATIENT_EXAMPLE,
+        }
+    },
+    **{
+        schema: {
+            "two patients": {
+                "summary": "Two patients",
+                "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
+            }
+        }
+        for schema in ("BatchRequest", "ExplainBatchRequest")
+    },
+}
+
+
 def prediction_operation(
-    *,
-    operation_id: str,
-    summary: str,
-    response_model: type[Any],
-    body_schema: str,
-    example_name: str,
-    example: dict[str, Any],
+    operation_id: str, summary: str, response_model: type[Any], body_schema: str
 ) -> dict[str, Any]:
     """Keyword arguments of ``router.post`` for an endpoint that validates its raw body.
 
     FastAPI would document a body parameter itself; these endpoints have none
     (for speed), so their body is described here by reference to the schema
-    :func:`complete_openapi` adds, with the errors every body can get.
+    :func:`complete_openapi` adds, with its example and the errors every body can get.
     """
     request_body = {
         "required": True,
         "content": {
             "application/json": {
                 "schema": {"$ref": f"#/components/schemas/{body_schema}"},
-                "examples": {example_name: example},
+                "examples": _BODY_EXAMPLES[body_schema],
             }
         },
     }

@@ -30,7 +30,6 @@ from app.page import CONTENT_SECURITY_POLICY
 from app.page import render as render_page
 from app.runtime import Runtime, runtime_of
 from app.schemas import (
-    PATIENT_EXAMPLE,
     BatchExplainedPrediction,
     BatchPrediction,
     ExplainedPrediction,
@@ -73,6 +72,41 @@ async def _parsed(request: Request, parse: Callable[[bytes], FloatArray]) -> Flo
         raise RequestValidationError(exc.errors) from None
 
 
+#: A service method that scores validated rows: (JSON answer, positive count).
+_Score = Callable[[PredictionService, FloatArray], tuple[bytes, int]]
+
+
+async def _answer_one(request: Request, score: _Score) -> Response:
+    """Validate one patient, score it, count it: /predict and /predict/explain differ
+    only in how they score."""
+    runtime = runtime_of(request)
+    service = _service(runtime)
+    row = await _parsed(request, service.parse_one)
+    payload, prediction = score(service, row)
+    runtime.metrics.observe_prediction(row, prediction)
+    return JSONBytes(payload)
+
+
+async def _answer_batch(
+    request: Request,
+    parse: Callable[[PredictionService, bytes], FloatArray],
+    score: _Score,
+    *,
+    in_thread: bool = False,
+) -> Response:
+    """The batch twin of :func:`_answer_one`; ``in_thread`` for scoring that costs
+    milliseconds (explanations), so the event loop keeps answering probes."""
+    runtime = runtime_of(request)
+    service = _service(runtime)
+    rows = await _parsed(request, lambda body: parse(service, body))
+    if in_thread:
+        payload, n_positive = await run_in_threadpool(score, service, rows)
+    else:
+        payload, n_positive = score(service, rows)
+    runtime.metrics.observe_batch(rows, n_positive)
+    return JSONBytes(payload)
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN/Infinity: echo such inputs as strings instead of failing."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -95,46 +129,30 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     )
 
 
-_ONE_PATIENT: Final[dict[str, Any]] = {
-    "summary": "The documented example patient of model/features.py",
-    "value": PATIENT_EXAMPLE,
-}
-
-
 @router.post(
     "/predict",
     **prediction_operation(
-        operation_id="predict",
-        summary="Predict heart disease for one patient",
-        response_model=Prediction,
-        body_schema="PatientFeatures",
-        example_name="example patient",
-        example=_ONE_PATIENT,
+        "predict", "Predict heart disease for one patient", Prediction, "PatientFeatures"
     ),
 )
 async def predict(request: Request) -> Response:
     """Probability of heart disease for one patient and the class at the model's threshold.
 
-    Every feature is required; each field's description gives its unit and
-    accepted values. Invalid input is answered with 422 naming each field.
+    Age, sex and chest pain type are required; the other features may be ``null``
+    (not measured) and are then marginalised over the training data. Each field's
+    description gives its unit and accepted values; invalid input is answered with
+    422 naming each field.
     """
-    runtime = runtime_of(request)
-    service = _service(runtime)
-    row = await _parsed(request, service.parse_one)
-    payload, prediction = service.predict_one(row)
-    runtime.metrics.observe_prediction(row, prediction)
-    return JSONBytes(payload)
+    return await _answer_one(request, PredictionService.predict_one)
 
 
 @router.post(
     "/predict/explain",
     **prediction_operation(
-        operation_id="predict_explain",
-        summary="Predict for one patient and explain the risk, feature by feature",
-        response_model=ExplainedPrediction,
-        body_schema="PatientFeatures",
-        example_name="example patient",
-        example=_ONE_PATIENT,
+        "predict_explain",
+        "Predict for one patient and explain the risk, feature by feature",
+        ExplainedPrediction,
+        "PatientFeatures",
     ),
 )
 async def predict_explain(request: Request) -> Response:
@@ -147,29 +165,16 @@ async def predict_explain(request: Request) -> Response:
     clients get one response type per call. 8,192 coalitions cost milliseconds of CPU,
     not microseconds (bench/results/predictor_micro.md).
     """
-    runtime = runtime_of(request)
-    service = _service(runtime)
-    row = await _parsed(request, service.parse_one)
-    payload, prediction = service.explain_one(row)
-    runtime.metrics.observe_prediction(row, prediction)
-    return JSONBytes(payload)
-
-
-_TWO_PATIENTS: Final[dict[str, Any]] = {
-    "summary": "Two patients",
-    "value": {"patients": [PATIENT_EXAMPLE, PATIENT_EXAMPLE]},
-}
+    return await _answer_one(request, PredictionService.explain_one)
 
 
 @router.post(
     "/predict/explain/batch",
     **prediction_operation(
-        operation_id="predict_explain_batch",
-        summary="Predict for several patients and explain each risk, feature by feature",
-        response_model=BatchExplainedPrediction,
-        body_schema="ExplainBatchRequest",
-        example_name="two patients",
-        example=_TWO_PATIENTS,
+        "predict_explain_batch",
+        "Predict for several patients and explain each risk, feature by feature",
+        BatchExplainedPrediction,
+        "ExplainBatchRequest",
     ),
 )
 async def predict_explain_batch(request: Request) -> Response:
@@ -180,23 +185,21 @@ async def predict_explain_batch(request: Request) -> Response:
     thread (NumPy releases the GIL) and the event loop keeps answering probes.
     Errors as in /predict/batch: ``loc`` gives the patient's index and the field.
     """
-    runtime = runtime_of(request)
-    service = _service(runtime)
-    rows = await _parsed(request, service.parse_explain_batch)
-    payload, n_positive = await run_in_threadpool(service.explain_rows, rows)
-    runtime.metrics.observe_batch(rows, n_positive)
-    return JSONBytes(payload)
+    return await _answer_batch(
+        request,
+        PredictionService.parse_explain_batch,
+        PredictionService.explain_rows,
+        in_thread=True,
+    )
 
 
 @router.post(
     "/predict/batch",
     **prediction_operation(
-        operation_id="predict_batch",
-        summary="Predict heart disease for many patients at once",
-        response_model=BatchPrediction,
-        body_schema="BatchRequest",
-        example_name="two patients",
-        example=_TWO_PATIENTS,
+        "predict_batch",
+        "Predict heart disease for many patients at once",
+        BatchPrediction,
+        "BatchRequest",
     ),
 )
 async def predict_batch(request: Request) -> Response:
@@ -206,12 +209,9 @@ async def predict_batch(request: Request) -> Response:
     patient fails the whole request with 422; each error's ``loc`` gives the
     patient's index and the field, e.g. ``["body", "patients", 3, "age"]``.
     """
-    runtime = runtime_of(request)
-    service = _service(runtime)
-    rows = await _parsed(request, service.parse_batch)
-    payload, n_positive = service.predict_rows(rows)
-    runtime.metrics.observe_batch(rows, n_positive)
-    return JSONBytes(payload)
+    return await _answer_batch(
+        request, PredictionService.parse_batch, PredictionService.predict_rows
+    )
 
 
 @router.get(

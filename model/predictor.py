@@ -122,7 +122,7 @@ class Predictor:
             raise ValueError(f"expected one row of {N_FEATURES} features, got shape {x.shape}")
         hidden = np.dot(x, self.w1).tolist()
         if hidden[0] != hidden[0]:  # NaN in the row propagates to every hidden unit
-            return float(self._marginal(x[None, :])[0])
+            return self._marginal_one(x)
         z = self.b2
         for h, b, w in zip(hidden, self._b1_list, self._w2_list, strict=True):
             a = h + b
@@ -175,24 +175,45 @@ class Predictor:
         p = np.empty(len(x))
         for start, end in zip(starts, [*starts[1:], len(order)], strict=True):
             rows = order[start:end]
-            fillings, weights = self._pattern(missing[rows[0]])
-            # (rows, fillings, hidden): each filling completes each row of the group.
-            filled = hidden[rows][:, None, :] + fillings
-            np.maximum(filled, 0.0, out=filled)
-            # As one (rows * fillings, hidden) matrix: one BLAS call, not one per row.
-            z = (filled.reshape(-1, filled.shape[2]) @ self.w2).reshape(len(rows), -1)
-            z += self.b2
-            # mean of sigmoids = 0.5 + 0.5 * mean(tanh(z / 2)); the mean as a matrix product.
-            z *= 0.5
-            np.tanh(z, out=z)
-            p[rows] = z @ weights
+            p[rows] = self._filled_tanh_mean(hidden[rows], missing[rows[0]])
         p *= 0.5
         p += 0.5
-        if self._recalibrated:
-            q = np.clip(p, 1e-15, 1.0 - 1e-15)
-            logit = np.log(q) - np.log1p(-q)
-            p = _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
-        return p
+        return self._recalibrate_mean(p)
+
+    def _marginal_one(self, x: FloatArray) -> float:
+        """:meth:`_marginal` of one row, the /predict path, without the grouping."""
+        if self.background is None:
+            return float(self._marginal(x[None, :])[0])  # raises the explanation
+        missing = np.isnan(x)
+        hidden = np.dot(np.where(missing, 0.0, x), self.w1)
+        hidden += self.b1
+        p = 0.5 + 0.5 * self._filled_tanh_mean(hidden[None, :], missing)
+        return float(self._recalibrate_mean(p)[0])
+
+    def _filled_tanh_mean(self, hidden: FloatArray, missing: npt.NDArray[np.bool_]) -> FloatArray:
+        """Per row of ``hidden`` (measured values' part, bias added; all rows lack
+        ``missing``): the mean over the pattern's fillings of tanh(z / 2).
+
+        The mean of sigmoids is 0.5 + 0.5 * that mean; the mean is a matrix product.
+        """
+        fillings, weights = self._pattern(missing)
+        # (rows, fillings, hidden): each filling completes each row of the group.
+        filled = hidden[:, None, :] + fillings
+        np.maximum(filled, 0.0, out=filled)
+        # As one (rows * fillings, hidden) matrix: one BLAS call, not one per row.
+        z = (filled.reshape(-1, filled.shape[2]) @ self.w2).reshape(len(hidden), -1)
+        z += self.b2
+        z *= 0.5
+        np.tanh(z, out=z)
+        return np.asarray(z @ weights)
+
+    def _recalibrate_mean(self, p: FloatArray) -> FloatArray:
+        """The local recalibration applied to a marginalised (averaged) probability."""
+        if not self._recalibrated:
+            return p
+        q = np.clip(p, 1e-15, 1.0 - 1e-15)
+        logit = np.log(q) - np.log1p(-q)
+        return _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
 
     def _pattern(self, missing: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
         """The distinct background values of the missing features, through the first layer.

@@ -72,10 +72,23 @@ class RiskEnsemble:
     _hidden: int = field(init=False, repr=False, default=0)
     #: Standard normal quantile of the band's upper end (1.645 for 90 %).
     _z: float = field(init=False, repr=False, default=0.0)
+    #: ``w2`` as a block-diagonal ``(B*hidden) x B`` matrix: every member's output unit
+    #: in one product (the /predict path, :meth:`interval_one`).
+    _w2_block: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
+    #: Per missingness pattern, the background's missing values through the first layer.
+    _fillings: dict[bytes, tuple[FloatArray, FloatArray]] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hidden", self.w1.shape[1] // self.b2.size)
+        b = self.b2.size
+        h = self.w1.shape[1] // b
+        block = np.zeros((b * h, b))
+        for member in range(b):
+            block[member * h : (member + 1) * h, member] = self.w2[member]
+        object.__setattr__(self, "_hidden", h)
         object.__setattr__(self, "_z", NormalDist().inv_cdf(0.5 + self.coverage / 2.0))
+        object.__setattr__(self, "_w2_block", block)
 
     @classmethod
     def from_arrays(
@@ -135,19 +148,57 @@ class RiskEnsemble:
         return np.asarray(p), np.asarray(within)
 
     def interval_one(self, row: FloatArray) -> tuple[float, float]:
-        """:meth:`interval` of one row, the /predict path: a complete row's log-odds are the
-        members' output units themselves, so no sigmoid and logit round trip is needed."""
+        """:meth:`interval` of one row, the /predict path: the same arithmetic in a few
+        NumPy calls (every member's output unit is one product with ``_w2_block``; a
+        gap's background fillings are cached per missingness pattern)."""
         hidden = row @ self.w1
         if hidden[0] != hidden[0]:  # NaN: a gap to marginalise over the background
-            lo, hi = self.interval(row[None, :])
-            return float(lo[0]), float(hi[0])
+            return self._interval_with_gaps(row)
         hidden += self.b1
         np.maximum(hidden, 0.0, out=hidden)
-        z = (hidden.reshape(self.size, self._hidden) * self.w2).sum(axis=1) + self.b2
-        z = self.calibration_intercept + self.calibration_slope * np.clip(
-            z, -_MAX_LOGIT, _MAX_LOGIT
-        )
-        centre, spread = float(z.mean()), self._z * float(z.std(ddof=1))
+        z = hidden @ self._w2_block
+        z += self.b2
+        a, b = self.calibration_intercept, self.calibration_slope
+        return self._band([a + b * min(max(v, -_MAX_LOGIT), _MAX_LOGIT) for v in z.tolist()])
+
+    def _interval_with_gaps(self, row: FloatArray) -> tuple[float, float]:
+        missing = np.isnan(row)
+        key = missing.tobytes()
+        known = self._fillings.get(key)
+        if known is None:
+            # Background rows that agree on the missing features fill the row alike:
+            # each distinct filling once, weighted by its count (a few, not K = 64,
+            # when coded tests such as thal are missing).
+            values, counts = np.unique(self.background[:, missing], axis=0, return_counts=True)
+            known = (values @ self.w1[missing], counts / len(self.background))
+            if len(self._fillings) < 4096:  # at most 2 ** 10 patterns exist
+                self._fillings[key] = known
+        fillings, k_mean = known
+        hidden = fillings + (np.where(missing, 0.0, row) @ self.w1 + self.b1)
+        np.maximum(hidden, 0.0, out=hidden)
+        z = hidden @ self._w2_block  # (distinct fillings, B members)
+        z += self.b2
+        # Means over the background rows: products with the fillings' weights.
+        p = 0.5 + 0.5 * (k_mean @ np.tanh(0.5 * z))
+        np.clip(z, -_MAX_LOGIT, _MAX_LOGIT, out=z)
+        z_mean = k_mean @ z
+        a, slope = self.calibration_intercept, self.calibration_slope
+        within = (slope**2) * float(np.mean(k_mean @ (z * z) - z_mean * z_mean))
+        members = []
+        for q in p.tolist():  # B members: plain floats beat NumPy's small-array overhead
+            if a != 0.0 or slope != 1.0:
+                q = min(max(q, 1e-15), 1.0 - 1e-15)
+                q = 0.5 + 0.5 * math.tanh(0.5 * (a + slope * (math.log(q) - math.log1p(-q))))
+            q = min(max(q, _EPS), 1.0 - _EPS)
+            members.append(math.log(q) - math.log1p(-q))
+        return self._band(members, within)
+
+    def _band(self, logits: list[float], within: float = 0.0) -> tuple[float, float]:
+        """The band from the members' log-odds (and the filled rows' variance)."""
+        n = len(logits)
+        centre = sum(logits) / n
+        variance = sum((v - centre) ** 2 for v in logits) / (n - 1) + within
+        spread = self._z * math.sqrt(variance)
         return 0.5 + 0.5 * math.tanh(0.5 * (centre - spread)), 0.5 + 0.5 * math.tanh(
             0.5 * (centre + spread)
         )

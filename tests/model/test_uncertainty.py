@@ -44,6 +44,29 @@ def test_one_row_and_batch_intervals_agree_and_bracket_plausibly(
     assert np.mean((lo <= p) & (p <= hi)) >= 0.8
 
 
+@pytest.mark.parametrize("recalibration", [(0.0, 1.0), (-0.7, 1.4)])
+def test_one_row_and_batch_intervals_agree_for_records_with_gaps(
+    predictor: Predictor,
+    heart_data: tuple[np.ndarray, np.ndarray],
+    recalibration: tuple[float, float],
+) -> None:
+    """/predict's one-row path (distinct fillings cached per pattern, weighted) against
+    the batch path (every background row), for several patterns, each met twice."""
+    assert predictor.ensemble is not None
+    a, b = recalibration
+    ensemble = dataclasses.replace(predictor.ensemble, calibration_intercept=a, calibration_slope=b)
+    x = np.array(heart_data[0][:30], dtype=float)
+    rng = np.random.default_rng(7)
+    gaps = rng.random(x.shape) < 0.3
+    gaps[:, :3] = False  # age, sex and chest pain type are never missing
+    gaps[:, FEATURE_NAMES.index("thal")] |= np.arange(len(x)) % 2 == 0
+    x[gaps] = np.nan
+    x = np.vstack([x, x])
+    lo, hi = ensemble.interval(x)
+    for i, row in enumerate(x):
+        assert ensemble.interval_one(row) == pytest.approx((lo[i], hi[i]), abs=1e-12)
+
+
 def test_a_missing_value_is_marginalised_like_the_predictor_does(predictor: Predictor) -> None:
     ensemble = predictor.ensemble
     assert ensemble is not None

@@ -41,10 +41,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 from model.predictor import Predictor
-
-FloatArray = npt.NDArray[np.float64]
 
 #: Coalitions evaluated per block (2^7): with the served 64 background rows and 8 hidden
 #: units the float32 block is 256 KiB, inside a core's L2 cache (bench/predictor_micro.py).

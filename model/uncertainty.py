@@ -42,9 +42,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.features import N_FEATURES
-
-FloatArray = npt.NDArray[np.float64]
 
 #: Share of the members' fitted log-odds distribution the interval covers.
 DEFAULT_COVERAGE: Final[float] = 0.9

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.columns import ColumnBatch
 from model.predictor import Predictor
 
-FloatArray = npt.NDArray[np.float64]
 IntervalFn = Callable[[FloatArray], Any]
 
 PROBABILITY = "probability"

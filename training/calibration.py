@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 
-FloatArray = npt.NDArray[np.float64]
+from model.arrays import FloatArray
 
 #: Probabilities are clipped this far from 0 and 1 before taking the logit.
 EPS = 1e-6

@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.uncertainty import ARRAY_NAMES, DEFAULT_COVERAGE, RiskEnsemble
 from training.missing import MarginalMLPClassifier
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def bootstrap_indices(strata: npt.NDArray[Any], rng: np.random.Generator) -> npt.NDArray[np.intp]:

@@ -35,11 +35,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from model.arrays import FloatArray
 from model.features import FEATURES, MAY_BE_MISSING, N_FEATURES
 from model.network import Init, NumpyMLPClassifier, Optimizer
 from model.predictor import Predictor
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def marginal_background(x: FloatArray, k: int, rng: np.random.Generator) -> FloatArray:

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
+from model.arrays import FloatArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.cli_support import HelpFormatter, add_version
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
@@ -37,7 +38,6 @@ from training.calibration import calibration_intercept_slope, recalibrate
 from training.data import DataError, file_sha256
 from training.evaluate import cost_minimising_threshold, statlog_cost
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 OUTCOME = "outcome"
 

@@ -26,10 +26,10 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, FEATURES, N_FEATURES
 from training.data import DataError, check_cells, default_data_path, file_sha256, load_dataset
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 TARGET_NAME: Final[str] = "num"

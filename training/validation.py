@@ -33,6 +33,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from model.arrays import FloatArray
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, net_benefit, reliability_bins
 from training.evaluate import choose_threshold_by_cv, cross_validate, statlog_cost
@@ -40,7 +41,6 @@ from training.missing import MarginalMLPClassifier
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: The threshold the service applies unless an artifact says otherwise.

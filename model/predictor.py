@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from model.arrays import FloatArray
 from model.features import N_FEATURES
-from model.uncertainty import RiskEnsemble
+from model.uncertainty import RiskEnsemble, pattern_fillings
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,22 +216,8 @@ class Predictor:
         return _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
 
     def _pattern(self, missing: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
-        """The distinct background values of the missing features, through the first layer.
-
-        Background rows that agree on the missing features fill a row identically,
-        so they are evaluated once and weighted by their count: 64 rows give 3
-        fillings when only ``thal`` is missing. Cached per pattern (a few KB each).
-        """
-        key = missing.tobytes()
-        known = self._patterns.get(key)
-        if known is not None:
-            return known
         assert self.background is not None
-        values, counts = np.unique(self.background[:, missing], axis=0, return_counts=True)
-        entry = (values @ self.w1[missing], counts / len(self.background))
-        if len(self._patterns) < _MAX_PATTERNS:
-            self._patterns[key] = entry
-        return entry
+        return pattern_fillings(self._patterns, self.background, self.w1, missing)
 
     def predict(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Class 1 (disease) where the probability reaches the model's threshold."""
@@ -240,8 +226,6 @@ class Predictor:
 
 #: Bit j set when feature j is missing: a row's missingness pattern as one integer.
 _PATTERN_BITS: Final[npt.NDArray[np.int64]] = 1 << np.arange(N_FEATURES, dtype=np.int64)
-#: Patterns cached per predictor; at most 2 ** 10 exist (10 features may be missing).
-_MAX_PATTERNS: Final[int] = 4096
 
 
 def _sigmoid_inplace(z: FloatArray) -> FloatArray:

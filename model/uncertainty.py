@@ -52,6 +52,34 @@ _MAX_LOGIT: Final[float] = math.log((1.0 - _EPS) / _EPS)
 ARRAY_NAMES: Final[tuple[str, ...]] = ("W1", "b1", "W2", "b2", "mean", "scale")
 
 
+#: Patterns cached per model; at most 2 ** 10 exist (10 features may be missing).
+_MAX_PATTERNS: Final[int] = 4096
+
+
+def pattern_fillings(
+    cache: dict[bytes, tuple[FloatArray, FloatArray]],
+    background: FloatArray,
+    w1: FloatArray,
+    missing: npt.NDArray[np.bool_],
+) -> tuple[FloatArray, FloatArray]:
+    """The distinct background values of the missing features through a first layer
+    ``w1``, and their weights; cached in ``cache`` per missingness pattern.
+
+    Background rows that agree on the missing features fill a row identically, so
+    each is evaluated once and weighted by its count: 64 rows give 3 fillings when
+    only ``thal`` is missing. Shared by the point estimate (``Predictor``) and the
+    interval's members, so both marginalise the same way.
+    """
+    key = missing.tobytes()
+    known = cache.get(key)
+    if known is None:
+        values, counts = np.unique(background[:, missing], axis=0, return_counts=True)
+        known = (values @ w1[missing], counts / len(background))
+        if len(cache) < _MAX_PATTERNS:
+            cache[key] = known
+    return known
+
+
 @dataclass(frozen=True, eq=False)
 class RiskEnsemble:
     """``B`` networks with their scalers folded in, evaluated together in one product.
@@ -162,17 +190,7 @@ class RiskEnsemble:
 
     def _interval_with_gaps(self, row: FloatArray) -> tuple[float, float]:
         missing = np.isnan(row)
-        key = missing.tobytes()
-        known = self._fillings.get(key)
-        if known is None:
-            # Background rows that agree on the missing features fill the row alike:
-            # each distinct filling once, weighted by its count (a few, not K = 64,
-            # when coded tests such as thal are missing).
-            values, counts = np.unique(self.background[:, missing], axis=0, return_counts=True)
-            known = (values @ self.w1[missing], counts / len(self.background))
-            if len(self._fillings) < 4096:  # at most 2 ** 10 patterns exist
-                self._fillings[key] = known
-        fillings, k_mean = known
+        fillings, k_mean = pattern_fillings(self._fillings, self.background, self.w1, missing)
         hidden = fillings + (np.where(missing, 0.0, row) @ self.w1 + self.b1)
         np.maximum(hidden, 0.0, out=hidden)
         z = hidden @ self._w2_block  # (distinct fillings, B members)

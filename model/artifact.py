@@ -227,7 +227,7 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
             raise fail("background rows must be complete and finite")
     ensemble = payload.get("ensemble")
     if ensemble is not None:
-        why = _ensemble_problem(ensemble, hidden, background is not None)
+        why = _ensemble_problem(ensemble, background is not None)
         if why is not None:
             raise fail(why)
     recalibration = payload.get("recalibration")
@@ -246,8 +246,13 @@ def _check_payload(payload: dict[str, Any], source: Path) -> None:
         raise fail("model_version must be a non-empty string")
 
 
-def _ensemble_problem(ensemble: Any, hidden: int, has_background: bool) -> str | None:
-    """Why the stored bootstrap ensemble is unusable, or ``None`` when it is fine."""
+def _ensemble_problem(ensemble: Any, has_background: bool) -> str | None:
+    """Why the stored bootstrap ensemble is unusable, or ``None`` when it is fine.
+
+    The members share one width, which need not be the point network's: the
+    served network averages two seeds (``n_networks``, twice as wide) while each
+    member stays one network, since the members' spread is the interval's subject.
+    """
     if not isinstance(ensemble, dict) or not has_background:
         return "ensemble must be a mapping of arrays, stored with background rows"
     try:
@@ -256,6 +261,10 @@ def _ensemble_problem(ensemble: Any, hidden: int, has_background: bool) -> str |
     except (KeyError, TypeError, ValueError) as exc:
         return f"ensemble is incomplete or not numeric ({type(exc).__name__}: {exc})"
     n = arrays["b2"].shape[0] if arrays["b2"].ndim else 0
+    if arrays["W1"].ndim != 3 or arrays["W1"].shape[2] < 1:
+        shape = arrays["W1"].shape
+        return f"ensemble W1 has shape {shape}, expected (members, {N_FEATURES}, hidden)"
+    hidden = arrays["W1"].shape[2]
     expected = {
         "W1": (n, N_FEATURES, hidden),
         "b1": (n, hidden),

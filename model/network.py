@@ -18,7 +18,9 @@ fitted state with a trailing underscore, ``random_state``) so it drops into
 
 from __future__ import annotations
 
+import copy
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -334,6 +336,51 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
         positive = self.decision_function(X) > 0.0
         return self.classes_[positive.astype(np.intp)]
+
+
+def log_odds_average(networks: Sequence[NumpyMLPClassifier]) -> NumpyMLPClassifier:
+    """One fitted network whose log-odds are exactly the mean of ``networks``' log-odds.
+
+    Why one network and not a list: every consumer of a fitted network (the
+    artifact's four arrays, :class:`model.predictor.Predictor`, the exact
+    Shapley explanation) already handles any hidden width, so an average of
+    ``k`` networks of ``H`` units ships as one network of ``k * H`` units with
+    no change to the artifact format or the serving code. The output is linear
+    in the hidden layer, so concatenating the hidden layers, dividing the output
+    weights by ``k`` and averaging the output biases gives
+    ``z = sum_i relu(x W1_i + b1_i) W2_i / k + mean_i b2_i = mean_i z_i``.
+
+    The networks must share their inputs' scaling and the order of
+    ``classes_``. ``loss_curve_`` is the members' mean training loss per epoch
+    (over the epochs all of them ran), a description of their training, not
+    the folded network's own loss.
+    """
+    if not networks:
+        raise ValueError("log_odds_average needs at least one network")
+    for net in networks:
+        check_is_fitted(net, "params_")
+    first = networks[0]
+    for net in networks[1:]:
+        if net.coefs_[0].shape[0] != first.coefs_[0].shape[0] or not np.array_equal(
+            net.classes_, first.classes_
+        ):
+            raise ValueError("networks to average must share their inputs and classes")
+    k = len(networks)
+    params = Params(
+        np.hstack([n.params_.w1 for n in networks]),
+        np.concatenate([n.params_.b1 for n in networks]),
+        np.vstack([n.params_.w2 for n in networks]) / k,
+        np.mean([n.params_.b2 for n in networks], axis=0),
+    )
+    folded = copy.deepcopy(first)
+    folded.hidden_units = int(params.w1.shape[1])
+    folded.params_ = params
+    folded.coefs_ = [params.w1, params.w2]
+    folded.intercepts_ = [params.b1, params.b2]
+    epochs = min(len(n.loss_curve_) for n in networks)
+    folded.loss_curve_ = np.mean([n.loss_curve_[:epochs] for n in networks], axis=0).tolist()
+    folded.n_iter_ = max(int(n.n_iter_) for n in networks)
+    return folded
 
 
 def _stratified_holdout(

@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     _value(net, "--hidden-units", int, d.hidden_units, "hidden layer width (tutorial: 8, or 10)")
     _value(
         net,
+        "--networks",
+        int,
+        d.n_networks,
+        "seeds whose networks' log-odds are averaged, served as one network of "
+        "NETWORKS x HIDDEN_UNITS units (network for gaps only)",
+    )
+    _value(
+        net,
         "--learning-rate",
         float,
         d.learning_rate,
@@ -184,6 +192,7 @@ def _value(
 def config_from_args(args: argparse.Namespace, *, verbose: bool) -> TrainingConfig:
     return TrainingConfig(
         hidden_units=args.hidden_units,
+        n_networks=args.networks,
         learning_rate=args.learning_rate,
         epochs=args.epochs,
         batch_size=args.batch_size or None,

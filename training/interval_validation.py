@@ -69,7 +69,9 @@ def validate_site(held: str, config: TrainingConfig) -> dict[str, Any]:
     assert isinstance(model, MarginalMLPClassifier)
     strata = np.char.add(pooled.site[train], pooled.y[train].astype(str))
     arrays = fit_ensemble(
-        lambda seed: MarginalMLPClassifier(**{**model.get_params(), "random_state": seed}),
+        lambda seed: MarginalMLPClassifier(
+            **{**model.get_params(), "random_state": seed, "n_networks": 1}
+        ),
         pooled.x[train],
         pooled.y[train],
         strata,

@@ -83,6 +83,11 @@ class TrainingConfig:
     copies: int = 10
     mask_rate: float = 0.2
     n_background: int = 64
+    #: Seeds whose networks' log-odds the served network averages, folded into one network
+    #: of ``n_networks * hidden_units`` units (``MarginalMLPClassifier``'s docstring says
+    #: why). The bootstrap ensemble's members stay single networks: their spread is the
+    #: interval's subject, and each one's width is paid again at every /predict.
+    n_networks: int = 2
     #: Bootstrap networks behind the risk interval (``training/ensemble.py``); 0: none.
     ensemble_size: int = 10
 
@@ -137,6 +142,7 @@ def make_model(config: TrainingConfig) -> Pipeline | MarginalMLPClassifier:
         copies=config.copies,
         mask_rate=config.mask_rate,
         n_background=config.n_background,
+        n_networks=config.n_networks,
         random_state=config.seed,
         optimizer=config.optimizer,
         batch_size=config.batch_size,
@@ -270,7 +276,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     hyper["data_path"] = Path(config.data_path).name
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "model_version": f"mlp-{config.hidden_units}h-{version.hexdigest()[:12]}",
+        "model_version": f"mlp-{w1.shape[1]}h-{version.hexdigest()[:12]}",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "feature_names": list(FEATURE_NAMES),
         "weights": weights,
@@ -303,7 +309,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         if config.ensemble_size > 0:
             payload["ensemble"] = {
                 **fit_ensemble(
-                    lambda seed: make_model(replace(config, seed=seed)),
+                    lambda seed: make_model(replace(config, seed=seed, n_networks=1)),
                     x_train,
                     y_train,
                     strata_train,

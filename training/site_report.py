@@ -17,6 +17,8 @@ from typing import Any
 from training.report import write_json_atomic, write_text_atomic
 
 COMMAND = "python -m bench.sites"
+#: Wall time of the committed run (``--jobs 2``, 2 cores: 2 min 50 s), for planning.
+MINUTES = 3
 NAMES = {"network": "our network", "logistic": "LogisticRegression", "hgb": "HistGradientBoosting"}
 
 
@@ -38,10 +40,11 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines = [
         "# Leave-one-site-out validation" + quick,
         "",
-        f"Reproduce with `{COMMAND}` (about 20 minutes on 2 cores). Train on two UCI sites, "
-        "report on the third. Each model chooses its hyperparameters (grid below, scored by "
-        "log loss) and its StatLog-cost-minimising threshold by inner stratified 5-fold CV "
-        "on the training sites only; the held-out site is never used to choose anything. "
+        f"Reproduce with `{COMMAND} --jobs 2` (about {MINUTES} minutes on 2 cores; `--jobs` "
+        "changes the time, not the figures). Train on two UCI sites, report on the third. "
+        "Each model chooses its hyperparameters (grid below, scored by log loss) and its "
+        "StatLog-cost-minimising threshold by inner stratified 5-fold CV on the training "
+        "sites only; the held-out site is never used to choose anything. "
         "Served threshold: 0.5. Cost: a missed disease costs 5, a false alarm 1, per patient. "
         "ROC AUC intervals: 1000 bootstrap resamples of the held-out site (percentile).",
         "",
@@ -117,6 +120,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"{f['calibration_intercept']:.2f} | {f['calibration_slope']:.2f} | "
                 f"{f['brier']:.3f} | {f['threshold']:.2f}: {f['statlog_cost']:.3f} |"
             )
+    lines += repeated_splits_section(result["local_recalibration"])
     served = result["served"]
     cv = served["statlog_cv_complete_records"]
     cv_choice = served["statlog_cv_complete_records_inner_cv_choice"]
@@ -152,6 +156,47 @@ def markdown(result: Mapping[str, Any]) -> str:
 AUC_BARS = {"cleveland": 0.87, "hungarian": 0.87, "switzerland": 0.69}
 
 
+def _spread(r: Mapping[str, Any]) -> str:
+    return (
+        f"median {r['median']:+.3f}, 5th-95th percentile {r['p5']:+.3f} to {r['p95']:+.3f}, "
+        f"{r['share_within_bar']:.0%} within 0.05"
+    )
+
+
+def repeated_splits_section(demo: Mapping[str, Any]) -> list[str]:
+    """The recalibration's report-half gap over many splits: one split is one noisy draw."""
+    sites = [s for s, d in demo.items() if "repeated_splits" in d]
+    if not sites:
+        return []
+    r0 = demo[sites[0]]["repeated_splits"]
+    lines = [
+        "",
+        "One half split is one draw: the report half's mean predicted risk moves by a few "
+        f"hundredths with the split. Over {r0['seeds']} stratified half splits (seeds "
+        f"0-{r0['seeds'] - 1}, seed 0 being the split above), each used both ways (fit on A, "
+        f"report on B, and the reverse: {r0['n_fits']} fits per site), mean predicted minus "
+        "observed on the report half after recalibration, scored through the recalibrated "
+        "predictor (what the new artifact serves, marginalisation included):",
+        "",
+        "| site | fits | median | 5th-95th percentile | share within 0.05 | largest gap on the "
+        "fit half |",
+        "|---|---|---|---|---|---|",
+    ]
+    for site in sites:
+        r = demo[site]["repeated_splits"]
+        lines.append(
+            f"| {site} | {r['n_fits']} | {r['median']:+.3f} | {r['p5']:+.3f} to {r['p95']:+.3f} "
+            f"| {r['share_within_bar']:.0%} | {r['max_abs_fit_half_gap']:.1e} |"
+        )
+    lines += [
+        "",
+        "On the half it was fitted on, the unpenalised logistic fit matches the mean (its "
+        "intercept's score equation), so a report-half gap is the difference between the two "
+        "halves' patients, not a flaw of the fit.",
+    ]
+    return lines
+
+
 def quality_bar(result: Mapping[str, Any]) -> list[str]:
     """Each bar of the issue with the measured figure and whether it is met."""
     loso = result["leave_one_site_out"]
@@ -177,10 +222,19 @@ def quality_bar(result: Mapping[str, Any]) -> list[str]:
         after = d["after"]
         gap = after["mean_predicted"] - after["observed"]
         add(
-            f"after local recalibration, {site} report half: mean predicted within 0.05",
+            f"after local recalibration, {site} report half: mean predicted within 0.05 "
+            "(one split, seed 0)",
             f"{after['mean_predicted']:.3f} vs {after['observed']:.3f} ({gap:+.3f})",
             abs(gap) <= 0.05,
         )
+        if "repeated_splits" in d:
+            r = d["repeated_splits"]
+            add(
+                f"after local recalibration, {site} report half: median gap over "
+                f"{r['n_fits']} fits ({r['seeds']} half splits x 2 ways) within 0.05",
+                _spread(r),
+                abs(r["median"]) <= 0.05,
+            )
     cv = result["served"]["statlog_cv_complete_records"]["roc_auc"]
     add(
         "Statlog 10x5 CV ROC AUC, served configuration, all 13 values, >= 0.905",

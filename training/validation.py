@@ -64,7 +64,9 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "network",
         "marginal-imputation augmentation in training; gaps marginalised over 64 "
-        "background rows at prediction (no missingness input)",
+        "background rows at prediction (no missingness input); the log-odds of "
+        f"{MarginalMLPClassifier().n_networks} networks of different seeds averaged "
+        "(shipped as one wider network)",
         lambda: MarginalMLPClassifier(),
         {"alpha": [3.0, 10.0, 30.0], "mask_rate": [0.2, 0.5]},
     ),

@@ -173,3 +173,22 @@ def test_wrapper_refuses_a_gap_in_a_required_feature() -> None:
     x[0, COL["age"]] = np.nan
     with pytest.raises(ValueError, match="age may not be missing"):
         MarginalMLPClassifier(max_iter=2).fit(x, pooled.y)
+
+
+def test_seed_average_ships_as_one_wider_network_whose_first_part_is_the_single_one() -> None:
+    """``n_networks=2``: one 16-unit network; its first 8 units are the ``n_networks=1`` fit.
+
+    So adding networks only adds seeds' draws after the first network's: the
+    single network is not changed by the averaging, only averaged with others.
+    """
+    pooled = load_sites(UCI_SITES)
+    one = MarginalMLPClassifier(n_networks=1, max_iter=20).fit(pooled.x, pooled.y)
+    two = MarginalMLPClassifier(n_networks=2, max_iter=20).fit(pooled.x, pooled.y)
+    assert one.predictor_.n_hidden == 8 and two.predictor_.n_hidden == 16
+    np.testing.assert_array_equal(two.network_.coefs_[0][:, :8], one.network_.coefs_[0])
+    np.testing.assert_array_equal(two.network_.coefs_[1][:8] * 2, one.network_.coefs_[1])
+    assert not np.array_equal(two.network_.coefs_[0][:, 8:], one.network_.coefs_[0])
+    np.testing.assert_array_equal(two.mean_, one.mean_)
+    np.testing.assert_array_equal(two.background_, one.background_)
+    with pytest.raises(ValueError, match="n_networks must be at least 1"):
+        MarginalMLPClassifier(n_networks=0, max_iter=2).fit(pooled.x, pooled.y)

@@ -17,6 +17,7 @@ from model.network import (
     forward,
     init_params,
     log_loss_from_logits,
+    log_odds_average,
     loss_and_gradients,
 )
 
@@ -215,3 +216,36 @@ def test_params_copy_is_deep() -> None:
     q: Params = p.copy()
     q.w1 += 1.0
     assert not np.array_equal(p.w1, q.w1)
+
+
+def test_log_odds_average_is_one_wider_network_with_the_mean_log_odds() -> None:
+    """Three networks of 4 units fold into one of 12 whose logit is their mean, to 1e-12."""
+    x, y = _toy(n=60)
+    nets = [
+        NumpyMLPClassifier(hidden_units=4, max_iter=60, random_state=seed).fit(x, y)
+        for seed in (0, 1, 2)
+    ]
+    folded = log_odds_average(nets)
+    assert folded.coefs_[0].shape == (x.shape[1], 12) and folded.hidden_units == 12
+    mean_logit = np.mean([n.decision_function(x) for n in nets], axis=0)
+    assert np.ptp(mean_logit) > 1.0  # the members say something, so the check can fail
+    np.testing.assert_allclose(folded.decision_function(x), mean_logit, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        folded.predict_proba(x)[:, 1], 1.0 / (1.0 + np.exp(-mean_logit)), rtol=0, atol=1e-12
+    )
+    # The members are left untouched, and one network folds into itself.
+    assert nets[0].coefs_[0].shape == (x.shape[1], 4)
+    np.testing.assert_array_equal(
+        log_odds_average(nets[:1]).decision_function(x), nets[0].decision_function(x)
+    )
+    assert folded.loss_curve_ == pytest.approx(np.mean([n.loss_curve_ for n in nets], axis=0))
+
+
+def test_log_odds_average_refuses_what_cannot_be_folded() -> None:
+    x, y = _toy()
+    a = NumpyMLPClassifier(hidden_units=3, max_iter=5, random_state=0).fit(x, y)
+    b = NumpyMLPClassifier(hidden_units=3, max_iter=5, random_state=0).fit(x[:, :4], y)
+    with pytest.raises(ValueError, match="share their inputs"):
+        log_odds_average([a, b])
+    with pytest.raises(ValueError, match="at least one"):
+        log_odds_average([])

@@ -113,6 +113,19 @@ def test_a_damaged_ensemble_is_refused_on_load(artifact_path: Path, tmp_path: Pa
         save_artifact({**payload, "ensemble": broken}, path)
 
 
+def test_members_stay_single_networks_beside_the_seed_averaged_point_network(
+    artifact_path: Path,
+) -> None:
+    """The served network averages 2 seeds (16 units); each member is one 8-unit network."""
+    payload: dict[str, Any] = read_payload(artifact_path)
+    assert np.asarray(payload["weights"]["W1"]).shape == (13, 16)
+    members = np.asarray(payload["ensemble"]["W1"])
+    assert members.shape[1:] == (13, 8)
+    loaded = load_artifact(artifact_path)
+    assert loaded.n_hidden == 16 and loaded.ensemble is not None
+    assert loaded.ensemble.size == members.shape[0]
+
+
 def test_no_ensemble_means_no_interval(artifact_path: Path, tmp_path: Path) -> None:
     payload = read_payload(artifact_path)
     payload.pop("ensemble")

@@ -97,3 +97,44 @@ def test_bad_local_files_are_refused_with_row_and_column(
     assert code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "x.joblib").exists()
+
+
+def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() -> None:
+    """Seed 0 one way is split_demo's report half; every gap is recomputable by hand."""
+    from dataclasses import replace
+
+    from sklearn.model_selection import train_test_split
+
+    from training.missing import MarginalMLPClassifier
+    from training.recalibrate import repeated_split_gaps, split_demo
+    from training.sites import UCI_SITES, load_sites
+
+    pooled = load_sites(UCI_SITES)
+    train = pooled.site != "hungarian"
+    base = (
+        MarginalMLPClassifier(n_networks=1, max_iter=30)
+        .fit(pooled.x[train], pooled.y[train])
+        .predictor_
+    )
+    x, y = pooled.x[~train], pooled.y[~train]
+    r = repeated_split_gaps(base, x, y, seeds=3)
+    assert r["n_fits"] == len(r["report_half_gaps"]) == 6
+    demo = split_demo({"hungarian": base}, pooled)["hungarian"]
+    after = demo["after"]
+    assert r["report_half_gaps"][0] == pytest.approx(
+        after["mean_predicted"] - after["observed"], abs=1e-9
+    )
+    # The second fit of seed 1 by hand: fit on B, report on A, through the predictor.
+    a_half, b_half = train_test_split(np.arange(y.size), test_size=0.5, random_state=1, stratify=y)
+    a, b = calibration_intercept_slope(y[b_half], base.probability(x[b_half]))
+    served = replace(base, calibration_intercept=a, calibration_slope=b)
+    assert r["report_half_gaps"][3] == pytest.approx(
+        served.probability(x[a_half]).mean() - y[a_half].mean(), abs=1e-12
+    )
+    gaps = np.array(r["report_half_gaps"])
+    assert np.ptp(gaps) > 1e-3  # different splits do give different gaps
+    assert r["median"] == pytest.approx(np.median(gaps))
+    assert r["share_within_bar"] == pytest.approx(np.mean(np.abs(gaps) <= 0.05))
+    assert r["p5"] <= r["median"] <= r["p95"]
+    # On its own fit half the unpenalised fit matches the mean: the gaps are the split's.
+    assert r["max_abs_fit_half_gap"] < 1e-3

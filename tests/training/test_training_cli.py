@@ -87,12 +87,15 @@ def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: P
         "3",
         "--ensemble-size",
         "2",
+        "--networks",
+        "1",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
     predictor = load_artifact(out)
     assert predictor.n_hidden == 10
+    assert predictor.metadata["hyperparameters"]["n_networks"] == 1
     hp = predictor.metadata["hyperparameters"]
     assert (hp["optimizer"], hp["init"], hp["epochs"], hp["seed"]) == ("sgd", "normal", 50, 3)
     assert predictor.ensemble is not None and predictor.ensemble.size == hp["ensemble_size"] == 2

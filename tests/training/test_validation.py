@@ -86,8 +86,14 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     for site in ("hungarian", "switzerland"):
         demo = result["local_recalibration"][site]
         assert demo["fit_half_n"] + demo["report_half_n"] == result["sites"][site]["n"]
+        repeated = demo["repeated_splits"]
+        assert repeated["n_fits"] == 2 * repeated["seeds"] == len(repeated["report_half_gaps"])
+        after = demo["after"]
+        gap0 = after["mean_predicted"] - after["observed"]
+        assert repeated["report_half_gaps"][0] == pytest.approx(gap0, abs=1e-9)
     text = (out / "sites.md").read_text()
     assert text == markdown(result) and "--quick run" in text
     assert "Detrano" in text and "Pooled 10-fold" in text
+    assert "median gap over 40 fits (20 half splits x 2 ways)" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

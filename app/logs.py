@@ -4,13 +4,16 @@ Per-request lines do not go through :mod:`logging`: a ``LogRecord``, the
 caller lookup and a formatter cost more than the rest of a prediction, so
 :class:`AccessLog` writes a line assembled from constant pieces with a single
 ``write`` (one syscall on line-buffered stderr, so workers sharing the stream
-never interleave inside a line). It still honours the level of the
-``heart.access`` logger. Request and response bodies are never logged: they
-are health data.
+never interleave inside a line). While other requests are in flight in the
+worker, the lines of one event-loop turn are joined into one ``write`` of at
+most ``PIPE_BUF`` bytes, so they still never interleave; a lone request's line
+is written at once. It still honours the level of the ``heart.access`` logger.
+Request and response bodies are never logged: they are health data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -19,6 +22,8 @@ from typing import Any, Final
 
 ACCESS_LOGGER: Final[str] = "heart.access"
 APP_LOGGER: Final[str] = "heart"
+#: Writes up to this size reach a pipe whole (POSIX PIPE_BUF on Linux).
+_PIPE_BUF: Final[int] = 4096
 
 #: LogRecord attributes that are not user-supplied ``extra`` fields.
 _RESERVED: Final[frozenset[str]] = frozenset(
@@ -100,6 +105,8 @@ class AccessLog:
         self._second = -1
         self._second_text = ""
         self._paths: dict[str, str] = {}
+        #: Lines of this event-loop turn, written together by :meth:`flush`.
+        self._pending: list[str] = []
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -116,7 +123,19 @@ class AccessLog:
                 self._paths[path] = quoted
         return quoted
 
-    def write(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
+    def write(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        seconds: float,
+        request_id: str,
+        *,
+        defer: bool = False,
+    ) -> None:
+        """One request's line; ``defer`` (in a running event loop only) joins it with the
+        other lines of this loop turn: the middleware sets it when other requests are
+        in flight, so the turn has more lines coming and none waits for long."""
         if not self.enabled or not self._logger.isEnabledFor(logging.INFO):
             return
         level = "info" if status < 500 else "error"
@@ -126,4 +145,23 @@ class AccessLog:
             f'"path":{self._path(path)},"status":{status},'
             f'"latency_ms":{seconds * 1000.0:.3f},"request_id":"{request_id}"}}\n'
         )
-        sys.stderr.write(line)
+        if defer or self._pending:  # (a pending line goes first: lines stay in order)
+            self._pending.append(line)
+            if len(self._pending) == 1:
+                asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            sys.stderr.write(line)
+
+    def flush(self) -> None:
+        """Write the pending lines: one ``write`` per ``PIPE_BUF`` bytes of whole lines."""
+        lines, self._pending = self._pending, []
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) > _PIPE_BUF:
+                sys.stderr.write("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            sys.stderr.write("".join(chunk))

@@ -120,4 +120,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
         runtime.metrics.close()
+        runtime.access_log.flush()  # the last loop turn's joined lines, if any
         logger.info("stopped", extra={"pid": os.getpid()})

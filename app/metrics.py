@@ -54,6 +54,8 @@ from model.features import FEATURE_NAMES, N_FEATURES
 PREFIX: Final[str] = "heart"
 #: Fewest patients a published drift figure aggregates (HEART_DRIFT_MIN_PATIENTS).
 DRIFT_WINDOW: Final[int] = 100
+#: /predict rows held before they are folded into the drift sums (a flush folds sooner).
+_MAX_UNFOLDED: Final[int] = 1024
 
 #: Latency buckets in seconds: a prediction takes well under a millisecond, so the
 #: default buckets (starting at 5 ms) would put every request in the first one.
@@ -282,6 +284,8 @@ class ServiceMetrics:
         #: Measured (non-null) values per feature in the pending window.
         self._pending_count = np.zeros(N_FEATURES)
         self._pending_rows = 0
+        #: /predict's rows since the last fold into the sums (see ``observe_prediction``).
+        self._unfolded: list[FloatArray] = []
         self.start_time.set(time.time())
         self.live_workers.set(1)
         # Touch every label we report so the series exist (at 0) from the first scrape.
@@ -331,16 +335,22 @@ class ServiceMetrics:
         self.refused_connections.labels(reason).inc()
 
     def observe_prediction(self, row: FloatArray, prediction: int) -> None:
-        """One patient scored as class ``prediction`` (1: positive); gaps left out of drift."""
+        """One patient scored as class ``prediction`` (1: positive); gaps left out of drift.
+
+        The row is kept, not summed: folding a list of rows into the drift sums
+        once per flush is one vectorised step, where summing here cost /predict
+        four NumPy calls per request. ``row`` must not be changed afterwards.
+        """
         self._predicted[prediction].inc()
-        self._pending_rows += 1
-        gaps = np.isnan(row)
-        if gaps.any():  # a missing value says nothing about drift: leave it out
-            self._pending_sum += np.where(gaps, 0.0, row)
-            self._pending_count += ~gaps
-        else:
-            self._pending_sum += row
-            self._pending_count += 1.0
+        self._unfolded.append(row)
+        if len(self._unfolded) >= _MAX_UNFOLDED:
+            self._fold()
+
+    def _fold(self) -> None:
+        if self._unfolded:
+            rows = np.vstack(self._unfolded)
+            self._unfolded = []
+            self._add_rows(rows)
 
     def observe_batch(self, rows: FloatArray, n_positive: int) -> None:
         """``len(rows)`` patients scored, ``n_positive`` of them as class 1."""
@@ -349,14 +359,18 @@ class ServiceMetrics:
             self._predicted[1].inc(n_positive)
         if n - n_positive:
             self._predicted[0].inc(n - n_positive)
-        self._pending_rows += n
+        self._add_rows(rows)
+
+    def _add_rows(self, rows: FloatArray) -> None:
+        """Rows into the pending drift window: sums and counts of the measured values."""
+        self._pending_rows += rows.shape[0]
         gaps = np.isnan(rows)
         if gaps.any():
             self._pending_sum += np.where(gaps, 0.0, rows).sum(axis=0)
-            self._pending_count += n - gaps.sum(axis=0)
+            self._pending_count += rows.shape[0] - gaps.sum(axis=0)
         else:
             self._pending_sum += rows.sum(axis=0)
-            self._pending_count += n
+            self._pending_count += rows.shape[0]
 
     def flush(self) -> None:
         """Publish the local drift window if it holds enough patients (see the module doc).
@@ -366,6 +380,7 @@ class ServiceMetrics:
         scan would otherwise publish that one patient's result. Its values wait
         for a later window instead.
         """
+        self._fold()
         if self._pending_rows < self.drift_window:
             return
         self.drift_rows.inc(self._pending_rows)

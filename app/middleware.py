@@ -170,7 +170,9 @@ class ServiceMiddleware:
             if not status:
                 status = CLIENT_CLOSED  # the client went away before any response
             self.metrics.observe_request(scope["method"], route, status, seconds, kind)
-            self.access_log.write(scope["method"], path, status, seconds, rid)
+            # Other requests in flight: their lines come in this loop turn; join them.
+            defer = admitted.count > 0
+            self.access_log.write(scope["method"], path, status, seconds, rid, defer=defer)
 
     def _count_shed(self, method: str, path: str) -> None:
         """A request the protocol answered 503 itself (no app, no access log line)."""

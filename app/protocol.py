@@ -28,7 +28,8 @@ comparison.
 
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
-asyncio does not (see ``_no_delay``).
+asyncio does not (see ``_no_delay``), and sends a response's head and body in
+one write where uvicorn makes two (see ``_HeadWithBody``).
 
 Use it with ``heart-api serve`` (the default), or
 ``uvicorn --http app.protocol:HardenedHttpToolsProtocol ...``; the limits come
@@ -129,6 +130,73 @@ _SHED_RESPONSE: Final[bytes] = _error_bytes(
 _SHED_RESPONSE_CLOSE: Final[bytes] = _error_bytes(
     503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
 )
+
+
+#: Bodies up to this size are copied behind the head; larger ones are sent after it.
+_JOIN_LIMIT: Final[int] = 64 * 1024
+
+
+class _HeadWithBody:
+    """The connection as one response cycle sees it: the head waits for the body.
+
+    uvicorn writes the status line and headers, then the body, in two
+    ``transport.write`` calls: with Nagle off that is two ``send()`` system
+    calls and two packets per response, and on loopback each send also runs
+    the receiver's network stack, so the second one costs /predict about as
+    much as scoring the patient (bench/PROFILE.md). Held, the head goes out with
+    the first body write (every response has one, even an empty body), in one
+    call. Any other write or a close sends the held head first, so nothing is
+    reordered or lost; bodies larger than ``_JOIN_LIMIT`` are not copied.
+    """
+
+    __slots__ = ("_cycle", "_head", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._held = False
+
+    @classmethod
+    def install(cls, cycle: RequestResponseCycle) -> None:
+        """Put the wrapper between ``cycle`` and its connection; the held head is also
+        sent when the response completes (a HEAD response has no body write)."""
+        joined = cls(cycle.transport, cycle)
+        completed = cycle.on_response
+
+        def on_response() -> None:
+            joined.flush()
+            completed()
+
+        cycle.transport = joined  # type: ignore[assignment]
+        cycle.on_response = on_response
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) <= _JOIN_LIMIT:
+                self._transport.write(head + data)
+                return
+            self._transport.write(head)
+        elif not self._held and self._cycle.response_started:
+            # The first write after the response started is its head (uvicorn's send).
+            self._held = True
+            self._head = data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _nothing() -> None:
@@ -236,8 +304,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 admitted.count += 1
                 self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
         super().on_headers_complete()
-        if self._draining and self.cycle is not None:
-            self.cycle.keep_alive = False  # answered with Connection: close
+        if self.cycle is not None:
+            _HeadWithBody.install(self.cycle)
+            if self._draining:
+                self.cycle.keep_alive = False  # answered with Connection: close
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

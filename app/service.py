@@ -109,6 +109,11 @@ class PredictionService:
         self._tail_cache[key] = tail
         return tail
 
+    def _tail_of(self, cls: int, row: FloatArray) -> bytes:
+        """:meth:`_tail` for this row's gaps (none: the precomputed complete tail)."""
+        missing = missing_names(row)
+        return self._tail(cls, missing) if missing else self._tails[cls]
+
     # -- single patient -------------------------------------------------------------------
 
     def parse_one(self, body: bytes) -> FloatArray:
@@ -129,17 +134,23 @@ class PredictionService:
 
     def predict_one(self, row: FloatArray) -> tuple[bytes, int]:
         """JSON body of the prediction for one row, and the predicted class (1: positive)."""
-        probability = self.predictor.probability_one(row)
+        if self._ensemble is None:
+            probability = self.predictor.probability_one(row)
+            prediction = int(probability >= self.threshold)
+            body = b"%s%r%s" % (_PROBABILITY_KEY, probability, self._tail_of(prediction, row))
+            return body, prediction
+        probability, lo, hi, complete = self.predictor.risk_one(row)
         prediction = int(probability >= self.threshold)
-        if np.isnan(row).any():
-            tail = self._tail(prediction, missing_names(row))
-        else:
-            tail = self._tails[prediction]
-        body = _PROBABILITY_KEY + repr(probability).encode()
-        if self._ensemble is not None:
-            lo, hi = self._ensemble.interval_one(row)
-            body += b',"risk_interval":{"lower":%r,"upper":%r%s' % (lo, hi, self._coverage)
-        return body + tail, prediction
+        tail = self._tails[prediction] if complete else self._tail_of(prediction, row)
+        body = b'%s%r,"risk_interval":{"lower":%r,"upper":%r%s%s' % (
+            _PROBABILITY_KEY,
+            probability,
+            lo,
+            hi,
+            self._coverage,
+            tail,
+        )
+        return body, prediction
 
     def explain_one(self, row: FloatArray) -> tuple[bytes, int]:
         """JSON body of ``ExplainedPrediction`` for one row, and its class.
@@ -158,12 +169,13 @@ class PredictionService:
 
     def _explained(self, row: FloatArray) -> ExplainedPrediction:
         explained = explain(self.predictor, row)
-        probability = self.predictor.probability_one(row)
-        positive = int(probability >= self.threshold)
         interval = None
-        if self._ensemble is not None:
-            lo, hi = self._ensemble.interval_one(row)
+        if self._ensemble is None:
+            probability = self.predictor.probability_one(row)
+        else:
+            probability, lo, hi, _ = self.predictor.risk_one(row)
             interval = RiskInterval(lower=lo, upper=hi, coverage=self._ensemble.coverage)
+        positive = int(probability >= self.threshold)
         contributions = [
             FeatureContribution(
                 feature=name,

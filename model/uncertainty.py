@@ -49,6 +49,8 @@ from model.features import N_FEATURES
 DEFAULT_COVERAGE: Final[float] = 0.9
 _EPS: Final[float] = 1e-12
 _MAX_LOGIT: Final[float] = math.log((1.0 - _EPS) / _EPS)
+#: tanh(z / 2) of the largest log-odds kept: the probability clipped to [_EPS, 1 - _EPS].
+_MAX_TANH: Final[float] = 1.0 - 2.0 * _EPS
 ARRAY_NAMES: Final[tuple[str, ...]] = ("W1", "b1", "W2", "b2", "mean", "scale")
 
 
@@ -80,6 +82,11 @@ def pattern_fillings(
     return known
 
 
+def _clipped(v: float, bound: float) -> float:
+    """``v`` limited to ``[-bound, bound]``; cheaper than ``min(max(...))`` on floats."""
+    return v if -bound <= v <= bound else (bound if v > 0.0 else -bound)
+
+
 @dataclass(frozen=True, eq=False)
 class RiskEnsemble:
     """``B`` networks with their scalers folded in, evaluated together in one product.
@@ -100,7 +107,7 @@ class RiskEnsemble:
     #: Standard normal quantile of the band's upper end (1.645 for 90 %).
     _z: float = field(init=False, repr=False, default=0.0)
     #: ``w2`` as a block-diagonal ``(B*hidden) x B`` matrix: every member's output unit
-    #: in one product (the /predict path, :meth:`interval_one`).
+    #: in one product (the /predict path, ``Predictor.risk_one``).
     _w2_block: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
     #: Per missingness pattern, the background's missing values through the first layer.
     _fillings: dict[bytes, tuple[FloatArray, FloatArray]] = field(
@@ -174,47 +181,42 @@ class RiskEnsemble:
         within = (slope**2) * np.clip(z, -_MAX_LOGIT, _MAX_LOGIT).var(axis=1).mean(axis=1)
         return np.asarray(p), np.asarray(within)
 
-    def interval_one(self, row: FloatArray) -> tuple[float, float]:
-        """:meth:`interval` of one row, the /predict path: the same arithmetic in a few
-        NumPy calls (every member's output unit is one product with ``_w2_block``; a
-        gap's background fillings are cached per missingness pattern)."""
-        hidden = row @ self.w1
-        if hidden[0] != hidden[0]:  # NaN: a gap to marginalise over the background
-            return self._interval_with_gaps(row)
-        hidden += self.b1
-        np.maximum(hidden, 0.0, out=hidden)
-        z = hidden @ self._w2_block
-        z += self.b2
-        a, b = self.calibration_intercept, self.calibration_slope
-        return self._band([a + b * min(max(v, -_MAX_LOGIT), _MAX_LOGIT) for v in z.tolist()])
+    @property
+    def output_block(self) -> FloatArray:
+        """Every member's output unit as one block-diagonal ``(B*hidden) x B`` matrix."""
+        return self._w2_block
 
-    def _interval_with_gaps(self, row: FloatArray) -> tuple[float, float]:
-        missing = np.isnan(row)
-        fillings, k_mean = pattern_fillings(self._fillings, self.background, self.w1, missing)
-        hidden = fillings + (np.where(missing, 0.0, row) @ self.w1 + self.b1)
-        np.maximum(hidden, 0.0, out=hidden)
-        z = hidden @ self._w2_block  # (distinct fillings, B members)
-        z += self.b2
-        # Means over the background rows: products with the fillings' weights.
-        p = 0.5 + 0.5 * (k_mean @ np.tanh(0.5 * z))
-        np.clip(z, -_MAX_LOGIT, _MAX_LOGIT, out=z)
-        z_mean = k_mean @ z
+    def band_of_logits(self, logits: list[float]) -> tuple[float, float]:
+        """The band of a complete row from the members' raw output log-odds; applies
+        the recalibration. Plain floats: B values cost less in Python than in NumPy."""
+        a, b = self.calibration_intercept, self.calibration_slope
+        return self._band([a + b * _clipped(v, _MAX_LOGIT) for v in logits])
+
+    def band_of_marginals(
+        self, mean_tanh: list[float], z: FloatArray, weights: FloatArray
+    ) -> tuple[float, float]:
+        """The band of a row with gaps (the law of total variance over members x
+        fillings), from each member's raw output log-odds per filling ``z``
+        (fillings x B), the fillings' ``weights``, and each member's weighted mean of
+        ``tanh(z / 2)``: its marginalised probability is ``(1 + mean_tanh) / 2``, so its
+        log-odds are ``2 atanh(mean_tanh)``, one call instead of a log and a log1p."""
+        z = np.minimum(np.maximum(z, -_MAX_LOGIT), _MAX_LOGIT)
+        z_mean = weights @ z
         a, slope = self.calibration_intercept, self.calibration_slope
-        within = (slope**2) * float(np.mean(k_mean @ (z * z) - z_mean * z_mean))
-        members = []
-        for q in p.tolist():  # B members: plain floats beat NumPy's small-array overhead
-            if a != 0.0 or slope != 1.0:
-                q = min(max(q, 1e-15), 1.0 - 1e-15)
-                q = 0.5 + 0.5 * math.tanh(0.5 * (a + slope * (math.log(q) - math.log1p(-q))))
-            q = min(max(q, _EPS), 1.0 - _EPS)
-            members.append(math.log(q) - math.log1p(-q))
-        return self._band(members, within)
+        # Mean over members of the weighted variance across fillings: E[z^2] - E[z]^2.
+        within = (float(weights @ (z * z).sum(axis=1)) - float(z_mean @ z_mean)) / z.shape[1]
+        two_slope = 2.0 * slope
+        members = [
+            _clipped(a + two_slope * math.atanh(_clipped(t, _MAX_TANH)), _MAX_LOGIT)
+            for t in mean_tanh
+        ]
+        return self._band(members, slope * slope * within)
 
     def _band(self, logits: list[float], within: float = 0.0) -> tuple[float, float]:
         """The band from the members' log-odds (and the filled rows' variance)."""
         n = len(logits)
         centre = sum(logits) / n
-        variance = sum((v - centre) ** 2 for v in logits) / (n - 1) + within
+        variance = sum([(v - centre) ** 2 for v in logits]) / (n - 1) + within
         spread = self._z * math.sqrt(variance)
         return 0.5 + 0.5 * math.tanh(0.5 * (centre - spread)), 0.5 + 0.5 * math.tanh(
             0.5 * (centre + spread)

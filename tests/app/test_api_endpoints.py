@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -735,3 +736,41 @@ def test_explain_batch_answers_each_patient_as_explain_does_and_has_its_own_limi
         assert too_many.json()["detail"][0]["loc"] == ["body", "patients"]
         schema = client.get("/openapi.json").json()["components"]["schemas"]["ExplainBatchRequest"]
         assert schema["properties"]["patients"]["maxItems"] == MAX_EXPLAIN_BATCH
+
+
+class _Writes:
+    """A stand-in for stderr that keeps each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+def test_access_lines_of_one_loop_turn_are_joined_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under concurrency the middleware defers lines to the end of the loop turn: one
+    write per PIPE_BUF bytes of whole lines, the order kept, nothing lost."""
+    from app.logs import AccessLog
+
+    log, stderr = AccessLog(), _Writes()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    async def turn() -> None:
+        log.write("POST", "/predict", 200, 0.001, "first")  # alone: written at once
+        assert len(stderr.writes) == 1
+        for i in range(60):
+            log.write("POST", "/predict", 200, 0.001, f"id-{i:03d}", defer=True)
+        log.write("GET", "/health", 200, 0.001, "after")  # queued behind the deferred ones
+        assert len(stderr.writes) == 1
+        await asyncio.sleep(0)  # the turn ends: the flush runs
+
+    asyncio.run(turn())
+    lines = [line for text in stderr.writes for line in text.splitlines()]
+    ids = [json.loads(line)["request_id"] for line in lines]
+    assert ids == ["first", *[f"id-{i:03d}" for i in range(60)], "after"]
+    assert 3 <= len(stderr.writes) < 10  # 61 lines of ~180 bytes: several PIPE_BUF chunks
+    assert all(len(text) <= 4096 and text.endswith("\n") for text in stderr.writes)

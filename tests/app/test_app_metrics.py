@@ -67,6 +67,23 @@ def test_drift_is_the_window_mean_in_training_standard_deviations() -> None:
     assert all(d.drift_std == pytest.approx(0.0) for d in metrics.serving_report().drift)
 
 
+def test_one_patient_rows_held_for_folding_give_the_same_window() -> None:
+    """/predict's rows are folded into the sums in blocks (and at each flush): more rows
+    than one block, some with gaps, give exactly the figures of summing them one by one."""
+    rng = np.random.default_rng(3)
+    rows = rng.normal(50.0, 10.0, (2500, N_FEATURES))
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    metrics = ServiceMetrics(drift_window=10)
+    mean, std = np.zeros(N_FEATURES), np.ones(N_FEATURES)
+    metrics.bind_model("v-test", mean, std)
+    for row in rows:
+        metrics.observe_prediction(row, prediction=0)
+    drift = metrics.serving_report().drift
+    expected = np.nanmean(rows, axis=0)
+    assert [d.served_mean for d in drift] == pytest.approx(expected.tolist(), rel=1e-12)
+    assert metrics.drift_rows.collect()[0].samples[0].value == 2500.0
+
+
 def test_drift_is_published_only_per_window_of_k_patients() -> None:
     metrics = ServiceMetrics(drift_window=10)
     for _ in range(9):

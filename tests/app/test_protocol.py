@@ -96,3 +96,98 @@ def test_a_connection_accepted_after_shutdown_began_is_drained_too() -> None:
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert b"\r\nconnection: close\r\n" in answer.lower()
     assert answer.endswith(b"ok")
+
+
+class _RecordingTransport:
+    """The connection's transport, with every write recorded."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _exchange(request: bytes, body: bytes, *, fail_after_head: bool = False) -> Any:
+    """One request to a server on the hardened protocol: (the client's bytes, the writes)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if fail_after_head:
+            raise RuntimeError("the app failed after the head")
+        await send({"type": "http.response.body", "body": body})
+
+    config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
+    config.load()
+    accepted: list[HardenedHttpToolsProtocol] = []
+
+    def protocol() -> HardenedHttpToolsProtocol:
+        accepted.append(
+            HardenedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        )
+        return accepted[-1]
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        for _ in range(100):
+            if accepted:
+                break
+            await asyncio.sleep(0.01)
+        recording = _RecordingTransport(accepted[0].transport)
+        accepted[0].transport = recording  # type: ignore[assignment]
+        writer.write(request)
+        received = b""
+        while len(received) < len(body) or b"\r\n\r\n" not in received:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 5)
+            if not chunk:
+                break
+            received += chunk
+            if b"\r\n\r\n" in received and len(received.partition(b"\r\n\r\n")[2]) >= len(
+                body if not request.startswith(b"HEAD") else b""
+            ):
+                break
+        writer.close()
+        return received, recording.writes
+    finally:
+        server.close()
+
+
+GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+def test_a_response_head_and_body_go_out_in_one_write() -> None:
+    """uvicorn writes them separately: two send() calls, two packets per /predict."""
+    received, writes = asyncio.run(_exchange(GET, b'{"probability":0.5}'))
+    assert len(writes) == 1
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.endswith(b'\r\n\r\n{"probability":0.5}')
+
+
+def test_a_head_response_without_body_write_is_still_sent() -> None:
+    received, writes = asyncio.run(_exchange(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n", b"abc"))
+    assert len(writes) == 1
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\n")
+
+
+def test_a_large_body_is_not_copied_behind_the_head() -> None:
+    body = b"x" * (200 * 1024)
+    received, writes = asyncio.run(_exchange(GET, body))
+    assert len(writes) == 2 and writes[1] == body
+    assert received.endswith(body)
+
+
+def test_the_head_is_sent_when_the_app_fails_after_it() -> None:
+    """uvicorn then closes the connection; the held head must not be lost."""
+    received, writes = asyncio.run(_exchange(GET, b"never sent", fail_after_head=True))
+    assert len(writes) == 1
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"never sent" not in received

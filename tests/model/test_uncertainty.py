@@ -36,11 +36,12 @@ def test_one_row_and_batch_intervals_agree_and_bracket_plausibly(
     x = heart_data[0][:40]
     lo, hi = ensemble.interval(x)
     assert np.all((lo > 0) & (lo < hi) & (hi < 1))
-    for i, row in enumerate(x):
-        one = ensemble.interval_one(row)
-        assert one == pytest.approx((lo[i], hi[i]), abs=1e-9)
-    # The band is about the same risk as the point estimate: most points lie inside.
     p = predictor.probability(x)
+    for i, row in enumerate(x):
+        # /predict's one pass over the served network and the members, against the batch paths.
+        one = predictor.risk_one(row)
+        assert one == pytest.approx((p[i], lo[i], hi[i], True), abs=1e-12)
+    # The band is about the same risk as the point estimate: most points lie inside.
     assert np.mean((lo <= p) & (p <= hi)) >= 0.8
 
 
@@ -50,11 +51,15 @@ def test_one_row_and_batch_intervals_agree_for_records_with_gaps(
     heart_data: tuple[np.ndarray, np.ndarray],
     recalibration: tuple[float, float],
 ) -> None:
-    """/predict's one-row path (distinct fillings cached per pattern, weighted) against
-    the batch path (every background row), for several patterns, each met twice."""
+    """/predict's one-row path (distinct fillings cached per pattern, weighted, the served
+    network and the members in one pass) against the batch paths (every background row),
+    for several patterns, each met twice."""
     assert predictor.ensemble is not None
     a, b = recalibration
     ensemble = dataclasses.replace(predictor.ensemble, calibration_intercept=a, calibration_slope=b)
+    recalibrated = dataclasses.replace(
+        predictor, calibration_intercept=a, calibration_slope=b, ensemble=ensemble
+    )
     x = np.array(heart_data[0][:30], dtype=float)
     rng = np.random.default_rng(7)
     gaps = rng.random(x.shape) < 0.3
@@ -63,8 +68,10 @@ def test_one_row_and_batch_intervals_agree_for_records_with_gaps(
     x[gaps] = np.nan
     x = np.vstack([x, x])
     lo, hi = ensemble.interval(x)
+    p = recalibrated.probability(x)
     for i, row in enumerate(x):
-        assert ensemble.interval_one(row) == pytest.approx((lo[i], hi[i]), abs=1e-12)
+        one = recalibrated.risk_one(row)
+        assert one == pytest.approx((p[i], lo[i], hi[i], bool(np.isfinite(row).all())), abs=1e-12)
 
 
 def test_a_missing_value_is_marginalised_like_the_predictor_does(predictor: Predictor) -> None:
@@ -80,8 +87,8 @@ def test_a_missing_value_is_marginalised_like_the_predictor_does(predictor: Pred
     by_hand = ensemble.member_probabilities(filled).mean(axis=0)
     if ensemble.calibration_intercept == 0.0 and ensemble.calibration_slope == 1.0:
         np.testing.assert_allclose(members, by_hand, atol=1e-12)
-    lo, hi = ensemble.interval_one(row)
-    assert 0 < lo < hi < 1
+    _, lo, hi, complete = predictor.risk_one(row)
+    assert 0 < lo < hi < 1 and not complete
 
 
 def test_hiding_vessels_and_thal_widens_the_interval_on_average(

@@ -45,8 +45,10 @@ from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 from model.predictor import Predictor
 
-#: Coalitions evaluated per block (2^7): with the served 64 background rows and 8 hidden
-#: units the float32 block is 256 KiB, inside a core's L2 cache (bench/predictor_micro.py).
+#: Coalitions evaluated per block (2^7): with the served 64 background rows and 16 hidden
+#: units (two seeds) the float32 block is 512 KiB, inside a core's L2 cache (1 MiB on the
+#: benchmark machine). Re-timed at 16 units, one pinned core under other load: 2^5 10.4 ms,
+#: 2^6 6.0, 2^7 5.8, 2^8 5.4 per patient; 2^7 stays, the larger block's gain is within noise.
 CHUNK_BITS: Final[int] = 7
 
 

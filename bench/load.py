@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load_report, payloads, report, servers, wrk
+from bench import payloads, report, servers, wrk
 from bench.payloads import Scenario
+from bench.report import number, table, times
 from bench.servers import CpuPlan, Server, Target
 from model.artifact import read_payload, save_artifact
 
@@ -64,6 +64,9 @@ class Run:
     @property
     def key(self) -> str:
         return f"{self.target.key}/{self.scenario.name}/c{self.connections}"
+
+    def __str__(self) -> str:
+        return self.key
 
 
 def targets(image: str | None = None, built: str | None = None) -> list[Target]:
@@ -141,22 +144,18 @@ def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | 
 def measured(
     found: list[Target], runs: list[Run], artifact: Path, settings: Settings, plan: CpuPlan
 ) -> dict[str, Any]:
-    """Start every target once, check each answers, then measure every run once per round.
-
-    The order is reversed every other round, so the medians over rounds compare
-    figures measured minutes apart, not one server's good minute with another's bad.
-    """
-    samples: dict[str, list[dict[str, Any]]] = {run.key: [] for run in runs}
+    """Start every target once, check each answers, then measure every run once per round."""
     with contextlib.ExitStack() as stack:
         up: dict[str, Server] = {}
         for t in found:
             server = servers.started(t, artifact, LOG_DIR, plan.server, settings.nice)
             up[t.key] = stack.enter_context(server)
             preflight(up[t.key], list(dict.fromkeys(r.scenario for r in runs if r.target == t)))
-        for round_no in range(settings.rounds):
-            for run in runs if round_no % 2 == 0 else reversed(runs):
-                progress(f"round {round_no + 1}/{settings.rounds}: {run.key}")
-                samples[run.key].append(measure(up[run.target.key], run, settings, plan.client))
+        samples = servers.in_rounds(
+            settings.rounds,
+            runs,
+            lambda run: measure(up[run.target.key], run, settings, plan.client),
+        )
     return {
         r.key: {
             "target": r.target.key,
@@ -166,7 +165,7 @@ def measured(
             "connections": r.connections,
             "rows_per_request": r.scenario.rows_per_request,
         }
-        | load_report.summarize_runs(samples[r.key], r.scenario.rows_per_request)
+        | report.summarize_runs(samples[r], r.scenario.rows_per_request)
         for r in runs
     }
 
@@ -182,7 +181,7 @@ def memory(
         points = [{"requests": sent, "rss_kib": server.rss_kib(), "label": "after start-up"}]
         for checkpoint in settings.memory_checkpoints:
             while (missing := checkpoint - sent) > 0:
-                progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
+                report.progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
                 connections = min(settings.memory_concurrency, missing)
                 # wrk runs for its whole duration even after STOP_AFTER responses, so
                 # ask for a duration just long enough at the rate seen so far.
@@ -214,8 +213,57 @@ def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict
     return measured(found, runs, artifact, settings, CpuPlan(None, None))
 
 
-def progress(message: str) -> None:
-    print(f"[bench.load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def memory_table(mem: Mapping[str, Any]) -> str:
+    """RSS at each checkpoint, and as a multiple of the first checkpoint's (start-up is none)."""
+    base = mem["points"][1]["rss_kib"]
+    rows = [
+        [p["label"], number(p["requests"]), f"{p['rss_kib'] / 1024:.1f} MiB",
+         times(p["rss_kib"] / base) if i else ""]
+        for i, p in enumerate(mem["points"])
+    ]  # fmt: skip
+    return table(["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rows)
+
+
+def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """The whole report: figures and same-run ratios; BENCHMARKS.md holds the targets."""
+    s, mem, sc, results = (
+        data["settings"],
+        data.get("memory"),
+        data.get("scale"),
+        data["comparison"],
+    )
+    method = [
+        f"- pinning: {data['cpu_plan']}",
+        f"- method: wrk with bench/post.lua cycling through each scenario's bodies; "
+        f"{s['warmup_s']:g} s warm-up + {s['duration_s']:g} s measured per scenario, "
+        f"{s['rounds']} interleaved round(s), medians; batches of {s['batch_size']} patients",
+        "- columns: `server CPU us/req` is the worker's CPU time per request (/proc/PID/stat); "
+        "`req/s spread` is (max - min) / median over the rounds; `other load` is how many "
+        "cores other processes kept busy (median; 0 on a quiet machine). BENCHMARKS.md "
+        "explains the method.",
+    ]
+    parts = ["\n".join(method), report.comparison_table(results, labels)]
+    if mem is not None:
+        parts += [
+            f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
+            memory_table(mem),
+            f"Peak RSS (VmHWM) of the worker: {mem['peak_rss_kib'] / 1024:.1f} MiB.",
+        ]
+    if sc is not None:
+        c32 = results.get("service/predict/c32")
+        per_core = [number(c32[k]["median"]) if c32 else "n/a" for k in (report.RPS, report.CORE)]
+        workers = {r["target"]: f"service, {r['workers']} worker(s)" for r in sc.values()}
+        base = min(sc.values(), key=lambda r: r["workers"])["target"]
+        parts += [
+            f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)",
+            report.comparison_table(sc, workers, base=base),
+            f"Per core: one pinned worker served {per_core[0]} req/s at c=32 above "
+            f"({per_core[1]} from its CPU time per request); here wrk shares the "
+            "cores with the workers. A busiest worker's CPU share near 1.0 (worst round; 0.50 is "
+            "an even split) caps the gain of a second worker.",
+        ]
+    quick = " (--quick: a smoke test, not a measurement)" if s["quick"] else ""
+    return report.document(f"Load benchmark{quick}", data["machine"], data["command"], *parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
     built = servers.image_description(args.container) if args.container else None
     if args.container and built is None:
-        progress(f"podman or the image {args.container} is missing: skipping the container")
+        report.progress(f"podman or the image {args.container} is missing: skipping the container")
     found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
@@ -271,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": report.describe(),
         "cpu_plan": plan.describe(),
         "settings": asdict(settings),
-        "command": "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": report.command_line("bench.load", argv),
         "container_image": built,
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -289,17 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_scale:
             data["scale"] = scale(model, scenarios, settings)
     data["machine"]["load_average_end"] = report.load_average()
-    labels = {t.key: t.label for t in found}
-    markdown = load_report.to_markdown(data, labels)
-    stem = "load-quick" if settings.quick else "load"
-    for path in report.write_results(stem, markdown, data, args.output_dir):
-        progress(f"wrote {path}")
-    print(markdown)
+    markdown = to_markdown(data, {t.key: t.label for t in found})
+    report.publish("load-quick" if settings.quick else "load", markdown, data, args.output_dir)
     errors = sum(
         r["errors"] for phase in ("comparison", "scale") for r in data.get(phase, {}).values()
     )
     if errors:
-        progress(f"{errors} requests failed during the runs: the figures are not valid")
+        report.progress(f"{errors} requests failed during the runs: the figures are not valid")
         return 1
     return 0
 

@@ -1,10 +1,11 @@
 """Benchmark results: medians, ratios, Markdown, result files, and what they were measured on.
 
 Benchmarks on a shared machine are noisy: medians of interleaved rounds are
-robust to one disturbed round, ratios against a reference measured minutes
-apart cancel most of what the machine contributes, and every result file
-carries the machine, its load, the versions and the commit, without which a
-figure is comparable with nothing.
+robust to one disturbed round, ratios against a reference measured in the same
+run cancel most of what the machine contributes, and every result file carries
+the machine, its load, the versions and the commit, without which a figure is
+comparable with nothing. The arithmetic lives here, apart from the code that
+runs servers and load generators, so it can be tested on made-up results.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +30,7 @@ from model.atomic import write_text_atomic
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PACKAGES = "fastapi starlette pydantic pydantic-core uvicorn uvloop httptools numpy scikit-learn"
+RPS, CORE = "requests_per_s", "rows_per_busy_core_s"
 
 
 def summarize(values: Iterable[float]) -> dict[str, float]:
@@ -99,15 +102,27 @@ def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Pat
     ]
 
 
+def publish(stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR) -> None:
+    """Print a benchmark's report and keep it, with its data, in ``directory``."""
+    for path in write_results(stem, markdown, data, directory):
+        progress(f"wrote {path}")
+    print(markdown)
+
+
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that reproduced a run, as its results file quotes it."""
     return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
-def publish(stem: str, markdown: str, data: dict[str, Any]) -> None:
-    """Print a benchmark's report and keep it, with its data, in ``bench/results``."""
-    print(markdown)
-    write_results(stem, markdown, data, RESULTS_DIR)
+def document(title: str, info: Mapping[str, Any], command: str, *parts: str) -> str:
+    """A result's Markdown: what it measured, on which machine, by which command, then
+    its tables and notes (every benchmark's file reads the same way)."""
+    return "\n\n".join([f"## {title}\n\n{machine_markdown(info)}\n- command: `{command}`", *parts])
+
+
+def progress(message: str) -> None:
+    """A benchmark's progress, on stderr so that stdout holds only the report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- what it was measured on
@@ -170,7 +185,7 @@ def describe() -> dict[str, Any]:
     }
 
 
-def machine_markdown(info: dict[str, Any]) -> str:
+def machine_markdown(info: Mapping[str, Any]) -> str:
     """The machine block as Markdown lines."""
     end = f", at end: {info['load_average_end']}" if info.get("load_average_end") else ""
     return "\n".join([
@@ -180,3 +195,56 @@ def machine_markdown(info: dict[str, Any]) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         f"- load average (1/5/15 min) at start: {info['load_average_start']}{end}",
     ])  # fmt: skip
+
+
+# ---------------------------------------------------------------- wrk runs against a reference
+
+
+def summarize_runs(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dict[str, Any]:
+    """Median, spread, min and max over the rounds of every figure the tables use."""
+    figures = {
+        RPS: [r[RPS] for r in runs],
+        "rows_per_s": [r[RPS] * rows_per_request for r in runs],
+        "p50_us": [r["latency_us"]["p50"] for r in runs],
+        "p99_us": [r["latency_us"]["p99"] for r in runs],
+        "server_cpu_us_per_request": [r["server_cpu_us_per_request"] for r in runs],
+        # What one core doing nothing else would sustain: 1 / CPU time per request.
+        # Meaningful where the worker is the bottleneck (c=32, batch), and far less
+        # sensitive to other jobs on the machine than wall-clock throughput.
+        CORE: [ratio(1e6 * rows_per_request, r["server_cpu_us_per_request"]) for r in runs],
+        "other_load_cores": [r["other_load_cores"] for r in runs],
+        "busiest_worker_share": [r.get("busiest_worker_share", math.nan) for r in runs],
+    }
+    errors = sum(sum(r["errors"].values()) for r in runs)
+    return {k: summarize(v) for k, v in figures.items()} | {"errors": errors, "runs": runs}
+
+
+def medians(entry: Mapping[str, Any]) -> dict[str, float]:
+    """The median of every summarised figure of one scenario."""
+    return {k: v["median"] for k, v in entry.items() if isinstance(v, dict) and "median" in v}
+
+
+def comparison_table(
+    results: Mapping[str, Any], labels: Mapping[str, str], base: str = "fastapi"
+) -> str:
+    """One row per scenario; the last column divides its req/s by ``base``'s in the same run."""
+    rows = []
+    for r in results.values():
+        m, endpoint = medians(r), r["endpoint"]
+        path = r.get("path", "/predict/batch" if endpoint == "batch" else "/predict")
+        many = r.get("rows_per_request", 1000 if endpoint == "batch" else 1) > 1
+        reference = results.get(f"{base}/{endpoint}/c{r['connections']}")
+        reference_rps = math.nan if reference is None else float(reference[RPS]["median"])
+        rows.append([
+            labels.get(r["target"], r["target"]),
+            path if endpoint in ("predict", "batch") else f"{path} ({endpoint})",
+            str(r["connections"]), number(m[RPS]), number(m["rows_per_s"]) * many,
+            milliseconds(m["p50_us"]), milliseconds(m["p99_us"]),
+            number(m["server_cpu_us_per_request"]), number(m[CORE]),
+            f"{r[RPS]['spread'] * 100:.0f}%", f"{m['other_load_cores']:.2f}", str(r["errors"]),
+            f"{r['busiest_worker_share']['max']:.2f}", times(ratio(m[RPS], reference_rps)),
+        ])  # fmt: skip
+    headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
+    headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
+    headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]
+    return table(headers, rows)

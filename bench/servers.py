@@ -1,10 +1,11 @@
-"""The servers under test: started through ``app.testing``, pinned, and read from ``/proc``.
+"""The servers under test: started through ``app.testing``, pinned, measured in rounds.
 
 :mod:`app.testing` is the one way to start, wait for and stop a server; this
-adds what a measurement needs: the reference apps and the container image as
-targets beside the service, pinning to one core with ``taskset`` (inherited by
-uvicorn's workers) and renicing, and the serving processes' CPU time and
-memory from ``/proc`` (no psutil needed).
+adds what a measurement needs: the reference apps, app variants and the
+container image as targets beside the service, pinning to one core with
+``taskset`` (inherited by uvicorn's workers) and renicing, the serving
+processes' CPU time and memory from ``/proc`` (no psutil needed), and the
+interleaved rounds every benchmark here measures in.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from app.testing import REPO_ROOT, RunningServer, clean_environment, free_port, running
-from app.testing import running_server as running_service
+from app.testing import REPO_ROOT, RunningServer, free_port, running
+from app.testing import service_command as service_argv
+from app.testing import service_environment as service_env
+from bench.report import progress
 
 #: What ``make train`` writes and ``make bench`` serves.
 DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model.joblib"
+Case = TypeVar("Case", bound=Hashable)
+Sample = TypeVar("Sample")
 
 
 class ServerError(RuntimeError):
@@ -46,8 +51,8 @@ class CpuPlan:
 
     def describe(self) -> str:
         if self.server is None:
-            return "no pinning: server and wrk share the CPU"
-        return f"server on core {self.server}, wrk on core {self.client} (taskset)"
+            return "no pinning: server and load generator share the CPU"
+        return f"server on core {self.server}, load generator on core {self.client} (taskset)"
 
 
 def pinned(argv: Sequence[str], cpus: Sequence[int] | None, nice: int = 0) -> list[str]:
@@ -58,11 +63,11 @@ def pinned(argv: Sequence[str], cpus: Sequence[int] | None, nice: int = 0) -> li
 
 @dataclass(frozen=True)
 class Target:
-    """A server under test: the service, a reference app (``app``) or an ``image`` of ours."""
+    """A server under test: the service, an ASGI ``app`` under uvicorn, or an ``image`` of ours."""
 
     key: str
     label: str
-    #: ``module:attribute`` of a reference ASGI app, served by plain uvicorn.
+    #: ``module:attribute`` of an ASGI app (a reference, or ours with ``--factory``).
     app: str = ""
     ready_path: str = "/ready"
     has_batch: bool = True
@@ -70,10 +75,25 @@ class Target:
     image: str | None = None
     #: Serve this artifact instead of the run's (``bench.load --without-interval``).
     artifact: Path | None = None
+    #: uvicorn options after the app: ``--factory``, ``--http``, ``--loop`` (bench.hardening).
+    options: tuple[str, ...] = ()
+    #: ``HEART_*`` settings beside the model path, e.g. the access log off.
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_service(self) -> bool:
         return not self.app
+
+    def command(self, port: int) -> list[str]:
+        """How this target is run on ``port``, before pinning."""
+        if self.image:  # on the host network, as the project's podman setup and probes use it
+            where = ["--network", "host", "-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
+            return ["podman", "run", "--rm", "--name", f"heart-bench-{port}", *where, self.image]
+        if self.app:
+            listen = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+            listen += ["--log-level", "warning"]
+            return [sys.executable, "-m", "uvicorn", self.app, *self.options, *listen]
+        return service_argv(port, workers=self.workers)
 
 
 @dataclass
@@ -110,34 +130,41 @@ class Server:
 def started(
     target: Target, artifact: Path, log_dir: Path, cpus: Sequence[int] | None, nice: int = 0
 ) -> Iterator[Server]:
-    """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it."""
-    prefix, port = pinned([], cpus, nice), free_port()
-    log = log_dir / f"{target.key}-{port}.log"
-    if target.image:
-        # On the host network, as the project's podman setup and probes use it: no
-        # port-forwarding proxy in the path. conmon and the container inherit taskset.
-        name = f"heart-bench-{port}"
-        where = ["--network", "host", "-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
-        command = [*prefix, "podman", "run", "--rm", "--name", name, *where]
-        try:
-            with running(
-                [*command, target.image], port=port, env=podman_env(), log_path=log, timeout=120
-            ) as server:
-                yield Server(target, server, name)
-        finally:
-            podman("rm", "--force", "--time", "0", name)
-    elif target.app:
-        command = [*prefix, sys.executable, "-m", "uvicorn", target.app, "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-        ready, env = target.ready_path, clean_environment()
-        with running(command, port=port, env=env, log_path=log, ready_path=ready, timeout=60) as s:
-            yield Server(target, s)
-    else:  # a busy shared machine can take tens of seconds to import and load the model
-        workers = target.workers
-        with running_service(
-            target.artifact or artifact, workers=workers, log_dir=log_dir, prefix=prefix, timeout=60
-        ) as s:
-            yield Server(target, s)
+    """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it.
+
+    A busy shared machine can take tens of seconds to import and load the model,
+    and podman longer to start a container, hence the generous time-outs.
+    """
+    port = free_port()
+    container = f"heart-bench-{port}" if target.image else None
+    settings = dict(target.settings)
+    env = podman_env() if container else service_env(target.artifact or artifact, settings)
+    try:
+        with running(
+            pinned(target.command(port), cpus, nice), port=port, env=env,
+            log_path=log_dir / f"{target.key}-{port}.log", ready_path=target.ready_path,
+            timeout=120 if container else 60,
+        ) as server:  # fmt: skip
+            yield Server(target, server, container)
+    finally:
+        if container:
+            podman("rm", "--force", "--time", "0", container)
+
+
+def in_rounds(
+    rounds: int, cases: Sequence[Case], measure: Callable[[Case], Sample]
+) -> dict[Case, list[Sample]]:
+    """Measure every case once per round, the order reversed every other round.
+
+    Medians over such rounds compare figures taken minutes apart and in both
+    orders, not one server's good minute with another's bad one.
+    """
+    samples: dict[Case, list[Sample]] = {case: [] for case in cases}
+    for round_no in range(rounds):
+        for case in cases if round_no % 2 == 0 else reversed(cases):
+            progress(f"round {round_no + 1}/{rounds}: {case}")
+            samples[case].append(measure(case))
+    return samples
 
 
 def podman_env() -> dict[str, str]:
@@ -188,32 +215,46 @@ def status_kib(status_text: str, key: str) -> int:
     raise ServerError(f"no {key} in process status")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers and helpers), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
 def worker_pids(pid: int) -> list[int]:
     """The processes that serve requests: uvicorn's spawned workers, or ``pid`` itself.
 
     A plain ``uvicorn`` with one worker serves in the main process; ``heart-api
     serve`` (always) and ``uvicorn --workers N`` supervise children started by
-    multiprocessing's ``spawn``
-    (``spawn_main`` on their command line), next to helpers like the resource
-    tracker that serve nothing.
+    multiprocessing's ``spawn`` (``spawn_main`` on their command line), next to
+    helpers like the resource tracker that serve nothing.
     """
-    children, spawned = [], []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+
+    def spawned(child: int) -> bool:
         with contextlib.suppress(OSError):
-            children += (task / "children").read_text().split()
-    for child in children:
-        with contextlib.suppress(OSError):
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                spawned.append(int(child))
-    return spawned or [pid]
+            return b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        return False
+
+    return [child for child in process_tree(pid)[1:] if spawned(child)] or [pid]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (from /proc/PID/stat); 0 once it is gone."""
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of ``pids`` so far (from /proc/PID/stat); 0 for one gone.
+
+    Unlike requests per second, it does not depend on the CPU share a shared
+    machine's scheduler gives the server.
+    """
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def model_path(given: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.testing import service_environment
-from bench import load, load_report, payloads, report, servers, wrk
+from bench import load, payloads, report, servers, wrk
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
 WRK_OK = """\
@@ -161,7 +161,7 @@ def entry(target: str, endpoint: str, c: int, rps: float, p99: float) -> dict[st
         "other_load_cores": 0.0,
         "errors": {"status": 0},
     }
-    summary = load_report.summarize_runs([run], 1000 if endpoint == "batch" else 1)
+    summary = report.summarize_runs([run], 1000 if endpoint == "batch" else 1)
     return {"target": target, "endpoint": endpoint, "connections": c, **summary}
 
 
@@ -229,7 +229,7 @@ def test_extra_scenario_rows_name_their_path() -> None:
     results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
     extra = entry("service", "explain", 1, 3000, 900)
     results["service/explain/c1"] = {**extra, "path": "/predict?explain=true"}
-    text = load_report.comparison_table(results, {"service": "the service"})
+    text = report.comparison_table(results, {"service": "the service"})
     assert "| the service | /predict?explain=true (explain) | 1 | 3,000 |" in text
     assert "| the service | /predict/batch | 4 | 320 | 320,000 |" in text
 
@@ -412,13 +412,13 @@ def test_profile_markdown_splits_cpu_time_by_share() -> None:
 
 def test_comparison_rows_carry_their_ratio_to_the_base_measured_in_the_same_run() -> None:
     results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
-    lines = load_report.comparison_table(results, {}).splitlines()
+    lines = report.comparison_table(results, {}).splitlines()
     assert lines[0].endswith("| req/s vs fastapi |")
     service_c32 = next(line for line in lines if line.startswith("| service | /predict | 32 |"))
     assert service_c32.endswith("| 0.74x |")  # 5,000 / 6,800 req/s of reference 2 at c=32
     batch = next(line for line in lines if line.startswith("| service | /predict/batch |"))
     assert batch.endswith("| n/a |")  # the fixture has no reference-2 batch run
-    against_asgi = load_report.comparison_table(results, {}, base="asgi").splitlines()
+    against_asgi = report.comparison_table(results, {}, base="asgi").splitlines()
     assert against_asgi[0].endswith("| req/s vs asgi |")
     assert "| service | /predict | 32 |" in against_asgi[7] and against_asgi[7].endswith(
         "| 0.18x |"

@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-from bench import hardening
+from bench import hardening, servers
 
 
 def test_targets_differ_only_in_what_is_measured() -> None:
-    found = hardening.targets(8123)
+    found = hardening.targets()
     assert set(found) == {
         "reference",
         "plain",
@@ -19,11 +19,11 @@ def test_targets_differ_only_in_what_is_measured() -> None:
         "hardened-asyncio",
         "service",
     }
-    plain = found["plain"].argv
-    assert found["hardened-uvloop"].argv[: len(plain)] == plain
-    assert found["hardened-asyncio"].argv[-2:] == ("--loop", "asyncio")
-    assert "serve" in found["service"].argv
-    assert all("8123" in t.argv for t in found.values())
+    plain = found["plain"].options
+    assert found["hardened-uvloop"].options[: len(plain)] == plain
+    assert found["hardened-asyncio"].options[-2:] == ("--loop", "asyncio")
+    assert "serve" in found["service"].command(8123)
+    assert all("8123" in t.command(8123) for t in found.values())
 
 
 def test_cpu_time_of_a_process_tree_counts_the_children() -> None:
@@ -32,16 +32,16 @@ def test_cpu_time_of_a_process_tree_counts_the_children() -> None:
     parent = subprocess.Popen([sys.executable, "-c", spawn])
     try:
         deadline = time.monotonic() + 20
-        while len(tree := hardening.process_tree(parent.pid)) < 2:
+        while len(tree := servers.process_tree(parent.pid)) < 2:
             assert time.monotonic() < deadline, "the child never appeared"
             time.sleep(0.05)
         assert tree[0] == parent.pid
-        before = hardening.cpu_seconds(tree)
+        before = servers.cpu_seconds(*tree)
         parent.wait(60)
     finally:
         parent.kill()
     assert before >= 0
-    assert hardening.cpu_seconds([os.getpid()]) > 0
+    assert servers.cpu_seconds(os.getpid()) > 0
 
 
 def test_quantiles_and_failed_probes() -> None:

@@ -4,16 +4,16 @@
 
 1. **Comparison**: the references (raw ASGI, bare FastAPI with our body model,
    and its bytes-reply variant), the service as shipped and optionally its
-   image, side by side, each one uvicorn worker pinned to core 0 with wrk on
-   core 1; every scenario (server x request x concurrency) gets a warm-up and a
+   image, each one uvicorn worker pinned to one core with wrk on the other;
+   every scenario (server x request x concurrency) gets a warm-up and a
    measured run, in interleaved rounds, reported as medians. ``--scenario NAME
    PATH BODIES`` adds a request of your own (``/predict?explain=true``, bodies
    with missing values...) to the service, at the concurrencies of ``/predict``.
 2. **Memory**: a fresh worker's ``VmRSS`` from 1,000 to 100,000 requests.
 3. **Scale**: one and two workers, unpinned.
 
-Results go to ``bench/results/load.md`` and ``load.json`` (``load-quick.*``
-for ``--quick``), raw wrk output and server logs to ``bench/results/logs/``.
+Results go to ``bench/results/load.{md,json}`` (``load-quick.*`` for
+``--quick``), raw wrk output and server logs to ``bench/results/logs/``.
 BENCHMARKS.md explains the method and the figures.
 """
 
@@ -24,18 +24,24 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import payloads, report, servers, wrk
-from bench.payloads import Scenario
+from bench import report, servers, wrk
 from bench.report import number, table, times
 from bench.servers import CpuPlan, Server, Target
+from bench.wrk import Scenario
 from model.artifact import read_payload, save_artifact
 
 LOG_DIR = report.RESULTS_DIR / "logs"
+#: How many patients a reply of the service scored, by scenario: the pre-flight check.
+ANSWERED: dict[str, Callable[[Any], int]] = {
+    "predict": lambda r: int(0.0 <= r["probability"] <= 1.0),
+    "batch": lambda r: len(r["predictions"]),
+    "oip": lambda r: next(o["shape"][0] for o in r["outputs"] if o["name"] == "probability"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,7 @@ def targets(image: str | None = None, built: str | None = None) -> list[Target]:
 
 def extra_scenarios(specs: Sequence[Sequence[str]]) -> list[Scenario]:
     """``--scenario NAME PATH BODIES`` options, checked before any server starts."""
-    found = [
-        Scenario(name, path, Path(file).resolve(), service_only=True) for name, path, file in specs
-    ]
+    found = [Scenario(n, path, Path(file).resolve(), service_only=True) for n, path, file in specs]
     for s in found:
         if s.name in ("predict", "batch") or not s.path.startswith("/") or not s.bodies.is_file():
             raise SystemExit(f"--scenario {s.name}: wants a new name, a path from /, a body file")
@@ -112,32 +116,25 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
 
 
 def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
-    """One request per scenario before measuring: a benchmark of error replies is worthless."""
-    for scenario in scenarios:
-        reply = servers.post_json(server.url(scenario.path), payloads.first_body(scenario))
-        if not server.target.is_service:
-            continue
-        if scenario.name == "predict" and not 0.0 <= reply["probability"] <= 1.0:
-            raise servers.ServerError(f"{server.target.key} /predict gave {reply!r}")
-        if scenario.name == "batch" and len(reply["predictions"]) != scenario.rows_per_request:
+    """One request per scenario before measuring: a benchmark of error replies is worthless.
+
+    Any reply but 200 fails; the service's must also score every patient sent.
+    """
+    for s in scenarios:
+        reply = servers.post(server.url(s.path), wrk.first_body(s), s.media_type)
+        count = ANSWERED.get(s.name) if server.target.is_service and not s.media_type else None
+        if count is not None and count(reply) != s.rows_per_request:
             raise servers.ServerError(
-                f"{server.target.key} /predict/batch answered {len(reply['predictions'])} "
-                f"predictions for {scenario.rows_per_request} patients"
+                f"{server.target.key} {s.path} answered {str(reply)[:300]} "
+                f"for {s.rows_per_request} patient(s)"
             )
-        if scenario.name == "oip":
-            (probability,) = [o for o in reply["outputs"] if o["name"] == "probability"]
-            if probability["shape"] != [scenario.rows_per_request]:
-                raise servers.ServerError(
-                    f"{server.target.key} {scenario.path} answered {probability['shape']} "
-                    f"probabilities for {scenario.rows_per_request} patients"
-                )
 
 
 def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | None) -> Any:
     return wrk.measure(
         server, run.scenario.path, run.scenario.bodies, connections=run.connections,
         warmup_s=settings.warmup_s, duration_s=settings.duration_s, cpus=cpus,
-        nice=settings.nice, log=LOG_DIR / "wrk.log",
+        nice=settings.nice, log=LOG_DIR / "wrk.log", media_type=run.scenario.media_type,
     )  # fmt: skip
 
 
@@ -152,22 +149,15 @@ def measured(
             up[t.key] = stack.enter_context(server)
             preflight(up[t.key], list(dict.fromkeys(r.scenario for r in runs if r.target == t)))
         samples = servers.in_rounds(
-            settings.rounds,
-            runs,
-            lambda run: measure(up[run.target.key], run, settings, plan.client),
+            settings.rounds, runs, lambda r: measure(up[r.target.key], r, settings, plan.client)
         )
     return {
-        r.key: {
-            "target": r.target.key,
-            "workers": r.target.workers,
-            "endpoint": r.scenario.name,
-            "path": r.scenario.path,
-            "connections": r.connections,
-            "rows_per_request": r.scenario.rows_per_request,
-        }
+        r.key: {"target": r.target.key, "workers": r.target.workers, "endpoint": r.scenario.name,
+                "path": r.scenario.path, "connections": r.connections,
+                "rows_per_request": r.scenario.rows_per_request}
         | report.summarize_runs(samples[r], r.scenario.rows_per_request)
         for r in runs
-    }
+    }  # fmt: skip
 
 
 def memory(
@@ -185,10 +175,10 @@ def memory(
                 connections = min(settings.memory_concurrency, missing)
                 # wrk runs for its whole duration even after STOP_AFTER responses, so
                 # ask for a duration just long enough at the rate seen so far.
-                duration = min(30.0, 1.0 + 1.3 * missing / rate)
                 result = wrk.run(
                     server.url(predict.path), predict.bodies, connections=connections,
-                    duration_s=duration, cpus=plan.client, stop_after=missing, nice=settings.nice,
+                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate), cpus=plan.client,
+                    stop_after=missing, nice=settings.nice,
                 )  # fmt: skip
                 if result.error_count:
                     raise servers.ServerError(f"memory run had errors: {result.errors}")
@@ -196,9 +186,8 @@ def memory(
                     rate = connections / (result.latency_us["mean"] / 1e6)
                 sent += result.requests
             time.sleep(0.5)  # let requests still in flight when wrk stopped finish
-            points.append(
-                {"requests": sent, "rss_kib": server.rss_kib(), "label": f"{checkpoint:,}"}
-            )
+            label = f"{checkpoint:,}"
+            points.append({"requests": sent, "rss_kib": server.rss_kib(), "label": label})
         return {"points": points, "peak_rss_kib": server.rss_kib("VmHWM")}
 
 
@@ -226,23 +215,19 @@ def memory_table(mem: Mapping[str, Any]) -> str:
 
 def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     """The whole report: figures and same-run ratios; BENCHMARKS.md holds the targets."""
-    s, mem, sc, results = (
-        data["settings"],
-        data.get("memory"),
-        data.get("scale"),
-        data["comparison"],
-    )
-    method = [
-        f"- pinning: {data['cpu_plan']}",
+    s, results = data["settings"], data["comparison"]
+    mem, sc = data.get("memory"), data.get("scale")
+    parts = [
+        f"- pinning: {data['cpu_plan']}\n"
         f"- method: wrk with bench/post.lua cycling through each scenario's bodies; "
         f"{s['warmup_s']:g} s warm-up + {s['duration_s']:g} s measured per scenario, "
-        f"{s['rounds']} interleaved round(s), medians; batches of {s['batch_size']} patients",
+        f"{s['rounds']} interleaved round(s), medians; batches of {s['batch_size']} patients\n"
         "- columns: `server CPU us/req` is the worker's CPU time per request (/proc/PID/stat); "
         "`req/s spread` is (max - min) / median over the rounds; `other load` is how many "
         "cores other processes kept busy (median; 0 on a quiet machine). BENCHMARKS.md "
         "explains the method.",
+        report.comparison_table(results, labels),
     ]
-    parts = ["\n".join(method), report.comparison_table(results, labels)]
     if mem is not None:
         parts += [
             f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
@@ -315,21 +300,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
-        "benchmark": "load",
-        "machine": report.describe(),
-        "cpu_plan": plan.describe(),
-        "settings": asdict(settings),
-        "command": report.command_line("bench.load", argv),
+        "benchmark": "load", "machine": report.describe(), "cpu_plan": plan.describe(),
+        "settings": asdict(settings), "command": report.command_line("bench.load", argv),
         "container_image": built,
-    }
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model = servers.model_path(args.artifact)
         if args.without_interval:  # issue 10: /predict's cost of the risk interval, same run
             plain = save_artifact({**read_payload(model), "ensemble": None}, Path(tmp) / "p.joblib")
-            found.append(
-                Target("no-interval", "the service without the risk interval", artifact=plain)
-            )
-        scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
+            label = "the service without the risk interval"
+            found.append(Target("no-interval", label, artifact=plain))
+        scenarios = wrk.standard_scenarios(Path(tmp), settings.batch_size)
         runs = plan_runs(found, scenarios + extra, settings)
         data["comparison"] = measured(found, runs, model, settings, plan)
         if not args.skip_memory:
@@ -338,14 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             data["scale"] = scale(model, scenarios, settings)
     data["machine"]["load_average_end"] = report.load_average()
     markdown = to_markdown(data, {t.key: t.label for t in found})
-    report.publish("load-quick" if settings.quick else "load", markdown, data, args.output_dir)
-    errors = sum(
-        r["errors"] for phase in ("comparison", "scale") for r in data.get(phase, {}).values()
-    )
-    if errors:
-        report.progress(f"{errors} requests failed during the runs: the figures are not valid")
-        return 1
-    return 0
+    stem = "load-quick" if settings.quick else "load"
+    runs_of = [*data["comparison"].values(), *data.get("scale", {}).values()]
+    failed = sum(r["errors"] for r in runs_of)
+    return report.publish(stem, markdown, data, args.output_dir, failed=failed)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Run: ``python -m bench.predictor_micro`` (``--quick`` for a smoke test).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import timeit
@@ -155,12 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat, min_time = (3, 0.02) if args.quick else (args.repeat, args.min_time)
     data = run(repeat=repeat, min_time_s=min_time)
     data["machine"]["load_average_end"] = report.load_average()
-    markdown = to_markdown(data)
     stem = "predictor_micro-quick" if args.quick else "predictor_micro"
-    for path in report.write_results(stem, markdown, data, args.output_dir):
-        print(f"wrote {path}", file=sys.stderr)
-    print(markdown)
-    return 0
+    return report.publish(stem, to_markdown(data), data, args.output_dir)
 
 
 if __name__ == "__main__":

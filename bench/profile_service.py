@@ -25,9 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.testing import running_server
-from bench import load, payloads, report, wrk
-from bench.servers import DEFAULT_MODEL, CpuPlan, Server, Target, model_path, pinned
+from bench import load, report, wrk
+from bench.servers import DEFAULT_MODEL, CpuPlan, Target, model_path, pinned, started
 from model.atomic import write_text_atomic
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
@@ -140,23 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = "-".join([args.endpoint, f"c{args.concurrency}", *args.env]).replace("HEART_", "")
     folded = PROFILE_DIR / f"{name}.folded"
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    service = Target("service", "the service", settings=tuple(extra.items()))
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
-        running_server(
-            model_path(args.artifact),
-            env=extra,
-            log_dir=load.LOG_DIR,
-            prefix=pinned([], plan.server),
-        ) as s,
+        started(service, model_path(args.artifact), load.LOG_DIR, plan.server) as server,
     ):
-        server = Server(Target("service", "the service"), s)
-        scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
-        scenario = scenarios[args.endpoint == "batch"]
-        load.preflight(server, scenarios)
-        # Throughput and CPU per request without the profiler attached.
-        unprofiled = load.measure(
-            server, load.Run(server.target, scenario, args.concurrency), settings, plan.client
-        )
+        scenario = wrk.standard_scenarios(Path(tmp), settings.batch_size)[args.endpoint == "batch"]
+        load.preflight(server, [scenario])
+        run = load.Run(server.target, scenario, args.concurrency)
+        unprofiled = load.measure(server, run, settings, plan.client)  # no profiler attached
         command = wrk.build_command(
             server.url(scenario.path), scenario.bodies, connections=args.concurrency,
             duration_s=args.duration + 6, cpus=plan.client,
@@ -168,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(3)  # warm-up under load
             subprocess.run(pinned(spy_argv, plan.client), check=True, capture_output=True)
             profiled = wrk.parse_output(generator.communicate(timeout=args.duration + 60)[0])
+    if failed := sum(unprofiled["errors"].values()) + profiled.error_count:
+        raise SystemExit(f"{failed} requests failed: a profile of error replies is worthless")
     info, cpu_us = report.describe(), unprofiled["server_cpu_us_per_request"]
     context = (
         f"Service as shipped {' '.join(args.env)}, one worker on core {plan.server}, wrk "
@@ -178,11 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Folded stacks: {folded.relative_to(report.REPO_ROOT)}."
     )
     att = attribute(parse_folded(folded.read_text().splitlines()))
-    markdown = to_markdown(
-        att, f"Profile: {scenario.path} at c={args.concurrency}", cpu_us, context
-    )
+    title = f"Profile: {scenario.path} at c={args.concurrency}"
+    print(markdown := to_markdown(att, title, cpu_us, context))
     write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
-    print(markdown)
     return 0
 
 

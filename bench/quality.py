@@ -17,10 +17,8 @@ training folds only, never on the fold it is scored on.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 
-from bench.report import RESULTS_DIR, table, write_results
+from bench.report import RESULTS_DIR, describe, publish, table
 from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
@@ -109,14 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = args.repeats
     protocols = {f"10-fold x {n}": (10, n), f"9-fold (StatLog) x {n}": (9, n)}
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    results = run(protocols, args.seed)
-    print(f"\n{markdown(results)}")
+    info, results = describe(), run(protocols, args.seed)
     failures = check_targets(results) if n == 5 else []
+    data = {"machine": info, "versions": library_versions(), "seed": args.seed}
+    data |= {"results": results, "failures": failures}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    data = {"date": started, "machine": platform.platform(), "versions": library_versions()}
-    data |= {"seed": args.seed, "results": results, "failures": failures}
-    write_results(args.output.stem, markdown(results), data, args.output.parent)
+    publish(args.output.stem, markdown(results), data, args.output.parent)
     return 1 if failures else 0
 
 

@@ -102,11 +102,20 @@ def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Pat
     ]
 
 
-def publish(stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR) -> None:
-    """Print a benchmark's report and keep it, with its data, in ``directory``."""
+def publish(
+    stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR, failed: int = 0
+) -> int:
+    """Print a benchmark's report, keep it with its data in ``directory``; the exit status.
+
+    A run in which ``failed`` requests failed is kept for its logs but exits 1:
+    its figures would describe error replies.
+    """
     for path in write_results(stem, markdown, data, directory):
         progress(f"wrote {path}")
     print(markdown)
+    if failed:
+        progress(f"{failed} requests failed during the runs: the figures are not valid")
+    return 1 if failed else 0
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:

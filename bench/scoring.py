@@ -3,12 +3,9 @@
 Each run is a fresh ``heart-score`` process pinned to one core (``--threads 1``),
 timed from outside, with its peak RSS from ``wait4``. The reference, measured
 in the same rounds, is a pyarrow copy of the same file (read the 13 features
-and the key, write the key): the I/O floor no scorer can beat, so the ratio
-says what validation and the network add. Memory is compared between a file
-and one ten times larger: flat memory means a ratio near 1.
-
-    python -m bench.scoring                      # 1M and 10M rows, 3 rounds
-    python -m bench.scoring --rows 1000000 --rounds 5
+and the key, write the key): the I/O floor no scorer can beat. A file ten
+times larger shows whether memory stays flat. ``python -m bench.scoring``
+(1M and 10M rows, 3 rounds; ``--rows 1000000 --rounds 1`` for a short run).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import pyarrow.parquet as pq
 
 from bench import report
 from bench.report import number, ratio, summarize, times
-from bench.servers import DEFAULT_MODEL, in_rounds
+from bench.servers import DEFAULT_MODEL, in_rounds, pinned
 from model.features import FEATURE_NAMES
 from scoring.synthetic import KEY, registry
 
@@ -67,17 +64,16 @@ def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
 
 def copy_only(source: str, target: str) -> None:
     """The reference: read what heart-score reads, write the key column, nothing else."""
-    columns = [KEY, *FEATURE_NAMES]
+    writer: Any = None
     if source.endswith(".parquet"):
+        columns = [KEY, *FEATURE_NAMES]
         batches = pq.ParquetFile(source).iter_batches(131_072, columns=columns, use_threads=False)
-        writer: Any = None
         for batch in batches:
             schema = pa.schema([batch.schema.field(KEY)])
             writer = writer or pq.ParquetWriter(target, schema, use_dictionary=False)
             writer.write_batch(batch.select([KEY]))
     else:
         read = pacsv.ReadOptions(block_size=8 << 20, use_threads=False)
-        writer = None
         for batch in pacsv.open_csv(source, read_options=read):
             writer = writer or pacsv.CSVWriter(target, pa.schema([batch.schema.field(KEY)]))
             writer.write_batch(batch.select([KEY]))
@@ -87,7 +83,7 @@ def copy_only(source: str, target: str) -> None:
 def run_pinned(command: list[str], core: int) -> dict[str, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of ``command`` on one core."""
     start = time.perf_counter()
-    child = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    child = subprocess.Popen(pinned(command, [core]))  # taskset execs: the same process
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -160,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifact", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
     parser.add_argument("--copy", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.copy:
         copy_only(*args.copy)
@@ -168,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     results = measure([int(r) for r in args.rows.split(",")], args.rounds, args.artifact, args.core)
     info["load_average_end"] = report.load_average()
     markdown = render(results, info, report.command_line("bench.scoring", argv))
-    report.publish("scoring", markdown, {"machine": info, "results": results})
-    return 0
+    data = {"machine": info, "results": results}
+    return report.publish("scoring", markdown, data, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """The servers under test: started through ``app.testing``, pinned, measured in rounds.
 
 :mod:`app.testing` is the one way to start, wait for and stop a server; this
-adds what a measurement needs: the reference apps, app variants and the
-container image as targets beside the service, pinning to one core with
-``taskset`` (inherited by uvicorn's workers) and renicing, the serving
-processes' CPU time and memory from ``/proc`` (no psutil needed), and the
+adds what a measurement needs: references, app variants and the container image
+as targets beside the service, pinning with ``taskset`` (inherited by uvicorn's
+workers), the serving processes' CPU time and memory from ``/proc``, and the
 interleaved rounds every benchmark here measures in.
 """
 
@@ -197,12 +196,12 @@ def image_description(image: str) -> str | None:
     return f"{image}, built {parts[0]} {parts[1][:5]} UTC" + (f" from {revision}" * bool(revision))
 
 
-def post_json(url: str, body: bytes) -> Any:
-    """POST ``body`` and return the decoded JSON reply; any non-200 is an error."""
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def post(url: str, body: bytes, media_type: str | None = None) -> Any:
+    """POST ``body`` and return the reply (decoded when JSON); any non-200 is an error."""
+    headers = {"Content-Type": media_type or "application/json", "Accept": media_type or "*/*"}
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.loads(reply.read())
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=60) as r:
+            return r.read() if media_type else json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raise ServerError(f"POST {url} answered {exc.code}: {exc.read()[:500]!r}") from exc
 

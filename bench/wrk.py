@@ -1,26 +1,104 @@
-"""Driving ``wrk``: its command line, its result, and one measured run of a server.
+"""Driving ``wrk``: the bodies it sends, its command line, its result, one measured run.
 
 ``wrk`` is a C load generator: one thread on its own core sustains far more
 requests per second than any server measured here, so it does not limit the
 figures the way a Python client would. ``post.lua`` prints each run as one
 ``WRK_JSON`` line with exact percentiles (microseconds), the only thing read
 here; wrk's own ``--latency`` report is kept in the raw logs for a human.
+
+The bodies are the 270 real patients of the Statlog data, cycled through
+(rather than one body forever) so that nothing can be cached and the drift
+monitor sees a realistic stream; a body file holds one JSON body a line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.report import cpu_busy_seconds, load_average, ratio
 from bench.servers import Server, cpu_seconds, pinned
+from model.features import FEATURES
+from training.data import load_dataset
+
+OIP_INFER = "/v2/models/heart/infer"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
+
+    name: str
+    path: str
+    bodies: Path
+    rows_per_request: int = 1
+    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
+    service_only: bool = False
+    #: ``bodies`` is one body of this type (Arrow, CSV), not JSON lines.
+    media_type: str | None = None
+
+
+def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
+    """``n`` real patients from row ``offset`` on, wrapping around, as a client sends them."""
+    x, _ = load_dataset()
+    found = []
+    for i in range(n):
+        pairs = zip(FEATURES, (float(v) for v in x[(offset + i) % len(x)]), strict=True)
+        found.append({f.name: int(v) if f.is_coded or v.is_integer() else v for f, v in pairs})
+    return found
+
+
+def write_bodies(path: Path, bodies: Iterable[Any]) -> Path:
+    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    return path
+
+
+def write_single_bodies(path: Path) -> Path:
+    """Every patient of the data set as a one-patient body, one per line."""
+    return write_bodies(path, patients(len(load_dataset()[0])))
+
+
+def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
+    """``n_bodies`` different ``{"patients": [...]}`` bodies of ``batch_size`` patients each."""
+    bodies = ({"patients": patients(batch_size, offset=k * 67)} for k in range(n_bodies))
+    return write_bodies(path, bodies)
+
+
+def write_oip_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
+    """The batch bodies' patients as Open Inference Protocol ``features`` matrices: the
+    same rows as :func:`write_batch_bodies`, so both endpoints do identical work."""
+    tensor = {"name": "features", "shape": [batch_size, len(FEATURES)], "datatype": "FP64"}
+    batches = (patients(batch_size, offset=k * 67) for k in range(n_bodies))
+    rows = ([[p[f.name] for f in FEATURES] for p in batch] for batch in batches)
+    return write_bodies(path, ({"inputs": [{**tensor, "data": data}]} for data in rows))
+
+
+def first_body(scenario: Scenario) -> bytes:
+    """The first body of a scenario, for the pre-flight check of each server."""
+    if scenario.media_type:
+        return scenario.bodies.read_bytes()
+    with scenario.bodies.open("rb") as fh:
+        return fh.readline().rstrip(b"\n")
+
+
+def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
+    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches, and
+    the same batches through the Open Inference Protocol (the service only)."""
+    single = write_single_bodies(directory / "predict.jsonl")
+    batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
+    tensors = write_oip_bodies(directory / "oip.jsonl", batch_size=batch_size)
+    return [
+        Scenario("predict", "/predict", single),
+        Scenario("batch", "/predict/batch", batches, batch_size),
+        Scenario("oip", OIP_INFER, tensors, batch_size, service_only=True),
+    ]
+
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 JSON_MARKER = "WRK_JSON "
@@ -70,12 +148,18 @@ def build_command(
     cpus: Sequence[int] | None = None,
     stop_after: int | None = None,
     nice: int = 0,
+    media_type: str | None = None,
 ) -> list[str]:
-    """The wrk command line (optionally pinned to ``cpus`` with taskset, and reniced)."""
+    """The wrk command line (optionally pinned to ``cpus`` with taskset, and reniced).
+
+    Without ``media_type`` the body file holds JSON bodies, one a line; with it,
+    the file is one body of that type (``post.lua`` says more).
+    """
     threads = min(threads, connections)  # wrk refuses fewer connections than threads
     argv = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}"]
     argv += [f"-d{max(1, round(duration_s))}s", "--timeout=10s", "--latency", "-s", str(LUA_SCRIPT)]
-    argv += [url, "--", str(body_file), *([str(stop_after)] if stop_after else [])]
+    extra = [str(stop_after or 0), media_type] if media_type else [str(stop_after or "")]
+    argv += [url, "--", str(body_file), *filter(None, extra)]
     return pinned(argv, cpus, nice)
 
 
@@ -114,9 +198,7 @@ def measure(
     wrk_cpu = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
     cpu_used, seconds = sum(per_worker), result.duration_s
     with log.open("a", encoding="utf-8") as fh:
-        fh.write(
-            f"==== {server.target.key} {path} {options} load {os.getloadavg()}\n{result.raw}\n"
-        )
+        fh.write(f"==== {server.target.key} {path} {options} load {load_average()}\n{result.raw}\n")
     errors = result.errors | ({"no_request_completed": 1} if result.requests == 0 else {})
     return {
         "requests": result.requests,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.testing import service_environment
-from bench import load, payloads, report, servers, wrk
+from bench import load, report, servers, wrk
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
 WRK_OK = """\
@@ -192,7 +192,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
         servers.Target("fastapi", "", app="bench.references:fastapi_app"),
         servers.Target("service", ""),
     ]
-    scenarios = payloads.standard_scenarios(tmp_path, settings.batch_size)
+    scenarios = wrk.standard_scenarios(tmp_path, settings.batch_size)
     keys = [run.key for run in load.plan_runs(found, scenarios, settings)]
     assert keys == [
         "asgi/predict/c1",
@@ -209,7 +209,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
 
 def test_extra_scenarios_go_to_the_service_only(tmp_path: Path) -> None:
     settings = load.Settings()
-    bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
     [explain] = load.extra_scenarios([["explain", "/predict?explain=true", str(bodies)]])
     assert explain.service_only and explain.bodies == bodies.resolve()
     found = [
@@ -270,12 +270,12 @@ def test_pinned_prefixes_taskset_only_when_asked() -> None:
 
 def test_bodies_are_valid_patients_for_the_service_schema(tmp_path: Path) -> None:
     schemas = pytest.importorskip("app.schemas")
-    path = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    path = wrk.write_single_bodies(tmp_path / "p.jsonl")
     lines = path.read_text().splitlines()
     assert len(lines) == 270
     for line in lines:
         schemas.PatientFeatures.model_validate_json(line)
-    batch = payloads.write_batch_bodies(tmp_path / "b.jsonl", batch_size=1000, n_bodies=2)
+    batch = wrk.write_batch_bodies(tmp_path / "b.jsonl", batch_size=1000, n_bodies=2)
     bodies = batch.read_text().splitlines()
     assert len(bodies) == 2 and bodies[0] != bodies[1]
     assert len(schemas.BatchRequest.model_validate_json(bodies[0]).patients) == 1000
@@ -311,12 +311,12 @@ def test_fastapi_reference_validates_with_the_service_model() -> None:
     from bench import references
 
     client = TestClient(references.fastapi_app)
-    patient = payloads.patients(1)[0]
+    patient = wrk.patients(1)[0]
     assert client.post("/predict", json=patient).json() == references.CONSTANT
     bad = client.post("/predict", json={**patient, "thal": 4})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "thal"]
-    batch = client.post("/predict/batch", json={"patients": payloads.patients(3)})
+    batch = client.post("/predict/batch", json={"patients": wrk.patients(3)})
     assert len(batch.json()["predictions"]) == 3
     stricter = TestClient(references.fastapi_bytes).post("/predict", json=patient)
     assert stricter.json() == references.CONSTANT
@@ -331,7 +331,7 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
     from tests._tools import require_tool
 
     require_tool("wrk")
-    bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
     target = servers.Target("asgi", "reference 1", app="bench.references:raw_asgi", ready_path="/")
     with servers.started(target, tmp_path / "unused.joblib", tmp_path, cpus=None) as server:
         result = wrk.run(server.url("/predict"), bodies, connections=2, duration_s=1)
@@ -368,7 +368,7 @@ def test_service_target_starts_pinned_through_app_testing(
         assert os.sched_getaffinity(server.running.process.pid) == {core}
         assert os.sched_getaffinity(pid) == {core}  # inherited
         assert server.rss_kib() > 10_000
-        load.preflight(server, payloads.standard_scenarios(tmp_path, batch_size=3))
+        load.preflight(server, wrk.standard_scenarios(tmp_path, batch_size=3))
         assert servers.cpu_seconds(pid) > 0
         process = server.running.process
     assert process.poll() is not None  # stopped on leaving the block

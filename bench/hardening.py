@@ -29,6 +29,7 @@ from typing import Any
 
 from bench import load, report, servers, wrk
 from bench.servers import CpuPlan, Target
+from training.report import markdown_table
 
 QUIET = (("HEART_ACCESS_LOG", "false"),)
 HARDENED = ("--factory", "--http", "app.protocol:HardenedHttpToolsProtocol")
@@ -117,7 +118,7 @@ def overload_table(found: dict[str, Any]) -> str:
         + [str(r[f"health_{q}_ms"]) for q in ("p50", "p99", "max")]
         for key, r in found.items()
     ]  # fmt: skip
-    return report.table(headers, rows)
+    return markdown_table(headers, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

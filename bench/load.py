@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, servers, wrk
-from bench.report import number, table, times
+from bench.report import number, times
 from bench.servers import CpuPlan, Server, Target
 from bench.wrk import Scenario
 from model.artifact import read_payload, save_artifact
+from training.report import markdown_table
 
 LOG_DIR = report.RESULTS_DIR / "logs"
 #: How many patients a reply of the service scored, by scenario: the pre-flight check.
@@ -210,7 +211,9 @@ def memory_table(mem: Mapping[str, Any]) -> str:
          times(p["rss_kib"] / base) if i else ""]
         for i, p in enumerate(mem["points"])
     ]  # fmt: skip
-    return table(["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rows)
+    return markdown_table(
+        ["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rows
+    )
 
 
 def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:

@@ -30,6 +30,7 @@ from model.artifact import load_artifact, save_artifact
 from model.explain import explain
 from training.data import load_dataset
 from training.pipeline import TrainingConfig, train
+from training.report import markdown_table
 
 SIZES = (1, 1_000, 100_000)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -136,7 +137,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
         f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
         f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
-        report.table([*headers, "max spread"], table),
+        markdown_table([*headers, "max spread"], table),
         f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
         f"{e['background_rows']} background rows, one thread): median "
         f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "

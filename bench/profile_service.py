@@ -28,6 +28,7 @@ from pathlib import Path
 from bench import load, report, wrk
 from bench.servers import DEFAULT_MODEL, CpuPlan, Target, model_path, pinned, started
 from model.atomic import write_text_atomic
+from training.report import markdown_table
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
 #: (component, pattern of the frame's file or library); first match wins, so specific first.
@@ -107,8 +108,8 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
         return [str(n), f"{100 * share:.1f}%", f"{us * share:.1f}" if us > 0 else "n/a"]
 
     columns = ["component", "samples", "share", "us/request"]
-    own = report.table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
-    inclusive = report.table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
+    own = markdown_table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
+    inclusive = markdown_table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
     frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
     return "\n".join([
         f"## {title}\n\n{context}\n",
@@ -117,7 +118,7 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
         f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
         f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
         "### Hottest Python-level frames (self)\n",
-        report.table(["frame", "samples", "share"], frames),
+        markdown_table(["frame", "samples", "share"], frames),
     ])  # fmt: skip
 
 

@@ -27,11 +27,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 
-from bench.report import RESULTS_DIR, describe, publish, table
+from bench.report import RESULTS_DIR, describe, publish
 from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
 from training.pipeline import TrainingConfig, library_versions, make_pipeline
+from training.report import markdown_table
 
 COLUMNS = ("accuracy", "roc_auc", "brier", "statlog_cost", "statlog_cost_tuned")
 OURS, REFERENCE = "NumpyMLPClassifier (our default)", "LogisticRegression"
@@ -76,7 +77,7 @@ def markdown(results: dict[str, Any]) -> str:
             [name, *(f"{r[c]['mean']:.3f} +- {r[c]['std']:.3f}" for c in COLUMNS)]
             for name, r in by_model.items()
         ]
-        parts.append(f"**{proto}**\n\n{table(headers, rows)}")
+        parts.append(f"**{proto}**\n\n{markdown_table(headers, rows)}")
     return "\n\n".join(parts) + "\n"
 
 

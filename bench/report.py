@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from model.atomic import write_text_atomic
+from training.report import markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -48,14 +49,6 @@ def ratio(numerator: float, denominator: float) -> float:
     if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
         return math.nan
     return numerator / denominator
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table; every row must have one cell per header."""
-    if any(len(row) != len(headers) for row in rows):
-        raise ValueError(f"every row of this table needs {len(headers)} cells")
-    lines = ["| " + " | ".join(cells) + " |" for cells in [headers, *rows]]
-    return "\n".join([lines[0], "|" + "---|" * len(headers), *lines[1:]])
 
 
 def number(value: float) -> str:
@@ -256,4 +249,4 @@ def comparison_table(
     headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
     headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
     headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]
-    return table(headers, rows)
+    return markdown_table(headers, rows)

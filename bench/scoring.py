@@ -28,6 +28,7 @@ from bench.report import number, ratio, summarize, times
 from bench.servers import DEFAULT_MODEL, in_rounds, pinned
 from model.features import FEATURE_NAMES
 from scoring.synthetic import KEY, registry
+from training.report import markdown_table
 
 TARGETS = {"parquet": 1_000_000.0, "csv": 300_000.0}  # rows/s on one core (issue 13)
 #: Share of rows with a gap in the third input, scored against the complete Parquet file.
@@ -146,7 +147,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
         " feature sets against the complete Parquet file of the same size, same rounds."
     )
     title = "heart-score throughput (one core)"
-    return report.document(title, info, command, report.table(headers, rows), note)
+    return report.document(title, info, command, markdown_table(headers, rows), note)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from bench.servers import CpuPlan, Target
 from bench.wrk import Scenario, write_bodies
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
+from training.report import markdown_table
 
 ARROW = "application/vnd.apache.arrow.stream"
 TABLE_ROWS = 16_000  # 1.7 MB of Arrow: under the default 2 MiB HEART_MAX_BODY_BYTES
@@ -64,7 +65,7 @@ def to_markdown(results: dict[str, Any], info: dict[str, Any], command: str) -> 
         "batch; wrk with two keep-alive connections; medians over rounds."
     )
     title = "/predict/table against /predict/batch (one worker, one core)"
-    return report.document(title, info, command, report.table([*headers, "errors"], rows), note)
+    return report.document(title, info, command, markdown_table([*headers, "errors"], rows), note)
 
 
 def main(argv: list[str] | None = None) -> int:

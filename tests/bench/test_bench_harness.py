@@ -16,6 +16,7 @@ import pytest
 
 from app.testing import service_environment
 from bench import load, report, servers, wrk
+from training.report import markdown_table
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
 WRK_OK = """\
@@ -129,10 +130,10 @@ def test_ratio() -> None:
 
 
 def test_markdown_table_and_number_formats() -> None:
-    text = report.table(["a", "b"], [["1", "2"], ["3", "4"]])
+    text = markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
     with pytest.raises(ValueError):
-        report.table(["a", "b"], [["only one"]])
+        markdown_table(["a", "b"], [["only one"]])
     assert report.number(12345.6) == "12,346"
     assert report.number(math.nan) == "n/a"
     assert report.milliseconds(460.0) == "0.460 ms"

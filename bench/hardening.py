@@ -1,25 +1,17 @@
 """What the issue-11 hardening costs, and what it buys under overload.
 
-``python -m bench.hardening`` (``make bench-hardening``) measures, in one run:
-
-1. **Cost** on ``/predict`` at concurrency 32, as :mod:`bench.load` measures
-   (wrk medians over interleaved rounds, the worker's CPU time per request),
-   in ratios to ``reference`` (``bench.references:fastapi_app``, issue 6's
-   ceiling) measured in the same run: ``plain`` (``uvicorn --factory``, no
-   limits), ``hardened-uvloop`` (plus ``app.protocol:HardenedHttpToolsProtocol``,
-   isolating the protocol's cost), ``hardened-asyncio`` (and ``--loop asyncio``)
-   and ``service`` (``heart-api serve`` as shipped).
-2. **Overload**: 2,000 wrk connections post to ``/predict`` while a separate client
-   opens a *new* connection to ``/health`` every 0.25 s (20 s timeout) and times it,
-   as a Kubernetes liveness probe would, against ``plain``, ``hardened-uvloop`` and ``service``.
-
-Our app runs without its access log everywhere, so only the hardening differs.
+``python -m bench.hardening`` (``make bench-hardening``) measures in one run the
+**cost** on ``/predict`` at c=32, as :mod:`bench.load` does, of our app under plain
+uvicorn, with ``app.protocol`` (on uvloop and on asyncio) and as shipped, against
+the bare FastAPI reference; and under **overload** (2,000 wrk connections) how
+long a liveness probe's new connection waits for ``/health``. Our app's access
+log is off everywhere, so only the hardening differs. BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
+import asyncio
 import tempfile
 import threading
 import time
@@ -27,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app import probe
 from bench import load, report, servers, wrk
 from bench.servers import CpuPlan, Target
 from training.report import markdown_table
@@ -50,21 +43,6 @@ def targets() -> dict[str, Target]:
     return {t.key: t for t in found}
 
 
-def time_health(url: str, stop: threading.Event, samples: list[float]) -> None:
-    """A liveness probe: a new connection, ``GET /health``, 20 s timeout, every 0.25 s."""
-    host, port = url.removeprefix("http://").split(":")
-    while not stop.is_set():
-        start = time.monotonic()
-        try:
-            with socket.create_connection((host, int(port)), timeout=20) as sock:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                ok = sock.recv(64).startswith(b"HTTP/1.1 200")
-            samples.append(time.monotonic() - start if ok else float("inf"))
-        except OSError:
-            samples.append(float("inf"))
-        stop.wait(0.25)
-
-
 def overload(
     artifact: Path, bodies: Path, connections: int, seconds: float, plan: CpuPlan, logs: Path
 ) -> dict[str, Any]:
@@ -76,36 +54,23 @@ def overload(
     found: dict[str, Any] = {}
     for key in ("plain", "hardened-uvloop", "service"):
         with servers.started(targets()[key], artifact, logs, plan.server) as server:
-            stop, samples = threading.Event(), list[float]()
-            prober = threading.Thread(target=time_health, args=(server.url(""), stop, samples))
+            samples: list[float] = []
+            target, stop = probe.Target("127.0.0.1", server.running.port), time.monotonic() + 0.5
+            live = probe.time_health(target, stop + seconds, samples, every=0.25)
+            prober = threading.Thread(target=asyncio.run, args=(live,))
             time.sleep(0.5)
             prober.start()
             result = wrk.run(
                 server.url("/predict"), bodies, connections=connections,
                 threads=2 if connections >= 2 else 1, duration_s=seconds, cpus=plan.client,
             )  # fmt: skip
-            stop.set()
             prober.join(30)
-        ordered = sorted(samples)
+        wrk_figures = {k: getattr(result, k) for k in ("requests", "duration_s", "requests_per_s")}
         found[key] = {
-            "wrk": {k: getattr(result, k) for k in ("requests", "duration_s", "requests_per_s")}
-            | {"errors": result.errors, "latency_us": result.latency_us},
+            "wrk": wrk_figures | {"errors": result.errors, "latency_us": result.latency_us},
             "non_2xx": result.errors.get("status", 0),
-            "health_samples": len(samples),
-            "health_failed": samples.count(float("inf")),
-            "health_p50_ms": _ms(_quantile(ordered, 0.5)),
-            "health_p99_ms": _ms(_quantile(ordered, 0.99)),
-            "health_max_ms": _ms(ordered[-1]) if ordered else None,
-        }
+        } | probe.health_summary(samples)
     return found
-
-
-def _quantile(ordered: list[float], q: float) -> float | None:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None or seconds == float("inf") else round(seconds * 1000, 1)
 
 
 def overload_table(found: dict[str, Any]) -> str:

@@ -1,20 +1,12 @@
 """Load benchmark: the service against reference servers measured in the same run.
 
 ``python -m bench.load`` (``--quick`` for a smoke test) runs three phases:
-
-1. **Comparison**: the references (raw ASGI, bare FastAPI with our body model,
-   and its bytes-reply variant), the service as shipped and optionally its
-   image, each one uvicorn worker pinned to one core with wrk on the other;
-   every scenario (server x request x concurrency) gets a warm-up and a
-   measured run, in interleaved rounds, reported as medians. ``--scenario NAME
-   PATH BODIES`` adds a request of your own (``/predict?explain=true``, bodies
-   with missing values...) to the service, at the concurrencies of ``/predict``.
-2. **Memory**: a fresh worker's ``VmRSS`` from 1,000 to 100,000 requests.
-3. **Scale**: one and two workers, unpinned.
-
-Results go to ``bench/results/load.{md,json}`` (``load-quick.*`` for
-``--quick``), raw wrk output and server logs to ``bench/results/logs/``.
-BENCHMARKS.md explains the method and the figures.
+**comparison** of the references (bench/references.py), the service as shipped
+and optionally its image, one pinned worker each, every scenario in interleaved
+rounds (``--scenario`` adds requests of your own); **memory** of a fresh worker
+from 1,000 to 100,000 requests; **scale** from one to two workers. Results go to
+``bench/results/load.{md,json}``, wrk output and server logs to
+``bench/results/logs/``; BENCHMARKS.md explains the method and the figures.
 """
 
 from __future__ import annotations
@@ -193,11 +185,8 @@ def memory(
 
 
 def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
-    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers).
-
-    Whether their Prometheus counters add up is tested, with exact counts, by
-    tests/e2e/test_e2e_server.py::test_two_workers_share_their_metrics.
-    """
+    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers);
+    tests/e2e/test_e2e_server.py checks that their Prometheus counters add up."""
     found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
     runs = [Run(t, scenarios[0], settings.scale_concurrency) for t in found]
     return measured(found, runs, artifact, settings, CpuPlan(None, None))

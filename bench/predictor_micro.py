@@ -1,12 +1,8 @@
 """Micro-benchmark: the NumPy predictor against the scikit-learn pipeline, same model, same rows.
 
-Both sides compute the same probabilities from one fit of the default training
-configuration (``training.pipeline.train`` without cross-validation): the
-scikit-learn ``Pipeline`` as is, and the service's ``Predictor`` from its
-weights after the real artifact round trip (``save_artifact`` ->
-``load_artifact``). The run refuses to report speed if the two disagree.
-
-Run: ``python -m bench.predictor_micro`` (``--quick`` for a smoke test).
+One fit of the default recipe: the scikit-learn ``Pipeline`` as is, and the
+service's ``Predictor`` after the real artifact round trip; the run refuses to
+report speed if the two disagree. ``python -m bench.predictor_micro`` (``--quick``).
 """
 
 from __future__ import annotations

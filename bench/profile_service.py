@@ -1,14 +1,10 @@
 """Where a request spends its CPU time: py-spy on the service under wrk load.
 
-Starts the service as shipped (one worker pinned to core 0), drives it with wrk
-on core 1, and samples the worker with ``py-spy record --native`` (Python and C
-frames). The folded stacks are attributed to the parts we can act on (uvicorn
-and its HTTP parser, Starlette, FastAPI, Pydantic, our middleware, logging,
-metrics, our handler, NumPy) two ways: *self* time (each sample goes to the
-innermost frame of a known component, so interpreter and stdlib frames count
-towards whoever called them) and *inclusive* time (component anywhere on the stack).
-
-Run: ``python -m bench.profile_service`` (needs py-spy: ``pip install -e '.[bench]'``).
+One pinned worker of the service as shipped, driven by wrk on the other core and
+sampled by ``py-spy record --native``; the stacks are attributed to the parts we
+can act on (:data:`COMPONENTS`) by *self* time (the innermost known frame, so
+interpreter frames count towards their caller) and *inclusive* time. Findings:
+bench/PROFILE.md. Needs py-spy: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations

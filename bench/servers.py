@@ -122,7 +122,7 @@ class Server:
         pids = self.workers()
         if len(pids) != 1:
             raise ServerError(f"{self.target.key} has {len(pids)} workers; RSS needs exactly one")
-        return status_kib(Path(f"/proc/{pids[0]}/status").read_text(), key)
+        return status_kib(proc(pids[0], "status"), key)
 
 
 @contextlib.contextmanager
@@ -168,14 +168,10 @@ def in_rounds(
 
 def podman_env() -> dict[str, str]:
     """Ours, with the project's podman configuration (scripts/container-lib.sh) if present."""
-    env, conf = dict(os.environ), REPO_ROOT / ".cache" / "containers"
-    for variable, name in (
-        ("CONTAINERS_STORAGE_CONF", "storage"),
-        ("CONTAINERS_CONF", "containers"),
-    ):
-        if variable not in env and (conf / f"{name}.conf").is_file():
-            env[variable] = str(conf / f"{name}.conf")
-    return env
+    conf = REPO_ROOT / ".cache" / "containers"
+    files = {"CONTAINERS_STORAGE_CONF": "storage", "CONTAINERS_CONF": "containers"}
+    found = {k: str(conf / f"{f}.conf") for k, f in files.items() if (conf / f"{f}.conf").is_file()}
+    return found | dict(os.environ)
 
 
 def podman(*args: str) -> str:
@@ -214,14 +210,21 @@ def status_kib(status_text: str, key: str) -> int:
     raise ServerError(f"no {key} in process status")
 
 
+def proc(pid: int, name: str) -> str:
+    """``/proc/PID/NAME``, or "" once the process is gone (it may exit while we read)."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (a supervisor's workers and helpers), from /proc."""
     found, todo = [], [pid]
     while todo:
         found.append(current := todo.pop())
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo.extend(int(c) for c in (task / "children").read_text().split())
+        tasks = Path(f"/proc/{current}/task").glob("*")
+        todo += [int(c) for t in tasks for c in proc(current, f"task/{t.name}/children").split()]
     return found
 
 
@@ -233,13 +236,7 @@ def worker_pids(pid: int) -> list[int]:
     multiprocessing's ``spawn`` (``spawn_main`` on their command line), next to
     helpers like the resource tracker that serve nothing.
     """
-
-    def spawned(child: int) -> bool:
-        with contextlib.suppress(OSError):
-            return b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-        return False
-
-    return [child for child in process_tree(pid)[1:] if spawned(child)] or [pid]
+    return [c for c in process_tree(pid)[1:] if "spawn_main" in proc(c, "cmdline")] or [pid]
 
 
 def cpu_seconds(*pids: int) -> float:
@@ -248,12 +245,8 @@ def cpu_seconds(*pids: int) -> float:
     Unlike requests per second, it does not depend on the CPU share a shared
     machine's scheduler gives the server.
     """
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    stats = [proc(pid, "stat").rsplit(")", 1)[-1].split() for pid in pids]
+    return sum(int(f[11]) + int(f[12]) for f in stats if len(f) > 12) / os.sysconf("SC_CLK_TCK")
 
 
 def model_path(given: Path) -> Path:

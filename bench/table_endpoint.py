@@ -1,13 +1,8 @@
 """Rows/s of one worker: Arrow and CSV on /predict/table against the JSON batch, same run.
 
-The load benchmark's method (:func:`bench.load.measured`): one ``heart-api``
-worker pinned to one core, wrk with two keep-alive connections on the other,
-rounds interleaving the scenarios so each sees the same machine. Besides
-wall-clock rows/s, the worker's own CPU seconds (from ``/proc``) give rows per
-CPU-second of the worker: the figure that does not depend on what else the
-shared machine runs.
-
-    python -m bench.table_endpoint --rounds 3 --seconds 4
+The load benchmark's method (:func:`bench.load.measured`) with two wrk connections;
+rows per CPU-second of the worker is the figure a shared machine does not distort.
+``python -m bench.table_endpoint --rounds 3 --seconds 4``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Driving ``wrk``: the bodies it sends, its command line, its result, one measured run.
 
-``wrk`` is a C load generator: one thread on its own core sustains far more
-requests per second than any server measured here, so it does not limit the
-figures the way a Python client would. ``post.lua`` prints each run as one
-``WRK_JSON`` line with exact percentiles (microseconds), the only thing read
-here; wrk's own ``--latency`` report is kept in the raw logs for a human.
-
-The bodies are the 270 real patients of the Statlog data, cycled through
-(rather than one body forever) so that nothing can be cached and the drift
-monitor sees a realistic stream; a body file holds one JSON body a line.
+``wrk`` (C, one thread on its own core) outpaces every server measured here, so
+it does not limit the figures as a Python client would; ``post.lua`` reports each
+run as one ``WRK_JSON`` line with exact percentiles. The bodies cycle through the
+270 real Statlog patients, so nothing can be cached and drift sees a real stream.
 """
 
 from __future__ import annotations

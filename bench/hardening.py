@@ -10,7 +10,6 @@ log is off everywhere, so only the hardening differs. BENCHMARKS.md has the figu
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import threading
@@ -46,11 +45,8 @@ def targets() -> dict[str, Target]:
 def overload(
     artifact: Path, bodies: Path, connections: int, seconds: float, plan: CpuPlan, logs: Path
 ) -> dict[str, Any]:
-    """Each target under ``connections`` wrk connections, timed by a liveness probe.
-
-    Replies other than 200 are the point here (the service sheds load with 503),
-    so they are counted, not refused; a probe that gets no 200 counts as failed.
-    """
+    """Each target under ``connections`` wrk connections, timed by a liveness probe. Replies
+    but 200 are the point (the service sheds load with 503): counted, not refused."""
     found: dict[str, Any] = {}
     for key in ("plain", "hardened-uvloop", "service"):
         with servers.started(targets()[key], artifact, logs, plan.server) as server:
@@ -73,34 +69,17 @@ def overload(
     return found
 
 
-def overload_table(found: dict[str, Any]) -> str:
-    headers = ["target", "req/s answered", "non-2xx", "wrk timeouts", "/health probes"]
-    headers += ["failed (> 20 s)", "p50 ms", "p99 ms", "max ms"]
-    rows = [
-        [key, report.number(r["wrk"]["requests_per_s"]), str(r["non_2xx"]),
-         str(r["wrk"]["errors"].get("timeout", 0)), str(r["health_samples"]),
-         str(r["health_failed"])]
-        + [str(r[f"health_{q}_ms"]) for q in ("p50", "p99", "max")]
-        for key, r in found.items()
-    ]  # fmt: skip
-    return markdown_table(headers, rows)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.hardening", description=__doc__)
-    parser.add_argument("--artifact", type=Path, default=servers.DEFAULT_MODEL)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser = servers.arguments("bench.hardening", __doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per cost run")
     parser.add_argument("--overload-connections", type=int, default=2000)
     parser.add_argument("--overload-seconds", type=float, default=30.0)
-    parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
     parser.add_argument("--skip-cost", action="store_true", help="only the overload part")
     args = parser.parse_args(argv)
     model, plan = servers.model_path(args.artifact), CpuPlan.for_this_machine()
     settings = load.Settings(warmup_s=2.0, duration_s=args.duration, rounds=args.rounds)
     data: dict[str, Any] = {"machine": report.describe(), "cpu_plan": plan.describe()}
     data["command"], parts = report.command_line("bench.hardening", argv), []
-    load.LOG_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         predict = wrk.standard_scenarios(Path(tmp), batch_size=1)[0]
         if not args.skip_cost:
@@ -115,8 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             load.LOG_DIR,
         )  # fmt: skip
     data["machine"]["load_average_end"] = report.load_average()
+    health = ("health_samples", "health_failed", "health_p50_ms", "health_p99_ms", "health_max_ms")
+    rows = [[key, report.number(r["wrk"]["requests_per_s"]), str(r["non_2xx"]),
+             str(r["wrk"]["errors"].get("timeout", 0)), *(str(r[k]) for k in health)]
+            for key, r in data["overload"].items()]  # fmt: skip
+    headers = ["target", "req/s answered", "non-2xx", "wrk timeouts", "/health probes"]
+    headers += ["failed (> 20 s)", "p50 ms", "p99 ms", "max ms"]
     parts += [f"### /health under {args.overload_connections:,} connections"]
-    parts += [overload_table(data["overload"])]
+    parts += [markdown_table(headers, rows)]
     markdown = report.document("Hardening", data["machine"], data["command"], *parts)
     failed = sum(r["errors"] for r in data.get("cost_c32", {}).values())
     return report.publish("hardening", markdown, data, args.output_dir, failed=failed)

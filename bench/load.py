@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +109,10 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
 
 
 def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
-    """One request per scenario before measuring: a benchmark of error replies is worthless.
-
-    Any reply but 200 fails; the service's must also score every patient sent.
-    """
+    """One request per scenario before measuring (a benchmark of error replies is worthless):
+    any reply but 200 fails, and the service's must score every patient sent."""
     for s in scenarios:
-        reply = servers.post(server.url(s.path), wrk.first_body(s), s.media_type)
+        reply = servers.post(server.url(s.path), s.first_body(), s.media_type)
         count = ANSWERED.get(s.name) if server.target.is_service and not s.media_type else None
         if count is not None and count(reply) != s.rows_per_request:
             raise servers.ServerError(
@@ -192,19 +190,6 @@ def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict
     return measured(found, runs, artifact, settings, CpuPlan(None, None))
 
 
-def memory_table(mem: Mapping[str, Any]) -> str:
-    """RSS at each checkpoint, and as a multiple of the first checkpoint's (start-up is none)."""
-    base = mem["points"][1]["rss_kib"]
-    rows = [
-        [p["label"], number(p["requests"]), f"{p['rss_kib'] / 1024:.1f} MiB",
-         times(p["rss_kib"] / base) if i else ""]
-        for i, p in enumerate(mem["points"])
-    ]  # fmt: skip
-    return markdown_table(
-        ["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rows
-    )
-
-
 def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     """The whole report: figures and same-run ratios; BENCHMARKS.md holds the targets."""
     s, results = data["settings"], data["comparison"]
@@ -221,9 +206,15 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
         report.comparison_table(results, labels),
     ]
     if mem is not None:
+        first = mem["points"][1]["rss_kib"]  # the first checkpoint (point 0 is start-up)
+        rss = [[p["label"], number(p["requests"]), f"{p['rss_kib'] / 1024:.1f} MiB",
+                times(p["rss_kib"] / first) if i else ""]
+               for i, p in enumerate(mem["points"])]  # fmt: skip
         parts += [
             f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
-            memory_table(mem),
+            markdown_table(
+                ["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rss
+            ),
             f"Peak RSS (VmHWM) of the worker: {mem['peak_rss_kib'] / 1024:.1f} MiB.",
         ]
     if sc is not None:
@@ -244,19 +235,17 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.load",
-        description="Load-test the service with wrk against a raw ASGI and a bare FastAPI "
-        "reference measured in the same run; also worker memory and 1-vs-2-worker scaling.",
+    p = servers.arguments(
+        "bench.load",
+        "Load-test the service with wrk against references "
+        "measured in the same run; also worker memory and 1-vs-2-worker scaling.",
     )
     d, add = Settings(), p.add_argument
     add("--quick", action="store_true", help="1 s warm-up, 2 s runs, 1 round")
     add("--warmup", type=float, default=d.warmup_s, help="seconds before each run")
     add("--duration", type=float, default=d.duration_s, help="seconds per run")
-    add("--rounds", type=int, default=d.rounds, help="interleaved rounds")
     add("--batch-size", type=int, default=d.batch_size)
     add("--batch-concurrency", type=int, default=d.batch_concurrency)
-    add("--artifact", type=Path, default=servers.DEFAULT_MODEL, help="model to serve")
     add("--container", metavar="IMAGE", help="also measure this image (needs podman)")
     add("--scenario", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "BODIES"),
         help="also POST to PATH (query allowed) on the service, cycling through the file "
@@ -267,30 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap ensemble (/predict without the risk interval) beside the service")  # fmt: skip
     add("--skip-memory", action="store_true")
     add("--skip-scale", action="store_true")
-    add("--output-dir", type=Path, default=report.RESULTS_DIR)
     return p
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The chosen settings; ``--quick`` is a smoke test: short runs, one round, two checkpoints."""
-    if args.quick:
-        timing = Settings(1.0, 2.0, 1, memory_checkpoints=(1_000, 5_000), quick=True)
-    else:
-        timing = Settings(args.warmup, args.duration, args.rounds)
-    chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
-    return Settings(**{**asdict(timing), **chosen, "nice": args.nice})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings, extra = settings_from(args), extra_scenarios(args.scenario)
+    # --quick is a smoke test: short runs, one round, two memory checkpoints.
+    quick = Settings(1.0, 2.0, 1, memory_checkpoints=(1_000, 5_000), quick=True)
+    timing = quick if args.quick else Settings(args.warmup, args.duration, args.rounds)
+    chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
+    settings = replace(timing, **chosen, nice=args.nice)
+    extra = extra_scenarios(args.scenario)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
     built = servers.image_description(args.container) if args.container else None
     if args.container and built is None:
         report.progress(f"podman or the image {args.container} is missing: skipping the container")
     found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "benchmark": "load", "machine": report.describe(), "cpu_plan": plan.describe(),
         "settings": asdict(settings), "command": report.command_line("bench.load", argv),

@@ -70,20 +70,15 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
             "not the same model, so timing them against each other would mean nothing"
         )
 
+    def timed(fn: Callable[[], object], clock: Any = time.perf_counter) -> dict[str, float]:
+        return summarize(time_per_call(fn, repeat=repeat, min_time_s=min_time_s, clock=clock))
+
     def case(name: str, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
         """``ours`` against ``predict_proba(x)``, each timed on its own input, unwrapped."""
-        sk, mine = (
-            summarize(time_per_call(f, repeat=repeat, min_time_s=min_time_s))
-            for f in (partial(sklearn, x), ours)
-        )
-        rate = ratio(len(x), mine["median"])
-        speed = {"speedup": ratio(sk["median"], mine["median"]), "predictor_rows_per_s": rate}
-        return {
-            "case": name,
-            "rows": len(x),
-            "sklearn_s_per_call": sk,
-            "predictor_s_per_call": mine,
-        } | speed
+        sk, mine = timed(partial(sklearn, x)), timed(ours)
+        return {"case": name, "rows": len(x), "sklearn_s_per_call": sk,
+                "predictor_s_per_call": mine, "speedup": ratio(sk["median"], mine["median"]),
+                "predictor_rows_per_s": ratio(len(x), mine["median"])}  # fmt: skip
 
     # One patient as /predict has it, through the single-row entry point /predict calls
     # (sklearn gets its 1 x 13 matrix), then the vectorised path on matrices, one row
@@ -99,23 +94,14 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     # Issue 10: exact Shapley values of one complete patient (8,192 coalitions x the served
     # background), one BLAS thread; wall and this thread's CPU time (a shared machine's other
     # jobs inflate the former only), against the /predict call of the first case, same run.
-    shap, shapley = {}, partial(explain, predictor, row)  # complete rows all cost the same
+    shapley = partial(explain, predictor, row)  # complete rows all cost the same
     with threadpool_limits(1):
-        for clock, timer in CLOCKS.items():
-            shap[clock] = summarize(
-                time_per_call(shapley, repeat=repeat, min_time_s=min_time_s, clock=timer)
-            )
+        shap = {clock: timed(shapley, timer) for clock, timer in CLOCKS.items()}
     slower = ratio(shap["wall"]["median"], cases[0]["predictor_s_per_call"]["median"])
     explained = {"background_rows": len(np.asarray(predictor.background)), "s_per_call": shap}
-    return {
-        "benchmark": "predictor_micro",
-        "explain": explained | {"ratio_to_predict": slower},
-        "machine": started,
-        "repeat": repeat,
-        "min_time_s": min_time_s,
-        "max_abs_probability_difference": disagreement,
-        "cases": cases,
-    }
+    return {"benchmark": "predictor_micro", "explain": explained | {"ratio_to_predict": slower},
+            "machine": started, "repeat": repeat, "min_time_s": min_time_s,
+            "max_abs_probability_difference": disagreement, "cases": cases}  # fmt: skip
 
 
 def to_markdown(data: dict[str, Any]) -> str:

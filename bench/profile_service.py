@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,17 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         load.preflight(server, [scenario])
         run = load.Run(server.target, scenario, args.concurrency)
         unprofiled = load.measure(server, run, settings, plan.client)  # no profiler attached
-        command = wrk.build_command(
-            server.url(scenario.path), scenario.bodies, connections=args.concurrency,
-            duration_s=args.duration + 6, cpus=plan.client,
-        )  # fmt: skip
         spy_argv = [spy, "record", "--pid", str(server.workers()[0]), "--rate", str(args.rate)]
         spy_argv += ["--duration", str(round(args.duration)), "--format", "raw", "--nolineno"]
         spy_argv += ["--output", str(folded), *([] if args.no_native else ["--native"])]
-        with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as generator:
+        with ThreadPoolExecutor(1) as pool:
+            sampled = pool.submit(wrk.run, server.url(scenario.path), scenario.bodies,
+                                  connections=args.concurrency, duration_s=args.duration + 6,
+                                  cpus=plan.client)  # fmt: skip
             time.sleep(3)  # warm-up under load
             subprocess.run(pinned(spy_argv, plan.client), check=True, capture_output=True)
-            profiled = wrk.parse_output(generator.communicate(timeout=args.duration + 60)[0])
+            profiled = sampled.result()
     if failed := sum(unprofiled["errors"].values()) + profiled.error_count:
         raise SystemExit(f"{failed} requests failed: a profile of error replies is worthless")
     info, cpu_us = report.describe(), unprofiled["server_cpu_us_per_request"]

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 
-from bench.report import RESULTS_DIR, describe, publish
+from bench.report import RESULTS_DIR, describe, progress, publish
 from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
@@ -56,15 +56,10 @@ def run(protocols: dict[str, tuple[int, int]], seed: int) -> dict[str, Any]:
     for proto, (folds, repeats) in protocols.items():
         for name, factory in models().items():
             start = time.perf_counter()
-            res = cross_validate(
-                factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed
-            )
-            out[proto][name] = res | {"seconds": time.perf_counter() - start}
-            print(
-                f"  {proto:<22} {name:<36} acc {res['accuracy']['mean']:.3f}  "
-                f"auc {res['roc_auc']['mean']:.3f}  ({out[proto][name]['seconds']:.1f} s)",
-                flush=True,
-            )
+            r = cross_validate(factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed)
+            out[proto][name] = r | {"seconds": (took := time.perf_counter() - start)}
+            acc, auc = r["accuracy"]["mean"], r["roc_auc"]["mean"]
+            progress(f"{proto:<22} {name:<36} acc {acc:.3f}  auc {auc:.3f}  ({took:.1f} s)")
     return out
 
 
@@ -110,10 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocols = {f"10-fold x {n}": (10, n), f"9-fold (StatLog) x {n}": (9, n)}
     info, results = describe(), run(protocols, args.seed)
     failures = check_targets(results) if n == 5 else []
-    data = {"machine": info, "versions": library_versions(), "seed": args.seed}
-    data |= {"results": results, "failures": failures}
+    data = {"machine": info, "versions": library_versions(), "seed": args.seed, "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    publish(args.output.stem, markdown(results), data, args.output.parent)
+    publish(args.output.stem, markdown(results), data | {"failures": failures}, args.output.parent)
     return 1 if failures else 0
 
 

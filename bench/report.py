@@ -1,11 +1,9 @@
 """Benchmark results: medians, ratios, Markdown, result files, and what they were measured on.
 
-Benchmarks on a shared machine are noisy: medians of interleaved rounds are
-robust to one disturbed round, ratios against a reference measured in the same
-run cancel most of what the machine contributes, and every result file carries
-the machine, its load, the versions and the commit, without which a figure is
-comparable with nothing. The arithmetic lives here, apart from the code that
-runs servers and load generators, so it can be tested on made-up results.
+On a shared machine medians of interleaved rounds resist one disturbed round, ratios to a
+reference measured in the same run cancel the machine, and a figure without the machine,
+its load, the versions and the commit is comparable with nothing. Kept apart from the
+code that runs servers, so the arithmetic is tested on made-up results.
 """
 
 from __future__ import annotations
@@ -45,10 +43,8 @@ def summarize(values: Iterable[float]) -> dict[str, float]:
 
 
 def ratio(numerator: float, denominator: float) -> float:
-    """``numerator / denominator``, NaN when either is missing or the denominator is zero."""
-    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
-        return math.nan
-    return numerator / denominator
+    """``numerator / denominator``, NaN when either is missing (NaN) or the denominator is 0."""
+    return numerator / denominator if denominator else math.nan
 
 
 def number(value: float) -> str:
@@ -88,21 +84,16 @@ def _clean(value: Any) -> Any:
 
 def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Path) -> list[Path]:
     """``<stem>.md`` and ``<stem>.json`` in ``directory``."""
-    text = json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
-    return [
-        write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n"),
-        write_text_atomic(directory / f"{stem}.json", text),
-    ]
+    text = json.dumps(_clean(data), indent=2, allow_nan=False)
+    md = write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n")
+    return [md, write_text_atomic(directory / f"{stem}.json", text + "\n")]
 
 
 def publish(
     stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR, failed: int = 0
 ) -> int:
-    """Print a benchmark's report, keep it with its data in ``directory``; the exit status.
-
-    A run in which ``failed`` requests failed is kept for its logs but exits 1:
-    its figures would describe error replies.
-    """
+    """Print a benchmark's report, keep it with its data in ``directory``; the exit status:
+    1 when ``failed`` requests failed, as the figures would describe error replies."""
     for path in write_results(stem, markdown, data, directory):
         progress(f"wrote {path}")
     print(markdown)
@@ -131,12 +122,8 @@ def progress(message: str) -> None:
 
 
 def cpu_busy_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, summed over cores.
-
-    Busy is all but idle and iowait; steal is time the hypervisor gave our
-    virtual CPUs to someone else. The difference of two readings tells how much
-    else ran during a measurement.
-    """
+    """(busy, steal) CPU seconds of the machine since boot: busy is all but idle and iowait,
+    steal what the hypervisor gave to others. Two readings tell what else ran meanwhile."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     ticks, steal = os.sysconf("SC_CLK_TCK"), values[7] if len(values) > 7 else 0
     return (sum(values[:8]) - values[3] - values[4]) / ticks, steal / ticks
@@ -146,9 +133,9 @@ def load_average() -> tuple[float, ...]:
     return tuple(round(x, 2) for x in os.getloadavg())
 
 
-def proc_field(path: str, key: str) -> str:
-    """The value of ``key:`` in a ``/proc`` text file such as cpuinfo or meminfo ("" if absent)."""
-    lines = (line.partition(":") for line in Path(path).read_text().splitlines())
+def proc_field(text: str, key: str) -> str:
+    """The value of ``key:`` in a ``/proc`` text such as cpuinfo or PID/status ("" if absent)."""
+    lines = (line.partition(":") for line in text.splitlines())
     return next((value.strip() for name, _, value in lines if name.strip() == key), "")
 
 
@@ -166,22 +153,21 @@ def versions() -> dict[str, str]:
     return found
 
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT)
-    return done.stdout.strip()
-
-
 def describe() -> dict[str, Any]:
     """Everything a reader needs to judge a result: one dict, stored in every result file."""
-    dirty = git("status", "--porcelain", "--", "app", "model", "training")
+    git = ("git", "-C", str(REPO_ROOT))
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "app", "model", "training"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    memory = proc_field(Path("/proc/meminfo").read_text(), "MemTotal").split()[0]
     return {
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu": proc_field(Path("/proc/cpuinfo").read_text(), "model name") or "unknown",
         "cores": os.cpu_count(),
-        "memory_gib": round(int(proc_field("/proc/meminfo", "MemTotal").split()[0]) / 2**20, 1),
+        "memory_gib": round(int(memory) / 2**20, 1),
         "kernel": platform.release(),
         "versions": versions(),
-        "commit": (git("rev-parse", "--short", "HEAD") or "unknown")
+        "commit": (commit.stdout.strip() or "unknown")
         + ("+uncommitted changes in app/model/training" if dirty else ""),
         "load_average_start": load_average(),
     }
@@ -221,18 +207,14 @@ def summarize_runs(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dic
     return {k: summarize(v) for k, v in figures.items()} | {"errors": errors, "runs": runs}
 
 
-def medians(entry: Mapping[str, Any]) -> dict[str, float]:
-    """The median of every summarised figure of one scenario."""
-    return {k: v["median"] for k, v in entry.items() if isinstance(v, dict) and "median" in v}
-
-
 def comparison_table(
     results: Mapping[str, Any], labels: Mapping[str, str], base: str = "fastapi"
 ) -> str:
     """One row per scenario; the last column divides its req/s by ``base``'s in the same run."""
     rows = []
     for r in results.values():
-        m, endpoint = medians(r), r["endpoint"]
+        m = {k: v["median"] for k, v in r.items() if isinstance(v, dict) and "median" in v}
+        endpoint = r["endpoint"]
         path = r.get("path", "/predict/batch" if endpoint == "batch" else "/predict")
         many = r.get("rows_per_request", 1000 if endpoint == "batch" else 1) > 1
         reference = results.get(f"{base}/{endpoint}/c{r['connections']}")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from bench import report
 from bench.report import number, ratio, summarize, times
-from bench.servers import DEFAULT_MODEL, in_rounds, pinned
+from bench.servers import arguments, in_rounds, pinned
 from model.features import FEATURE_NAMES
 from scoring.synthetic import KEY, registry
 from training.report import markdown_table
@@ -40,11 +40,8 @@ COPY = (sys.executable, "-m", "bench.scoring", "--copy")
 
 
 def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
-    """Parquet and CSV registries of ``rows`` complete rows, and a Parquet one with gaps.
-
-    Generated a million rows at a time, in flat memory. In the file with gaps
-    :data:`GAPS` of the rows lack one of three feature sets, as the sites' records do.
-    """
+    """Parquet and CSV registries of ``rows`` complete rows, and a Parquet one in which
+    :data:`GAPS` of the rows lack one of three feature sets; a million rows at a time."""
     paths = {name: directory / f"registry-{rows}-{name}.{fmt}" for name, fmt in INPUTS.items()}
     step = 1_000_000
     schema = pa.Schema.from_pandas(registry(1), preserve_index=False)
@@ -151,13 +148,10 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = arguments("bench.scoring", __doc__)
     parser.add_argument("--rows", default="1000000,10000000", help="comma-separated file sizes")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--artifact", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
     parser.add_argument("--copy", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
-    parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.copy:
         copy_only(*args.copy)

@@ -1,14 +1,13 @@
 """The servers under test: started through ``app.testing``, pinned, measured in rounds.
 
-:mod:`app.testing` is the one way to start, wait for and stop a server; this
-adds what a measurement needs: references, app variants and the container image
-as targets beside the service, pinning with ``taskset`` (inherited by uvicorn's
-workers), the serving processes' CPU time and memory from ``/proc``, and the
-interleaved rounds every benchmark here measures in.
+:mod:`app.testing` starts, waits for and stops every server; this adds the targets
+beside the service (references, app variants, its image), pinning with ``taskset``
+(inherited by workers), CPU time and memory from ``/proc``, and interleaved rounds.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 from app.testing import REPO_ROOT, RunningServer, free_port, running
 from app.testing import service_command as service_argv
 from app.testing import service_environment as service_env
-from bench.report import progress
+from bench.report import RESULTS_DIR, proc_field, progress
 
 #: What ``make train`` writes and ``make bench`` serves.
 DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model.joblib"
@@ -130,10 +129,8 @@ def started(
     target: Target, artifact: Path, log_dir: Path, cpus: Sequence[int] | None, nice: int = 0
 ) -> Iterator[Server]:
     """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it.
-
-    A busy shared machine can take tens of seconds to import and load the model,
-    and podman longer to start a container, hence the generous time-outs.
-    """
+    The time-outs are generous: a busy machine takes tens of seconds to load a model."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     container = f"heart-bench-{port}" if target.image else None
     settings = dict(target.settings)
@@ -153,11 +150,8 @@ def started(
 def in_rounds(
     rounds: int, cases: Sequence[Case], measure: Callable[[Case], Sample]
 ) -> dict[Case, list[Sample]]:
-    """Measure every case once per round, the order reversed every other round.
-
-    Medians over such rounds compare figures taken minutes apart and in both
-    orders, not one server's good minute with another's bad one.
-    """
+    """Measure every case once per round, the order reversed every other round, so that
+    medians compare figures taken in both orders, not one case's good minute with another's bad."""
     samples: dict[Case, list[Sample]] = {case: [] for case in cases}
     for round_no in range(rounds):
         for case in cases if round_no % 2 == 0 else reversed(cases):
@@ -204,10 +198,10 @@ def post(url: str, body: bytes, media_type: str | None = None) -> Any:
 
 def status_kib(status_text: str, key: str) -> int:
     """A ``kB`` field (``VmRSS``, ``VmHWM``...) of a ``/proc/PID/status`` text, in KiB."""
-    for name, _, value in (line.partition(":") for line in status_text.splitlines()):
-        if name == key and value.split()[1:] == ["kB"]:
-            return int(value.split()[0])
-    raise ServerError(f"no {key} in process status")
+    value = proc_field(status_text, key).split()
+    if value[1:] != ["kB"]:
+        raise ServerError(f"no {key} in kB in process status")
+    return int(value[0])
 
 
 def proc(pid: int, name: str) -> str:
@@ -229,24 +223,26 @@ def process_tree(pid: int) -> list[int]:
 
 
 def worker_pids(pid: int) -> list[int]:
-    """The processes that serve requests: uvicorn's spawned workers, or ``pid`` itself.
-
-    A plain ``uvicorn`` with one worker serves in the main process; ``heart-api
-    serve`` (always) and ``uvicorn --workers N`` supervise children started by
-    multiprocessing's ``spawn`` (``spawn_main`` on their command line), next to
-    helpers like the resource tracker that serve nothing.
-    """
+    """The processes that serve requests: ``pid`` itself for a plain ``uvicorn``, else the
+    children ``heart-api serve`` or ``uvicorn --workers N`` spawned (``spawn_main`` on their
+    command line), not helpers like the resource tracker."""
     return [c for c in process_tree(pid)[1:] if "spawn_main" in proc(c, "cmdline")] or [pid]
 
 
 def cpu_seconds(*pids: int) -> float:
-    """User + system CPU time of ``pids`` so far (from /proc/PID/stat); 0 for one gone.
-
-    Unlike requests per second, it does not depend on the CPU share a shared
-    machine's scheduler gives the server.
-    """
+    """User + system CPU time of ``pids`` so far (0 for one gone): unlike requests per
+    second, it does not depend on the CPU share a shared machine's scheduler gives them."""
     stats = [proc(pid, "stat").rsplit(")", 1)[-1].split() for pid in pids]
     return sum(int(f[11]) + int(f[12]) for f in stats if len(f) > 12) / os.sysconf("SC_CLK_TCK")
+
+
+def arguments(module: str, description: str | None) -> argparse.ArgumentParser:
+    """The options every server benchmark shares: the model, the rounds, where results go."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--artifact", type=Path, default=DEFAULT_MODEL, help="model to serve")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    return parser
 
 
 def model_path(given: Path) -> Path:

@@ -7,7 +7,6 @@ rows per CPU-second of the worker is the figure a shared machine does not distor
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,16 +63,12 @@ def to_markdown(results: dict[str, Any], info: dict[str, Any], command: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--artifact", type=Path, default=servers.DEFAULT_MODEL)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--output-dir", type=Path, default=report.RESULTS_DIR)
+    parser = servers.arguments("bench.table_endpoint", __doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per run")
     args = parser.parse_args(argv)
     info, plan = report.describe(), CpuPlan.for_this_machine()
     settings = load.Settings(warmup_s=1.0, duration_s=args.seconds, rounds=args.rounds)
     service = Target("service", "heart-api serve", settings=(("HEART_ACCESS_LOG", "false"),))
-    load.LOG_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         runs = [load.Run(service, scenario, 2) for scenario in scenarios(Path(tmp))]
         model = servers.model_path(args.artifact)

@@ -38,6 +38,13 @@ class Scenario:
     #: ``bodies`` is one body of this type (Arrow, CSV), not JSON lines.
     media_type: str | None = None
 
+    def first_body(self) -> bytes:
+        """The first body, for the pre-flight check of each server."""
+        if self.media_type:
+            return self.bodies.read_bytes()
+        with self.bodies.open("rb") as fh:
+            return fh.readline().rstrip(b"\n")
+
 
 def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
     """``n`` real patients from row ``offset`` on, wrapping around, as a client sends them."""
@@ -65,33 +72,18 @@ def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Pat
     return write_bodies(path, bodies)
 
 
-def write_oip_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
-    """The batch bodies' patients as Open Inference Protocol ``features`` matrices: the
-    same rows as :func:`write_batch_bodies`, so both endpoints do identical work."""
-    tensor = {"name": "features", "shape": [batch_size, len(FEATURES)], "datatype": "FP64"}
-    batches = (patients(batch_size, offset=k * 67) for k in range(n_bodies))
-    rows = ([[p[f.name] for f in FEATURES] for p in batch] for batch in batches)
-    return write_bodies(path, ({"inputs": [{**tensor, "data": data}]} for data in rows))
-
-
-def first_body(scenario: Scenario) -> bytes:
-    """The first body of a scenario, for the pre-flight check of each server."""
-    if scenario.media_type:
-        return scenario.bodies.read_bytes()
-    with scenario.bodies.open("rb") as fh:
-        return fh.readline().rstrip(b"\n")
-
-
 def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
-    """``/predict`` with every real patient, ``/predict/batch`` with a few large batches, and
-    the same batches through the Open Inference Protocol (the service only)."""
-    single = write_single_bodies(directory / "predict.jsonl")
+    """``/predict`` with every real patient, ``/predict/batch`` with four large batches, and the
+    same rows as Open Inference Protocol ``features`` matrices (the service only)."""
     batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
-    tensors = write_oip_bodies(directory / "oip.jsonl", batch_size=batch_size)
+    tensor = {"name": "features", "shape": [batch_size, len(FEATURES)], "datatype": "FP64"}
+    rows = ([[p[f.name] for f in FEATURES] for p in json.loads(body)["patients"]]
+            for body in batches.read_text().splitlines())  # fmt: skip
+    oip = ({"inputs": [{**tensor, "data": data}]} for data in rows)
     return [
-        Scenario("predict", "/predict", single),
+        Scenario("predict", "/predict", write_single_bodies(directory / "predict.jsonl")),
         Scenario("batch", "/predict/batch", batches, batch_size),
-        Scenario("oip", OIP_INFER, tensors, batch_size, service_only=True),
+        Scenario("oip", OIP_INFER, write_bodies(directory / "oip.jsonl", oip), batch_size, True),
     ]
 
 
@@ -145,11 +137,8 @@ def build_command(
     nice: int = 0,
     media_type: str | None = None,
 ) -> list[str]:
-    """The wrk command line (optionally pinned to ``cpus`` with taskset, and reniced).
-
-    Without ``media_type`` the body file holds JSON bodies, one a line; with it,
-    the file is one body of that type (``post.lua`` says more).
-    """
+    """The wrk command line, pinned to ``cpus`` and reniced when asked; with ``media_type``
+    the body file is one body of that type, else JSON bodies one a line (bench/post.lua)."""
     threads = min(threads, connections)  # wrk refuses fewer connections than threads
     argv = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}"]
     argv += [f"-d{max(1, round(duration_s))}s", "--timeout=10s", "--latency", "-s", str(LUA_SCRIPT)]
@@ -175,10 +164,9 @@ def measure(
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run (``options`` as for :func:`build_command`).
 
-    Beside wrk's figures: the serving workers' CPU time per request (what one
-    core doing nothing else would sustain, far less sensitive to other jobs than
-    wall clock), the busiest worker's share of it, and the cores other
-    processes kept busy during the run, so a reader can tell a disturbed figure.
+    Beside wrk's figures: the workers' CPU time per request (far less sensitive to
+    other jobs than wall clock), the busiest worker's share of it, and the cores
+    other processes kept busy, so a reader can tell a disturbed figure.
     """
     url = server.url(path)
     warmup = run(url, body_file, **options | {"duration_s": warmup_s}).requests if warmup_s else 0
@@ -194,21 +182,16 @@ def measure(
     cpu_used, seconds = sum(per_worker), result.duration_s
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"==== {server.target.key} {path} {options} load {load_average()}\n{result.raw}\n")
+    # A stalled server must not pass as a slow one.
     errors = result.errors | ({"no_request_completed": 1} if result.requests == 0 else {})
     return {
-        "requests": result.requests,
-        "duration_s": seconds,
-        "requests_per_s": result.requests_per_s,
-        "errors": errors,  # a stalled server must not pass as a slow one
-        "latency_us": result.latency_us,
-        "warmup_requests": warmup,
-        "server_cpu_s": cpu_used,
+        "requests": result.requests, "duration_s": seconds, "requests_per_s": result.requests_per_s,
+        "errors": errors, "latency_us": result.latency_us, "warmup_requests": warmup,
+        "server_cpu_s": cpu_used, "wrk_cpu_s": wrk_cpu, "load_average": load_average(),
         # 1/workers when the kernel spread the connections evenly, 1.0 when one got them all.
         "busiest_worker_share": ratio(max(per_worker, default=0.0), cpu_used),
-        "wrk_cpu_s": wrk_cpu,
         # In cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
         "other_load_cores": max(0.0, busy - before[1][0] - cpu_used - wrk_cpu) / seconds,
         "steal_cores": (steal - before[1][1]) / seconds,
         "server_cpu_us_per_request": ratio(cpu_used * 1e6, result.requests),
-        "load_average": load_average(),
-    }
+    }  # fmt: skip

@@ -35,11 +35,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 def time_per_call(
     fn: Callable[[], object], *, repeat: int, min_time_s: float, clock: Any = time.perf_counter
 ) -> list[float]:
-    """Seconds per call in each of ``repeat`` repeats, as ``python -m timeit`` measures them.
-
-    The loop count is chosen once (doubling until one repeat lasts
-    ``min_time_s``) so that timer resolution and loop overhead are negligible.
-    """
+    """Seconds per call in each of ``repeat`` repeats, as ``python -m timeit`` measures them:
+    loops doubled until one repeat lasts ``min_time_s``, so the timer's resolution vanishes."""
     timer, loops = timeit.Timer(fn, timer=clock), 1
     while timer.timeit(loops) < min_time_s:
         loops *= 2

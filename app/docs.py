@@ -11,8 +11,9 @@ Swagger UI's online validator badge switched off, so no request leaves the host.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -42,6 +43,11 @@ CONTENT_SECURITY_POLICY: Final[str] = (
 )
 
 
+class _Document(TypedDict):
+    openapi_url: str
+    title: str
+
+
 def add_offline_docs(app: FastAPI) -> None:
     """Add the pages to an app created with ``docs_url=None, redoc_url=None``."""
     if app.docs_url is not None or app.redoc_url is not None:
@@ -51,43 +57,48 @@ def add_offline_docs(app: FastAPI) -> None:
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
 
-    def assets(request: Request) -> str:
-        return f"{request.scope.get('root_path', '')}{ASSETS_URL}"
+    def document(root: str, viewer: str) -> _Document:
+        """What both pages are given: the document's URL and a title naming the viewer."""
+        return _Document(openapi_url=f"{root}{openapi_url}", title=f"{app.title} - {viewer}")
 
-    @app.get(DOCS_URL, include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _self_contained(
-            get_swagger_ui_html(
-                openapi_url=f"{root}{openapi_url}",
-                title=f"{app.title} - Swagger UI",
-                oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_URL}",
-                swagger_js_url=f"{assets(request)}/swagger-ui-bundle.js",
-                swagger_css_url=f"{assets(request)}/swagger-ui.css",
-                swagger_favicon_url=f"{assets(request)}/favicon.png",
-                # The validator badge would fetch from validator.swagger.io.
-                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
-            )
+    def swagger_ui(root: str) -> HTMLResponse:
+        assets = f"{root}{ASSETS_URL}"
+        return get_swagger_ui_html(
+            **document(root, "Swagger UI"),
+            oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_URL}",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
+            # The validator badge would fetch from validator.swagger.io.
+            swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
         )
+
+    def redoc(root: str) -> HTMLResponse:
+        assets = f"{root}{ASSETS_URL}"
+        return get_redoc_html(
+            **document(root, "ReDoc"),
+            redoc_js_url=f"{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{assets}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    for path, render in ((DOCS_URL, swagger_ui), (REDOC_URL, redoc)):
+        app.add_api_route(path, _self_contained(render), include_in_schema=False)
 
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(REDOC_URL, include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return _self_contained(
-            get_redoc_html(
-                openapi_url=f"{root}{openapi_url}",
-                title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{assets(request)}/redoc.standalone.js",
-                redoc_favicon_url=f"{assets(request)}/favicon.png",
-                with_google_fonts=False,
-            )
-        )
 
+def _self_contained(
+    render: Callable[[str], HTMLResponse],
+) -> Callable[[Request], Awaitable[HTMLResponse]]:
+    """A page handler: ``render`` for the request's root path (behind a proxy prefix),
+    with the policy that keeps the page from loading anything from another host."""
 
-def _self_contained(page: HTMLResponse) -> HTMLResponse:
-    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    async def page(request: Request) -> HTMLResponse:
+        response = render(request.scope.get("root_path", ""))
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+
     return page

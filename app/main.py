@@ -39,11 +39,11 @@ from app.openapi import (
     TAGS,
     TITLE,
     HeartAPI,
-    package_version,
 )
 from app.routes import router, validation_error_handler
 from app.runtime import Runtime
 from app.settings import Settings
+from model.cli_support import package_version
 
 logger = logging.getLogger(APP_LOGGER)
 

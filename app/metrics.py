@@ -52,6 +52,8 @@ from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 
 PREFIX: Final[str] = "heart"
+#: How prometheus_client combines one gauge's values over the worker processes.
+GaugeMode = Literal["sum", "mostrecent", "min", "livesum", "livemax"]
 #: Fewest patients a published drift figure aggregates (HEART_DRIFT_MIN_PATIENTS).
 DRIFT_WINDOW: Final[int] = 100
 #: /predict rows held before they are folded into the drift sums (a flush folds sooner).
@@ -187,11 +189,17 @@ class ServiceMetrics:
         self._training_std = np.ones(N_FEATURES)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            f"{PREFIX}_http_requests",
-            "HTTP requests answered.",
-            ["method", "route", "status"],
-            registry=r,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(f"{PREFIX}_{name}", documentation, labels, registry=r)
+
+        def gauge(name: str, documentation: str, *labels: str, mode: GaugeMode) -> Gauge:
+            return Gauge(
+                f"{PREFIX}_{name}", documentation, labels, registry=r, multiprocess_mode=mode
+            )
+
+        self.requests = counter(
+            "http_requests", "HTTP requests answered.", "method", "route", "status"
         )
         self.duration = Histogram(
             f"{PREFIX}_http_request_duration_seconds",
@@ -200,77 +208,56 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.errors = Counter(
-            f"{PREFIX}_http_errors",
-            "Requests answered with an error status, by kind.",
-            ["kind"],
-            registry=r,
+        self.errors = counter(
+            "http_errors", "Requests answered with an error status, by kind.", "kind"
         )
-        self.refused_connections = Counter(
-            f"{PREFIX}_http_refused_connections",
+        self.refused_connections = counter(
+            "http_refused_connections",
             "Connections closed before a request could be read, by reason "
             "(header_too_large: 431; header_timeout: 408).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self.predictions = Counter(
-            f"{PREFIX}_predictions",
-            "Patients scored, by predicted class (0 or 1).",
-            ["predicted_class"],
-            registry=r,
+        self.predictions = counter(
+            "predictions", "Patients scored, by predicted class (0 or 1).", "predicted_class"
         )
-        self.drift_rows = Counter(
-            f"{PREFIX}_drift_rows",
+        self.drift_rows = counter(
+            "drift_rows",
             "Patients included in the drift feature sums (grows by whole windows of at "
             "least heart_drift_window_min_patients).",
-            registry=r,
         )
-        self.drift_values = Counter(
-            f"{PREFIX}_drift_feature_values",
+        self.drift_values = counter(
+            "drift_feature_values",
             "Measured values in each feature's drift sum (null, not measured, is left out); "
             "a feature is published once a window holds at least "
             "heart_drift_window_min_patients measured values of it.",
-            ["feature"],
-            registry=r,
+            "feature",
         )
         # A gauge: ST depression may be negative (ST elevation), so a sum need not grow.
-        self.drift_sums = Gauge(
-            f"{PREFIX}_drift_feature_sums",
+        self.drift_sums = gauge(
+            "drift_feature_sums",
             "Sum of each served feature's measured values, published per window of at least "
             "heart_drift_window_min_patients of them; increase of it over the increase of "
             "heart_drift_feature_values_total is the mean over any time range.",
-            ["feature"],
-            registry=r,
-            multiprocess_mode="sum",
+            "feature",
+            mode="sum",
         )
-        self.recent_drift = Gauge(
-            f"{PREFIX}_feature_drift",
+        self.recent_drift = gauge(
+            "feature_drift",
             "Mean of each feature over the most recent window of at least "
             "heart_drift_window_min_patients measured values, minus its training mean, in "
             "training standard deviations (absent until such a window is complete).",
-            ["feature"],
-            registry=r,
-            multiprocess_mode="mostrecent",
+            "feature",
+            mode="mostrecent",
         )
-        self.start_time = Gauge(
-            f"{PREFIX}_start_time_seconds",
-            "Unix time at which the service started.",
-            registry=r,
-            multiprocess_mode="min",
+        self.start_time = gauge(
+            "start_time_seconds", "Unix time at which the service started.", mode="min"
         )
-        self.live_workers = Gauge(
-            f"{PREFIX}_worker_processes",
-            "Worker processes currently serving.",
-            registry=r,
-            multiprocess_mode="livesum",
+        self.live_workers = gauge(
+            "worker_processes", "Worker processes currently serving.", mode="livesum"
         )
-        self.model_info = Gauge(
-            f"{PREFIX}_model_info",
-            "The loaded model (value is always 1).",
-            ["model_version"],
-            registry=r,
-            # Live workers only: after a reload the old workers' version disappears.
-            multiprocess_mode="livemax",
+        # Live workers only: after a reload the old workers' version disappears.
+        self.model_info = gauge(
+            "model_info", "The loaded model (value is always 1).", "model_version", mode="livemax"
         )
         self._predicted = (self.predictions.labels("0"), self.predictions.labels("1"))
         self._drift_children = [self.drift_sums.labels(name) for name in FEATURE_NAMES]

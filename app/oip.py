@@ -44,7 +44,7 @@ from app.oip_schemas import (
     ServerMetadataResponse,
     ServerReadyResponse,
 )
-from app.openapi import ERRORS, PROBE_ERRORS
+from app.openapi import ERRORS, PROBE_ERRORS, operation
 from app.runtime import Runtime, runtime_of
 from app.service import PredictionService
 from model.arrays import FloatArray
@@ -352,10 +352,9 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
 
 @router.get(
     "",
-    operation_id="oip_server_metadata",
-    summary="Server metadata (Open Inference Protocol)",
-    response_model=ServerMetadataResponse,
-    responses=_UNAUTHORIZED,
+    **operation(
+        "oip_server_metadata", "Server metadata (Open Inference Protocol)", ServerMetadataResponse
+    ),
 )
 async def server_metadata() -> Response:
     """Name and version of this server; no protocol extensions beyond binary tensor data."""
@@ -368,10 +367,9 @@ async def server_metadata() -> Response:
 
 @router.get(
     "/health/live",
-    operation_id="oip_server_live",
-    summary="Liveness (Open Inference Protocol)",
-    response_model=ServerLiveResponse,
-    responses=PROBE_ERRORS,
+    **operation(
+        "oip_server_live", "Liveness (Open Inference Protocol)", ServerLiveResponse, PROBE_ERRORS
+    ),
 )
 async def server_live() -> Response:
     """Always 200 while the process runs; never needs the API key."""
@@ -380,10 +378,12 @@ async def server_live() -> Response:
 
 @router.get(
     "/health/ready",
-    operation_id="oip_server_ready",
-    summary="Readiness (Open Inference Protocol)",
-    response_model=ServerReadyResponse,
-    responses={**PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
+    **operation(
+        "oip_server_ready",
+        "Readiness (Open Inference Protocol)",
+        ServerReadyResponse,
+        {**PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
+    ),
 )
 async def server_ready(request: Request) -> Response:
     """200 when the model is loaded and passed its self-test (like /ready), else 503."""
@@ -392,10 +392,12 @@ async def server_ready(request: Request) -> Response:
 
 @router.get(
     f"/models/{MODEL_NAME}",
-    operation_id="oip_model_metadata",
-    summary="Model metadata: inputs and outputs (Open Inference Protocol)",
-    response_model=ModelMetadataResponse,
-    responses={**_UNAUTHORIZED, **_NOT_LOADED},
+    **operation(
+        "oip_model_metadata",
+        "Model metadata: inputs and outputs (Open Inference Protocol)",
+        ModelMetadataResponse,
+        {**_UNAUTHORIZED, **_NOT_LOADED},
+    ),
 )
 async def model_metadata(request: Request) -> Response:
     """The model's inputs and outputs with name, datatype and shape (-1: any size)."""
@@ -408,10 +410,12 @@ async def model_metadata(request: Request) -> Response:
 
 @router.get(
     f"/models/{MODEL_NAME}/ready",
-    operation_id="oip_model_ready",
-    summary="Model readiness (Open Inference Protocol)",
-    response_model=ModelReadyResponse,
-    responses={**_UNAUTHORIZED, **_status_503(ModelReadyResponse, "Not ready.")},
+    **operation(
+        "oip_model_ready",
+        "Model readiness (Open Inference Protocol)",
+        ModelReadyResponse,
+        {**_UNAUTHORIZED, **_status_503(ModelReadyResponse, "Not ready.")},
+    ),
 )
 async def model_ready(request: Request) -> Response:
     """200 when the model answers (its self-test passed), 503 otherwise."""
@@ -423,10 +427,12 @@ INFER_PATH: Final[str] = f"{PREFIX}/models/{MODEL_NAME}/infer"
 
 @router.post(
     f"/models/{MODEL_NAME}/infer",
-    operation_id="oip_model_infer",
-    summary="Predict (Open Inference Protocol)",
-    response_model=InferenceResponse,
-    responses={**_ERROR, **_UNAUTHORIZED, **_NOT_LOADED},
+    **operation(
+        "oip_model_infer",
+        "Predict (Open Inference Protocol)",
+        InferenceResponse,
+        {**_ERROR, **_UNAUTHORIZED, **_NOT_LOADED},
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,

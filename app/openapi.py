@@ -11,7 +11,7 @@ the behaviour (``tests/app/test_api_openapi.py`` and the committed
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Mapping
 from typing import Any, Final
 
 from fastapi import FastAPI
@@ -90,13 +90,6 @@ _VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-def package_version() -> str:
-    try:
-        return version("heart-risk")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0.0.0"
-
-
 #: The example request of each body schema, shown by /docs and generated clients.
 _BODY_EXAMPLES: Final[dict[str, dict[str, Any]]] = {
     "PatientFeatures": {
@@ -135,14 +128,25 @@ def prediction_operation(
             }
         },
     }
-    return {
-        "operation_id": operation_id,
-        "summary": summary,
-        "tags": ["predictions"],
-        "response_model": response_model,
-        "responses": {**BODY_ERRORS, **_VALIDATION_ERROR},
-        "openapi_extra": {"requestBody": request_body},
-    }
+    responses = {**BODY_ERRORS, **_VALIDATION_ERROR}
+    documented = operation(operation_id, summary, response_model, responses, "predictions")
+    return documented | {"openapi_extra": {"requestBody": request_body}}
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    response_model: type[Any],
+    responses: Mapping[int | str, dict[str, Any]] = ERRORS,
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of a documented route: what every operation states, said once.
+
+    Without ``tag`` the router's own tags apply (the Open Inference Protocol's, app/oip.py).
+    """
+    documented: dict[str, Any] = {"operation_id": operation_id, "summary": summary}
+    documented |= {"response_model": response_model, "responses": dict(responses)}
+    return documented | ({"tags": [tag]} if tag else {})
 
 
 class HeartAPI(FastAPI):

@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import socket
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -315,7 +315,9 @@ async def _hammer(target: Target, stop: float, counts: dict[int, int]) -> None:
             writer.close()
 
 
-async def _time_health(target: Target, stop: float, times: list[float]) -> None:
+async def time_health(target: Target, stop: float, times: list[float], every: float = 0.2) -> None:
+    """A liveness probe until ``stop``: a new connection, ``GET /health`` (20 s timeout),
+    ``every`` seconds; the seconds each took go to ``times`` (``inf``: no 200 came)."""
     while time.monotonic() < stop:
         start = time.monotonic()
         try:
@@ -325,10 +327,11 @@ async def _time_health(target: Target, stop: float, times: list[float]) -> None:
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             line = await asyncio.wait_for(reader.readline(), 20)
             writer.close()
-            times.append(time.monotonic() - start if line.startswith(b"HTTP/1.1 200") else 99.0)
+            ok = line.startswith(b"HTTP/1.1 200")
+            times.append(time.monotonic() - start if ok else math.inf)
         except (OSError, TimeoutError):
-            times.append(99.0)
-        await asyncio.sleep(0.2)
+            times.append(math.inf)
+        await asyncio.sleep(every)
 
 
 def overload(target: Target, connections: int, seconds: float) -> dict[str, Any]:
@@ -340,21 +343,32 @@ def overload(target: Target, connections: int, seconds: float) -> dict[str, Any]
         stop = time.monotonic() + seconds
         await asyncio.gather(
             *(_hammer(target, stop, counts) for _ in range(connections)),
-            _time_health(target, stop, times),
+            time_health(target, stop, times),
         )
 
     asyncio.run(run())
-    ordered = sorted(times)
     return {
         "connections": connections,
         "seconds": seconds,
         "statuses": {str(k): v for k, v in sorted(counts.items())},
+    } | health_summary(times)
+
+
+def health_summary(times: list[float]) -> dict[str, Any]:
+    """How the liveness probes fared: their count, failures, and p50/p99/max in ms
+    (None where that quantile is a failed probe, or there was none)."""
+    ordered = sorted(times)
+
+    def ms(q: float) -> float | None:
+        at = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.inf
+        return None if math.isinf(at) else round(at * 1000, 1)
+
+    return {
         "health_samples": len(ordered),
-        "health_p50_ms": round(statistics.median(ordered) * 1000, 1) if ordered else None,
-        "health_p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1)
-        if ordered
-        else None,
-        "health_max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+        "health_failed": ordered.count(math.inf),
+        "health_p50_ms": ms(0.5),
+        "health_p99_ms": ms(0.99),
+        "health_max_ms": ms(1.0),
     }
 
 

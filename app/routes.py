@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app.metrics import MetricsFormat, negotiate_metrics_format
-from app.openapi import ERRORS, PROBE_ERRORS, prediction_operation
+from app.openapi import ERRORS, PROBE_ERRORS, operation, prediction_operation
 from app.page import CONTENT_SECURITY_POLICY
 from app.page import render as render_page
 from app.runtime import Runtime, runtime_of
@@ -233,12 +233,7 @@ async def predict_batch(request: Request) -> Response:
 
 
 @router.get(
-    "/model",
-    operation_id="get_model",
-    summary="Model card of the loaded model",
-    tags=["model"],
-    response_model=ModelCard,
-    responses=ERRORS,
+    "/model", **operation("get_model", "Model card of the loaded model", ModelCard, tag="model")
 )
 async def get_model(request: Request) -> Response:
     """Version, creation time, architecture, hyperparameters, features and their
@@ -246,27 +241,33 @@ async def get_model(request: Request) -> Response:
     return JSONBytes(_service(runtime_of(request)).model_card_json)
 
 
+#: /metrics also answers in the two Prometheus formats.
+_METRICS_FORMATS: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": (
+            "JSON by default. The Prometheus text exposition format (version "
+            "0.0.4) for `Accept: text/plain` or `?format=prometheus`, and "
+            "OpenMetrics 1.0 for `Accept: application/openmetrics-text` or "
+            "`?format=openmetrics`."
+        ),
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}},
+        },
+    },
+    **ERRORS,
+}
+
+
 @router.get(
     "/metrics",
-    operation_id="get_metrics",
-    summary="Model quality and live service metrics (JSON or Prometheus)",
-    tags=["monitoring"],
-    response_model=MetricsReport,
-    responses={
-        200: {
-            "description": (
-                "JSON by default. The Prometheus text exposition format (version "
-                "0.0.4) for `Accept: text/plain` or `?format=prometheus`, and "
-                "OpenMetrics 1.0 for `Accept: application/openmetrics-text` or "
-                "`?format=openmetrics`."
-            ),
-            "content": {
-                "text/plain": {"schema": {"type": "string"}},
-                "application/openmetrics-text": {"schema": {"type": "string"}},
-            },
-        },
-        **ERRORS,
-    },
+    **operation(
+        "get_metrics",
+        "Model quality and live service metrics (JSON or Prometheus)",
+        MetricsReport,
+        _METRICS_FORMATS,
+        "monitoring",
+    ),
 )
 async def get_metrics(
     request: Request,
@@ -291,11 +292,12 @@ async def get_metrics(
 
 @router.get(
     "/metrics/summary",
-    operation_id="get_metrics_summary",
-    summary="Model quality and live service metrics as JSON",
-    tags=["monitoring"],
-    response_model=MetricsReport,
-    responses=ERRORS,
+    **operation(
+        "get_metrics_summary",
+        "Model quality and live service metrics as JSON",
+        MetricsReport,
+        tag="monitoring",
+    ),
 )
 async def get_metrics_summary(request: Request) -> Response:
     """The JSON document of ``GET /metrics``, as an operation with one typed answer.
@@ -335,11 +337,9 @@ _HEALTH_OK: Final[bytes] = HealthStatus(status="ok").model_dump_json().encode()
 
 @router.get(
     "/health",
-    operation_id="health",
-    summary="Liveness: the process answers",
-    tags=["monitoring"],
-    response_model=HealthStatus,
-    responses=PROBE_ERRORS,
+    **operation(
+        "health", "Liveness: the process answers", HealthStatus, PROBE_ERRORS, "monitoring"
+    ),
 )
 async def health() -> Response:
     """Always 200 while the process runs; never needs the API key."""
@@ -348,14 +348,16 @@ async def health() -> Response:
 
 @router.get(
     "/ready",
-    operation_id="ready",
-    summary="Readiness: the model is loaded and answers",
-    tags=["monitoring"],
-    response_model=ReadyStatus,
-    responses={
-        **PROBE_ERRORS,
-        503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."},
-    },
+    **operation(
+        "ready",
+        "Readiness: the model is loaded and answers",
+        ReadyStatus,
+        {
+            **PROBE_ERRORS,
+            503: {"model": ReadyStatus, "description": "Not ready; `reason` says why."},
+        },
+        "monitoring",
+    ),
 )
 async def ready(request: Request) -> Response:
     """200 once the model is loaded and its self-test prediction succeeded, 503 otherwise.

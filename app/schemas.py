@@ -332,23 +332,21 @@ class RiskInterval(BaseModel):
     )
 
 
+#: The example answer of /predict, which /predict/explain's example extends.
+_PREDICTION_EXAMPLE: Final[dict[str, Any]] = {
+    "probability": 0.1379,
+    "prediction": 0,
+    "label": _LABELS[0],
+    "threshold": 0.5,
+    "model_version": "2024-01-01T00-00-00Z-abc1234",
+    "missing_features": [],
+}
+
+
 class Prediction(BaseModel):
     """The model's answer for one patient."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "probability": 0.1379,
-                    "prediction": 0,
-                    "label": _LABELS[0],
-                    "threshold": 0.5,
-                    "model_version": "2024-01-01T00-00-00Z-abc1234",
-                    "missing_features": [],
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_PREDICTION_EXAMPLE]})
 
     probability: float = Field(
         ge=0.0, le=1.0, description="Estimated probability of heart disease, 0 to 1."
@@ -396,13 +394,10 @@ class ExplainedPrediction(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
+                _PREDICTION_EXAMPLE
+                | {
                     "probability": 0.4833,
-                    "prediction": 0,
-                    "label": _LABELS[0],
-                    "threshold": 0.5,
                     "model_version": "mlp-8h-0123456789ab",
-                    "missing_features": [],
                     "risk_interval": {"lower": 0.31, "upper": 0.64, "coverage": 0.9},
                     "base_value": 0.5058,
                     "contributions": [

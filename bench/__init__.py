@@ -1,7 +1,4 @@
-"""Benchmarks of the heart-risk service: the predictor alone and the HTTP service under load.
-
-Figures from here are medians of several interleaved runs, reported as ratios
-against reference servers measured in the same run on the same machine, so a
-slower or busier machine changes the absolute numbers but not the comparison.
-See BENCHMARKS.md for how to run them and what they showed.
+"""Benchmarks of the heart-risk service: medians of interleaved runs, as ratios to references
+measured in the same run, so a busier machine changes the figures but not the comparison.
+BENCHMARKS.md says how to run them and what they showed.
 """

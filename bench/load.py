@@ -1,20 +1,12 @@
 """Load benchmark: the service against reference servers measured in the same run.
 
 ``python -m bench.load`` (``--quick`` for a smoke test) runs three phases:
-
-1. **Comparison**: the references (raw ASGI, bare FastAPI with our body model,
-   and its bytes-reply variant), the service as shipped and optionally its
-   image, side by side, each one uvicorn worker pinned to core 0 with wrk on
-   core 1; every scenario (server x request x concurrency) gets a warm-up and a
-   measured run, in interleaved rounds, reported as medians. ``--scenario NAME
-   PATH BODIES`` adds a request of your own (``/predict?explain=true``, bodies
-   with missing values...) to the service, at the concurrencies of ``/predict``.
-2. **Memory**: a fresh worker's ``VmRSS`` from 1,000 to 100,000 requests.
-3. **Scale**: one and two workers, unpinned.
-
-Results go to ``bench/results/load.md`` and ``load.json`` (``load-quick.*``
-for ``--quick``), raw wrk output and server logs to ``bench/results/logs/``.
-BENCHMARKS.md explains the method and the figures.
+**comparison** of the references (bench/references.py), the service as shipped
+and optionally its image, one pinned worker each, every scenario in interleaved
+rounds (``--scenario`` adds requests of your own); **memory** of a fresh worker
+from 1,000 to 100,000 requests; **scale** from one to two workers. Results go to
+``bench/results/load.{md,json}``, wrk output and server logs to
+``bench/results/logs/``; BENCHMARKS.md explains the method and the figures.
 """
 
 from __future__ import annotations
@@ -22,20 +14,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import load_report, payloads, report, servers, wrk
-from bench.payloads import Scenario
+from bench import report, servers, wrk
+from bench.report import number, times
 from bench.servers import CpuPlan, Server, Target
+from bench.wrk import Scenario
 from model.artifact import read_payload, save_artifact
+from training.report import markdown_table
 
 LOG_DIR = report.RESULTS_DIR / "logs"
+#: How many patients a reply of the service scored, by scenario: the pre-flight check.
+ANSWERED: dict[str, Callable[[Any], int]] = {
+    "predict": lambda r: int(0.0 <= r["probability"] <= 1.0),
+    "batch": lambda r: len(r["predictions"]),
+    "oip": lambda r: next(o["shape"][0] for o in r["outputs"] if o["name"] == "probability"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,9 @@ class Run:
     def key(self) -> str:
         return f"{self.target.key}/{self.scenario.name}/c{self.connections}"
 
+    def __str__(self) -> str:
+        return self.key
+
 
 def targets(image: str | None = None, built: str | None = None) -> list[Target]:
     """The references, the service as shipped and, when given, its container image."""
@@ -83,9 +85,7 @@ def targets(image: str | None = None, built: str | None = None) -> list[Target]:
 
 def extra_scenarios(specs: Sequence[Sequence[str]]) -> list[Scenario]:
     """``--scenario NAME PATH BODIES`` options, checked before any server starts."""
-    found = [
-        Scenario(name, path, Path(file).resolve(), service_only=True) for name, path, file in specs
-    ]
+    found = [Scenario(n, path, Path(file).resolve(), service_only=True) for n, path, file in specs]
     for s in found:
         if s.name in ("predict", "batch") or not s.path.startswith("/") or not s.bodies.is_file():
             raise SystemExit(f"--scenario {s.name}: wants a new name, a path from /, a body file")
@@ -109,66 +109,46 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
 
 
 def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
-    """One request per scenario before measuring: a benchmark of error replies is worthless."""
-    for scenario in scenarios:
-        reply = servers.post_json(server.url(scenario.path), payloads.first_body(scenario))
-        if not server.target.is_service:
-            continue
-        if scenario.name == "predict" and not 0.0 <= reply["probability"] <= 1.0:
-            raise servers.ServerError(f"{server.target.key} /predict gave {reply!r}")
-        if scenario.name == "batch" and len(reply["predictions"]) != scenario.rows_per_request:
+    """One request per scenario before measuring (a benchmark of error replies is worthless):
+    any reply but 200 fails, and the service's must score every patient sent."""
+    for s in scenarios:
+        reply = servers.post(server.url(s.path), s.first_body(), s.media_type)
+        count = ANSWERED.get(s.name) if server.target.is_service and not s.media_type else None
+        if count is not None and count(reply) != s.rows_per_request:
             raise servers.ServerError(
-                f"{server.target.key} /predict/batch answered {len(reply['predictions'])} "
-                f"predictions for {scenario.rows_per_request} patients"
+                f"{server.target.key} {s.path} answered {str(reply)[:300]} "
+                f"for {s.rows_per_request} patient(s)"
             )
-        if scenario.name == "oip":
-            (probability,) = [o for o in reply["outputs"] if o["name"] == "probability"]
-            if probability["shape"] != [scenario.rows_per_request]:
-                raise servers.ServerError(
-                    f"{server.target.key} {scenario.path} answered {probability['shape']} "
-                    f"probabilities for {scenario.rows_per_request} patients"
-                )
 
 
 def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | None) -> Any:
     return wrk.measure(
         server, run.scenario.path, run.scenario.bodies, connections=run.connections,
         warmup_s=settings.warmup_s, duration_s=settings.duration_s, cpus=cpus,
-        nice=settings.nice, log=LOG_DIR / "wrk.log",
+        nice=settings.nice, log=LOG_DIR / "wrk.log", media_type=run.scenario.media_type,
     )  # fmt: skip
 
 
 def measured(
     found: list[Target], runs: list[Run], artifact: Path, settings: Settings, plan: CpuPlan
 ) -> dict[str, Any]:
-    """Start every target once, check each answers, then measure every run once per round.
-
-    The order is reversed every other round, so the medians over rounds compare
-    figures measured minutes apart, not one server's good minute with another's bad.
-    """
-    samples: dict[str, list[dict[str, Any]]] = {run.key: [] for run in runs}
+    """Start every target once, check each answers, then measure every run once per round."""
     with contextlib.ExitStack() as stack:
         up: dict[str, Server] = {}
         for t in found:
             server = servers.started(t, artifact, LOG_DIR, plan.server, settings.nice)
             up[t.key] = stack.enter_context(server)
             preflight(up[t.key], list(dict.fromkeys(r.scenario for r in runs if r.target == t)))
-        for round_no in range(settings.rounds):
-            for run in runs if round_no % 2 == 0 else reversed(runs):
-                progress(f"round {round_no + 1}/{settings.rounds}: {run.key}")
-                samples[run.key].append(measure(up[run.target.key], run, settings, plan.client))
+        samples = servers.in_rounds(
+            settings.rounds, runs, lambda r: measure(up[r.target.key], r, settings, plan.client)
+        )
     return {
-        r.key: {
-            "target": r.target.key,
-            "workers": r.target.workers,
-            "endpoint": r.scenario.name,
-            "path": r.scenario.path,
-            "connections": r.connections,
-            "rows_per_request": r.scenario.rows_per_request,
-        }
-        | load_report.summarize_runs(samples[r.key], r.scenario.rows_per_request)
+        r.key: {"target": r.target.key, "workers": r.target.workers, "endpoint": r.scenario.name,
+                "path": r.scenario.path, "connections": r.connections,
+                "rows_per_request": r.scenario.rows_per_request}
+        | report.summarize_runs(samples[r], r.scenario.rows_per_request)
         for r in runs
-    }
+    }  # fmt: skip
 
 
 def memory(
@@ -182,14 +162,14 @@ def memory(
         points = [{"requests": sent, "rss_kib": server.rss_kib(), "label": "after start-up"}]
         for checkpoint in settings.memory_checkpoints:
             while (missing := checkpoint - sent) > 0:
-                progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
+                report.progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
                 connections = min(settings.memory_concurrency, missing)
                 # wrk runs for its whole duration even after STOP_AFTER responses, so
                 # ask for a duration just long enough at the rate seen so far.
-                duration = min(30.0, 1.0 + 1.3 * missing / rate)
                 result = wrk.run(
                     server.url(predict.path), predict.bodies, connections=connections,
-                    duration_s=duration, cpus=plan.client, stop_after=missing, nice=settings.nice,
+                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate), cpus=plan.client,
+                    stop_after=missing, nice=settings.nice,
                 )  # fmt: skip
                 if result.error_count:
                     raise servers.ServerError(f"memory run had errors: {result.errors}")
@@ -197,41 +177,75 @@ def memory(
                     rate = connections / (result.latency_us["mean"] / 1e6)
                 sent += result.requests
             time.sleep(0.5)  # let requests still in flight when wrk stopped finish
-            points.append(
-                {"requests": sent, "rss_kib": server.rss_kib(), "label": f"{checkpoint:,}"}
-            )
+            label = f"{checkpoint:,}"
+            points.append({"requests": sent, "rss_kib": server.rss_kib(), "label": label})
         return {"points": points, "peak_rss_kib": server.rss_kib("VmHWM")}
 
 
 def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
-    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers).
-
-    Whether their Prometheus counters add up is tested, with exact counts, by
-    tests/e2e/test_e2e_server.py::test_two_workers_share_their_metrics.
-    """
+    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers);
+    tests/e2e/test_e2e_server.py checks that their Prometheus counters add up."""
     found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
     runs = [Run(t, scenarios[0], settings.scale_concurrency) for t in found]
     return measured(found, runs, artifact, settings, CpuPlan(None, None))
 
 
-def progress(message: str) -> None:
-    print(f"[bench.load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """The whole report: figures and same-run ratios; BENCHMARKS.md holds the targets."""
+    s, results = data["settings"], data["comparison"]
+    mem, sc = data.get("memory"), data.get("scale")
+    parts = [
+        f"- pinning: {data['cpu_plan']}\n"
+        f"- method: wrk with bench/post.lua cycling through each scenario's bodies; "
+        f"{s['warmup_s']:g} s warm-up + {s['duration_s']:g} s measured per scenario, "
+        f"{s['rounds']} interleaved round(s), medians; batches of {s['batch_size']} patients\n"
+        "- columns: `server CPU us/req` is the worker's CPU time per request (/proc/PID/stat); "
+        "`req/s spread` is (max - min) / median over the rounds; `other load` is how many "
+        "cores other processes kept busy (median; 0 on a quiet machine). BENCHMARKS.md "
+        "explains the method.",
+        report.comparison_table(results, labels),
+    ]
+    if mem is not None:
+        first = mem["points"][1]["rss_kib"]  # the first checkpoint (point 0 is start-up)
+        rss = [[p["label"], number(p["requests"]), f"{p['rss_kib'] / 1024:.1f} MiB",
+                times(p["rss_kib"] / first) if i else ""]
+               for i, p in enumerate(mem["points"])]  # fmt: skip
+        parts += [
+            f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
+            markdown_table(
+                ["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rss
+            ),
+            f"Peak RSS (VmHWM) of the worker: {mem['peak_rss_kib'] / 1024:.1f} MiB.",
+        ]
+    if sc is not None:
+        c32 = results.get("service/predict/c32")
+        per_core = [number(c32[k]["median"]) if c32 else "n/a" for k in (report.RPS, report.CORE)]
+        workers = {r["target"]: f"service, {r['workers']} worker(s)" for r in sc.values()}
+        base = min(sc.values(), key=lambda r: r["workers"])["target"]
+        parts += [
+            f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)",
+            report.comparison_table(sc, workers, base=base),
+            f"Per core: one pinned worker served {per_core[0]} req/s at c=32 above "
+            f"({per_core[1]} from its CPU time per request); here wrk shares the "
+            "cores with the workers. A busiest worker's CPU share near 1.0 (worst round; 0.50 is "
+            "an even split) caps the gain of a second worker.",
+        ]
+    quick = " (--quick: a smoke test, not a measurement)" if s["quick"] else ""
+    return report.document(f"Load benchmark{quick}", data["machine"], data["command"], *parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.load",
-        description="Load-test the service with wrk against a raw ASGI and a bare FastAPI "
-        "reference measured in the same run; also worker memory and 1-vs-2-worker scaling.",
+    p = servers.arguments(
+        "bench.load",
+        "Load-test the service with wrk against references "
+        "measured in the same run; also worker memory and 1-vs-2-worker scaling.",
     )
     d, add = Settings(), p.add_argument
     add("--quick", action="store_true", help="1 s warm-up, 2 s runs, 1 round")
     add("--warmup", type=float, default=d.warmup_s, help="seconds before each run")
     add("--duration", type=float, default=d.duration_s, help="seconds per run")
-    add("--rounds", type=int, default=d.rounds, help="interleaved rounds")
     add("--batch-size", type=int, default=d.batch_size)
     add("--batch-concurrency", type=int, default=d.batch_concurrency)
-    add("--artifact", type=Path, default=servers.DEFAULT_MODEL, help="model to serve")
     add("--container", metavar="IMAGE", help="also measure this image (needs podman)")
     add("--scenario", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "BODIES"),
         help="also POST to PATH (query allowed) on the service, cycling through the file "
@@ -242,46 +256,35 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap ensemble (/predict without the risk interval) beside the service")  # fmt: skip
     add("--skip-memory", action="store_true")
     add("--skip-scale", action="store_true")
-    add("--output-dir", type=Path, default=report.RESULTS_DIR)
     return p
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The chosen settings; ``--quick`` is a smoke test: short runs, one round, two checkpoints."""
-    if args.quick:
-        timing = Settings(1.0, 2.0, 1, memory_checkpoints=(1_000, 5_000), quick=True)
-    else:
-        timing = Settings(args.warmup, args.duration, args.rounds)
-    chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
-    return Settings(**{**asdict(timing), **chosen, "nice": args.nice})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings, extra = settings_from(args), extra_scenarios(args.scenario)
+    # --quick is a smoke test: short runs, one round, two memory checkpoints.
+    quick = Settings(1.0, 2.0, 1, memory_checkpoints=(1_000, 5_000), quick=True)
+    timing = quick if args.quick else Settings(args.warmup, args.duration, args.rounds)
+    chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
+    settings = replace(timing, **chosen, nice=args.nice)
+    extra = extra_scenarios(args.scenario)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
     built = servers.image_description(args.container) if args.container else None
     if args.container and built is None:
-        progress(f"podman or the image {args.container} is missing: skipping the container")
+        report.progress(f"podman or the image {args.container} is missing: skipping the container")
     found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
-        "benchmark": "load",
-        "machine": report.describe(),
-        "cpu_plan": plan.describe(),
-        "settings": asdict(settings),
-        "command": "python -m bench.load " + " ".join(sys.argv[1:] if argv is None else argv),
+        "benchmark": "load", "machine": report.describe(), "cpu_plan": plan.describe(),
+        "settings": asdict(settings), "command": report.command_line("bench.load", argv),
         "container_image": built,
-    }
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model = servers.model_path(args.artifact)
         if args.without_interval:  # issue 10: /predict's cost of the risk interval, same run
             plain = save_artifact({**read_payload(model), "ensemble": None}, Path(tmp) / "p.joblib")
-            found.append(
-                Target("no-interval", "the service without the risk interval", artifact=plain)
-            )
-        scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
+            label = "the service without the risk interval"
+            found.append(Target("no-interval", label, artifact=plain))
+        scenarios = wrk.standard_scenarios(Path(tmp), settings.batch_size)
         runs = plan_runs(found, scenarios + extra, settings)
         data["comparison"] = measured(found, runs, model, settings, plan)
         if not args.skip_memory:
@@ -289,19 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_scale:
             data["scale"] = scale(model, scenarios, settings)
     data["machine"]["load_average_end"] = report.load_average()
-    labels = {t.key: t.label for t in found}
-    markdown = load_report.to_markdown(data, labels)
+    markdown = to_markdown(data, {t.key: t.label for t in found})
     stem = "load-quick" if settings.quick else "load"
-    for path in report.write_results(stem, markdown, data, args.output_dir):
-        progress(f"wrote {path}")
-    print(markdown)
-    errors = sum(
-        r["errors"] for phase in ("comparison", "scale") for r in data.get(phase, {}).values()
-    )
-    if errors:
-        progress(f"{errors} requests failed during the runs: the figures are not valid")
-        return 1
-    return 0
+    runs_of = [*data["comparison"].values(), *data.get("scale", {}).values()]
+    failed = sum(r["errors"] for r in runs_of)
+    return report.publish(stem, markdown, data, args.output_dir, failed=failed)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 -- wrk script for the benchmarks: POST JSON bodies read from a file, and report
 -- the run as one machine-readable line.
 --
--- Usage: wrk ... -s bench/post.lua URL -- BODY_FILE [STOP_AFTER]
+-- Usage: wrk ... -s bench/post.lua URL -- BODY_FILE [STOP_AFTER [MEDIA_TYPE]]
 --   BODY_FILE   one JSON body per line; requests cycle through them, so the
 --               server sees many different patients rather than one cached one.
---   STOP_AFTER  optional: each thread stops after this many responses
---               (used by the memory benchmark to send an exact number of requests).
+--   STOP_AFTER  optional: each thread stops after this many responses (0: never;
+--               used by the memory benchmark to send an exact number of requests).
+--   MEDIA_TYPE  optional: BODY_FILE is one body of this type (an Arrow stream, a
+--               CSV file), sent with it as Content-Type and Accept.
 --
 -- Requests are formatted once in init(); request() only picks the next one,
 -- which keeps the load generator cheap compared with the servers it measures.
@@ -20,11 +22,20 @@ function init(args)
    if path == nil then
       error("post.lua needs the body file as its first argument (after --)")
    end
-   local headers = { ["Content-Type"] = "application/json" }
-   for line in io.lines(path) do
-      if #line > 0 then
-         n_prepared = n_prepared + 1
-         prepared[n_prepared] = wrk.format("POST", nil, headers, line)
+   if args[3] ~= nil then
+      -- One body, the whole (binary) file, sent and asked for as this media type.
+      local file = assert(io.open(path, "rb"))
+      local headers = { ["Content-Type"] = args[3], ["Accept"] = args[3] }
+      n_prepared = 1
+      prepared[1] = wrk.format("POST", nil, headers, file:read("*a"))
+      file:close()
+   else
+      local headers = { ["Content-Type"] = "application/json" }
+      for line in io.lines(path) do
+         if #line > 0 then
+            n_prepared = n_prepared + 1
+            prepared[n_prepared] = wrk.format("POST", nil, headers, line)
+         end
       end
    end
    if n_prepared == 0 then

@@ -1,18 +1,13 @@
 """Micro-benchmark: the NumPy predictor against the scikit-learn pipeline, same model, same rows.
 
-Both sides compute the same probabilities from one fit of the default training
-configuration (``training.pipeline.train`` without cross-validation): the
-scikit-learn ``Pipeline`` as is, and the service's ``Predictor`` from its
-weights after the real artifact round trip (``save_artifact`` ->
-``load_artifact``). The run refuses to report speed if the two disagree.
-
-Run: ``python -m bench.predictor_micro`` (``--quick`` for a smoke test).
+One fit of the default recipe: the scikit-learn ``Pipeline`` as is, and the
+service's ``Predictor`` after the real artifact round trip; the run refuses to
+report speed if the two disagree. ``python -m bench.predictor_micro`` (``--quick``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import timeit
@@ -31,6 +26,7 @@ from model.artifact import load_artifact, save_artifact
 from model.explain import explain
 from training.data import load_dataset
 from training.pipeline import TrainingConfig, train
+from training.report import markdown_table
 
 SIZES = (1, 1_000, 100_000)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -39,11 +35,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 def time_per_call(
     fn: Callable[[], object], *, repeat: int, min_time_s: float, clock: Any = time.perf_counter
 ) -> list[float]:
-    """Seconds per call in each of ``repeat`` repeats, as ``python -m timeit`` measures them.
-
-    The loop count is chosen once (doubling until one repeat lasts
-    ``min_time_s``) so that timer resolution and loop overhead are negligible.
-    """
+    """Seconds per call in each of ``repeat`` repeats, as ``python -m timeit`` measures them:
+    loops doubled until one repeat lasts ``min_time_s``, so the timer's resolution vanishes."""
     timer, loops = timeit.Timer(fn, timer=clock), 1
     while timer.timeit(loops) < min_time_s:
         loops *= 2
@@ -74,20 +67,15 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
             "not the same model, so timing them against each other would mean nothing"
         )
 
+    def timed(fn: Callable[[], object], clock: Any = time.perf_counter) -> dict[str, float]:
+        return summarize(time_per_call(fn, repeat=repeat, min_time_s=min_time_s, clock=clock))
+
     def case(name: str, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
         """``ours`` against ``predict_proba(x)``, each timed on its own input, unwrapped."""
-        sk, mine = (
-            summarize(time_per_call(f, repeat=repeat, min_time_s=min_time_s))
-            for f in (partial(sklearn, x), ours)
-        )
-        rate = ratio(len(x), mine["median"])
-        speed = {"speedup": ratio(sk["median"], mine["median"]), "predictor_rows_per_s": rate}
-        return {
-            "case": name,
-            "rows": len(x),
-            "sklearn_s_per_call": sk,
-            "predictor_s_per_call": mine,
-        } | speed
+        sk, mine = timed(partial(sklearn, x)), timed(ours)
+        return {"case": name, "rows": len(x), "sklearn_s_per_call": sk,
+                "predictor_s_per_call": mine, "speedup": ratio(sk["median"], mine["median"]),
+                "predictor_rows_per_s": ratio(len(x), mine["median"])}  # fmt: skip
 
     # One patient as /predict has it, through the single-row entry point /predict calls
     # (sklearn gets its 1 x 13 matrix), then the vectorised path on matrices, one row
@@ -103,23 +91,14 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     # Issue 10: exact Shapley values of one complete patient (8,192 coalitions x the served
     # background), one BLAS thread; wall and this thread's CPU time (a shared machine's other
     # jobs inflate the former only), against the /predict call of the first case, same run.
-    shap, shapley = {}, partial(explain, predictor, row)  # complete rows all cost the same
+    shapley = partial(explain, predictor, row)  # complete rows all cost the same
     with threadpool_limits(1):
-        for clock, timer in CLOCKS.items():
-            shap[clock] = summarize(
-                time_per_call(shapley, repeat=repeat, min_time_s=min_time_s, clock=timer)
-            )
+        shap = {clock: timed(shapley, timer) for clock, timer in CLOCKS.items()}
     slower = ratio(shap["wall"]["median"], cases[0]["predictor_s_per_call"]["median"])
     explained = {"background_rows": len(np.asarray(predictor.background)), "s_per_call": shap}
-    return {
-        "benchmark": "predictor_micro",
-        "explain": explained | {"ratio_to_predict": slower},
-        "machine": started,
-        "repeat": repeat,
-        "min_time_s": min_time_s,
-        "max_abs_probability_difference": disagreement,
-        "cases": cases,
-    }
+    return {"benchmark": "predictor_micro", "explain": explained | {"ratio_to_predict": slower},
+            "machine": started, "repeat": repeat, "min_time_s": min_time_s,
+            "max_abs_probability_difference": disagreement, "cases": cases}  # fmt: skip
 
 
 def to_markdown(data: dict[str, Any]) -> str:
@@ -137,7 +116,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
         f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
         f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
-        report.table([*headers, "max spread"], table),
+        markdown_table([*headers, "max spread"], table),
         f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
         f"{e['background_rows']} background rows, one thread): median "
         f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
@@ -155,12 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat, min_time = (3, 0.02) if args.quick else (args.repeat, args.min_time)
     data = run(repeat=repeat, min_time_s=min_time)
     data["machine"]["load_average_end"] = report.load_average()
-    markdown = to_markdown(data)
     stem = "predictor_micro-quick" if args.quick else "predictor_micro"
-    for path in report.write_results(stem, markdown, data, args.output_dir):
-        print(f"wrote {path}", file=sys.stderr)
-    print(markdown)
-    return 0
+    return report.publish(stem, to_markdown(data), data, args.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
 """Where a request spends its CPU time: py-spy on the service under wrk load.
 
-Starts the service as shipped (one worker pinned to core 0), drives it with wrk
-on core 1, and samples the worker with ``py-spy record --native`` (Python and C
-frames). The folded stacks are attributed to the parts we can act on (uvicorn
-and its HTTP parser, Starlette, FastAPI, Pydantic, our middleware, logging,
-metrics, our handler, NumPy) two ways: *self* time (each sample goes to the
-innermost frame of a known component, so interpreter and stdlib frames count
-towards whoever called them) and *inclusive* time (component anywhere on the stack).
-
-Run: ``python -m bench.profile_service`` (needs py-spy: ``pip install -e '.[bench]'``).
+One pinned worker of the service as shipped, driven by wrk on the other core and
+sampled by ``py-spy record --native``; the stacks are attributed to the parts we
+can act on (:data:`COMPONENTS`) by *self* time (the innermost known frame, so
+interpreter frames count towards their caller) and *inclusive* time. Findings:
+bench/PROFILE.md. Needs py-spy: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -22,13 +18,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.testing import running_server
-from bench import load, payloads, report, wrk
-from bench.servers import DEFAULT_MODEL, CpuPlan, Server, Target, model_path, pinned
+from bench import load, report, wrk
+from bench.servers import DEFAULT_MODEL, CpuPlan, Target, model_path, pinned, started
 from model.atomic import write_text_atomic
+from training.report import markdown_table
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
 #: (component, pattern of the frame's file or library); first match wins, so specific first.
@@ -108,8 +105,8 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
         return [str(n), f"{100 * share:.1f}%", f"{us * share:.1f}" if us > 0 else "n/a"]
 
     columns = ["component", "samples", "share", "us/request"]
-    own = report.table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
-    inclusive = report.table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
+    own = markdown_table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
+    inclusive = markdown_table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
     frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
     return "\n".join([
         f"## {title}\n\n{context}\n",
@@ -118,7 +115,7 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
         f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
         f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
         "### Hottest Python-level frames (self)\n",
-        report.table(["frame", "samples", "share"], frames),
+        markdown_table(["frame", "samples", "share"], frames),
     ])  # fmt: skip
 
 
@@ -140,34 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = "-".join([args.endpoint, f"c{args.concurrency}", *args.env]).replace("HEART_", "")
     folded = PROFILE_DIR / f"{name}.folded"
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    service = Target("service", "the service", settings=tuple(extra.items()))
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
-        running_server(
-            model_path(args.artifact),
-            env=extra,
-            log_dir=load.LOG_DIR,
-            prefix=pinned([], plan.server),
-        ) as s,
+        started(service, model_path(args.artifact), load.LOG_DIR, plan.server) as server,
     ):
-        server = Server(Target("service", "the service"), s)
-        scenarios = payloads.standard_scenarios(Path(tmp), settings.batch_size)
-        scenario = scenarios[args.endpoint == "batch"]
-        load.preflight(server, scenarios)
-        # Throughput and CPU per request without the profiler attached.
-        unprofiled = load.measure(
-            server, load.Run(server.target, scenario, args.concurrency), settings, plan.client
-        )
-        command = wrk.build_command(
-            server.url(scenario.path), scenario.bodies, connections=args.concurrency,
-            duration_s=args.duration + 6, cpus=plan.client,
-        )  # fmt: skip
+        scenario = wrk.standard_scenarios(Path(tmp), settings.batch_size)[args.endpoint == "batch"]
+        load.preflight(server, [scenario])
+        run = load.Run(server.target, scenario, args.concurrency)
+        unprofiled = load.measure(server, run, settings, plan.client)  # no profiler attached
         spy_argv = [spy, "record", "--pid", str(server.workers()[0]), "--rate", str(args.rate)]
         spy_argv += ["--duration", str(round(args.duration)), "--format", "raw", "--nolineno"]
         spy_argv += ["--output", str(folded), *([] if args.no_native else ["--native"])]
-        with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as generator:
+        with ThreadPoolExecutor(1) as pool:
+            sampled = pool.submit(wrk.run, server.url(scenario.path), scenario.bodies,
+                                  connections=args.concurrency, duration_s=args.duration + 6,
+                                  cpus=plan.client)  # fmt: skip
             time.sleep(3)  # warm-up under load
             subprocess.run(pinned(spy_argv, plan.client), check=True, capture_output=True)
-            profiled = wrk.parse_output(generator.communicate(timeout=args.duration + 60)[0])
+            profiled = sampled.result()
+    if failed := sum(unprofiled["errors"].values()) + profiled.error_count:
+        raise SystemExit(f"{failed} requests failed: a profile of error replies is worthless")
     info, cpu_us = report.describe(), unprofiled["server_cpu_us_per_request"]
     context = (
         f"Service as shipped {' '.join(args.env)}, one worker on core {plan.server}, wrk "
@@ -178,11 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Folded stacks: {folded.relative_to(report.REPO_ROOT)}."
     )
     att = attribute(parse_folded(folded.read_text().splitlines()))
-    markdown = to_markdown(
-        att, f"Profile: {scenario.path} at c={args.concurrency}", cpu_us, context
-    )
+    title = f"Profile: {scenario.path} at c={args.concurrency}"
+    print(markdown := to_markdown(att, title, cpu_us, context))
     write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
-    print(markdown)
     return 0
 
 

@@ -17,10 +17,8 @@ training folds only, never on the fold it is scored on.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 
-from bench.report import RESULTS_DIR, table, write_results
+from bench.report import RESULTS_DIR, describe, progress, publish
 from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
 from training.pipeline import TrainingConfig, library_versions, make_pipeline
+from training.report import markdown_table
 
 COLUMNS = ("accuracy", "roc_auc", "brier", "statlog_cost", "statlog_cost_tuned")
 OURS, REFERENCE = "NumpyMLPClassifier (our default)", "LogisticRegression"
@@ -57,15 +56,10 @@ def run(protocols: dict[str, tuple[int, int]], seed: int) -> dict[str, Any]:
     for proto, (folds, repeats) in protocols.items():
         for name, factory in models().items():
             start = time.perf_counter()
-            res = cross_validate(
-                factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed
-            )
-            out[proto][name] = res | {"seconds": time.perf_counter() - start}
-            print(
-                f"  {proto:<22} {name:<36} acc {res['accuracy']['mean']:.3f}  "
-                f"auc {res['roc_auc']['mean']:.3f}  ({out[proto][name]['seconds']:.1f} s)",
-                flush=True,
-            )
+            r = cross_validate(factory, x, y, n_splits=folds, n_repeats=repeats, random_state=seed)
+            out[proto][name] = r | {"seconds": (took := time.perf_counter() - start)}
+            acc, auc = r["accuracy"]["mean"], r["roc_auc"]["mean"]
+            progress(f"{proto:<22} {name:<36} acc {acc:.3f}  auc {auc:.3f}  ({took:.1f} s)")
     return out
 
 
@@ -78,7 +72,7 @@ def markdown(results: dict[str, Any]) -> str:
             [name, *(f"{r[c]['mean']:.3f} +- {r[c]['std']:.3f}" for c in COLUMNS)]
             for name, r in by_model.items()
         ]
-        parts.append(f"**{proto}**\n\n{table(headers, rows)}")
+        parts.append(f"**{proto}**\n\n{markdown_table(headers, rows)}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -109,14 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = args.repeats
     protocols = {f"10-fold x {n}": (10, n), f"9-fold (StatLog) x {n}": (9, n)}
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    results = run(protocols, args.seed)
-    print(f"\n{markdown(results)}")
+    info, results = describe(), run(protocols, args.seed)
     failures = check_targets(results) if n == 5 else []
+    data = {"machine": info, "versions": library_versions(), "seed": args.seed, "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    data = {"date": started, "machine": platform.platform(), "versions": library_versions()}
-    data |= {"seed": args.seed, "results": results, "failures": failures}
-    write_results(args.output.stem, markdown(results), data, args.output.parent)
+    publish(args.output.stem, markdown(results), data | {"failures": failures}, args.output.parent)
     return 1 if failures else 0
 
 

@@ -1,16 +1,12 @@
 """The same-run references the service is measured against: what a request costs without us.
 
-* ``raw_asgi`` (reference 1): the fastest thing uvicorn can serve. It drains the
-  request body (so the transfer costs the same as for the service) and answers
-  a constant prediction-shaped JSON document: the ceiling for every server.
-* ``fastapi_app`` (reference 2): FastAPI with the service's own body models
-  (``PatientFeatures``, ``BatchRequest``) and a constant reply. It pays all the
-  framework costs (routing, parsing and validating the body, dependency
-  resolution, encoding the reply) but no prediction, logging or metrics: issue
-  6 wants ``/predict`` at c=32 at least 0.7x this.
-* ``fastapi_bytes`` (reference 2b): the same ``/predict`` replying pre-encoded
-  bytes. The issue does not say how reference 2 encodes its reply and the two
-  readings differ by ~20%, so the benchmark reports the stricter one too.
+* ``raw_asgi`` (reference 1): drains the body and answers a constant
+  prediction-shaped document: the ceiling for every server.
+* ``fastapi_app`` (reference 2): FastAPI with the service's own body models and a
+  constant reply: every framework cost (routing, validating, encoding) but no
+  prediction, logging or metrics. Issue 6 wants ``/predict`` at c=32 >= 0.7x this.
+* ``fastapi_bytes`` (reference 2b): the same replying pre-encoded bytes, the
+  stricter reading of reference 2 (the two differ by ~20%).
 
 Run one with ``uvicorn bench.references:raw_asgi`` (or ``:fastapi_app``, ``:fastapi_bytes``).
 """
@@ -28,13 +24,9 @@ from app.schemas import BatchRequest, PatientFeatures
 Message = MutableMapping[str, Any]
 
 #: The reply of every reference: a prediction's shape, no model behind it.
-CONSTANT: Final[dict[str, Any]] = {
-    "probability": 0.5,
-    "prediction": 1,
-    "label": "presence of heart disease",
-    "threshold": 0.5,
-    "model_version": "reference",
-}
+CONSTANT: Final[dict[str, Any]] = {"probability": 0.5, "prediction": 1,
+                                   "label": "presence of heart disease", "threshold": 0.5,
+                                   "model_version": "reference"}  # fmt: skip
 BODY = json.dumps(CONSTANT, separators=(",", ":")).encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 

@@ -1,10 +1,9 @@
 """Benchmark results: medians, ratios, Markdown, result files, and what they were measured on.
 
-Benchmarks on a shared machine are noisy: medians of interleaved rounds are
-robust to one disturbed round, ratios against a reference measured minutes
-apart cancel most of what the machine contributes, and every result file
-carries the machine, its load, the versions and the commit, without which a
-figure is comparable with nothing.
+On a shared machine medians of interleaved rounds resist one disturbed round, ratios to a
+reference measured in the same run cancel the machine, and a figure without the machine,
+its load, the versions and the commit is comparable with nothing. Kept apart from the
+code that runs servers, so the arithmetic is tested on made-up results.
 """
 
 from __future__ import annotations
@@ -17,17 +16,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from model.atomic import write_text_atomic
+from training.report import markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PACKAGES = "fastapi starlette pydantic pydantic-core uvicorn uvloop httptools numpy scikit-learn"
+RPS, CORE = "requests_per_s", "rows_per_busy_core_s"
 
 
 def summarize(values: Iterable[float]) -> dict[str, float]:
@@ -41,18 +43,8 @@ def summarize(values: Iterable[float]) -> dict[str, float]:
 
 
 def ratio(numerator: float, denominator: float) -> float:
-    """``numerator / denominator``, NaN when either is missing or the denominator is zero."""
-    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
-        return math.nan
-    return numerator / denominator
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table; every row must have one cell per header."""
-    if any(len(row) != len(headers) for row in rows):
-        raise ValueError(f"every row of this table needs {len(headers)} cells")
-    lines = ["| " + " | ".join(cells) + " |" for cells in [headers, *rows]]
-    return "\n".join([lines[0], "|" + "---|" * len(headers), *lines[1:]])
+    """``numerator / denominator``, NaN when either is missing (NaN) or the denominator is 0."""
+    return numerator / denominator if denominator else math.nan
 
 
 def number(value: float) -> str:
@@ -92,11 +84,22 @@ def _clean(value: Any) -> Any:
 
 def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Path) -> list[Path]:
     """``<stem>.md`` and ``<stem>.json`` in ``directory``."""
-    text = json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
-    return [
-        write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n"),
-        write_text_atomic(directory / f"{stem}.json", text),
-    ]
+    text = json.dumps(_clean(data), indent=2, allow_nan=False)
+    md = write_text_atomic(directory / f"{stem}.md", markdown.rstrip() + "\n")
+    return [md, write_text_atomic(directory / f"{stem}.json", text + "\n")]
+
+
+def publish(
+    stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR, failed: int = 0
+) -> int:
+    """Print a benchmark's report, keep it with its data in ``directory``; the exit status:
+    1 when ``failed`` requests failed, as the figures would describe error replies."""
+    for path in write_results(stem, markdown, data, directory):
+        progress(f"wrote {path}")
+    print(markdown)
+    if failed:
+        progress(f"{failed} requests failed during the runs: the figures are not valid")
+    return 1 if failed else 0
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
@@ -104,22 +107,23 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
-def publish(stem: str, markdown: str, data: dict[str, Any]) -> None:
-    """Print a benchmark's report and keep it, with its data, in ``bench/results``."""
-    print(markdown)
-    write_results(stem, markdown, data, RESULTS_DIR)
+def document(title: str, info: Mapping[str, Any], command: str, *parts: str) -> str:
+    """A result's Markdown: what it measured, on which machine, by which command, then
+    its tables and notes (every benchmark's file reads the same way)."""
+    return "\n\n".join([f"## {title}\n\n{machine_markdown(info)}\n- command: `{command}`", *parts])
+
+
+def progress(message: str) -> None:
+    """A benchmark's progress, on stderr so that stdout holds only the report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- what it was measured on
 
 
 def cpu_busy_seconds() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, summed over cores.
-
-    Busy is all but idle and iowait; steal is time the hypervisor gave our
-    virtual CPUs to someone else. The difference of two readings tells how much
-    else ran during a measurement.
-    """
+    """(busy, steal) CPU seconds of the machine since boot: busy is all but idle and iowait,
+    steal what the hypervisor gave to others. Two readings tell what else ran meanwhile."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     ticks, steal = os.sysconf("SC_CLK_TCK"), values[7] if len(values) > 7 else 0
     return (sum(values[:8]) - values[3] - values[4]) / ticks, steal / ticks
@@ -129,9 +133,9 @@ def load_average() -> tuple[float, ...]:
     return tuple(round(x, 2) for x in os.getloadavg())
 
 
-def proc_field(path: str, key: str) -> str:
-    """The value of ``key:`` in a ``/proc`` text file such as cpuinfo or meminfo ("" if absent)."""
-    lines = (line.partition(":") for line in Path(path).read_text().splitlines())
+def proc_field(text: str, key: str) -> str:
+    """The value of ``key:`` in a ``/proc`` text such as cpuinfo or PID/status ("" if absent)."""
+    lines = (line.partition(":") for line in text.splitlines())
     return next((value.strip() for name, _, value in lines if name.strip() == key), "")
 
 
@@ -149,28 +153,27 @@ def versions() -> dict[str, str]:
     return found
 
 
-def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO_ROOT)
-    return done.stdout.strip()
-
-
 def describe() -> dict[str, Any]:
     """Everything a reader needs to judge a result: one dict, stored in every result file."""
-    dirty = git("status", "--porcelain", "--", "app", "model", "training")
+    git = ("git", "-C", str(REPO_ROOT))
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "app", "model", "training"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    memory = proc_field(Path("/proc/meminfo").read_text(), "MemTotal").split()[0]
     return {
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu": proc_field(Path("/proc/cpuinfo").read_text(), "model name") or "unknown",
         "cores": os.cpu_count(),
-        "memory_gib": round(int(proc_field("/proc/meminfo", "MemTotal").split()[0]) / 2**20, 1),
+        "memory_gib": round(int(memory) / 2**20, 1),
         "kernel": platform.release(),
         "versions": versions(),
-        "commit": (git("rev-parse", "--short", "HEAD") or "unknown")
+        "commit": (commit.stdout.strip() or "unknown")
         + ("+uncommitted changes in app/model/training" if dirty else ""),
         "load_average_start": load_average(),
     }
 
 
-def machine_markdown(info: dict[str, Any]) -> str:
+def machine_markdown(info: Mapping[str, Any]) -> str:
     """The machine block as Markdown lines."""
     end = f", at end: {info['load_average_end']}" if info.get("load_average_end") else ""
     return "\n".join([
@@ -180,3 +183,52 @@ def machine_markdown(info: dict[str, Any]) -> str:
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         f"- load average (1/5/15 min) at start: {info['load_average_start']}{end}",
     ])  # fmt: skip
+
+
+# ---------------------------------------------------------------- wrk runs against a reference
+
+
+def summarize_runs(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dict[str, Any]:
+    """Median, spread, min and max over the rounds of every figure the tables use."""
+    figures = {
+        RPS: [r[RPS] for r in runs],
+        "rows_per_s": [r[RPS] * rows_per_request for r in runs],
+        "p50_us": [r["latency_us"]["p50"] for r in runs],
+        "p99_us": [r["latency_us"]["p99"] for r in runs],
+        "server_cpu_us_per_request": [r["server_cpu_us_per_request"] for r in runs],
+        # What one core doing nothing else would sustain: 1 / CPU time per request.
+        # Meaningful where the worker is the bottleneck (c=32, batch), and far less
+        # sensitive to other jobs on the machine than wall-clock throughput.
+        CORE: [ratio(1e6 * rows_per_request, r["server_cpu_us_per_request"]) for r in runs],
+        "other_load_cores": [r["other_load_cores"] for r in runs],
+        "busiest_worker_share": [r.get("busiest_worker_share", math.nan) for r in runs],
+    }
+    errors = sum(sum(r["errors"].values()) for r in runs)
+    return {k: summarize(v) for k, v in figures.items()} | {"errors": errors, "runs": runs}
+
+
+def comparison_table(
+    results: Mapping[str, Any], labels: Mapping[str, str], base: str = "fastapi"
+) -> str:
+    """One row per scenario; the last column divides its req/s by ``base``'s in the same run."""
+    rows = []
+    for r in results.values():
+        m = {k: v["median"] for k, v in r.items() if isinstance(v, dict) and "median" in v}
+        endpoint = r["endpoint"]
+        path = r.get("path", "/predict/batch" if endpoint == "batch" else "/predict")
+        many = r.get("rows_per_request", 1000 if endpoint == "batch" else 1) > 1
+        reference = results.get(f"{base}/{endpoint}/c{r['connections']}")
+        reference_rps = math.nan if reference is None else float(reference[RPS]["median"])
+        rows.append([
+            labels.get(r["target"], r["target"]),
+            path if endpoint in ("predict", "batch") else f"{path} ({endpoint})",
+            str(r["connections"]), number(m[RPS]), number(m["rows_per_s"]) * many,
+            milliseconds(m["p50_us"]), milliseconds(m["p99_us"]),
+            number(m["server_cpu_us_per_request"]), number(m[CORE]),
+            f"{r[RPS]['spread'] * 100:.0f}%", f"{m['other_load_cores']:.2f}", str(r["errors"]),
+            f"{r['busiest_worker_share']['max']:.2f}", times(ratio(m[RPS], reference_rps)),
+        ])  # fmt: skip
+    headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
+    headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
+    headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]
+    return markdown_table(headers, rows)

@@ -3,17 +3,13 @@
 Each run is a fresh ``heart-score`` process pinned to one core (``--threads 1``),
 timed from outside, with its peak RSS from ``wait4``. The reference, measured
 in the same rounds, is a pyarrow copy of the same file (read the 13 features
-and the key, write the key): the I/O floor no scorer can beat, so the ratio
-says what validation and the network add. Memory is compared between a file
-and one ten times larger: flat memory means a ratio near 1.
-
-    python -m bench.scoring                      # 1M and 10M rows, 3 rounds
-    python -m bench.scoring --rows 1000000 --rounds 5
+and the key, write the key): the I/O floor no scorer can beat. A file ten
+times larger shows whether memory stays flat. ``python -m bench.scoring``
+(1M and 10M rows, 3 rounds; ``--rows 1000000 --rounds 1`` for a short run).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -27,23 +23,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench import report
-from bench.report import ratio, summarize
+from bench.report import number, ratio, summarize, times
 from model.features import FEATURE_NAMES
 from scoring.synthetic import KEY, registry
+from training.report import markdown_table
 
 TARGETS = {"parquet": 1_000_000.0, "csv": 300_000.0}  # rows/s on one core (issue 13)
 #: Share of rows with a gap in the third input, scored against the complete Parquet file.
 GAPS = 0.35
 #: Each input file and its format.
 INPUTS = {"parquet": "parquet", "csv": "csv", "parquet-gaps": "parquet"}
+#: The reference's command, run like the scorer.
+COPY = (sys.executable, "-m", "bench.scoring", "--copy")
 
 
 def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
-    """Parquet and CSV registries of ``rows`` complete rows, and a Parquet one with gaps.
-
-    Generated a million rows at a time, in flat memory. In the file with gaps
-    :data:`GAPS` of the rows lack one of three feature sets, as the sites' records do.
-    """
+    """Parquet and CSV registries of ``rows`` complete rows, and a Parquet one in which
+    :data:`GAPS` of the rows lack one of three feature sets; a million rows at a time."""
     paths = {name: directory / f"registry-{rows}-{name}.{fmt}" for name, fmt in INPUTS.items()}
     step = 1_000_000
     schema = pa.Schema.from_pandas(registry(1), preserve_index=False)
@@ -64,17 +60,16 @@ def write_inputs(directory: Path, rows: int) -> dict[str, Path]:
 
 def copy_only(source: str, target: str) -> None:
     """The reference: read what heart-score reads, write the key column, nothing else."""
-    columns = [KEY, *FEATURE_NAMES]
+    writer: Any = None
     if source.endswith(".parquet"):
+        columns = [KEY, *FEATURE_NAMES]
         batches = pq.ParquetFile(source).iter_batches(131_072, columns=columns, use_threads=False)
-        writer: Any = None
         for batch in batches:
             schema = pa.schema([batch.schema.field(KEY)])
             writer = writer or pq.ParquetWriter(target, schema, use_dictionary=False)
             writer.write_batch(batch.select([KEY]))
     else:
         read = pacsv.ReadOptions(block_size=8 << 20, use_threads=False)
-        writer = None
         for batch in pacsv.open_csv(source, read_options=read):
             writer = writer or pacsv.CSVWriter(target, pa.schema([batch.schema.field(KEY)]))
             writer.write_batch(batch.select([KEY]))
@@ -84,6 +79,7 @@ def copy_only(source: str, target: str) -> None:
 def run_pinned(command: list[str], core: int) -> dict[str, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of ``command`` on one core."""
     start = time.perf_counter()
+    # fork (preexec_fn), not taskset through vfork: a vfork child's peak RSS counts ours.
     child = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
@@ -93,29 +89,31 @@ def run_pinned(command: list[str], core: int) -> dict[str, float]:
 
 
 def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> list[dict[str, Any]]:
+    """Every input scored and copied once per round, interleaved, so all see the same machine."""
+    from bench.servers import in_rounds  # not at the top: see main()
+
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
         for rows in rows_list:
-            inputs = write_inputs(Path(tmp), rows)
+            inputs, out = write_inputs(Path(tmp), rows), Path(tmp) / "out"
+            commands: dict[tuple[str, str], tuple[str, ...]] = {}
             for name, source in inputs.items():
-                fmt = INPUTS[name]
-                target = str(Path(tmp) / f"out.{fmt}")
+                target, fmt = f"{out}.{INPUTS[name]}", INPUTS[name]
                 scorer = [sys.executable, "-m", "scoring", str(source), target, "--key", KEY]
                 scorer += ["--model", str(artifact), "--threads", "1", "--quiet"]
-                scorer += ["--input-format", fmt]
-                copier = [sys.executable, "-m", "bench.scoring", "--copy", str(source), target]
-                runs: dict[str, list[dict[str, float]]] = {"score": [], "copy": []}
-                for _ in range(rounds):  # interleaved, so both see the same machine
-                    runs["score"].append(run_pinned(scorer, core))
-                    runs["copy"].append(run_pinned(copier, core))
-                row: dict[str, Any] = {"rows": rows, "format": fmt, "input": name}
-                for name, samples in runs.items():
+                commands[name, "score"] = (*scorer, "--input-format", fmt)
+                commands[name, "copy"] = (*COPY, str(source), target)
+            argvs = list(commands.values())
+            runs = in_rounds(rounds, argvs, lambda argv: run_pinned(list(argv), core))
+            for name in inputs:
+                row: dict[str, Any] = {"rows": rows, "format": INPUTS[name], "input": name}
+                for kind in ("score", "copy"):
                     for key in ("wall", "cpu", "rss_mib"):
-                        row[f"{name}_{key}"] = summarize(s[key] for s in samples)
+                        row[f"{kind}_{key}"] = summarize(s[key] for s in runs[commands[name, kind]])
                 row["rows_per_s_wall"] = rows / row["score_wall"]["median"]
                 row["rows_per_s_cpu"] = rows / row["score_cpu"]["median"]
                 row["x_copy_wall"] = ratio(row["score_wall"]["median"], row["copy_wall"]["median"])
-                row["score_cpu_samples"] = [s["cpu"] for s in runs["score"]]
+                row["score_cpu_samples"] = [s["cpu"] for s in runs[commands[name, "score"]]]
                 results.append(row)
             complete, gapped = results[-3], results[-1]
             # Same rounds, same rows: what the gaps cost, as a CPU-time ratio of medians.
@@ -129,65 +127,44 @@ def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> lis
 
 def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
     rows = [
-        [
-            f"{r['format']} -> {r['format']}"
-            + (f" ({GAPS:.0%} of rows with gaps)" if r["input"] == "parquet-gaps" else ""),
-            report.number(r["rows"]),
-            report.number(r["rows_per_s_wall"]),
-            report.number(r["rows_per_s_cpu"]),
-            report.number(TARGETS[r["format"]]),
-            report.times(r["x_copy_wall"]),
-            report.times(r["x_complete_cpu"]) if "x_complete_cpu" in r else "",
-            f"{r['score_rss_mib']['median']:.1f}",
-        ]
+        [f"{r['format']} -> {r['format']}"
+         + (f" ({GAPS:.0%} of rows with gaps)" if r["input"] == "parquet-gaps" else ""),
+         number(r["rows"]), number(r["rows_per_s_wall"]), number(r["rows_per_s_cpu"]),
+         number(TARGETS[r["format"]]), times(r["x_copy_wall"]),
+         times(r["x_complete_cpu"]) if "x_complete_cpu" in r else "",
+         f"{r['score_rss_mib']['median']:.1f}"]
         for r in results
-    ]
-    headers = [
-        "path",
-        "rows",
-        "rows/s (wall)",
-        "rows/s (CPU time)",
-        "target",
-        "x pyarrow copy",
-        "CPU x complete rows",
-        "peak RSS MiB",
-    ]
-    lines = [
-        "# heart-score throughput (one core)",
-        "",
-        f"Command: `{command}`",
-        "",
-        report.machine_markdown(info),
-        "",
-    ]
-    lines += [report.table(headers, rows), ""]
-    lines.append(
+    ]  # fmt: skip
+    headers = ["path", "rows", "rows/s (wall)", "rows/s (CPU time)", "target", "x pyarrow copy"]
+    headers += ["CPU x complete rows", "peak RSS MiB"]
+    note = (
         "Medians of interleaved rounds; each run is a new process pinned to one core,"
         " start-up (Python, NumPy, joblib and pyarrow imports) included. CPU time is the"
         " figure a shared machine does not distort (wall time includes waiting for the core)."
         f" 'CPU x complete rows': the file with {GAPS:.0%} of rows lacking one of three"
         " feature sets against the complete Parquet file of the same size, same rounds."
     )
-    return "\n".join(lines)
+    title = "heart-score throughput (one core)"
+    return report.document(title, info, command, markdown_table(headers, rows), note)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", default="1000000,10000000", help="comma-separated file sizes")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--artifact", type=Path, default=Path("artifacts/model.joblib"))
-    parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
-    parser.add_argument("--copy", nargs=2, metavar=("SOURCE", "TARGET"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.copy:
-        copy_only(*args.copy)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["--copy"]:  # the reference run: it must not import more than it needs
+        copy_only(*given[1:3])
         return 0
+    from bench.servers import arguments  # imports the app (FastAPI), which the copy must not
+
+    parser = arguments("bench.scoring", __doc__)
+    parser.add_argument("--rows", default="1000000,10000000", help="comma-separated file sizes")
+    parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
+    args = parser.parse_args(argv)
     info = report.describe()
     results = measure([int(r) for r in args.rows.split(",")], args.rounds, args.artifact, args.core)
     info["load_average_end"] = report.load_average()
     markdown = render(results, info, report.command_line("bench.scoring", argv))
-    report.publish("scoring", markdown, {"machine": info, "results": results})
-    return 0
+    data = {"machine": info, "results": results}
+    return report.publish("scoring", markdown, data, args.output_dir)
 
 
 if __name__ == "__main__":

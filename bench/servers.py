@@ -1,14 +1,13 @@
-"""The servers under test: started through ``app.testing``, pinned, and read from ``/proc``.
+"""The servers under test: started through ``app.testing``, pinned, measured in rounds.
 
-:mod:`app.testing` is the one way to start, wait for and stop a server; this
-adds what a measurement needs: the reference apps and the container image as
-targets beside the service, pinning to one core with ``taskset`` (inherited by
-uvicorn's workers) and renicing, and the serving processes' CPU time and
-memory from ``/proc`` (no psutil needed).
+:mod:`app.testing` starts, waits for and stops every server; this adds the targets
+beside the service (references, app variants, its image), pinning with ``taskset``
+(inherited by workers), CPU time and memory from ``/proc``, and interleaved rounds.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -16,16 +15,20 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from app.testing import REPO_ROOT, RunningServer, clean_environment, free_port, running
-from app.testing import running_server as running_service
+from app.testing import REPO_ROOT, RunningServer, free_port, running
+from app.testing import service_command as service_argv
+from app.testing import service_environment as service_env
+from bench.report import RESULTS_DIR, proc_field, progress
 
 #: What ``make train`` writes and ``make bench`` serves.
 DEFAULT_MODEL = REPO_ROOT / "artifacts" / "model.joblib"
+Case = TypeVar("Case", bound=Hashable)
+Sample = TypeVar("Sample")
 
 
 class ServerError(RuntimeError):
@@ -46,8 +49,8 @@ class CpuPlan:
 
     def describe(self) -> str:
         if self.server is None:
-            return "no pinning: server and wrk share the CPU"
-        return f"server on core {self.server}, wrk on core {self.client} (taskset)"
+            return "no pinning: server and load generator share the CPU"
+        return f"server on core {self.server}, load generator on core {self.client} (taskset)"
 
 
 def pinned(argv: Sequence[str], cpus: Sequence[int] | None, nice: int = 0) -> list[str]:
@@ -58,11 +61,11 @@ def pinned(argv: Sequence[str], cpus: Sequence[int] | None, nice: int = 0) -> li
 
 @dataclass(frozen=True)
 class Target:
-    """A server under test: the service, a reference app (``app``) or an ``image`` of ours."""
+    """A server under test: the service, an ASGI ``app`` under uvicorn, or an ``image`` of ours."""
 
     key: str
     label: str
-    #: ``module:attribute`` of a reference ASGI app, served by plain uvicorn.
+    #: ``module:attribute`` of an ASGI app (a reference, or ours with ``--factory``).
     app: str = ""
     ready_path: str = "/ready"
     has_batch: bool = True
@@ -70,10 +73,25 @@ class Target:
     image: str | None = None
     #: Serve this artifact instead of the run's (``bench.load --without-interval``).
     artifact: Path | None = None
+    #: uvicorn options after the app: ``--factory``, ``--http``, ``--loop`` (bench.hardening).
+    options: tuple[str, ...] = ()
+    #: ``HEART_*`` settings beside the model path, e.g. the access log off.
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_service(self) -> bool:
         return not self.app
+
+    def command(self, port: int) -> list[str]:
+        """How this target is run on ``port``, before pinning."""
+        if self.image:  # on the host network, as the project's podman setup and probes use it
+            where = ["--network", "host", "-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
+            return ["podman", "run", "--rm", "--name", f"heart-bench-{port}", *where, self.image]
+        if self.app:
+            listen = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+            listen += ["--log-level", "warning"]
+            return [sys.executable, "-m", "uvicorn", self.app, *self.options, *listen]
+        return service_argv(port, workers=self.workers)
 
 
 @dataclass
@@ -103,53 +121,51 @@ class Server:
         pids = self.workers()
         if len(pids) != 1:
             raise ServerError(f"{self.target.key} has {len(pids)} workers; RSS needs exactly one")
-        return status_kib(Path(f"/proc/{pids[0]}/status").read_text(), key)
+        return status_kib(proc(pids[0], "status"), key)
 
 
 @contextlib.contextmanager
 def started(
     target: Target, artifact: Path, log_dir: Path, cpus: Sequence[int] | None, nice: int = 0
 ) -> Iterator[Server]:
-    """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it."""
-    prefix, port = pinned([], cpus, nice), free_port()
-    log = log_dir / f"{target.key}-{port}.log"
-    if target.image:
-        # On the host network, as the project's podman setup and probes use it: no
-        # port-forwarding proxy in the path. conmon and the container inherit taskset.
-        name = f"heart-bench-{port}"
-        where = ["--network", "host", "-e", f"HEART_PORT={port}", "-e", "HEART_HOST=127.0.0.1"]
-        command = [*prefix, "podman", "run", "--rm", "--name", name, *where]
-        try:
-            with running(
-                [*command, target.image], port=port, env=podman_env(), log_path=log, timeout=120
-            ) as server:
-                yield Server(target, server, name)
-        finally:
-            podman("rm", "--force", "--time", "0", name)
-    elif target.app:
-        command = [*prefix, sys.executable, "-m", "uvicorn", target.app, "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-        ready, env = target.ready_path, clean_environment()
-        with running(command, port=port, env=env, log_path=log, ready_path=ready, timeout=60) as s:
-            yield Server(target, s)
-    else:  # a busy shared machine can take tens of seconds to import and load the model
-        workers = target.workers
-        with running_service(
-            target.artifact or artifact, workers=workers, log_dir=log_dir, prefix=prefix, timeout=60
-        ) as s:
-            yield Server(target, s)
+    """Start ``target`` (pinned to ``cpus``, reniced); yield it once it answers; stop it.
+    The time-outs are generous: a busy machine takes tens of seconds to load a model."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    container = f"heart-bench-{port}" if target.image else None
+    settings = dict(target.settings)
+    env = podman_env() if container else service_env(target.artifact or artifact, settings)
+    try:
+        with running(
+            pinned(target.command(port), cpus, nice), port=port, env=env,
+            log_path=log_dir / f"{target.key}-{port}.log", ready_path=target.ready_path,
+            timeout=120 if container else 60,
+        ) as server:  # fmt: skip
+            yield Server(target, server, container)
+    finally:
+        if container:
+            podman("rm", "--force", "--time", "0", container)
+
+
+def in_rounds(
+    rounds: int, cases: Sequence[Case], measure: Callable[[Case], Sample]
+) -> dict[Case, list[Sample]]:
+    """Measure every case once per round, the order reversed every other round, so that
+    medians compare figures taken in both orders, not one case's good minute with another's bad."""
+    samples: dict[Case, list[Sample]] = {case: [] for case in cases}
+    for round_no in range(rounds):
+        for case in cases if round_no % 2 == 0 else reversed(cases):
+            progress(f"round {round_no + 1}/{rounds}: {case}")
+            samples[case].append(measure(case))
+    return samples
 
 
 def podman_env() -> dict[str, str]:
     """Ours, with the project's podman configuration (scripts/container-lib.sh) if present."""
-    env, conf = dict(os.environ), REPO_ROOT / ".cache" / "containers"
-    for variable, name in (
-        ("CONTAINERS_STORAGE_CONF", "storage"),
-        ("CONTAINERS_CONF", "containers"),
-    ):
-        if variable not in env and (conf / f"{name}.conf").is_file():
-            env[variable] = str(conf / f"{name}.conf")
-    return env
+    conf = REPO_ROOT / ".cache" / "containers"
+    files = {"CONTAINERS_STORAGE_CONF": "storage", "CONTAINERS_CONF": "containers"}
+    found = {k: str(conf / f"{f}.conf") for k, f in files.items() if (conf / f"{f}.conf").is_file()}
+    return found | dict(os.environ)
 
 
 def podman(*args: str) -> str:
@@ -170,50 +186,63 @@ def image_description(image: str) -> str | None:
     return f"{image}, built {parts[0]} {parts[1][:5]} UTC" + (f" from {revision}" * bool(revision))
 
 
-def post_json(url: str, body: bytes) -> Any:
-    """POST ``body`` and return the decoded JSON reply; any non-200 is an error."""
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def post(url: str, body: bytes, media_type: str | None = None) -> Any:
+    """POST ``body`` and return the reply (decoded when JSON); any non-200 is an error."""
+    headers = {"Content-Type": media_type or "application/json", "Accept": media_type or "*/*"}
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.loads(reply.read())
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=60) as r:
+            return r.read() if media_type else json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raise ServerError(f"POST {url} answered {exc.code}: {exc.read()[:500]!r}") from exc
 
 
 def status_kib(status_text: str, key: str) -> int:
     """A ``kB`` field (``VmRSS``, ``VmHWM``...) of a ``/proc/PID/status`` text, in KiB."""
-    for name, _, value in (line.partition(":") for line in status_text.splitlines()):
-        if name == key and value.split()[1:] == ["kB"]:
-            return int(value.split()[0])
-    raise ServerError(f"no {key} in process status")
+    value = proc_field(status_text, key).split()
+    if value[1:] != ["kB"]:
+        raise ServerError(f"no {key} in kB in process status")
+    return int(value[0])
+
+
+def proc(pid: int, name: str) -> str:
+    """``/proc/PID/NAME``, or "" once the process is gone (it may exit while we read)."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers and helpers), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        tasks = Path(f"/proc/{current}/task").glob("*")
+        todo += [int(c) for t in tasks for c in proc(current, f"task/{t.name}/children").split()]
+    return found
 
 
 def worker_pids(pid: int) -> list[int]:
-    """The processes that serve requests: uvicorn's spawned workers, or ``pid`` itself.
-
-    A plain ``uvicorn`` with one worker serves in the main process; ``heart-api
-    serve`` (always) and ``uvicorn --workers N`` supervise children started by
-    multiprocessing's ``spawn``
-    (``spawn_main`` on their command line), next to helpers like the resource
-    tracker that serve nothing.
-    """
-    children, spawned = [], []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            children += (task / "children").read_text().split()
-    for child in children:
-        with contextlib.suppress(OSError):
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                spawned.append(int(child))
-    return spawned or [pid]
+    """The processes that serve requests: ``pid`` itself for a plain ``uvicorn``, else the
+    children ``heart-api serve`` or ``uvicorn --workers N`` spawned (``spawn_main`` on their
+    command line), not helpers like the resource tracker."""
+    return [c for c in process_tree(pid)[1:] if "spawn_main" in proc(c, "cmdline")] or [pid]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (from /proc/PID/stat); 0 once it is gone."""
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of ``pids`` so far (0 for one gone): unlike requests per
+    second, it does not depend on the CPU share a shared machine's scheduler gives them."""
+    stats = [proc(pid, "stat").rsplit(")", 1)[-1].split() for pid in pids]
+    return sum(int(f[11]) + int(f[12]) for f in stats if len(f) > 12) / os.sysconf("SC_CLK_TCK")
+
+
+def arguments(module: str, description: str | None) -> argparse.ArgumentParser:
+    """The options every server benchmark shares: the model, the rounds, where results go."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--artifact", type=Path, default=DEFAULT_MODEL, help="model to serve")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    return parser
 
 
 def model_path(given: Path) -> Path:

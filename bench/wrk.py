@@ -1,26 +1,91 @@
-"""Driving ``wrk``: its command line, its result, and one measured run of a server.
+"""Driving ``wrk``: the bodies it sends, its command line, its result, one measured run.
 
-``wrk`` is a C load generator: one thread on its own core sustains far more
-requests per second than any server measured here, so it does not limit the
-figures the way a Python client would. ``post.lua`` prints each run as one
-``WRK_JSON`` line with exact percentiles (microseconds), the only thing read
-here; wrk's own ``--latency`` report is kept in the raw logs for a human.
+``wrk`` (C, one thread on its own core) outpaces every server measured here, so
+it does not limit the figures as a Python client would; ``post.lua`` reports each
+run as one ``WRK_JSON`` line with exact percentiles. The bodies cycle through the
+270 real Statlog patients, so nothing can be cached and drift sees a real stream.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.report import cpu_busy_seconds, load_average, ratio
 from bench.servers import Server, cpu_seconds, pinned
+from model.features import FEATURES
+from training.data import load_dataset
+
+OIP_INFER = "/v2/models/heart/infer"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A kind of request: a path (query allowed) and a file of bodies, one JSON body a line."""
+
+    name: str
+    path: str
+    bodies: Path
+    rows_per_request: int = 1
+    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
+    service_only: bool = False
+    #: ``bodies`` is one body of this type (Arrow, CSV), not JSON lines.
+    media_type: str | None = None
+
+    def first_body(self) -> bytes:
+        """The first body, for the pre-flight check of each server."""
+        if self.media_type:
+            return self.bodies.read_bytes()
+        with self.bodies.open("rb") as fh:
+            return fh.readline().rstrip(b"\n")
+
+
+def patients(n: int, *, offset: int = 0) -> list[dict[str, int | float]]:
+    """``n`` real patients from row ``offset`` on, wrapping around, as a client sends them."""
+    x, _ = load_dataset()
+    found = []
+    for i in range(n):
+        pairs = zip(FEATURES, (float(v) for v in x[(offset + i) % len(x)]), strict=True)
+        found.append({f.name: int(v) if f.is_coded or v.is_integer() else v for f, v in pairs})
+    return found
+
+
+def write_bodies(path: Path, bodies: Iterable[Any]) -> Path:
+    path.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+    return path
+
+
+def write_single_bodies(path: Path) -> Path:
+    """Every patient of the data set as a one-patient body, one per line."""
+    return write_bodies(path, patients(len(load_dataset()[0])))
+
+
+def write_batch_bodies(path: Path, *, batch_size: int, n_bodies: int = 4) -> Path:
+    """``n_bodies`` different ``{"patients": [...]}`` bodies of ``batch_size`` patients each."""
+    bodies = ({"patients": patients(batch_size, offset=k * 67)} for k in range(n_bodies))
+    return write_bodies(path, bodies)
+
+
+def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
+    """``/predict`` with every real patient, ``/predict/batch`` with four large batches, and the
+    same rows as Open Inference Protocol ``features`` matrices (the service only)."""
+    batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
+    tensor = {"name": "features", "shape": [batch_size, len(FEATURES)], "datatype": "FP64"}
+    rows = ([[p[f.name] for f in FEATURES] for p in json.loads(body)["patients"]]
+            for body in batches.read_text().splitlines())  # fmt: skip
+    oip = ({"inputs": [{**tensor, "data": data}]} for data in rows)
+    return [
+        Scenario("predict", "/predict", write_single_bodies(directory / "predict.jsonl")),
+        Scenario("batch", "/predict/batch", batches, batch_size),
+        Scenario("oip", OIP_INFER, write_bodies(directory / "oip.jsonl", oip), batch_size, True),
+    ]
+
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 JSON_MARKER = "WRK_JSON "
@@ -70,12 +135,15 @@ def build_command(
     cpus: Sequence[int] | None = None,
     stop_after: int | None = None,
     nice: int = 0,
+    media_type: str | None = None,
 ) -> list[str]:
-    """The wrk command line (optionally pinned to ``cpus`` with taskset, and reniced)."""
+    """The wrk command line, pinned to ``cpus`` and reniced when asked; with ``media_type``
+    the body file is one body of that type, else JSON bodies one a line (bench/post.lua)."""
     threads = min(threads, connections)  # wrk refuses fewer connections than threads
     argv = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}"]
     argv += [f"-d{max(1, round(duration_s))}s", "--timeout=10s", "--latency", "-s", str(LUA_SCRIPT)]
-    argv += [url, "--", str(body_file), *([str(stop_after)] if stop_after else [])]
+    extra = [str(stop_after or 0), media_type] if media_type else [str(stop_after or "")]
+    argv += [url, "--", str(body_file), *filter(None, extra)]
     return pinned(argv, cpus, nice)
 
 
@@ -96,10 +164,9 @@ def measure(
 ) -> dict[str, Any]:
     """Warm up, then one measured wrk run (``options`` as for :func:`build_command`).
 
-    Beside wrk's figures: the serving workers' CPU time per request (what one
-    core doing nothing else would sustain, far less sensitive to other jobs than
-    wall clock), the busiest worker's share of it, and the cores other
-    processes kept busy during the run, so a reader can tell a disturbed figure.
+    Beside wrk's figures: the workers' CPU time per request (far less sensitive to
+    other jobs than wall clock), the busiest worker's share of it, and the cores
+    other processes kept busy, so a reader can tell a disturbed figure.
     """
     url = server.url(path)
     warmup = run(url, body_file, **options | {"duration_s": warmup_s}).requests if warmup_s else 0
@@ -114,24 +181,17 @@ def measure(
     wrk_cpu = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
     cpu_used, seconds = sum(per_worker), result.duration_s
     with log.open("a", encoding="utf-8") as fh:
-        fh.write(
-            f"==== {server.target.key} {path} {options} load {os.getloadavg()}\n{result.raw}\n"
-        )
+        fh.write(f"==== {server.target.key} {path} {options} load {load_average()}\n{result.raw}\n")
+    # A stalled server must not pass as a slow one.
     errors = result.errors | ({"no_request_completed": 1} if result.requests == 0 else {})
     return {
-        "requests": result.requests,
-        "duration_s": seconds,
-        "requests_per_s": result.requests_per_s,
-        "errors": errors,  # a stalled server must not pass as a slow one
-        "latency_us": result.latency_us,
-        "warmup_requests": warmup,
-        "server_cpu_s": cpu_used,
+        "requests": result.requests, "duration_s": seconds, "requests_per_s": result.requests_per_s,
+        "errors": errors, "latency_us": result.latency_us, "warmup_requests": warmup,
+        "server_cpu_s": cpu_used, "wrk_cpu_s": wrk_cpu, "load_average": load_average(),
         # 1/workers when the kernel spread the connections evenly, 1.0 when one got them all.
         "busiest_worker_share": ratio(max(per_worker, default=0.0), cpu_used),
-        "wrk_cpu_s": wrk_cpu,
         # In cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
         "other_load_cores": max(0.0, busy - before[1][0] - cpu_used - wrk_cpu) / seconds,
         "steal_cores": (steal - before[1][1]) / seconds,
         "server_cpu_us_per_request": ratio(cpu_used * 1e6, result.requests),
-        "load_average": load_average(),
-    }
+    }  # fmt: skip

@@ -25,7 +25,7 @@ from model.explain import explain
 from model.predictor import Predictor
 from training.missing import marginal_background
 from training.pipeline import DEFAULT_SITES, TrainingConfig, train
-from training.report import write_json_atomic, write_text_atomic
+from training.report import markdown_table, write_json_atomic, write_text_atomic
 from training.sites import load_sites
 
 COMMAND = "python -m training.explain_background"
@@ -69,11 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"values not measured); error against K = {REFERENCE_SIZE}; three shuffling seeds per K. "
         f"Served background: {served} rows.",
         "",
-        "| K | largest abs. error | mean abs. error |",
-        "|---|---|---|",
+        markdown_table(
+            ["K", "largest abs. error", "mean abs. error"],
+            (
+                [str(c["k"]), f"{c['max_abs_error']:.4f}", f"{c['mean_abs_error']:.5f}"]
+                for c in conv
+            ),
+        ),
     ]
-    for c in conv:
-        lines.append(f"| {c['k']} | {c['max_abs_error']:.4f} | {c['mean_abs_error']:.5f} |")
     write_json_atomic(data, args.output_dir / "explain-background.json")
     write_text_atomic(args.output_dir / "explain-background.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

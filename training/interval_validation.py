@@ -32,7 +32,7 @@ from model.uncertainty import DEFAULT_COVERAGE
 from training.ensemble import ensemble_of, fit_ensemble
 from training.missing import MarginalMLPClassifier
 from training.pipeline import TrainingConfig, make_model
-from training.report import write_json_atomic, write_text_atomic
+from training.report import markdown_table, write_json_atomic, write_text_atomic
 from training.sites import UCI_SITES, load_sites
 
 COMMAND = "python -m training.interval_validation"
@@ -112,32 +112,30 @@ def markdown(result: dict[str, Any]) -> str:
         f"{round(result['coverage'] * 100)} % band (model/uncertainty.py). Patients of the "
         "held-out site grouped by quintile of predicted risk.",
         "",
-        "| held-out site | group | n | observed rate | mean probability | mean interval "
-        "| observed inside |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for site, r in result["sites"].items():
-        for i, g in enumerate(r["groups"], start=1):
-            shown = "yes" if g["inside"] else "no"
-            lines.append(
-                f"| {site} | {i} | {g['n']} | {g['observed']:.3f} | {g['mean_probability']:.3f} "
-                f"| {g['mean_lower']:.3f}-{g['mean_upper']:.3f} | {shown} |"
-            )
+    groups = [
+        [site, str(i), str(g["n"]), f"{g['observed']:.3f}", f"{g['mean_probability']:.3f}",
+         f"{g['mean_lower']:.3f}-{g['mean_upper']:.3f}", "yes" if g["inside"] else "no"]
+        for site, r in result["sites"].items()
+        for i, g in enumerate(r["groups"], start=1)
+    ]  # fmt: skip
+    headers = ["held-out site", "group", "n", "observed rate", "mean probability"]
+    lines.append(markdown_table([*headers, "mean interval", "observed inside"], groups))
     inside = [g["inside"] for r in result["sites"].values() for g in r["groups"]]
     lines += [
         "",
         f"Observed rate inside the group's mean interval: {sum(inside)} of {len(inside)} groups.",
         "",
-        "| held-out site | width, complete (n) | width, incomplete (n) "
-        f"| width, complete with {' and '.join(HIDDEN_TESTS)} hidden | point estimate inside |",
-        "|---|---|---|---|---|",
     ]
-    for site, r in result["sites"].items():
-        lines.append(
-            f"| {site} | {_f(r['width_complete'])} ({r['n_complete']}) | "
-            f"{_f(r['width_incomplete'])} ({r['n_incomplete']}) | "
-            f"{_f(r['width_complete_with_tests_hidden'])} | {r['point_inside_interval']:.2f} |"
-        )
+    widths = [
+        [site, f"{_f(r['width_complete'])} ({r['n_complete']})",
+         f"{_f(r['width_incomplete'])} ({r['n_incomplete']})",
+         _f(r["width_complete_with_tests_hidden"]), f"{r['point_inside_interval']:.2f}"]
+        for site, r in result["sites"].items()
+    ]  # fmt: skip
+    hidden = f"width, complete with {' and '.join(HIDDEN_TESTS)} hidden"
+    headers = ["held-out site", "width, complete (n)", "width, incomplete (n)", hidden]
+    lines.append(markdown_table([*headers, "point estimate inside"], widths))
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from model.atomic import atomic_path, write_text_atomic
 
 # write_text_atomic lives in model.atomic; re-exported for callers written before the move.
 __all__ = [
+    "markdown_table",
     "plot_loss",
     "plot_reliability",
     "report_from_payload",
@@ -23,6 +24,18 @@ __all__ = [
 def write_json_atomic(data: Mapping[str, Any], path: Path) -> Path:
     """Readable JSON (NaN allowed: a metric can be undefined), written atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub Markdown table: the one way every report and benchmark writes one.
+
+    Every row must have one cell per header (a short row would shift its columns).
+    """
+    cells = [list(headers), *map(list, rows)]
+    if any(len(row) != len(headers) for row in cells):
+        raise ValueError(f"every row of this table needs {len(headers)} cells")
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join([lines[0], "|" + "---|" * len(headers), *lines[1:]])
 
 
 def report_from_payload(payload: Mapping[str, Any]) -> dict[str, Any]:

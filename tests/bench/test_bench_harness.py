@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.testing import service_environment
-from bench import load, load_report, payloads, report, servers, wrk
+from bench import load, report, servers, wrk
+from training.report import markdown_table
 
 # Real wrk 4.1 output (bench/post.lua, --latency) captured on the development machine.
 WRK_OK = """\
@@ -129,10 +130,10 @@ def test_ratio() -> None:
 
 
 def test_markdown_table_and_number_formats() -> None:
-    text = report.table(["a", "b"], [["1", "2"], ["3", "4"]])
+    text = markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
     with pytest.raises(ValueError):
-        report.table(["a", "b"], [["only one"]])
+        markdown_table(["a", "b"], [["only one"]])
     assert report.number(12345.6) == "12,346"
     assert report.number(math.nan) == "n/a"
     assert report.milliseconds(460.0) == "0.460 ms"
@@ -161,7 +162,7 @@ def entry(target: str, endpoint: str, c: int, rps: float, p99: float) -> dict[st
         "other_load_cores": 0.0,
         "errors": {"status": 0},
     }
-    summary = load_report.summarize_runs([run], 1000 if endpoint == "batch" else 1)
+    summary = report.summarize_runs([run], 1000 if endpoint == "batch" else 1)
     return {"target": target, "endpoint": endpoint, "connections": c, **summary}
 
 
@@ -192,7 +193,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
         servers.Target("fastapi", "", app="bench.references:fastapi_app"),
         servers.Target("service", ""),
     ]
-    scenarios = payloads.standard_scenarios(tmp_path, settings.batch_size)
+    scenarios = wrk.standard_scenarios(tmp_path, settings.batch_size)
     keys = [run.key for run in load.plan_runs(found, scenarios, settings)]
     assert keys == [
         "asgi/predict/c1",
@@ -209,7 +210,7 @@ def test_scenarios_cover_both_concurrencies_and_batch_for_frameworks(tmp_path: P
 
 def test_extra_scenarios_go_to_the_service_only(tmp_path: Path) -> None:
     settings = load.Settings()
-    bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
     [explain] = load.extra_scenarios([["explain", "/predict?explain=true", str(bodies)]])
     assert explain.service_only and explain.bodies == bodies.resolve()
     found = [
@@ -229,7 +230,7 @@ def test_extra_scenario_rows_name_their_path() -> None:
     results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
     extra = entry("service", "explain", 1, 3000, 900)
     results["service/explain/c1"] = {**extra, "path": "/predict?explain=true"}
-    text = load_report.comparison_table(results, {"service": "the service"})
+    text = report.comparison_table(results, {"service": "the service"})
     assert "| the service | /predict?explain=true (explain) | 1 | 3,000 |" in text
     assert "| the service | /predict/batch | 4 | 320 | 320,000 |" in text
 
@@ -270,12 +271,12 @@ def test_pinned_prefixes_taskset_only_when_asked() -> None:
 
 def test_bodies_are_valid_patients_for_the_service_schema(tmp_path: Path) -> None:
     schemas = pytest.importorskip("app.schemas")
-    path = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    path = wrk.write_single_bodies(tmp_path / "p.jsonl")
     lines = path.read_text().splitlines()
     assert len(lines) == 270
     for line in lines:
         schemas.PatientFeatures.model_validate_json(line)
-    batch = payloads.write_batch_bodies(tmp_path / "b.jsonl", batch_size=1000, n_bodies=2)
+    batch = wrk.write_batch_bodies(tmp_path / "b.jsonl", batch_size=1000, n_bodies=2)
     bodies = batch.read_text().splitlines()
     assert len(bodies) == 2 and bodies[0] != bodies[1]
     assert len(schemas.BatchRequest.model_validate_json(bodies[0]).patients) == 1000
@@ -311,12 +312,12 @@ def test_fastapi_reference_validates_with_the_service_model() -> None:
     from bench import references
 
     client = TestClient(references.fastapi_app)
-    patient = payloads.patients(1)[0]
+    patient = wrk.patients(1)[0]
     assert client.post("/predict", json=patient).json() == references.CONSTANT
     bad = client.post("/predict", json={**patient, "thal": 4})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "thal"]
-    batch = client.post("/predict/batch", json={"patients": payloads.patients(3)})
+    batch = client.post("/predict/batch", json={"patients": wrk.patients(3)})
     assert len(batch.json()["predictions"]) == 3
     stricter = TestClient(references.fastapi_bytes).post("/predict", json=patient)
     assert stricter.json() == references.CONSTANT
@@ -331,7 +332,7 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
     from tests._tools import require_tool
 
     require_tool("wrk")
-    bodies = payloads.write_single_bodies(tmp_path / "p.jsonl")
+    bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
     target = servers.Target("asgi", "reference 1", app="bench.references:raw_asgi", ready_path="/")
     with servers.started(target, tmp_path / "unused.joblib", tmp_path, cpus=None) as server:
         result = wrk.run(server.url("/predict"), bodies, connections=2, duration_s=1)
@@ -368,7 +369,7 @@ def test_service_target_starts_pinned_through_app_testing(
         assert os.sched_getaffinity(server.running.process.pid) == {core}
         assert os.sched_getaffinity(pid) == {core}  # inherited
         assert server.rss_kib() > 10_000
-        load.preflight(server, payloads.standard_scenarios(tmp_path, batch_size=3))
+        load.preflight(server, wrk.standard_scenarios(tmp_path, batch_size=3))
         assert servers.cpu_seconds(pid) > 0
         process = server.running.process
     assert process.poll() is not None  # stopped on leaving the block
@@ -412,13 +413,13 @@ def test_profile_markdown_splits_cpu_time_by_share() -> None:
 
 def test_comparison_rows_carry_their_ratio_to_the_base_measured_in_the_same_run() -> None:
     results = results_fixture(service_c32=5000, service_c1_p99=700, batch_rps=320)
-    lines = load_report.comparison_table(results, {}).splitlines()
+    lines = report.comparison_table(results, {}).splitlines()
     assert lines[0].endswith("| req/s vs fastapi |")
     service_c32 = next(line for line in lines if line.startswith("| service | /predict | 32 |"))
     assert service_c32.endswith("| 0.74x |")  # 5,000 / 6,800 req/s of reference 2 at c=32
     batch = next(line for line in lines if line.startswith("| service | /predict/batch |"))
     assert batch.endswith("| n/a |")  # the fixture has no reference-2 batch run
-    against_asgi = load_report.comparison_table(results, {}, base="asgi").splitlines()
+    against_asgi = report.comparison_table(results, {}, base="asgi").splitlines()
     assert against_asgi[0].endswith("| req/s vs asgi |")
     assert "| service | /predict | 32 |" in against_asgi[7] and against_asgi[7].endswith(
         "| 0.18x |"

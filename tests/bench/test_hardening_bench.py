@@ -7,11 +7,12 @@ import subprocess
 import sys
 import time
 
-from bench import hardening
+from app import probe
+from bench import hardening, servers
 
 
 def test_targets_differ_only_in_what_is_measured() -> None:
-    found = hardening.targets(8123)
+    found = hardening.targets()
     assert set(found) == {
         "reference",
         "plain",
@@ -19,11 +20,11 @@ def test_targets_differ_only_in_what_is_measured() -> None:
         "hardened-asyncio",
         "service",
     }
-    plain = found["plain"].argv
-    assert found["hardened-uvloop"].argv[: len(plain)] == plain
-    assert found["hardened-asyncio"].argv[-2:] == ("--loop", "asyncio")
-    assert "serve" in found["service"].argv
-    assert all("8123" in t.argv for t in found.values())
+    plain = found["plain"].options
+    assert found["hardened-uvloop"].options[: len(plain)] == plain
+    assert found["hardened-asyncio"].options[-2:] == ("--loop", "asyncio")
+    assert "serve" in found["service"].command(8123)
+    assert all("8123" in t.command(8123) for t in found.values())
 
 
 def test_cpu_time_of_a_process_tree_counts_the_children() -> None:
@@ -32,20 +33,21 @@ def test_cpu_time_of_a_process_tree_counts_the_children() -> None:
     parent = subprocess.Popen([sys.executable, "-c", spawn])
     try:
         deadline = time.monotonic() + 20
-        while len(tree := hardening.process_tree(parent.pid)) < 2:
+        while len(tree := servers.process_tree(parent.pid)) < 2:
             assert time.monotonic() < deadline, "the child never appeared"
             time.sleep(0.05)
         assert tree[0] == parent.pid
-        before = hardening.cpu_seconds(tree)
+        before = servers.cpu_seconds(*tree)
         parent.wait(60)
     finally:
         parent.kill()
     assert before >= 0
-    assert hardening.cpu_seconds([os.getpid()]) > 0
+    assert servers.cpu_seconds(os.getpid()) > 0
 
 
 def test_quantiles_and_failed_probes() -> None:
-    ordered = sorted([0.1, 0.2, float("inf")])
-    assert hardening._ms(hardening._quantile(ordered, 0.5)) == 200.0
-    assert hardening._ms(hardening._quantile(ordered, 0.99)) is None  # a failed probe
-    assert hardening._quantile([], 0.5) is None
+    summary = probe.health_summary([0.2, float("inf"), 0.1])
+    assert summary["health_p50_ms"] == 200.0
+    assert summary["health_p99_ms"] is None  # a failed probe
+    assert summary["health_failed"] == 1
+    assert probe.health_summary([])["health_p50_ms"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -13,28 +14,40 @@ from app.protocol import HardenedHttpToolsProtocol
 from app.testing import free_port
 
 
+def _protocols(
+    app: Any, state: ServerState | None = None
+) -> tuple[Callable[[], HardenedHttpToolsProtocol], list[HardenedHttpToolsProtocol]]:
+    """A protocol factory for asyncio's ``create_server`` serving ``app``, and the list
+    of the connections' protocols it has made."""
+    config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
+    config.load()
+    shared = state or ServerState()
+    accepted: list[HardenedHttpToolsProtocol] = []
+
+    def protocol() -> HardenedHttpToolsProtocol:
+        accepted.append(HardenedHttpToolsProtocol(config=config, server_state=shared, app_state={}))
+        return accepted[-1]
+
+    return protocol, accepted
+
+
+async def _first(accepted: list[HardenedHttpToolsProtocol]) -> HardenedHttpToolsProtocol:
+    for _ in range(500):
+        if accepted:
+            return accepted[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server accepted no connection in 5 s")
+
+
 async def _nodelay_of_accepted_connection(listener: socket.socket, port: int) -> int:
     async def app(scope: object, receive: object, send: object) -> None:  # never called
         raise AssertionError
 
-    config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
-    config.load()
-    accepted: list[HardenedHttpToolsProtocol] = []
-
-    def protocol() -> HardenedHttpToolsProtocol:
-        accepted.append(
-            HardenedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-        )
-        return accepted[-1]
-
+    protocol, accepted = _protocols(app)
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(100):
-            if accepted:
-                break
-            await asyncio.sleep(0.01)
-        sock = accepted[0].transport.get_extra_info("socket")
+        sock = (await _first(accepted)).transport.get_extra_info("socket")
         value: int = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         writer.close()
         return value
@@ -63,20 +76,12 @@ async def _answer_after_shutdown_began(port: int) -> bytes:
         )
         await send({"type": "http.response.body", "body": b"ok"})
 
-    config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
-    config.load()
     state = ServerState()
-    accepted: list[HardenedHttpToolsProtocol] = []
-
-    def protocol() -> HardenedHttpToolsProtocol:
-        accepted.append(HardenedHttpToolsProtocol(config=config, server_state=state, app_state={}))
-        return accepted[-1]
-
+    protocol, accepted = _protocols(app, state)
     server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
     try:
         _, known = await asyncio.open_connection("127.0.0.1", port)
-        while not accepted:
-            await asyncio.sleep(0.01)
+        await _first(accepted)
         for connection in list(state.connections):  # what uvicorn's Server.shutdown does
             connection.shutdown()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)  # a late one
@@ -125,26 +130,14 @@ async def _exchange(request: bytes, body: bytes, *, fail_after_head: bool = Fals
             raise RuntimeError("the app failed after the head")
         await send({"type": "http.response.body", "body": body})
 
-    config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
-    config.load()
-    accepted: list[HardenedHttpToolsProtocol] = []
-
-    def protocol() -> HardenedHttpToolsProtocol:
-        accepted.append(
-            HardenedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-        )
-        return accepted[-1]
-
+    protocol, accepted = _protocols(app)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
         reader, writer = await asyncio.open_connection(*listener.getsockname())
-        for _ in range(100):
-            if accepted:
-                break
-            await asyncio.sleep(0.01)
-        recording = _RecordingTransport(accepted[0].transport)
-        accepted[0].transport = recording  # type: ignore[assignment]
+        connection = await _first(accepted)
+        recording = _RecordingTransport(connection.transport)
+        connection.transport = recording  # type: ignore[assignment]
         writer.write(request)
         received = b""
         while len(received) < len(body) or b"\r\n\r\n" not in received:

@@ -151,6 +151,7 @@ def test_default_row_is_the_model_the_training_command_ships(result: dict[str, A
     payload = train(TrainingConfig(cv_folds=0, sites=("statlog",), missing_values=False)).payload
     seed0 = by_key(result)["numpy_default"]["per_seed"][0]
     assert seed0["seed"] == TrainingConfig().seed == 0
+    assert payload["hyperparameters"]["alpha"] == 10.0  # the tutorial's, not the gaps network's
     for metric in ("accuracy", "roc_auc", "statlog_cost"):
         assert seed0["test"][metric] == pytest.approx(payload["metrics"]["test"][metric])
         assert seed0["train"][metric] == pytest.approx(payload["metrics"]["train"][metric])

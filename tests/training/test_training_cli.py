@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from model.artifact import load_artifact
 from tests._tools import REPO_ROOT, run
 from training.data import default_data_path
+from training.missing import MarginalMLPClassifier
+from training.pipeline import TrainingConfig, make_model
 
 
 def run_training(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -98,8 +101,31 @@ def test_quiet_prints_nothing_and_hyperparameters_reach_the_artifact(tmp_path: P
     assert predictor.metadata["hyperparameters"]["n_networks"] == 1
     hp = predictor.metadata["hyperparameters"]
     assert (hp["optimizer"], hp["init"], hp["epochs"], hp["seed"]) == ("sgd", "normal", 50, 3)
+    # No --alpha: the artifact records the weight decay actually used, not "the default".
+    assert hp["alpha"] == MarginalMLPClassifier().alpha == 3.0
     assert predictor.ensemble is not None and predictor.ensemble.size == hp["ensemble_size"] == 2
     assert not out.with_suffix(".loss.png").exists()
+
+
+def test_each_recipe_keeps_its_own_weight_decay() -> None:
+    """``alpha=None`` is the recipe's own choice; a given alpha overrides both recipes."""
+    gaps = TrainingConfig()
+    tutorial = TrainingConfig(sites=("statlog",), missing_values=False)
+    assert gaps.alpha is None and tutorial.alpha is None
+    # The network for gaps: inner CV on the three UCI sites chose 3 (results/sites.md).
+    gaps_model = make_model(gaps)
+    assert isinstance(gaps_model, MarginalMLPClassifier)
+    assert gaps.weight_decay() == gaps_model.alpha == 3.0
+    # The tutorial network (training.compare, --sites statlog): training.tune's 10.
+    tutorial_model = make_model(tutorial)
+    assert not isinstance(tutorial_model, MarginalMLPClassifier)
+    assert tutorial.weight_decay() == tutorial_model.named_steps["network"].alpha == 10.0
+    for config in (gaps, tutorial):
+        given = replace(config, alpha=0.5)
+        assert given.weight_decay() == 0.5
+        model = make_model(given)
+        network = model if isinstance(model, MarginalMLPClassifier) else model[-1]
+        assert network.alpha == 0.5
 
 
 def test_help_documents_defaults() -> None:
@@ -114,7 +140,11 @@ def test_help_documents_defaults() -> None:
         "--quiet",
     ):
         assert option in proc.stdout
-    assert "(default: 10.0)" in proc.stdout  # alpha
+    text = " ".join(proc.stdout.split())
+    shown = re.search(r"\(default: ([^)]*)\)", text.split(" --alpha ", 1)[1])
+    # Each recipe's own weight decay: the tutorial's 10, the network for gaps' 3.
+    assert shown is not None and shown.group(1).split()[0] == "10", text
+    assert shown.group(1).endswith("else 3"), shown.group(1)
 
 
 def test_changed_data_is_refused_then_accepted(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ not a prediction interval for the patient's outcome.
 
 Why a normal fit and not the members' 5th-95th percentiles: with the ten
 members we can afford to train, the empirical percentiles sit inside the
-sample and shrink the interval (mean width 0.115 with 8 members against 0.133
-with 20), while the fitted band is nearly unbiased (0.150 against 0.151) with
+sample and shrink the interval (mean width 0.162 with 8 members against 0.188
+with 20), while the fitted band is nearly unbiased (0.211 against 0.214) with
 the same endpoint noise (``python -m training.ensemble``'s figures in
 ``docs/explanations.md``).
 

@@ -338,7 +338,7 @@ _PREDICTION_EXAMPLE: Final[dict[str, Any]] = {
     "prediction": 0,
     "label": _LABELS[0],
     "threshold": 0.5,
-    "model_version": "2024-01-01T00-00-00Z-abc1234",
+    "model_version": "mlp-16h-0123456789ab",
     "missing_features": [],
 }
 
@@ -397,7 +397,7 @@ class ExplainedPrediction(BaseModel):
                 _PREDICTION_EXAMPLE
                 | {
                     "probability": 0.4833,
-                    "model_version": "mlp-8h-0123456789ab",
+                    "model_version": "mlp-16h-0123456789ab",
                     "risk_interval": {"lower": 0.31, "upper": 0.64, "coverage": 0.9},
                     "base_value": 0.5058,
                     "contributions": [

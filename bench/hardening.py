@@ -31,14 +31,29 @@ def targets() -> dict[str, Target]:
     """The reference, our app under plain uvicorn, with the protocol, and as shipped."""
     found = [
         Target("reference", "reference: bare FastAPI", "bench.references:fastapi_app", "/health"),
-        Target("plain", "the app under plain uvicorn", "app.main:create_app",
-               options=("--factory",), settings=QUIET),
-        Target("hardened-uvloop", "the app with app.protocol (uvloop)", "app.main:create_app",
-               options=HARDENED, settings=QUIET),
-        Target("hardened-asyncio", "the app with app.protocol on asyncio", "app.main:create_app",
-               options=(*HARDENED, "--loop", "asyncio"), settings=QUIET),
+        Target(
+            "plain",
+            "the app under plain uvicorn",
+            "app.main:create_app",
+            options=("--factory",),
+            settings=QUIET,
+        ),
+        Target(
+            "hardened-uvloop",
+            "the app with app.protocol (uvloop)",
+            "app.main:create_app",
+            options=HARDENED,
+            settings=QUIET,
+        ),
+        Target(
+            "hardened-asyncio",
+            "the app with app.protocol on asyncio",
+            "app.main:create_app",
+            options=(*HARDENED, "--loop", "asyncio"),
+            settings=QUIET,
+        ),
         Target("service", "heart-api serve as shipped", settings=QUIET),
-    ]  # fmt: skip
+    ]
     return {t.key: t for t in found}
 
 
@@ -57,9 +72,13 @@ def overload(
             time.sleep(0.5)
             prober.start()
             result = wrk.run(
-                server.url("/predict"), bodies, connections=connections,
-                threads=2 if connections >= 2 else 1, duration_s=seconds, cpus=plan.client,
-            )  # fmt: skip
+                server.url("/predict"),
+                bodies,
+                connections=connections,
+                threads=2 if connections >= 2 else 1,
+                duration_s=seconds,
+                cpus=plan.client,
+            )
             prober.join(30)
         wrk_figures = {k: getattr(result, k) for k in ("requests", "duration_s", "requests_per_s")}
         found[key] = {
@@ -90,14 +109,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts += ["### Cost on /predict at c=32"]
             parts += [report.comparison_table(data["cost_c32"], labels, base="reference")]
         data["overload"] = overload(
-            model, predict.bodies, args.overload_connections, args.overload_seconds, plan,
+            model,
+            predict.bodies,
+            args.overload_connections,
+            args.overload_seconds,
+            plan,
             load.LOG_DIR,
-        )  # fmt: skip
+        )
     data["machine"]["load_average_end"] = report.load_average()
     health = ("health_samples", "health_failed", "health_p50_ms", "health_p99_ms", "health_max_ms")
-    rows = [[key, report.number(r["wrk"]["requests_per_s"]), str(r["non_2xx"]),
-             str(r["wrk"]["errors"].get("timeout", 0)), *(str(r[k]) for k in health)]
-            for key, r in data["overload"].items()]  # fmt: skip
+    rows = [
+        [
+            key,
+            report.number(r["wrk"]["requests_per_s"]),
+            str(r["non_2xx"]),
+            str(r["wrk"]["errors"].get("timeout", 0)),
+            *(str(r[k]) for k in health),
+        ]
+        for key, r in data["overload"].items()
+    ]
     headers = ["target", "req/s answered", "non-2xx", "wrk timeouts", "/health probes"]
     headers += ["failed (> 20 s)", "p50 ms", "p99 ms", "max ms"]
     parts += [f"### /health under {args.overload_connections:,} connections"]

@@ -72,12 +72,21 @@ def targets(image: str | None = None, built: str | None = None) -> list[Target]:
     """The references, the service as shipped and, when given, its container image."""
     found = [
         Target("asgi", "reference 1: raw ASGI, constant reply", "bench.references:raw_asgi", "/"),
-        Target("fastapi", "reference 2: FastAPI + PatientFeatures, constant reply",
-               "bench.references:fastapi_app", "/health"),
-        Target("fastapi-bytes", "reference 2b: same, constant reply as pre-encoded bytes",
-               "bench.references:fastapi_bytes", "/health", has_batch=False),
+        Target(
+            "fastapi",
+            "reference 2: FastAPI + PatientFeatures, constant reply",
+            "bench.references:fastapi_app",
+            "/health",
+        ),
+        Target(
+            "fastapi-bytes",
+            "reference 2b: same, constant reply as pre-encoded bytes",
+            "bench.references:fastapi_bytes",
+            "/health",
+            has_batch=False,
+        ),
         Target("service", "the service as shipped (python -m app)"),
-    ]  # fmt: skip
+    ]
     # The image's description says when and from which commit it was built: which code.
     container = Target("container", f"the service in its container ({built or image})", image=image)
     return [*found, container] if image else found
@@ -123,10 +132,17 @@ def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
 
 def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | None) -> Any:
     return wrk.measure(
-        server, run.scenario.path, run.scenario.bodies, connections=run.connections,
-        warmup_s=settings.warmup_s, duration_s=settings.duration_s, cpus=cpus,
-        nice=settings.nice, log=LOG_DIR / "wrk.log", media_type=run.scenario.media_type,
-    )  # fmt: skip
+        server,
+        run.scenario.path,
+        run.scenario.bodies,
+        connections=run.connections,
+        warmup_s=settings.warmup_s,
+        duration_s=settings.duration_s,
+        cpus=cpus,
+        nice=settings.nice,
+        log=LOG_DIR / "wrk.log",
+        media_type=run.scenario.media_type,
+    )
 
 
 def measured(
@@ -143,12 +159,17 @@ def measured(
             settings.rounds, runs, lambda r: measure(up[r.target.key], r, settings, plan.client)
         )
     return {
-        r.key: {"target": r.target.key, "workers": r.target.workers, "endpoint": r.scenario.name,
-                "path": r.scenario.path, "connections": r.connections,
-                "rows_per_request": r.scenario.rows_per_request}
+        r.key: {
+            "target": r.target.key,
+            "workers": r.target.workers,
+            "endpoint": r.scenario.name,
+            "path": r.scenario.path,
+            "connections": r.connections,
+            "rows_per_request": r.scenario.rows_per_request,
+        }
         | report.summarize_runs(samples[r], r.scenario.rows_per_request)
         for r in runs
-    }  # fmt: skip
+    }
 
 
 def memory(
@@ -167,10 +188,14 @@ def memory(
                 # wrk runs for its whole duration even after STOP_AFTER responses, so
                 # ask for a duration just long enough at the rate seen so far.
                 result = wrk.run(
-                    server.url(predict.path), predict.bodies, connections=connections,
-                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate), cpus=plan.client,
-                    stop_after=missing, nice=settings.nice,
-                )  # fmt: skip
+                    server.url(predict.path),
+                    predict.bodies,
+                    connections=connections,
+                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate),
+                    cpus=plan.client,
+                    stop_after=missing,
+                    nice=settings.nice,
+                )
                 if result.error_count:
                     raise servers.ServerError(f"memory run had errors: {result.errors}")
                 if result.latency_us.get("mean", 0) > 0:
@@ -207,9 +232,15 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     ]
     if mem is not None:
         first = mem["points"][1]["rss_kib"]  # the first checkpoint (point 0 is start-up)
-        rss = [[p["label"], number(p["requests"]), f"{p['rss_kib'] / 1024:.1f} MiB",
-                times(p["rss_kib"] / first) if i else ""]
-               for i, p in enumerate(mem["points"])]  # fmt: skip
+        rss = [
+            [
+                p["label"],
+                number(p["requests"]),
+                f"{p['rss_kib'] / 1024:.1f} MiB",
+                times(p["rss_kib"] / first) if i else "",
+            ]
+            for i, p in enumerate(mem["points"])
+        ]
         parts += [
             f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
             markdown_table(
@@ -247,13 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=d.batch_size)
     add("--batch-concurrency", type=int, default=d.batch_concurrency)
     add("--container", metavar="IMAGE", help="also measure this image (needs podman)")
-    add("--scenario", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "BODIES"),
+    add(
+        "--scenario",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "PATH", "BODIES"),
         help="also POST to PATH (query allowed) on the service, cycling through the file "
-        "BODIES (one JSON body a line), at the concurrencies of /predict; repeatable")  # fmt: skip
-    add("--nice", type=int, default=0, help="nice value of servers and wrk (e.g. -10, as root) "
-        "so other jobs on a shared machine disturb the measurement less")  # fmt: skip
-    add("--without-interval", action="store_true", help="also serve the model without its "
-        "bootstrap ensemble (/predict without the risk interval) beside the service")  # fmt: skip
+        "BODIES (one JSON body a line), at the concurrencies of /predict; repeatable",
+    )
+    add(
+        "--nice",
+        type=int,
+        default=0,
+        help="nice value of servers and wrk (e.g. -10, as root) "
+        "so other jobs on a shared machine disturb the measurement less",
+    )
+    add(
+        "--without-interval",
+        action="store_true",
+        help="also serve the model without its "
+        "bootstrap ensemble (/predict without the risk interval) beside the service",
+    )
     add("--skip-memory", action="store_true")
     add("--skip-scale", action="store_true")
     return p
@@ -274,10 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.progress(f"podman or the image {args.container} is missing: skipping the container")
     found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
     data: dict[str, Any] = {
-        "benchmark": "load", "machine": report.describe(), "cpu_plan": plan.describe(),
-        "settings": asdict(settings), "command": report.command_line("bench.load", argv),
+        "benchmark": "load",
+        "machine": report.describe(),
+        "cpu_plan": plan.describe(),
+        "settings": asdict(settings),
+        "command": report.command_line("bench.load", argv),
         "container_image": built,
-    }  # fmt: skip
+    }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         model = servers.model_path(args.artifact)
         if args.without_interval:  # issue 10: /predict's cost of the risk interval, same run

@@ -73,9 +73,14 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     def case(name: str, x: Any, ours: Callable[[], object]) -> dict[str, Any]:
         """``ours`` against ``predict_proba(x)``, each timed on its own input, unwrapped."""
         sk, mine = timed(partial(sklearn, x)), timed(ours)
-        return {"case": name, "rows": len(x), "sklearn_s_per_call": sk,
-                "predictor_s_per_call": mine, "speedup": ratio(sk["median"], mine["median"]),
-                "predictor_rows_per_s": ratio(len(x), mine["median"])}  # fmt: skip
+        return {
+            "case": name,
+            "rows": len(x),
+            "sklearn_s_per_call": sk,
+            "predictor_s_per_call": mine,
+            "speedup": ratio(sk["median"], mine["median"]),
+            "predictor_rows_per_s": ratio(len(x), mine["median"]),
+        }
 
     # One patient as /predict has it, through the single-row entry point /predict calls
     # (sklearn gets its 1 x 13 matrix), then the vectorised path on matrices, one row
@@ -96,9 +101,15 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
         shap = {clock: timed(shapley, timer) for clock, timer in CLOCKS.items()}
     slower = ratio(shap["wall"]["median"], cases[0]["predictor_s_per_call"]["median"])
     explained = {"background_rows": len(np.asarray(predictor.background)), "s_per_call": shap}
-    return {"benchmark": "predictor_micro", "explain": explained | {"ratio_to_predict": slower},
-            "machine": started, "repeat": repeat, "min_time_s": min_time_s,
-            "max_abs_probability_difference": disagreement, "cases": cases}  # fmt: skip
+    return {
+        "benchmark": "predictor_micro",
+        "explain": explained | {"ratio_to_predict": slower},
+        "machine": started,
+        "repeat": repeat,
+        "min_time_s": min_time_s,
+        "max_abs_probability_difference": disagreement,
+        "cases": cases,
+    }
 
 
 def to_markdown(data: dict[str, Any]) -> str:
@@ -110,18 +121,21 @@ def to_markdown(data: dict[str, Any]) -> str:
         timings = [duration(sk["median"]), duration(ours["median"]), times(c["speedup"])]
         table.append([c["case"], *timings, report.number(c["predictor_rows_per_s"]), spread])
     headers = ["input", "sklearn `predict_proba`", "predictor", "speed-up", "predictor rows/s"]
-    return "\n".join([
-        "## Predictor alone vs the scikit-learn pipeline\n",
-        report.machine_markdown(data["machine"]),
-        f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
-        f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
-        f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
-        markdown_table([*headers, "max spread"], table),
-        f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
-        f"{e['background_rows']} background rows, one thread): median "
-        f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
-        f"{wall['spread'] * 100:.0f}%); {times(e['ratio_to_predict'])} the first row's /predict.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "## Predictor alone vs the scikit-learn pipeline\n",
+            report.machine_markdown(data["machine"]),
+            f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
+            f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
+            f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
+            markdown_table([*headers, "max spread"], table),
+            f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
+            f"{e['background_rows']} background rows, one thread): median "
+            f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
+            f"{wall['spread'] * 100:.0f}%); {times(e['ratio_to_predict'])} the first row's "
+            "/predict.",
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,15 +108,17 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
     own = markdown_table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
     inclusive = markdown_table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
     frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
-    return "\n".join([
-        f"## {title}\n\n{context}\n",
-        f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
-        f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.\n",
-        f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
-        f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
-        "### Hottest Python-level frames (self)\n",
-        markdown_table(["frame", "samples", "share"], frames),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## {title}\n\n{context}\n",
+            f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
+            f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.\n",
+            f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
+            f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
+            "### Hottest Python-level frames (self)\n",
+            markdown_table(["frame", "samples", "share"], frames),
+        ]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,9 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         spy_argv += ["--duration", str(round(args.duration)), "--format", "raw", "--nolineno"]
         spy_argv += ["--output", str(folded), *([] if args.no_native else ["--native"])]
         with ThreadPoolExecutor(1) as pool:
-            sampled = pool.submit(wrk.run, server.url(scenario.path), scenario.bodies,
-                                  connections=args.concurrency, duration_s=args.duration + 6,
-                                  cpus=plan.client)  # fmt: skip
+            sampled = pool.submit(
+                wrk.run,
+                server.url(scenario.path),
+                scenario.bodies,
+                connections=args.concurrency,
+                duration_s=args.duration + 6,
+                cpus=plan.client,
+            )
             time.sleep(3)  # warm-up under load
             subprocess.run(pinned(spy_argv, plan.client), check=True, capture_output=True)
             profiled = sampled.result()

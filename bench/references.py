@@ -24,9 +24,13 @@ from app.schemas import BatchRequest, PatientFeatures
 Message = MutableMapping[str, Any]
 
 #: The reply of every reference: a prediction's shape, no model behind it.
-CONSTANT: Final[dict[str, Any]] = {"probability": 0.5, "prediction": 1,
-                                   "label": "presence of heart disease", "threshold": 0.5,
-                                   "model_version": "reference"}  # fmt: skip
+CONSTANT: Final[dict[str, Any]] = {
+    "probability": 0.5,
+    "prediction": 1,
+    "label": "presence of heart disease",
+    "threshold": 0.5,
+    "model_version": "reference",
+}
 BODY = json.dumps(CONSTANT, separators=(",", ":")).encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 

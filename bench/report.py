@@ -157,8 +157,11 @@ def describe() -> dict[str, Any]:
     """Everything a reader needs to judge a result: one dict, stored in every result file."""
     git = ("git", "-C", str(REPO_ROOT))
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run([*git, "status", "--porcelain", "--", "app", "model", "training"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "app", "model", "training"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     memory = proc_field(Path("/proc/meminfo").read_text(), "MemTotal").split()[0]
     return {
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -176,13 +179,15 @@ def describe() -> dict[str, Any]:
 def machine_markdown(info: Mapping[str, Any]) -> str:
     """The machine block as Markdown lines."""
     end = f", at end: {info['load_average_end']}" if info.get("load_average_end") else ""
-    return "\n".join([
-        f"- date (UTC): {info['date_utc']}; commit {info['commit']}",
-        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
-        f"Linux {info['kernel']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-        f"- load average (1/5/15 min) at start: {info['load_average_start']}{end}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"- date (UTC): {info['date_utc']}; commit {info['commit']}",
+            f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+            f"Linux {info['kernel']}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+            f"- load average (1/5/15 min) at start: {info['load_average_start']}{end}",
+        ]
+    )
 
 
 # ---------------------------------------------------------------- wrk runs against a reference
@@ -219,15 +224,24 @@ def comparison_table(
         many = r.get("rows_per_request", 1000 if endpoint == "batch" else 1) > 1
         reference = results.get(f"{base}/{endpoint}/c{r['connections']}")
         reference_rps = math.nan if reference is None else float(reference[RPS]["median"])
-        rows.append([
-            labels.get(r["target"], r["target"]),
-            path if endpoint in ("predict", "batch") else f"{path} ({endpoint})",
-            str(r["connections"]), number(m[RPS]), number(m["rows_per_s"]) * many,
-            milliseconds(m["p50_us"]), milliseconds(m["p99_us"]),
-            number(m["server_cpu_us_per_request"]), number(m[CORE]),
-            f"{r[RPS]['spread'] * 100:.0f}%", f"{m['other_load_cores']:.2f}", str(r["errors"]),
-            f"{r['busiest_worker_share']['max']:.2f}", times(ratio(m[RPS], reference_rps)),
-        ])  # fmt: skip
+        rows.append(
+            [
+                labels.get(r["target"], r["target"]),
+                path if endpoint in ("predict", "batch") else f"{path} ({endpoint})",
+                str(r["connections"]),
+                number(m[RPS]),
+                number(m["rows_per_s"]) * many,
+                milliseconds(m["p50_us"]),
+                milliseconds(m["p99_us"]),
+                number(m["server_cpu_us_per_request"]),
+                number(m[CORE]),
+                f"{r[RPS]['spread'] * 100:.0f}%",
+                f"{m['other_load_cores']:.2f}",
+                str(r["errors"]),
+                f"{r['busiest_worker_share']['max']:.2f}",
+                times(ratio(m[RPS], reference_rps)),
+            ]
+        )
     headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
     headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
     headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]

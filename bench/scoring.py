@@ -127,14 +127,19 @@ def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> lis
 
 def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
     rows = [
-        [f"{r['format']} -> {r['format']}"
-         + (f" ({GAPS:.0%} of rows with gaps)" if r["input"] == "parquet-gaps" else ""),
-         number(r["rows"]), number(r["rows_per_s_wall"]), number(r["rows_per_s_cpu"]),
-         number(TARGETS[r["format"]]), times(r["x_copy_wall"]),
-         times(r["x_complete_cpu"]) if "x_complete_cpu" in r else "",
-         f"{r['score_rss_mib']['median']:.1f}"]
+        [
+            f"{r['format']} -> {r['format']}"
+            + (f" ({GAPS:.0%} of rows with gaps)" if r["input"] == "parquet-gaps" else ""),
+            number(r["rows"]),
+            number(r["rows_per_s_wall"]),
+            number(r["rows_per_s_cpu"]),
+            number(TARGETS[r["format"]]),
+            times(r["x_copy_wall"]),
+            times(r["x_complete_cpu"]) if "x_complete_cpu" in r else "",
+            f"{r['score_rss_mib']['median']:.1f}",
+        ]
         for r in results
-    ]  # fmt: skip
+    ]
     headers = ["path", "rows", "rows/s (wall)", "rows/s (CPU time)", "target", "x pyarrow copy"]
     headers += ["CPU x complete rows", "peak RSS MiB"]
     note = (

@@ -137,10 +137,13 @@ def started(
     env = podman_env() if container else service_env(target.artifact or artifact, settings)
     try:
         with running(
-            pinned(target.command(port), cpus, nice), port=port, env=env,
-            log_path=log_dir / f"{target.key}-{port}.log", ready_path=target.ready_path,
+            pinned(target.command(port), cpus, nice),
+            port=port,
+            env=env,
+            log_path=log_dir / f"{target.key}-{port}.log",
+            ready_path=target.ready_path,
             timeout=120 if container else 60,
-        ) as server:  # fmt: skip
+        ) as server:
             yield Server(target, server, container)
     finally:
         if container:

@@ -48,11 +48,14 @@ def to_markdown(results: dict[str, Any], info: dict[str, Any], command: str) -> 
     base = next(iter(results.values()))
     rows = [
         [r["endpoint"]]
-        + [cell for k in ("rows_per_s", CORE) for cell in
-           (number(r[k]["median"]), times(ratio(r[k]["median"], base[k]["median"])))]
+        + [
+            cell
+            for k in ("rows_per_s", CORE)
+            for cell in (number(r[k]["median"]), times(ratio(r[k]["median"], base[k]["median"])))
+        ]
         + [str(r["errors"])]
         for r in results.values()
-    ]  # fmt: skip
+    ]
     headers = ["scenario", "rows/s (wall)", "x JSON", "rows per worker CPU-second", "x JSON"]
     note = (
         f"Rows per request: {TABLE_ROWS:,} for the table endpoint, {JSON_ROWS:,} for the JSON "

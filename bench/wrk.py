@@ -77,8 +77,10 @@ def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
     same rows as Open Inference Protocol ``features`` matrices (the service only)."""
     batches = write_batch_bodies(directory / "batch.jsonl", batch_size=batch_size)
     tensor = {"name": "features", "shape": [batch_size, len(FEATURES)], "datatype": "FP64"}
-    rows = ([[p[f.name] for f in FEATURES] for p in json.loads(body)["patients"]]
-            for body in batches.read_text().splitlines())  # fmt: skip
+    rows = (
+        [[p[f.name] for f in FEATURES] for p in json.loads(body)["patients"]]
+        for body in batches.read_text().splitlines()
+    )
     oip = ({"inputs": [{**tensor, "data": data}]} for data in rows)
     return [
         Scenario("predict", "/predict", write_single_bodies(directory / "predict.jsonl")),
@@ -185,13 +187,19 @@ def measure(
     # A stalled server must not pass as a slow one.
     errors = result.errors | ({"no_request_completed": 1} if result.requests == 0 else {})
     return {
-        "requests": result.requests, "duration_s": seconds, "requests_per_s": result.requests_per_s,
-        "errors": errors, "latency_us": result.latency_us, "warmup_requests": warmup,
-        "server_cpu_s": cpu_used, "wrk_cpu_s": wrk_cpu, "load_average": load_average(),
+        "requests": result.requests,
+        "duration_s": seconds,
+        "requests_per_s": result.requests_per_s,
+        "errors": errors,
+        "latency_us": result.latency_us,
+        "warmup_requests": warmup,
+        "server_cpu_s": cpu_used,
+        "wrk_cpu_s": wrk_cpu,
+        "load_average": load_average(),
         # 1/workers when the kernel spread the connections evenly, 1.0 when one got them all.
         "busiest_worker_share": ratio(max(per_worker, default=0.0), cpu_used),
         # In cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
         "other_load_cores": max(0.0, busy - before[1][0] - cpu_used - wrk_cpu) / seconds,
         "steal_cores": (steal - before[1][1]) / seconds,
         "server_cpu_us_per_request": ratio(cpu_used * 1e6, result.requests),
-    }  # fmt: skip
+    }

@@ -11,8 +11,9 @@ the served configuration's 10x5 CV on Statlog with all 13 values, and the
 published anchor (Detrano et al. 1989: fitted on Cleveland, 77 % accuracy in
 Hungary, 81 % in Switzerland).
 
-``python -m bench.sites`` is the command; the logic lives here because it is
-training code, and ``bench/`` keeps to its line budget.
+``python -m bench.sites`` is the command; the logic lives here, beside
+``training.interval_validation``, because it trains and validates models with the
+training code's estimators and data loaders.
 """
 
 from __future__ import annotations

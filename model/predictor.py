@@ -153,9 +153,10 @@ class Predictor:
         distinct background fillings, through the same stacked layers. Equal to
         :meth:`probability` and ``ensemble.interval`` up to summation order.
         """
-        if self._stacked is None:
+        ensemble, stacked = self.ensemble, self._stacked
+        if ensemble is None or stacked is None:
             raise ValueError("this model has no ensemble, so it gives no risk interval")
-        w1, b1, w2, b2 = self._stacked
+        w1, b1, w2, b2 = stacked
         hidden = row @ w1
         if hidden[0] == hidden[0]:  # no NaN anywhere in the row: it is complete
             hidden += b1
@@ -165,7 +166,7 @@ class Predictor:
             point, *members = z.tolist()
             if self._recalibrated:
                 point = self.calibration_intercept + self.calibration_slope * point
-            lo, hi = self._ensemble_of_stack.band_of_logits(members)
+            lo, hi = ensemble.band_of_logits(members)
             return 0.5 + 0.5 * math.tanh(0.5 * point), lo, hi, True
         missing = np.isnan(row)
         assert self.background is not None  # an ensemble is stored only with background rows
@@ -177,18 +178,9 @@ class Predictor:
         mean_tanh = (weights @ np.tanh(0.5 * z)).tolist()  # marginal p = (1 + this) / 2
         point = 0.5 + 0.5 * mean_tanh[0]
         if self._recalibrated:
-            q = min(max(point, 1e-15), 1.0 - 1e-15)
-            logit = self.calibration_intercept + self.calibration_slope * (
-                math.log(q) - math.log1p(-q)
-            )
-            point = 0.5 + 0.5 * math.tanh(0.5 * logit)
-        lo, hi = self._ensemble_of_stack.band_of_marginals(mean_tanh[1:], z[:, 1:], weights)
+            point = float(self._recalibrate_mean(np.array([point]))[0])
+        lo, hi = ensemble.band_of_marginals(mean_tanh[1:], z[:, 1:], weights)
         return point, lo, hi, False
-
-    @property
-    def _ensemble_of_stack(self) -> RiskEnsemble:
-        assert self.ensemble is not None
-        return self.ensemble
 
     def probability(self, rows: npt.ArrayLike) -> FloatArray:
         """Probability of disease for one row (13 values) or a batch (n x 13): a 1-D array."""

@@ -109,10 +109,6 @@ class RiskEnsemble:
     #: ``w2`` as a block-diagonal ``(B*hidden) x B`` matrix: every member's output unit
     #: in one product (the /predict path, ``Predictor.risk_one``).
     _w2_block: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
-    #: Per missingness pattern, the background's missing values through the first layer.
-    _fillings: dict[bytes, tuple[FloatArray, FloatArray]] = field(
-        init=False, repr=False, default_factory=dict
-    )
 
     def __post_init__(self) -> None:
         b = self.b2.size

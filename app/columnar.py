@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
 from app.schemas import ErrorMessage
 from model.columns import MissingColumnsError, validate_columns
@@ -106,14 +107,8 @@ async def predict_table(request: Request) -> Response:
         raise HTTPException(415, detail=BULK_HINT)
     answer = _negotiate(request.headers.get("accept"), default=media)
     runtime = runtime_of(request)
-    service = runtime.service
-    if service is None:
-        raise HTTPException(503, detail="The model is not loaded; see /ready.")
-    body = await request.body()
-    if not body:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-        )
+    service = loaded_service(runtime)
+    body = await read_body(request)
     # pyarrow only now: a service without the bulk extra never imports it.
     from scoring.files import InputError, feature_columns, parse_body, scores_batch, serialize
 

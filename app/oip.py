@@ -45,6 +45,7 @@ from app.oip_schemas import (
     ServerReadyResponse,
 )
 from app.openapi import ERRORS, PROBE_ERRORS, operation
+from app.routes import read_body
 from app.runtime import Runtime, runtime_of
 from app.service import PredictionService
 from model.arrays import FloatArray
@@ -455,7 +456,7 @@ async def model_infer(request: Request) -> Response:
             header_length = int(raw_length) if raw_length is not None else None
         except ValueError:
             raise ProtocolError("Inference-Header-Content-Length must be an integer") from None
-        body = await request.body()
+        body = await read_body(request, required=False)
         if not body:
             raise ProtocolError("the request has no body: send an inference request")
         x, parsed = decode_request(body, header_length, max_rows=service.max_batch_size)

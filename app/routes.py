@@ -54,14 +54,16 @@ class JSONBytes(Response):
 router = APIRouter()
 
 
-def _service(runtime: Runtime) -> PredictionService:
+def loaded_service(runtime: Runtime) -> PredictionService:
+    """The loaded model's service, or 503 (every prediction endpoint)."""
     if runtime.service is None:
         raise HTTPException(503, detail="The model is not loaded; see /ready.")
     return runtime.service
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, read straight from the ASGI messages.
+async def read_body(request: Request, *, required: bool = True) -> bytes:
+    """The request body, read straight from the ASGI messages; empty and ``required``:
+    FastAPI's 422 naming the body.
 
     The same as ``await request.body()`` without Starlette's stream machinery
     (an async generator and its bookkeeping), which cost /predict a few
@@ -74,16 +76,18 @@ async def _body(request: Request) -> bytes:
             raise ClientDisconnect
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if required and not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    return body
 
 
 async def _parsed(request: Request, parse: Callable[[bytes], FloatArray]) -> FloatArray:
     """The validated body as a feature matrix, or FastAPI's 422 naming each field."""
-    body = await _body(request)
-    if not body:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-        )
+    body = await read_body(request)
     try:
         return parse(body)
     except InvalidBodyError as exc:
@@ -98,7 +102,7 @@ async def _answer_one(request: Request, score: _Score) -> Response:
     """Validate one patient, score it, count it: /predict and /predict/explain differ
     only in how they score."""
     runtime = runtime_of(request)
-    service = _service(runtime)
+    service = loaded_service(runtime)
     row = await _parsed(request, service.parse_one)
     payload, prediction = score(service, row)
     runtime.metrics.observe_prediction(row, prediction)
@@ -115,7 +119,7 @@ async def _answer_batch(
     """The batch twin of :func:`_answer_one`; ``in_thread`` for scoring that costs
     milliseconds (explanations), so the event loop keeps answering probes."""
     runtime = runtime_of(request)
-    service = _service(runtime)
+    service = loaded_service(runtime)
     rows = await _parsed(request, lambda body: parse(service, body))
     if in_thread:
         payload, n_positive = await run_in_threadpool(score, service, rows)
@@ -238,7 +242,7 @@ async def predict_batch(request: Request) -> Response:
 async def get_model(request: Request) -> Response:
     """Version, creation time, architecture, hyperparameters, features and their
     meanings, training data checksum, decision threshold and evaluation metrics."""
-    return JSONBytes(_service(runtime_of(request)).model_card_json)
+    return JSONBytes(loaded_service(runtime_of(request)).model_card_json)
 
 
 #: /metrics also answers in the two Prometheus formats.
@@ -308,7 +312,7 @@ async def get_metrics_summary(request: Request) -> Response:
 
 
 def _metrics_report(runtime: Runtime) -> bytes:
-    service = _service(runtime)
+    service = loaded_service(runtime)
     report = MetricsReport(
         model_version=service.model_version,
         training=RecordedMetrics(

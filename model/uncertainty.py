@@ -34,6 +34,7 @@ no filled rows, so its band is the members' alone; hiding tests widens it
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -184,8 +185,22 @@ class RiskEnsemble:
 
     def band_of_logits(self, logits: list[float]) -> tuple[float, float]:
         """The band of a complete row from the members' raw output log-odds; applies
-        the recalibration. Plain floats: B values cost less in Python than in NumPy."""
+        the recalibration. Plain floats: B values cost less in Python than in NumPy.
+
+        The recalibration is linear, so it moves the members' mean and scales their
+        spread: when no log-odds needs clipping (all but absurd rows), the band
+        comes from four C-level passes (min, max, sum, sum of squares) instead of
+        a Python-level pass per member, about half the cost on /predict.
+        """
         a, b = self.calibration_intercept, self.calibration_slope
+        if min(logits) >= -_MAX_LOGIT and max(logits) <= _MAX_LOGIT:
+            n = len(logits)
+            total = sum(logits)
+            mean = total / n
+            # sum(v^2) - n mean^2: the cancellation error (~1e-16 of sum(v^2)) is far
+            # below what a probability shows; clamped at 0 for equal members.
+            squares = max(sum(map(operator.mul, logits, logits)) - total * mean, 0.0)
+            return self._ends(a + b * mean, abs(b) * math.sqrt(squares / (n - 1)))
         return self._band([a + b * _clipped(v, _MAX_LOGIT) for v in logits])
 
     def band_of_marginals(
@@ -213,7 +228,11 @@ class RiskEnsemble:
         n = len(logits)
         centre = sum(logits) / n
         variance = sum([(v - centre) ** 2 for v in logits]) / (n - 1) + within
-        spread = self._z * math.sqrt(variance)
+        return self._ends(centre, math.sqrt(variance))
+
+    def _ends(self, centre: float, sd: float) -> tuple[float, float]:
+        """Lower and upper probability of the band ``centre +- z sd`` (log-odds)."""
+        spread = self._z * sd
         return 0.5 + 0.5 * math.tanh(0.5 * (centre - spread)), 0.5 + 0.5 * math.tanh(
             0.5 * (centre + spread)
         )

@@ -12,6 +12,7 @@ import pytest
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.features import FEATURE_NAMES, as_row, example_patient
 from model.predictor import Predictor
+from model.uncertainty import _MAX_LOGIT
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,24 @@ def test_no_ensemble_means_no_interval(artifact_path: Path, tmp_path: Path) -> N
     plain = load_artifact(tmp_path / "plain.joblib")
     assert plain.ensemble is None
     assert dataclasses.replace(plain).probability_one(as_row(example_patient())) > 0
+
+
+@pytest.mark.parametrize("recalibration", [(0.0, 1.0), (-0.7, 1.4), (0.3, 0.6)])
+def test_complete_row_band_equals_the_per_member_band(
+    predictor: Predictor, recalibration: tuple[float, float]
+) -> None:
+    """``band_of_logits`` takes the mean and spread of the raw log-odds and recalibrates
+    them; it must equal recalibrating each member first (``_band``), and fall back to
+    that when a member's log-odds is beyond the clip (a saturated output)."""
+    assert predictor.ensemble is not None
+    a, b = recalibration
+    ensemble = dataclasses.replace(predictor.ensemble, calibration_intercept=a, calibration_slope=b)
+    rng = np.random.default_rng(3)
+    cases = [list(rng.normal(rng.normal(0, 4), rng.uniform(0, 2), 10)) for _ in range(200)]
+    cases += [[2.5] * 10, [1e3, *rng.normal(0, 1, 9)], [-1e3] * 10]  # equal; saturated
+    for logits in cases:
+        clipped = [max(-_MAX_LOGIT, min(_MAX_LOGIT, v)) for v in logits]
+        by_member = ensemble._band([a + b * v for v in clipped])
+        fast = ensemble.band_of_logits(logits)
+        assert fast == pytest.approx(by_member, abs=1e-12)
+        assert 0.0 <= fast[0] <= fast[1] <= 1.0

@@ -63,16 +63,12 @@ class Predictor:
         init=False, repr=False, default_factory=dict
     )
     _recalibrated: bool = field(init=False, repr=False, default=False)
-    #: The served network and the ensemble's members side by side (see :meth:`risk_one`).
-    _stacked: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = field(
+    #: The served network and the ensemble's members side by side (see :func:`_stack`).
+    _stacked: tuple[FloatArray, FloatArray, FloatArray] | None = field(
         init=False, repr=False, default=None
     )
     _stacked_patterns: dict[bytes, tuple[FloatArray, FloatArray]] = field(
         init=False, repr=False, default_factory=dict
-    )
-    #: ``_stacked`` rewritten for complete rows (see :func:`_for_complete_rows`).
-    _complete: tuple[FloatArray, FloatArray, FloatArray] | None = field(
-        init=False, repr=False, default=None
     )
 
     @classmethod
@@ -118,9 +114,7 @@ class Predictor:
         identity = self.calibration_intercept == 0.0 and self.calibration_slope == 1.0
         object.__setattr__(self, "_recalibrated", not identity)
         if self.ensemble is not None:
-            stacked = _stack(self, self.ensemble)
-            object.__setattr__(self, "_stacked", stacked)
-            object.__setattr__(self, "_complete", _for_complete_rows(*stacked))
+            object.__setattr__(self, "_stacked", _stack(self, self.ensemble))
 
     @property
     def n_hidden(self) -> int:
@@ -159,26 +153,24 @@ class Predictor:
         distinct background fillings, through the same stacked layers. Equal to
         :meth:`probability` and ``ensemble.interval`` up to summation order.
         """
-        ensemble, stacked, complete = self.ensemble, self._stacked, self._complete
-        if ensemble is None or stacked is None or complete is None:
+        ensemble, stacked = self.ensemble, self._stacked
+        if ensemble is None or stacked is None:
             raise ValueError("this model has no ensemble, so it gives no risk interval")
-        w1_complete, floor, w2_complete = complete
-        hidden = row @ w1_complete
+        w1, floor, w2 = stacked
+        hidden = row @ w1
         if hidden[0] == hidden[0]:  # no NaN anywhere in the row: it is complete
             np.maximum(hidden, floor, out=hidden)
-            point, *members = (hidden @ w2_complete).tolist()
+            point, *members = (hidden @ w2).tolist()
             if self._recalibrated:
                 point = self.calibration_intercept + self.calibration_slope * point
             lo, hi = ensemble.band_of_logits(members)
             return 0.5 + 0.5 * math.tanh(0.5 * point), lo, hi, True
-        w1, b1, w2, b2 = stacked
         missing = np.isnan(row)
         assert self.background is not None  # an ensemble is stored only with background rows
         fillings, weights = pattern_fillings(self._stacked_patterns, self.background, w1, missing)
-        filled = fillings + (np.where(missing, 0.0, row) @ w1 + b1)
-        np.maximum(filled, 0.0, out=filled)
+        filled = fillings + np.where(missing, 0.0, row) @ w1
+        np.maximum(filled, floor, out=filled)
         z = filled @ w2  # (distinct fillings, 1 + B): every network's output per filling
-        z += b2
         mean_tanh = (weights @ np.tanh(0.5 * z)).tolist()  # marginal p = (1 + this) / 2
         point = 0.5 + 0.5 * mean_tanh[0]
         if self._recalibrated:
@@ -280,34 +272,24 @@ class Predictor:
 
 def _stack(
     predictor: Predictor, ensemble: RiskEnsemble
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """First layers side by side and output units as one block-diagonal matrix: column 0
-    is the served network, column 1 + m the ensemble's member m."""
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Every network in three NumPy calls per row: ``max(x @ w1, floor) @ w2``.
+
+    The first layers sit side by side and the output units form one
+    block-diagonal matrix (column 0 is the served network, column 1 + m the
+    ensemble's member m). ``relu(h + b1) = max(h, -b1) + b1``, so the first
+    layer's bias becomes the ReLU's floor and its ``b1 @ w2`` share joins the
+    output bias, carried by one more unit whose input column is zero and whose
+    floor is 1. On /predict each NumPy call costs more than its arithmetic.
+    """
     h = predictor.n_hidden
+    w1 = np.hstack([predictor.w1, ensemble.w1, np.zeros((N_FEATURES, 1))])
+    b1 = np.concatenate([predictor.b1, ensemble.b1])
     w2 = np.zeros((h + ensemble.w1.shape[1], 1 + ensemble.size))
     w2[:h, 0] = predictor.w2
     w2[h:, 1:] = ensemble.output_block
-    return (
-        np.ascontiguousarray(np.hstack([predictor.w1, ensemble.w1])),
-        np.concatenate([predictor.b1, ensemble.b1]),
-        w2,
-        np.concatenate([[predictor.b2], ensemble.b2]),
-    )
-
-
-def _for_complete_rows(
-    w1: FloatArray, b1: FloatArray, w2: FloatArray, b2: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """The stacked networks as three NumPy calls for a complete row, not five.
-
-    ``relu(h + b1) = max(h, -b1) + b1``, so the first layer's bias becomes the
-    ReLU's floor and its ``b1 @ w2`` share moves into the output bias; one extra
-    unit with a zero input column and a floor of 1 carries that bias. On /predict
-    each NumPy call costs more than its arithmetic (bench/PROFILE.md).
-    """
-    with_unit = np.hstack([w1, np.zeros((w1.shape[0], 1))])
-    floor = np.concatenate([-b1, [1.0]])
-    return with_unit, floor, np.vstack([w2, b1 @ w2 + b2])
+    bias = b1 @ w2 + np.concatenate([[predictor.b2], ensemble.b2])
+    return np.ascontiguousarray(w1), np.concatenate([-b1, [1.0]]), np.vstack([w2, bias])
 
 
 #: Bit j set when feature j is missing: a row's missingness pattern as one integer.

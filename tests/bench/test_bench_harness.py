@@ -348,7 +348,7 @@ def test_wrk_and_lua_script_against_the_raw_asgi_reference(tmp_path: Path) -> No
         )
         assert run["warmup_requests"] > 0 and run["requests"] > 0
         assert not any(run["errors"].values())
-        assert run["server_cpu_us_per_request"] > 0 and 0 < run["busiest_worker_share"] <= 1
+        assert run["server_cpu_us_per_request"] > 0
         assert "WRK_JSON" in log.read_text()
 
 

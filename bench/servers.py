@@ -1,8 +1,8 @@
-"""The servers under test: started through ``app.testing``, pinned, measured in rounds.
+"""The servers under test: started through ``app.testing``, pinned, read from ``/proc``.
 
 :mod:`app.testing` starts, waits for and stops every server; this adds the targets
 beside the service (references, app variants), pinning with ``taskset``
-(inherited by workers), CPU time and memory from ``/proc``, and interleaved rounds.
+(inherited by workers), and their CPU time and memory from ``/proc``.
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ class Server:
         """The processes that serve requests, whose CPU time tells the cost per request."""
         return worker_pids(self.running.process.pid)
 
-    def rss_kib(self, key: str = "VmRSS") -> int:
-        """Resident memory (``VmHWM``: its peak) of the single serving worker, in KiB."""
+    def rss_kib(self) -> int:
+        """Resident memory (``VmRSS``) of the single serving worker, in KiB."""
         pids = self.workers()
         if len(pids) != 1:
             raise ServerError(f"{self.target.key} has {len(pids)} workers; RSS needs exactly one")
-        return status_kib(proc(pids[0], "status"), key)
+        return status_kib(proc(pids[0], "status"), "VmRSS")
 
 
 @contextlib.contextmanager

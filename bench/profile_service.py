@@ -17,12 +17,12 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bench import load, report, servers, wrk
 from bench.servers import CpuPlan, Target
-from model.atomic import write_text_atomic
 from training.report import markdown_table
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
@@ -95,7 +95,7 @@ def attribute(stacks: list[tuple[list[str], int]], top: int = 25) -> Attribution
     )
 
 
-def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context: str) -> str:
+def to_markdown(att: Attribution, cpu_us_per_request: float) -> list[str]:
     """The three tables; 'us/request' splits the worker's CPU time per request (measured
     without the profiler, which slows the worker) in proportion to the samples."""
 
@@ -107,17 +107,14 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
     own = markdown_table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
     inclusive = markdown_table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
     frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
-    return "\n".join(
-        [
-            f"## {title}\n\n{context}\n",
-            f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
-            f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.\n",
-            f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
-            f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
-            "### Hottest Python-level frames (self)\n",
-            markdown_table(["frame", "samples", "share"], frames),
-        ]
-    )
+    return [
+        f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
+        f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.",
+        f"### Self time by component (innermost frame we can attribute)\n\n{own}",
+        f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}",
+        "### Hottest Python-level frames (self)",
+        markdown_table(["frame", "samples", "share"], frames),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     plan, settings = CpuPlan.for_this_machine(), load.Settings(warmup_s=3.0, duration_s=5.0)
+    command = report.command_line("bench.profile_service", argv)
+    data: dict[str, Any] = {"machine": report.describe(), "command": command}
     name = "-".join([args.endpoint, f"c{args.concurrency}", *args.env]).replace("HEART_", "")
     folded = PROFILE_DIR / f"{name}.folded"
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
@@ -159,20 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"py-spy failed with {sampling.returncode}")
     if failed := sum(sum(r["errors"].values()) for r in (unprofiled, profiled)):
         raise SystemExit(f"{failed} requests failed: a profile of error replies is worthless")
-    info, cpu_us = report.describe(), unprofiled["server_cpu_us_per_request"]
+    cpu_us = unprofiled["server_cpu_us_per_request"]
     context = (
-        f"Service as shipped {' '.join(args.env)}, one worker on core {plan.server}, wrk "
+        f"{' '.join(['Service as shipped', *args.env])}, one worker on core {plan.server}, wrk "
         f"-c{args.concurrency} on core {plan.client}. Without the profiler: "
         f"{unprofiled['requests_per_s']:,.0f} req/s, worker CPU {cpu_us:.0f} us/request; "
         f"while sampled at {args.rate} Hz: {profiled['requests_per_s']:,.0f} req/s. "
-        f"{info['date_utc']}, load average {info['load_average_start']}, commit {info['commit']}. "
         f"Folded stacks: {folded.relative_to(report.REPO_ROOT)}."
     )
     att = attribute(parse_folded(folded.read_text().splitlines()))
+    data["attribution"], parts = asdict(att), [context, *to_markdown(att, cpu_us)]
     title = f"Profile: {scenario.path} at c={args.concurrency}"
-    print(markdown := to_markdown(att, title, cpu_us, context))
-    write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
-    return 0
+    return report.publish(name, title, data, parts, PROFILE_DIR)
 
 
 if __name__ == "__main__":

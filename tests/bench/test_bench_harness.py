@@ -466,7 +466,7 @@ def test_profile_markdown_splits_cpu_time_by_share() -> None:
     from bench import profile_service as ps
 
     att = ps.attribute(ps.parse_folded(FOLDED.splitlines()))
-    text = ps.to_markdown(att, "t", cpu_us_per_request=200.0, context="c")
+    text = "\n".join(ps.to_markdown(att, cpu_us_per_request=200.0))
     assert "| predictor + NumPy | 3 | 30.0% | 60.0 |" in text
 
 

@@ -63,11 +63,10 @@ quality: $(VENV)/.stamp-dev  ## model quality benchmark (10x5 CV and the StatLog
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predictor, wrk load, heart-score files, table uploads; BENCH_ARGS=--quick)
+bench: $(VENV)/.stamp-dev $(ARTIFACT) system-deps  ## speed benchmarks (predictor, wrk load with table uploads, heart-score files; BENCH_ARGS=--quick)
 	$(BIN)/python -m bench.predictor_micro $(filter --quick,$(BENCH_ARGS))
 	$(BIN)/python -m bench.load --artifact $(ARTIFACT) $(BENCH_ARGS)
 	$(BIN)/python -m bench.scoring --artifact $(ARTIFACT) $(if $(filter --quick,$(BENCH_ARGS)),--rows 1000000 --rounds 1)
-	$(BIN)/python -m bench.table_endpoint --artifact $(ARTIFACT) $(if $(filter --quick,$(BENCH_ARGS)),--rounds 1)
 
 .PHONY: bench-hardening
 bench-hardening: $(VENV)/.stamp-dev $(ARTIFACT)  ## issue 11: what the hardening costs on /predict, and /health at 2,000 connections

@@ -24,47 +24,34 @@ from bench.servers import CpuPlan, Target
 from training.report import markdown_table
 
 QUIET = (("HEART_ACCESS_LOG", "false"),)
+APP = "app.main:create_app"
 HARDENED = ("--factory", "--http", "app.protocol:HardenedHttpToolsProtocol")
+ON_ASYNCIO = (*HARDENED, "--loop", "asyncio")
 
 
 def targets() -> dict[str, Target]:
     """The reference, our app under plain uvicorn, with the protocol, and as shipped."""
+    ours = {
+        "plain": ("the app under plain uvicorn", ("--factory",)),
+        "hardened-uvloop": ("the app with app.protocol (uvloop)", HARDENED),
+        "hardened-asyncio": ("the app with app.protocol on asyncio", ON_ASYNCIO),
+    }
     found = [
         Target("reference", "reference: bare FastAPI", "bench.references:fastapi_app", "/health"),
-        Target(
-            "plain",
-            "the app under plain uvicorn",
-            "app.main:create_app",
-            options=("--factory",),
-            settings=QUIET,
-        ),
-        Target(
-            "hardened-uvloop",
-            "the app with app.protocol (uvloop)",
-            "app.main:create_app",
-            options=HARDENED,
-            settings=QUIET,
-        ),
-        Target(
-            "hardened-asyncio",
-            "the app with app.protocol on asyncio",
-            "app.main:create_app",
-            options=(*HARDENED, "--loop", "asyncio"),
-            settings=QUIET,
-        ),
+        *(Target(k, label, APP, options=o, settings=QUIET) for k, (label, o) in ours.items()),
         Target("service", "heart-api serve as shipped", settings=QUIET),
     ]
     return {t.key: t for t in found}
 
 
 def overload(
-    artifact: Path, bodies: Path, connections: int, seconds: float, plan: CpuPlan, logs: Path
+    artifact: Path, bodies: Path, connections: int, seconds: float, plan: CpuPlan
 ) -> dict[str, Any]:
     """Each target under ``connections`` wrk connections, timed by a liveness probe. Replies
     but 200 are the point (the service sheds load with 503): counted, not refused."""
     found: dict[str, Any] = {}
     for key in ("plain", "hardened-uvloop", "service"):
-        with servers.started(targets()[key], artifact, logs, plan.server) as server:
+        with servers.started(targets()[key], artifact, load.LOG_DIR, plan.server) as server:
             samples: list[float] = []
             target, stop = probe.Target("127.0.0.1", server.running.port), time.monotonic() + 0.5
             live = probe.time_health(target, stop + seconds, samples, every=0.25)
@@ -95,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overload-seconds", type=float, default=30.0)
     parser.add_argument("--skip-cost", action="store_true", help="only the overload part")
     args = parser.parse_args(argv)
-    model, plan = servers.model_path(args.artifact), CpuPlan.for_this_machine()
+    model, plan = args.artifact, CpuPlan.for_this_machine()
     settings = load.Settings(warmup_s=2.0, duration_s=args.duration, rounds=args.rounds)
     data: dict[str, Any] = {"machine": report.describe(), "cpu_plan": plan.describe()}
     data["command"], parts = report.command_line("bench.hardening", argv), []
@@ -104,19 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.skip_cost:
             found = list(targets().values())
             runs = [load.Run(t, predict, 32) for t in found]
-            data["cost_c32"] = load.measured(found, runs, model, settings, plan)
+            data["cost_c32"] = load.measured(runs, model, settings, plan)
             labels = {t.key: t.label for t in found}
             parts += ["### Cost on /predict at c=32"]
             parts += [report.comparison_table(data["cost_c32"], labels, base="reference")]
         data["overload"] = overload(
-            model,
-            predict.bodies,
-            args.overload_connections,
-            args.overload_seconds,
-            plan,
-            load.LOG_DIR,
+            model, predict.bodies, args.overload_connections, args.overload_seconds, plan
         )
-    data["machine"]["load_average_end"] = report.load_average()
     health = ("health_samples", "health_failed", "health_p50_ms", "health_p99_ms", "health_max_ms")
     rows = [
         [
@@ -132,9 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     headers += ["failed (> 20 s)", "p50 ms", "p99 ms", "max ms"]
     parts += [f"### /health under {args.overload_connections:,} connections"]
     parts += [markdown_table(headers, rows)]
-    markdown = report.document("Hardening", data["machine"], data["command"], *parts)
     failed = sum(r["errors"] for r in data.get("cost_c32", {}).values())
-    return report.publish("hardening", markdown, data, args.output_dir, failed=failed)
+    return report.publish("hardening", "Hardening", data, parts, args.output_dir, failed)
 
 
 if __name__ == "__main__":

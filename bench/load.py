@@ -1,10 +1,9 @@
 """Load benchmark: the service against reference servers measured in the same run.
 
-``python -m bench.load`` (``--quick`` for a smoke test) runs three phases:
-**comparison** of the references (bench/references.py), the service as shipped
-and optionally its image, one pinned worker each, every scenario in interleaved
-rounds (``--scenario`` adds requests of your own); **memory** of a fresh worker
-from 1,000 to 100,000 requests; **scale** from one to two workers. Results go to
+``python -m bench.load`` (``--quick`` for a smoke test) compares the references
+(bench/references.py) and the service as shipped, one pinned worker each, every
+scenario in interleaved rounds (``--scenario`` adds requests of your own, ``--only``
+keeps some), and follows each worker's memory from round to round. Results go to
 ``bench/results/load.{md,json}``, wrk output and server logs to
 ``bench/results/logs/``; BENCHMARKS.md explains the method and the figures.
 """
@@ -15,14 +14,14 @@ import argparse
 import contextlib
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from app.columnar import TABLE_PATH
 from bench import report, servers, wrk
-from bench.report import number, times
+from bench.report import CORE, number, ratio, times
 from bench.servers import CpuPlan, Server, Target
 from bench.wrk import Scenario
 from model.artifact import read_payload, save_artifact
@@ -45,10 +44,6 @@ class Settings:
     concurrencies: tuple[int, ...] = (1, 32)
     batch_size: int = 1000
     batch_concurrency: int = 4
-    memory_checkpoints: tuple[int, ...] = (1_000, 10_000, 50_000, 100_000)
-    memory_concurrency: int = 32
-    scale_workers: tuple[int, ...] = (1, 2)
-    scale_concurrency: int = 64
     #: nice value for servers and wrk (negative: ahead of other jobs; needs root).
     nice: int = 0
     quick: bool = False
@@ -68,9 +63,9 @@ class Run:
         return self.key
 
 
-def targets(image: str | None = None, built: str | None = None) -> list[Target]:
-    """The references, the service as shipped and, when given, its container image."""
-    found = [
+def targets() -> list[Target]:
+    """The references and the service as shipped."""
+    return [
         Target("asgi", "reference 1: raw ASGI, constant reply", "bench.references:raw_asgi", "/"),
         Target(
             "fastapi",
@@ -87,9 +82,6 @@ def targets(image: str | None = None, built: str | None = None) -> list[Target]:
         ),
         Target("service", "the service as shipped (python -m app)"),
     ]
-    # The image's description says when and from which commit it was built: which code.
-    container = Target("container", f"the service in its container ({built or image})", image=image)
-    return [*found, container] if image else found
 
 
 def extra_scenarios(specs: Sequence[Sequence[str]]) -> list[Scenario]:
@@ -109,7 +101,7 @@ def plan_runs(found: list[Target], scenarios: list[Scenario], settings: Settings
             if scenario.name == "batch":
                 if target.has_batch and target.key != "asgi":  # a constant reply, no batch
                     runs.append(Run(target, scenario, settings.batch_concurrency))
-            elif scenario.name == "oip":  # the batches again, beside /predict/batch
+            elif scenario.rows_per_request > 1:  # oip, tables: batches in other formats
                 if target.is_service:
                     runs.append(Run(target, scenario, settings.batch_concurrency))
             elif target.is_service or not scenario.service_only:
@@ -145,23 +137,20 @@ def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | 
     )
 
 
-def measured(
-    found: list[Target], runs: list[Run], artifact: Path, settings: Settings, plan: CpuPlan
-) -> dict[str, Any]:
+def measured(runs: list[Run], artifact: Path, settings: Settings, plan: CpuPlan) -> dict[str, Any]:
     """Start every target once, check each answers, then measure every run once per round."""
     with contextlib.ExitStack() as stack:
         up: dict[str, Server] = {}
-        for t in found:
+        for t in dict.fromkeys(r.target for r in runs):
             server = servers.started(t, artifact, LOG_DIR, plan.server, settings.nice)
             up[t.key] = stack.enter_context(server)
             preflight(up[t.key], list(dict.fromkeys(r.scenario for r in runs if r.target == t)))
-        samples = servers.in_rounds(
+        samples = report.in_rounds(
             settings.rounds, runs, lambda r: measure(up[r.target.key], r, settings, plan.client)
         )
     return {
         r.key: {
             "target": r.target.key,
-            "workers": r.target.workers,
             "endpoint": r.scenario.name,
             "path": r.scenario.path,
             "connections": r.connections,
@@ -172,54 +161,53 @@ def measured(
     }
 
 
-def memory(
-    artifact: Path, scenarios: list[Scenario], settings: Settings, plan: CpuPlan
-) -> dict[str, Any]:
-    """Phase 2: RSS of a fresh worker at request-count checkpoints."""
-    predict, service = scenarios[0], targets()[3]
-    with servers.started(service, artifact, LOG_DIR, plan.server, settings.nice) as server:
-        preflight(server, scenarios)
-        sent, rate = len(scenarios), 1000.0  # requests/s; refined from each run's mean latency
-        points = [{"requests": sent, "rss_kib": server.rss_kib(), "label": "after start-up"}]
-        for checkpoint in settings.memory_checkpoints:
-            while (missing := checkpoint - sent) > 0:
-                report.progress(f"memory: {sent:,} requests sent, next checkpoint {checkpoint:,}")
-                connections = min(settings.memory_concurrency, missing)
-                # wrk runs for its whole duration even after STOP_AFTER responses, so
-                # ask for a duration just long enough at the rate seen so far.
-                result = wrk.run(
-                    server.url(predict.path),
-                    predict.bodies,
-                    connections=connections,
-                    duration_s=min(30.0, 1.0 + 1.3 * missing / rate),
-                    cpus=plan.client,
-                    stop_after=missing,
-                    nice=settings.nice,
-                )
-                if result.error_count:
-                    raise servers.ServerError(f"memory run had errors: {result.errors}")
-                if result.latency_us.get("mean", 0) > 0:
-                    rate = connections / (result.latency_us["mean"] / 1e6)
-                sent += result.requests
-            time.sleep(0.5)  # let requests still in flight when wrk stopped finish
-            label = f"{checkpoint:,}"
-            points.append({"requests": sent, "rss_kib": server.rss_kib(), "label": label})
-        return {"points": points, "peak_rss_kib": server.rss_kib("VmHWM")}
+def tables(results: Mapping[str, Any]) -> list[str]:
+    """Each table upload's rows/s and rows per worker CPU-second as ratios to the service's
+    JSON batch of the same run: issue 13's figure, which a shared machine does not distort."""
+    ours = [r for r in results.values() if r["target"] == "service"]
+    batch = next((r for r in ours if r["endpoint"] == "batch"), None)
+    uploads = [r for r in ours if r["path"] == TABLE_PATH]
+    if batch is None or not uploads:
+        return []
+    rows = [
+        [r["endpoint"]]
+        + [
+            cell
+            for k in ("rows_per_s", CORE)
+            for cell in (number(r[k]["median"]), times(ratio(r[k]["median"], batch[k]["median"])))
+        ]
+        for r in [batch, *uploads]
+    ]
+    headers = ["scenario", "rows/s (wall)", "x JSON", "rows per worker CPU-second", "x JSON"]
+    return [
+        f"### {TABLE_PATH} against the JSON batch (the service, c={batch['connections']}; "
+        f"{uploads[0]['rows_per_request']:,} rows per upload, {batch['rows_per_request']:,} "
+        "per JSON batch)",
+        markdown_table(headers, rows),
+    ]
 
 
-def scale(artifact: Path, scenarios: list[Scenario], settings: Settings) -> dict[str, Any]:
-    """Phase 3: 1 vs 2 workers, nothing pinned (wrk shares the cores with the workers);
-    tests/e2e/test_e2e_server.py checks that their Prometheus counters add up."""
-    found = [Target(f"{w}w", f"service, {w} workers", workers=w) for w in settings.scale_workers]
-    runs = [Run(t, scenarios[0], settings.scale_concurrency) for t in found]
-    return measured(found, runs, artifact, settings, CpuPlan(None, None))
+def memory(results: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """Each worker's VmRSS after each round of its runs, with the requests it had served by
+    then: every round sends the same traffic, so growth from round to round is state kept per
+    request (the references, which keep none, are the control)."""
+    rows, rounds = [], len(next(iter(results.values()))["runs"])
+    for target in dict.fromkeys(r["target"] for r in results.values()):
+        runs = [r["runs"] for r in results.values() if r["target"] == target]
+        served, rss = 0, []
+        for k in range(rounds):
+            served += sum(rs[k]["requests"] + rs[k]["warmup_requests"] for rs in runs)
+            rss.append((max(rs[k]["rss_kib"] for rs in runs), served))
+        cells = [f"{kib / 1024:.1f} MiB ({n:,} requests)" for kib, n in rss]
+        rows.append([labels.get(target, target), *cells, times(rss[-1][0] / rss[0][0])])
+    headers = ["server", *(f"after round {k + 1}" for k in range(rounds)), "last / first"]
+    return ["### Memory of each worker (VmRSS after each round)", markdown_table(headers, rows)]
 
 
-def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
-    """The whole report: figures and same-run ratios; BENCHMARKS.md holds the targets."""
+def sections(data: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """The report's sections: figures and same-run ratios; BENCHMARKS.md holds the targets."""
     s, results = data["settings"], data["comparison"]
-    mem, sc = data.get("memory"), data.get("scale")
-    parts = [
+    return [
         f"- pinning: {data['cpu_plan']}\n"
         f"- method: wrk with bench/post.lua cycling through each scenario's bodies; "
         f"{s['warmup_s']:g} s warm-up + {s['duration_s']:g} s measured per scenario, "
@@ -229,47 +217,16 @@ def to_markdown(data: Mapping[str, Any], labels: Mapping[str, str]) -> str:
         "cores other processes kept busy (median; 0 on a quiet machine). BENCHMARKS.md "
         "explains the method.",
         report.comparison_table(results, labels),
+        *tables(results),
+        *memory(results, labels),
     ]
-    if mem is not None:
-        first = mem["points"][1]["rss_kib"]  # the first checkpoint (point 0 is start-up)
-        rss = [
-            [
-                p["label"],
-                number(p["requests"]),
-                f"{p['rss_kib'] / 1024:.1f} MiB",
-                times(p["rss_kib"] / first) if i else "",
-            ]
-            for i, p in enumerate(mem["points"])
-        ]
-        parts += [
-            f"### Memory of one worker (fresh process, /predict at c={s['memory_concurrency']})",
-            markdown_table(
-                ["after", "requests served (approx.)", "VmRSS", "vs first checkpoint"], rss
-            ),
-            f"Peak RSS (VmHWM) of the worker: {mem['peak_rss_kib'] / 1024:.1f} MiB.",
-        ]
-    if sc is not None:
-        c32 = results.get("service/predict/c32")
-        per_core = [number(c32[k]["median"]) if c32 else "n/a" for k in (report.RPS, report.CORE)]
-        workers = {r["target"]: f"service, {r['workers']} worker(s)" for r in sc.values()}
-        base = min(sc.values(), key=lambda r: r["workers"])["target"]
-        parts += [
-            f"### Workers (nothing pinned: wrk shares the {data['machine']['cores']} cores)",
-            report.comparison_table(sc, workers, base=base),
-            f"Per core: one pinned worker served {per_core[0]} req/s at c=32 above "
-            f"({per_core[1]} from its CPU time per request); here wrk shares the "
-            "cores with the workers. A busiest worker's CPU share near 1.0 (worst round; 0.50 is "
-            "an even split) caps the gain of a second worker.",
-        ]
-    quick = " (--quick: a smoke test, not a measurement)" if s["quick"] else ""
-    return report.document(f"Load benchmark{quick}", data["machine"], data["command"], *parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = servers.arguments(
         "bench.load",
-        "Load-test the service with wrk against references "
-        "measured in the same run; also worker memory and 1-vs-2-worker scaling.",
+        "Load-test the service with wrk against references measured in the same run; "
+        "also the memory of one worker.",
     )
     d, add = Settings(), p.add_argument
     add("--quick", action="store_true", help="1 s warm-up, 2 s runs, 1 round")
@@ -277,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--duration", type=float, default=d.duration_s, help="seconds per run")
     add("--batch-size", type=int, default=d.batch_size)
     add("--batch-concurrency", type=int, default=d.batch_concurrency)
-    add("--container", metavar="IMAGE", help="also measure this image (needs podman)")
     add(
         "--scenario",
         nargs=3,
@@ -286,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "PATH", "BODIES"),
         help="also POST to PATH (query allowed) on the service, cycling through the file "
         "BODIES (one JSON body a line), at the concurrencies of /predict; repeatable",
+    )
+    add(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="measure only this scenario (predict, batch, oip, table-arrow, table-csv or a "
+        "--scenario's NAME) on every target that answers it; repeatable",
     )
     add(
         "--nice",
@@ -300,52 +264,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the model without its "
         "bootstrap ensemble (/predict without the risk interval) beside the service",
     )
-    add("--skip-memory", action="store_true")
-    add("--skip-scale", action="store_true")
+    add("--name", help="results file name (default: load, or load-quick with --quick)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # --quick is a smoke test: short runs, one round, two memory checkpoints.
-    quick = Settings(1.0, 2.0, 1, memory_checkpoints=(1_000, 5_000), quick=True)
+    # --quick is a smoke test: short runs, one round.
+    quick = Settings(1.0, 2.0, 1, quick=True)
     timing = quick if args.quick else Settings(args.warmup, args.duration, args.rounds)
     chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
     settings = replace(timing, **chosen, nice=args.nice)
     extra = extra_scenarios(args.scenario)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
-    built = servers.image_description(args.container) if args.container else None
-    if args.container and built is None:
-        report.progress(f"podman or the image {args.container} is missing: skipping the container")
-    found, plan = targets(args.container if built else None, built), CpuPlan.for_this_machine()
+    found, plan = targets(), CpuPlan.for_this_machine()
     data: dict[str, Any] = {
         "benchmark": "load",
         "machine": report.describe(),
         "cpu_plan": plan.describe(),
         "settings": asdict(settings),
         "command": report.command_line("bench.load", argv),
-        "container_image": built,
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        model = servers.model_path(args.artifact)
         if args.without_interval:  # issue 10: /predict's cost of the risk interval, same run
-            plain = save_artifact({**read_payload(model), "ensemble": None}, Path(tmp) / "p.joblib")
+            payload = {**read_payload(args.artifact), "ensemble": None}
+            plain = save_artifact(payload, Path(tmp) / "p.joblib")
             label = "the service without the risk interval"
             found.append(Target("no-interval", label, artifact=plain))
         scenarios = wrk.standard_scenarios(Path(tmp), settings.batch_size)
-        runs = plan_runs(found, scenarios + extra, settings)
-        data["comparison"] = measured(found, runs, model, settings, plan)
-        if not args.skip_memory:
-            data["memory"] = memory(model, scenarios, settings, plan)
-        if not args.skip_scale:
-            data["scale"] = scale(model, scenarios, settings)
-    data["machine"]["load_average_end"] = report.load_average()
-    markdown = to_markdown(data, {t.key: t.label for t in found})
-    stem = "load-quick" if settings.quick else "load"
-    runs_of = [*data["comparison"].values(), *data.get("scale", {}).values()]
-    failed = sum(r["errors"] for r in runs_of)
-    return report.publish(stem, markdown, data, args.output_dir, failed=failed)
+        every = scenarios + wrk.table_scenarios(Path(tmp)) + extra
+        if unknown := set(args.only) - {s.name for s in every}:
+            raise SystemExit(f"--only {', '.join(sorted(unknown))}: no such scenario")
+        runs = plan_runs(found, [s for s in every if s.name in (args.only or [s.name])], settings)
+        data["comparison"] = measured(runs, args.artifact, settings, plan)
+    parts = sections(data, {t.key: t.label for t in found})
+    smoke = " (--quick: a smoke test, not a measurement)" if settings.quick else ""
+    stem = args.name or ("load-quick" if settings.quick else "load")
+    failed = sum(r["errors"] for r in data["comparison"].values())
+    return report.publish(stem, f"Load benchmark{smoke}", data, parts, args.output_dir, failed)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from training.data import load_dataset
 from training.pipeline import TrainingConfig, train
 from training.report import markdown_table
 
+TITLE = "Predictor alone vs the scikit-learn pipeline"
 SIZES = (1, 1_000, 100_000)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -112,7 +113,7 @@ def run(*, repeat: int, min_time_s: float) -> dict[str, Any]:
     }
 
 
-def to_markdown(data: dict[str, Any]) -> str:
+def to_markdown(data: dict[str, Any]) -> list[str]:
     table, e = [], data["explain"]
     wall, cpu = e["s_per_call"]["wall"], e["s_per_call"]["cpu"]
     for c in data["cases"]:
@@ -121,21 +122,16 @@ def to_markdown(data: dict[str, Any]) -> str:
         timings = [duration(sk["median"]), duration(ours["median"]), times(c["speedup"])]
         table.append([c["case"], *timings, report.number(c["predictor_rows_per_s"]), spread])
     headers = ["input", "sklearn `predict_proba`", "predictor", "speed-up", "predictor rows/s"]
-    return "\n".join(
-        [
-            "## Predictor alone vs the scikit-learn pipeline\n",
-            report.machine_markdown(data["machine"]),
-            f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
-            f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
-            f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})\n",
-            markdown_table([*headers, "max spread"], table),
-            f"\n/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
-            f"{e['background_rows']} background rows, one thread): median "
-            f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
-            f"{wall['spread'] * 100:.0f}%); {times(e['ratio_to_predict'])} the first row's "
-            "/predict.",
-        ]
-    )
+    return [
+        f"- method: timeit, loops calibrated to >= {data['min_time_s']} s per repeat, "
+        f"{data['repeat']} repeats, median time per call; same fitted model on both sides "
+        f"(max |difference| of probabilities: {data['max_abs_probability_difference']:.1e})",
+        markdown_table([*headers, "max spread"], table),
+        f"/predict/explain's exact Shapley values of one patient (8,192 coalitions x "
+        f"{e['background_rows']} background rows, one thread): median "
+        f"{duration(wall['median'])} wall, {duration(cpu['median'])} CPU (spread "
+        f"{wall['spread'] * 100:.0f}%); {times(e['ratio_to_predict'])} the first row's /predict.",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,9 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeat, min_time = (3, 0.02) if args.quick else (args.repeat, args.min_time)
     data = run(repeat=repeat, min_time_s=min_time)
-    data["machine"]["load_average_end"] = report.load_average()
+    data["command"] = report.command_line("bench.predictor_micro", argv)
     stem = "predictor_micro-quick" if args.quick else "predictor_micro"
-    return report.publish(stem, to_markdown(data), data, args.output_dir)
+    return report.publish(stem, TITLE, data, to_markdown(data), args.output_dir)
 
 
 if __name__ == "__main__":

@@ -15,19 +15,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from bench import load, report, wrk
-from bench.servers import DEFAULT_MODEL, CpuPlan, Target, model_path, pinned, started
-from model.atomic import write_text_atomic
+from bench import load, report, servers, wrk
+from bench.servers import CpuPlan, Target
 from training.report import markdown_table
 
 PROFILE_DIR = report.RESULTS_DIR / "logs" / "profile"
+
 #: (component, pattern of the frame's file or library); first match wins, so specific first.
 COMPONENTS = [
     (name, re.compile(pattern))
@@ -96,7 +95,7 @@ def attribute(stacks: list[tuple[list[str], int]], top: int = 25) -> Attribution
     )
 
 
-def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context: str) -> str:
+def to_markdown(att: Attribution, cpu_us_per_request: float) -> list[str]:
     """The three tables; 'us/request' splits the worker's CPU time per request (measured
     without the profiler, which slows the worker) in proportion to the samples."""
 
@@ -108,17 +107,14 @@ def to_markdown(att: Attribution, title: str, cpu_us_per_request: float, context
     own = markdown_table(columns, [[name, *cells(n)] for name, n in att.self_samples.items()])
     inclusive = markdown_table(columns, [[name, *cells(n)] for name, n in att.inclusive.items()])
     frames = [[f"`{fn}`", *cells(n)[:2]] for fn, n in att.top_functions]
-    return "\n".join(
-        [
-            f"## {title}\n\n{context}\n",
-            f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
-            f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.\n",
-            f"### Self time by component (innermost frame we can attribute)\n\n{own}\n",
-            f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}\n",
-            "### Hottest Python-level frames (self)\n",
-            markdown_table(["frame", "samples", "share"], frames),
-        ]
-    )
+    return [
+        f"{att.total} samples. 'us/request' splits the worker's CPU time per request "
+        f"({cpu_us_per_request:.0f} us, measured without the profiler) by the sample shares.",
+        f"### Self time by component (innermost frame we can attribute)\n\n{own}",
+        f"### Inclusive time (component anywhere on the stack)\n\n{inclusive}",
+        "### Hottest Python-level frames (self)",
+        markdown_table(["frame", "samples", "share"], frames),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=15.0, help="seconds of sampling")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
-    p.add_argument("--artifact", type=Path, default=DEFAULT_MODEL, help="model to serve")
+    p.add_argument("--artifact", type=servers.model_path, default=str(servers.DEFAULT_MODEL))
     p.add_argument("--no-native", action="store_true", help="Python frames only")
     p.add_argument("--env", action="append", default=[], metavar="HEART_X=V", help="a setting")
     args = p.parse_args(argv)
@@ -135,50 +131,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(spy).exists():
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     plan, settings = CpuPlan.for_this_machine(), load.Settings(warmup_s=3.0, duration_s=5.0)
-    extra = dict(item.split("=", 1) for item in args.env)  # e.g. HEART_ACCESS_LOG=false
+    command = report.command_line("bench.profile_service", argv)
+    data: dict[str, Any] = {"machine": report.describe(), "command": command}
     name = "-".join([args.endpoint, f"c{args.concurrency}", *args.env]).replace("HEART_", "")
     folded = PROFILE_DIR / f"{name}.folded"
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    service = Target("service", "the service", settings=tuple(extra.items()))
+    extra = tuple(tuple(item.split("=", 1)) for item in args.env)  # e.g. HEART_ACCESS_LOG=false
+    service = Target("service", "the service", settings=extra)
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
-        started(service, model_path(args.artifact), load.LOG_DIR, plan.server) as server,
+        servers.started(service, args.artifact, load.LOG_DIR, plan.server) as server,
     ):
         scenario = wrk.standard_scenarios(Path(tmp), settings.batch_size)[args.endpoint == "batch"]
         load.preflight(server, [scenario])
         run = load.Run(server.target, scenario, args.concurrency)
-        unprofiled = load.measure(server, run, settings, plan.client)  # no profiler attached
+        # Measured without the profiler (which slows the worker), warm-up included.
+        unprofiled = load.measure(server, run, settings, plan.client)
         spy_argv = [spy, "record", "--pid", str(server.workers()[0]), "--rate", str(args.rate)]
         spy_argv += ["--duration", str(round(args.duration)), "--format", "raw", "--nolineno"]
         spy_argv += ["--output", str(folded), *([] if args.no_native else ["--native"])]
-        with ThreadPoolExecutor(1) as pool:
-            sampled = pool.submit(
-                wrk.run,
-                server.url(scenario.path),
-                scenario.bodies,
-                connections=args.concurrency,
-                duration_s=args.duration + 6,
-                cpus=plan.client,
-            )
-            time.sleep(3)  # warm-up under load
-            subprocess.run(pinned(spy_argv, plan.client), check=True, capture_output=True)
-            profiled = sampled.result()
-    if failed := sum(unprofiled["errors"].values()) + profiled.error_count:
+        sampling = subprocess.Popen(servers.pinned(spy_argv, plan.client), stdout=subprocess.PIPE)
+        # wrk outlasts the sampling by a few seconds, so that every sample is under load.
+        under_spy = replace(settings, warmup_s=0.0, duration_s=args.duration + 3)
+        profiled = load.measure(server, run, under_spy, plan.client)
+        if sampling.wait(60) != 0:
+            raise SystemExit(f"py-spy failed with {sampling.returncode}")
+    if failed := sum(sum(r["errors"].values()) for r in (unprofiled, profiled)):
         raise SystemExit(f"{failed} requests failed: a profile of error replies is worthless")
-    info, cpu_us = report.describe(), unprofiled["server_cpu_us_per_request"]
+    cpu_us = unprofiled["server_cpu_us_per_request"]
     context = (
-        f"Service as shipped {' '.join(args.env)}, one worker on core {plan.server}, wrk "
+        f"{' '.join(['Service as shipped', *args.env])}, one worker on core {plan.server}, wrk "
         f"-c{args.concurrency} on core {plan.client}. Without the profiler: "
         f"{unprofiled['requests_per_s']:,.0f} req/s, worker CPU {cpu_us:.0f} us/request; "
-        f"while sampled at {args.rate} Hz: {profiled.requests_per_s:,.0f} req/s. "
-        f"{info['date_utc']}, load average {info['load_average_start']}, commit {info['commit']}. "
+        f"while sampled at {args.rate} Hz: {profiled['requests_per_s']:,.0f} req/s. "
         f"Folded stacks: {folded.relative_to(report.REPO_ROOT)}."
     )
     att = attribute(parse_folded(folded.read_text().splitlines()))
+    data["attribution"], parts = asdict(att), [context, *to_markdown(att, cpu_us)]
     title = f"Profile: {scenario.path} at c={args.concurrency}"
-    print(markdown := to_markdown(att, title, cpu_us, context))
-    write_text_atomic(PROFILE_DIR / f"{name}.md", markdown + "\n")
-    return 0
+    return report.publish(name, title, data, parts, PROFILE_DIR)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier
 
-from bench.report import RESULTS_DIR, describe, progress, publish
+from bench.report import RESULTS_DIR, command_line, describe, progress, publish
 from training.compare_models import scaled
 from training.data import load_dataset
 from training.evaluate import cross_validate
@@ -103,11 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = args.repeats
     protocols = {f"10-fold x {n}": (10, n), f"9-fold (StatLog) x {n}": (9, n)}
-    info, results = describe(), run(protocols, args.seed)
+    data = {"machine": describe(), "command": command_line("bench.quality", argv)}
+    results = run(protocols, args.seed)
     failures = check_targets(results) if n == 5 else []
-    data = {"machine": info, "versions": library_versions(), "seed": args.seed, "results": results}
+    data |= {"versions": library_versions(), "seed": args.seed, "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    publish(args.output.stem, markdown(results), data | {"failures": failures}, args.output.parent)
+    data["failures"] = failures
+    publish(args.output.stem, "Model quality", data, [markdown(results)], args.output.parent)
     return 1 if failures else 0
 
 

@@ -17,11 +17,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from model.atomic import write_text_atomic
 from training.report import markdown_table
@@ -30,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PACKAGES = "fastapi starlette pydantic pydantic-core uvicorn uvloop httptools numpy scikit-learn"
 RPS, CORE = "requests_per_s", "rows_per_busy_core_s"
+Case = TypeVar("Case", bound=Hashable)
+Sample = TypeVar("Sample")
 
 
 def summarize(values: Iterable[float]) -> dict[str, float]:
@@ -90,10 +91,19 @@ def write_results(stem: str, markdown: str, data: dict[str, Any], directory: Pat
 
 
 def publish(
-    stem: str, markdown: str, data: dict[str, Any], directory: Path = RESULTS_DIR, failed: int = 0
+    stem: str,
+    title: str,
+    data: dict[str, Any],
+    parts: Sequence[str],
+    directory: Path = RESULTS_DIR,
+    failed: int = 0,
 ) -> int:
-    """Print a benchmark's report, keep it with its data in ``directory``; the exit status:
-    1 when ``failed`` requests failed, as the figures would describe error replies."""
+    """Close a run the same way for every benchmark: note the load average at its end (what
+    else ran meanwhile), keep its Markdown (:func:`document` of ``parts``) and ``data`` in
+    ``directory``, print the Markdown; the exit status is 1 when ``failed`` requests failed,
+    as the figures would describe error replies."""
+    data["machine"]["load_average_end"] = load_average()
+    markdown = document(title, data["machine"], data["command"], *parts)
     for path in write_results(stem, markdown, data, directory):
         progress(f"wrote {path}")
     print(markdown)
@@ -118,6 +128,19 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def in_rounds(
+    rounds: int, cases: Sequence[Case], measure: Callable[[Case], Sample]
+) -> dict[Case, list[Sample]]:
+    """Measure every case once per round, the order reversed every other round, so that
+    medians compare figures taken in both orders, not one case's good minute with another's bad."""
+    samples: dict[Case, list[Sample]] = {case: [] for case in cases}
+    for round_no in range(rounds):
+        for case in cases if round_no % 2 == 0 else reversed(cases):
+            progress(f"round {round_no + 1}/{rounds}: {case}")
+            samples[case].append(measure(case))
+    return samples
+
+
 # ---------------------------------------------------------------- what it was measured on
 
 
@@ -140,12 +163,10 @@ def proc_field(text: str, key: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in [*PACKAGES.split(), "prometheus-client"]:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
+    # Not at the top: bench.scoring's copy reference imports this module and must stay light.
+    from training.pipeline import library_versions
+
+    found = library_versions([*PACKAGES.split(), "prometheus-client"])
     if wrk := shutil.which("wrk"):
         done = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
         first = (done.stdout or done.stderr or "unknown").splitlines()[0]
@@ -155,13 +176,13 @@ def versions() -> dict[str, str]:
 
 def describe() -> dict[str, Any]:
     """Everything a reader needs to judge a result: one dict, stored in every result file."""
-    git = ("git", "-C", str(REPO_ROOT))
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "app", "model", "training"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", REPO_ROOT, *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "app", "model", "training")
     memory = proc_field(Path("/proc/meminfo").read_text(), "MemTotal").split()[0]
     return {
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -170,8 +191,7 @@ def describe() -> dict[str, Any]:
         "memory_gib": round(int(memory) / 2**20, 1),
         "kernel": platform.release(),
         "versions": versions(),
-        "commit": (commit.stdout.strip() or "unknown")
-        + ("+uncommitted changes in app/model/training" if dirty else ""),
+        "commit": commit + ("+uncommitted changes in app/model/training" if dirty else ""),
         "load_average_start": load_average(),
     }
 
@@ -206,7 +226,6 @@ def summarize_runs(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dic
         # sensitive to other jobs on the machine than wall-clock throughput.
         CORE: [ratio(1e6 * rows_per_request, r["server_cpu_us_per_request"]) for r in runs],
         "other_load_cores": [r["other_load_cores"] for r in runs],
-        "busiest_worker_share": [r.get("busiest_worker_share", math.nan) for r in runs],
     }
     errors = sum(sum(r["errors"].values()) for r in runs)
     return {k: summarize(v) for k, v in figures.items()} | {"errors": errors, "runs": runs}
@@ -238,11 +257,10 @@ def comparison_table(
                 f"{r[RPS]['spread'] * 100:.0f}%",
                 f"{m['other_load_cores']:.2f}",
                 str(r["errors"]),
-                f"{r['busiest_worker_share']['max']:.2f}",
                 times(ratio(m[RPS], reference_rps)),
             ]
         )
     headers = ["server", "endpoint", "c", "req/s", "rows/s", "p50", "p99", "server CPU us/req"]
     headers += ["rows/s per busy core", "req/s spread", "other load", "errors"]
-    headers += ["busiest worker's CPU share", f"req/s vs {labels.get(base, base).split(':')[0]}"]
+    headers += [f"req/s vs {labels.get(base, base).split(':')[0]}"]
     return markdown_table(headers, rows)

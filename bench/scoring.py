@@ -23,11 +23,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench import report
-from bench.report import number, ratio, summarize, times
+from bench.report import in_rounds, number, ratio, summarize, times
 from model.features import FEATURE_NAMES
 from scoring.synthetic import KEY, registry
 from training.report import markdown_table
 
+TITLE = "heart-score throughput (one core)"
 TARGETS = {"parquet": 1_000_000.0, "csv": 300_000.0}  # rows/s on one core (issue 13)
 #: Share of rows with a gap in the third input, scored against the complete Parquet file.
 GAPS = 0.35
@@ -90,8 +91,6 @@ def run_pinned(command: list[str], core: int) -> dict[str, float]:
 
 def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> list[dict[str, Any]]:
     """Every input scored and copied once per round, interleaved, so all see the same machine."""
-    from bench.servers import in_rounds  # not at the top: see main()
-
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:
         for rows in rows_list:
@@ -125,7 +124,8 @@ def measure(rows_list: list[int], rounds: int, artifact: Path, core: int) -> lis
     return results
 
 
-def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+def render(results: list[dict[str, Any]]) -> list[str]:
+    """The table and how to read it."""
     rows = [
         [
             f"{r['format']} -> {r['format']}"
@@ -149,8 +149,7 @@ def render(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
         f" 'CPU x complete rows': the file with {GAPS:.0%} of rows lacking one of three"
         " feature sets against the complete Parquet file of the same size, same rounds."
     )
-    title = "heart-score throughput (one core)"
-    return report.document(title, info, command, markdown_table(headers, rows), note)
+    return [markdown_table(headers, rows), note]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,12 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1000000,10000000", help="comma-separated file sizes")
     parser.add_argument("--core", type=int, default=0, help="the core every run is pinned to")
     args = parser.parse_args(argv)
-    info = report.describe()
+    command = report.command_line("bench.scoring", argv)
+    data: dict[str, Any] = {"machine": report.describe(), "command": command}
     results = measure([int(r) for r in args.rows.split(",")], args.rounds, args.artifact, args.core)
-    info["load_average_end"] = report.load_average()
-    markdown = render(results, info, report.command_line("bench.scoring", argv))
-    data = {"machine": info, "results": results}
-    return report.publish("scoring", markdown, data, args.output_dir)
+    data["results"] = results
+    return report.publish("scoring", TITLE, data, render(results), args.output_dir)
 
 
 if __name__ == "__main__":

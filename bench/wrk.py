@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.columnar import ARROW, CSV, TABLE_PATH
 from bench.report import cpu_busy_seconds, load_average, ratio
 from bench.servers import Server, cpu_seconds, pinned
-from model.features import FEATURES
+from model.features import FEATURE_NAMES, FEATURES
 from training.data import load_dataset
 
 OIP_INFER = "/v2/models/heart/infer"
+#: Rows per table upload: 1.7 MB of Arrow, under the default 2 MiB ``HEART_MAX_BODY_BYTES``.
+TABLE_ROWS = 16_000
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Scenario:
     path: str
     bodies: Path
     rows_per_request: int = 1
-    #: Only the service (and its image) answer it, e.g. a query parameter of ours.
+    #: Only the service answers it, e.g. a query parameter of ours.
     service_only: bool = False
     #: ``bodies`` is one body of this type (Arrow, CSV), not JSON lines.
     media_type: str | None = None
@@ -86,6 +89,23 @@ def standard_scenarios(directory: Path, batch_size: int) -> list[Scenario]:
         Scenario("predict", "/predict", write_single_bodies(directory / "predict.jsonl")),
         Scenario("batch", "/predict/batch", batches, batch_size),
         Scenario("oip", OIP_INFER, write_bodies(directory / "oip.jsonl", oip), batch_size, True),
+    ]
+
+
+def table_scenarios(directory: Path, rows: int = TABLE_ROWS) -> list[Scenario]:
+    """A synthetic registry of ``rows`` complete rows uploaded to ``/predict/table`` as one
+    Arrow stream and as one CSV file (issue 13), each answered in its own format."""
+    import pyarrow as pa  # the dev and bulk extras' (pyarrow, pandas): only these bodies need it
+
+    from scoring.synthetic import registry
+
+    table = pa.Table.from_pandas(registry(rows, seed=3)[list(FEATURE_NAMES)])
+    with pa.ipc.new_stream(arrow := directory / "table.arrow", table.schema) as writer:
+        writer.write_table(table)
+    table.to_pandas().to_csv(csv := directory / "table.csv", index=False)
+    return [
+        Scenario("table-arrow", TABLE_PATH, arrow, rows, service_only=True, media_type=ARROW),
+        Scenario("table-csv", TABLE_PATH, csv, rows, service_only=True, media_type=CSV),
     ]
 
 
@@ -167,21 +187,20 @@ def measure(
     """Warm up, then one measured wrk run (``options`` as for :func:`build_command`).
 
     Beside wrk's figures: the workers' CPU time per request (far less sensitive to
-    other jobs than wall clock), the busiest worker's share of it, and the cores
-    other processes kept busy, so a reader can tell a disturbed figure.
+    other jobs than wall clock) and the cores other processes kept busy, so a reader
+    can tell a disturbed figure.
     """
     url = server.url(path)
     warmup = run(url, body_file, **options | {"duration_s": warmup_s}).requests if warmup_s else 0
     server.check_alive()
     pids = server.workers()
-    before = [cpu_seconds(pid) for pid in pids], cpu_busy_seconds()
+    before = cpu_seconds(*pids), cpu_busy_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run(url, body_file, **options)
-    per_worker = [cpu_seconds(pid) - b for pid, b in zip(pids, before[0], strict=True)]
+    cpu_used, seconds = cpu_seconds(*pids) - before[0], result.duration_s
     (busy, steal), after = cpu_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     server.check_alive()
     wrk_cpu = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
-    cpu_used, seconds = sum(per_worker), result.duration_s
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"==== {server.target.key} {path} {options} load {load_average()}\n{result.raw}\n")
     # A stalled server must not pass as a slow one.
@@ -196,10 +215,9 @@ def measure(
         "server_cpu_s": cpu_used,
         "wrk_cpu_s": wrk_cpu,
         "load_average": load_average(),
-        # 1/workers when the kernel spread the connections evenly, 1.0 when one got them all.
-        "busiest_worker_share": ratio(max(per_worker, default=0.0), cpu_used),
         # In cores: 0 on a quiet machine, 1.0 means one whole core was taken by others.
         "other_load_cores": max(0.0, busy - before[1][0] - cpu_used - wrk_cpu) / seconds,
         "steal_cores": (steal - before[1][1]) / seconds,
         "server_cpu_us_per_request": ratio(cpu_used * 1e6, result.requests),
+        "rss_kib": server.rss_kib(),  # after the run: growth from round to round is a leak
     }

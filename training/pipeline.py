@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -218,9 +219,12 @@ def per_site_calibration(config: TrainingConfig, pooled: Any) -> dict[str, Any]:
     return out
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(
+    dists: Sequence[str] = ("numpy", "scikit-learn", "joblib", "heart-risk"),
+) -> dict[str, str]:
+    """Python's and ``dists``' versions: what an artifact or a benchmark result was made with."""
     versions = {"python": platform.python_version()}
-    for dist in ("numpy", "scikit-learn", "joblib", "heart-risk"):
+    for dist in dists:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -25,18 +25,5 @@ def test_measure_times_both_formats_and_the_reference(artifact_path: Path) -> No
         assert r["score_wall"]["median"] > 0 and r["copy_wall"]["median"] > 0
         assert r["score_rss_mib"]["median"] > 10  # a real Python process, not a stub
         assert r["rows_per_s_cpu"] == 3_000 / r["score_cpu"]["median"]
-    text = render(results, _info(), "cmd")
+    text = "\n".join(render(results))
     assert "parquet -> parquet" in text and "35% of rows with gaps" in text
-
-
-def _info() -> dict[str, object]:
-    return {
-        "date_utc": "d",
-        "commit": "c",
-        "cpu": "cpu",
-        "cores": 2,
-        "memory_gib": 1,
-        "kernel": "k",
-        "versions": {},
-        "load_average_start": (0, 0, 0),
-    }

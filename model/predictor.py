@@ -171,11 +171,11 @@ class Predictor:
         filled = fillings + np.where(missing, 0.0, row) @ w1
         np.maximum(filled, floor, out=filled)
         z = filled @ w2  # (distinct fillings, 1 + B): every network's output per filling
-        mean_tanh = (weights @ np.tanh(0.5 * z)).tolist()  # marginal p = (1 + this) / 2
-        point = 0.5 + 0.5 * mean_tanh[0]
+        mean_tanh, z_mean, z_square = ensemble.filling_moments(z, weights)
+        point = 0.5 + 0.5 * mean_tanh[0]  # the marginal probability of the served network
         if self._recalibrated:
             point = float(self._recalibrate_mean(np.array([point]))[0])
-        lo, hi = ensemble.band_of_marginals(mean_tanh[1:], z[:, 1:], weights)
+        lo, hi = ensemble.band_of_marginals(mean_tanh[1:], z_mean[1:], z_square[1:])
         return point, lo, hi, False
 
     def probability(self, rows: npt.ArrayLike) -> FloatArray:

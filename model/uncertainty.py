@@ -185,43 +185,80 @@ class RiskEnsemble:
 
     def band_of_logits(self, logits: list[float]) -> tuple[float, float]:
         """The band of a complete row from the members' raw output log-odds; applies
-        the recalibration. Plain floats: B values cost less in Python than in NumPy.
-
-        The recalibration is linear, so it moves the members' mean and scales their
-        spread: when no log-odds needs clipping (all but absurd rows), the band
-        comes from four C-level passes (min, max, sum, sum of squares) instead of
-        a Python-level pass per member, about half the cost on /predict.
-        """
+        the recalibration (to the clipped log-odds). Plain floats: B values cost less
+        in Python than in NumPy."""
+        band = self._unclipped_band(logits)
+        if band is not None:
+            return band
         a, b = self.calibration_intercept, self.calibration_slope
-        if min(logits) >= -_MAX_LOGIT and max(logits) <= _MAX_LOGIT:
-            n = len(logits)
-            total = sum(logits)
-            mean = total / n
-            # sum(v^2) - n mean^2: the cancellation error (~1e-16 of sum(v^2)) is far
-            # below what a probability shows; clamped at 0 for equal members.
-            squares = max(sum(map(operator.mul, logits, logits)) - total * mean, 0.0)
-            return self._ends(a + b * mean, abs(b) * math.sqrt(squares / (n - 1)))
         return self._band([a + b * _clipped(v, _MAX_LOGIT) for v in logits])
 
+    def _unclipped_band(
+        self, raw: list[float], within: float = 0.0, scale: float = 1.0
+    ) -> tuple[float, float] | None:
+        """The band of the recalibrated log-odds ``a + b * scale * raw`` when no member
+        needs the clip, before or after the recalibration (else None: the caller clips
+        member by member).
+
+        The recalibration is linear, so it moves the members' mean and scales their
+        spread: the band comes from four C-level passes (min, max, sum, sum of squares)
+        instead of a Python-level pass per member, about half the cost on /predict.
+        """
+        a, b = self.calibration_intercept, self.calibration_slope * scale
+        low, high, bound = min(raw), max(raw), _MAX_LOGIT / scale
+        if not (
+            -bound <= low
+            and high <= bound
+            and -_MAX_LOGIT <= a + b * low <= _MAX_LOGIT
+            and -_MAX_LOGIT <= a + b * high <= _MAX_LOGIT
+        ):
+            return None
+        n = len(raw)
+        total = sum(raw)
+        mean = total / n
+        # sum(v^2) - n mean^2: the cancellation error (~1e-16 of sum(v^2)) is far below
+        # what a probability shows; clamped at 0 for equal members.
+        squares = max(sum(map(operator.mul, raw, raw)) - total * mean, 0.0)
+        return self._ends(a + b * mean, math.sqrt(b * b * squares / (n - 1) + within))
+
+    @staticmethod
+    def filling_moments(
+        z: FloatArray, weights: FloatArray
+    ) -> tuple[list[float], list[float], list[float]]:
+        """Per column of ``z`` (fillings x networks: raw output log-odds), the weighted
+        means over the fillings of ``tanh(z / 2)``, of the clipped ``z`` and of its square.
+
+        One product for all three: on /predict each NumPy call costs more than its
+        arithmetic. A network's marginalised probability is ``(1 + mean tanh) / 2``.
+        """
+        clipped = np.maximum(z, -_MAX_LOGIT)  # ufuncs: np.clip and np.hstack cost more here
+        np.minimum(clipped, _MAX_LOGIT, out=clipped)
+        columns = np.concatenate((np.tanh(0.5 * z), clipped, clipped * clipped), axis=1)
+        moments = (weights @ columns).tolist()
+        k = z.shape[1]
+        return moments[:k], moments[k : 2 * k], moments[2 * k :]
+
     def band_of_marginals(
-        self, mean_tanh: list[float], z: FloatArray, weights: FloatArray
+        self, mean_tanh: list[float], z_mean: list[float], z_square: list[float]
     ) -> tuple[float, float]:
         """The band of a row with gaps (the law of total variance over members x
-        fillings), from each member's raw output log-odds per filling ``z``
-        (fillings x B), the fillings' ``weights``, and each member's weighted mean of
-        ``tanh(z / 2)``: its marginalised probability is ``(1 + mean_tanh) / 2``, so its
-        log-odds are ``2 atanh(mean_tanh)``, one call instead of a log and a log1p."""
-        z = np.minimum(np.maximum(z, -_MAX_LOGIT), _MAX_LOGIT)
-        z_mean = weights @ z
+        fillings), from each member's :meth:`filling_moments`: its marginalised
+        probability is ``(1 + mean_tanh) / 2``, so its log-odds are
+        ``2 atanh(mean_tanh)``, one call instead of a log and a log1p."""
         a, slope = self.calibration_intercept, self.calibration_slope
         # Mean over members of the weighted variance across fillings: E[z^2] - E[z]^2.
-        within = (float(weights @ (z * z).sum(axis=1)) - float(z_mean @ z_mean)) / z.shape[1]
+        within = (sum(z_square) - sum(map(operator.mul, z_mean, z_mean))) / len(z_mean)
+        within *= slope * slope
+        if min(mean_tanh) >= -_MAX_TANH and max(mean_tanh) <= _MAX_TANH:
+            band = self._unclipped_band(list(map(math.atanh, mean_tanh)), within, scale=2.0)
+            if band is not None:
+                return band
         two_slope = 2.0 * slope
         members = [
             _clipped(a + two_slope * math.atanh(_clipped(t, _MAX_TANH)), _MAX_LOGIT)
             for t in mean_tanh
         ]
-        return self._band(members, slope * slope * within)
+        return self._band(members, within)
 
     def _band(self, logits: list[float], within: float = 0.0) -> tuple[float, float]:
         """The band from the members' log-odds (and the filled rows' variance)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.features import FEATURE_NAMES, as_row, example_patient
 from model.predictor import Predictor
-from model.uncertainty import _MAX_LOGIT
+from model.uncertainty import _MAX_LOGIT, _MAX_TANH
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,33 @@ def test_complete_row_band_equals_the_per_member_band(
         fast = ensemble.band_of_logits(logits)
         assert fast == pytest.approx(by_member, abs=1e-12)
         assert 0.0 <= fast[0] <= fast[1] <= 1.0
+
+
+@pytest.mark.parametrize("recalibration", [(0.0, 1.0), (-0.7, 1.4), (20.0, 2.0)])
+def test_gap_row_band_equals_the_per_member_band(
+    predictor: Predictor, recalibration: tuple[float, float]
+) -> None:
+    """``band_of_marginals`` recalibrates the mean and spread of the members' log-odds
+    when nothing needs the clip; it must equal clipping and recalibrating each member
+    (the fallback), for saturated members and a recalibration that pushes past the clip."""
+    assert predictor.ensemble is not None
+    a, b = recalibration
+    ensemble = dataclasses.replace(predictor.ensemble, calibration_intercept=a, calibration_slope=b)
+    rng = np.random.default_rng(5)
+    for case in range(200):
+        logits = rng.normal(rng.normal(0, 4), rng.uniform(0, 2), 10)
+        if case % 20 == 0:
+            logits[0] = 80.0  # tanh(40) == 1.0 in floats: a saturated member
+        mean_tanh = list(np.tanh(logits / 2))
+        z_mean = list(rng.normal(0, 2, 10))
+        z_square = [m * m + rng.uniform(0, 1) for m in z_mean]
+        within = b * b * (sum(z_square) - sum(m * m for m in z_mean)) / 10
+        clip_t, clip_z = _MAX_TANH, _MAX_LOGIT
+        members = [
+            max(-clip_z, min(clip_z, a + 2 * b * math.atanh(max(-clip_t, min(clip_t, t)))))
+            for t in mean_tanh
+        ]
+        expected = ensemble._band(members, within)
+        assert ensemble.band_of_marginals(mean_tanh, z_mean, z_square) == pytest.approx(
+            expected, abs=1e-12
+        )

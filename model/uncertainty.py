@@ -202,7 +202,7 @@ class RiskEnsemble:
 
         The recalibration is linear, so it moves the members' mean and scales their
         spread: the band comes from four C-level passes (min, max, sum, sum of squares)
-        instead of a Python-level pass per member, about half the cost on /predict.
+        instead of a Python-level pass per member (bench/PROFILE.md, section 4).
         """
         a, b = self.calibration_intercept, self.calibration_slope * scale
         low, high, bound = min(raw), max(raw), _MAX_LOGIT / scale

@@ -146,12 +146,11 @@ class Predictor:
         pass over every network. Needs an ensemble (else :meth:`probability_one`).
 
         The /predict path. The served network and the B members share every NumPy
-        call (the first layer is one ``13 x (hidden + B*hidden)`` product, the output
-        units one block-diagonal product), so the interval widens a few products
-        instead of adding a second round of calls: at this size a call's dispatch
-        costs more than its arithmetic. A row with gaps is filled from its pattern's
-        distinct background fillings, through the same stacked layers. Equal to
-        :meth:`probability` and ``ensemble.interval`` up to summation order.
+        call (:func:`_stack`: ``max(x @ w1, floor) @ w2``), so the interval widens a
+        few products instead of adding a second round of calls: at this size a call's
+        dispatch costs more than its arithmetic. A row with gaps is filled from its
+        pattern's distinct background fillings, through the same stacked layers. Equal
+        to :meth:`probability` and ``ensemble.interval`` up to summation order.
         """
         ensemble, stacked = self.ensemble, self._stacked
         if ensemble is None or stacked is None:

@@ -88,6 +88,18 @@ def _clipped(v: float, bound: float) -> float:
     return v if -bound <= v <= bound else (bound if v > 0.0 else -bound)
 
 
+def _mean_and_variance(values: list[float]) -> tuple[float, float]:
+    """Mean and sample variance of the members' log-odds, in C-level passes.
+
+    ``sum(v^2) - n mean^2``: the cancellation error (~1e-16 of ``sum(v^2)``) is far
+    below what a probability shows; clamped at 0 for equal members.
+    """
+    n = len(values)
+    total = sum(values)
+    mean = total / n
+    return mean, max(sum(map(operator.mul, values, values)) - total * mean, 0.0) / (n - 1)
+
+
 @dataclass(frozen=True, eq=False)
 class RiskEnsemble:
     """``B`` networks with their scalers folded in, evaluated together in one product.
@@ -213,13 +225,8 @@ class RiskEnsemble:
             and -_MAX_LOGIT <= a + b * high <= _MAX_LOGIT
         ):
             return None
-        n = len(raw)
-        total = sum(raw)
-        mean = total / n
-        # sum(v^2) - n mean^2: the cancellation error (~1e-16 of sum(v^2)) is far below
-        # what a probability shows; clamped at 0 for equal members.
-        squares = max(sum(map(operator.mul, raw, raw)) - total * mean, 0.0)
-        return self._ends(a + b * mean, math.sqrt(b * b * squares / (n - 1) + within))
+        mean, variance = _mean_and_variance(raw)
+        return self._ends(a + b * mean, math.sqrt(b * b * variance + within))
 
     @staticmethod
     def filling_moments(
@@ -262,10 +269,8 @@ class RiskEnsemble:
 
     def _band(self, logits: list[float], within: float = 0.0) -> tuple[float, float]:
         """The band from the members' log-odds (and the filled rows' variance)."""
-        n = len(logits)
-        centre = sum(logits) / n
-        variance = sum([(v - centre) ** 2 for v in logits]) / (n - 1) + within
-        return self._ends(centre, math.sqrt(variance))
+        centre, variance = _mean_and_variance(logits)
+        return self._ends(centre, math.sqrt(variance + within))
 
     def _ends(self, centre: float, sd: float) -> tuple[float, float]:
         """Lower and upper probability of the band ``centre +- z sd`` (log-odds)."""

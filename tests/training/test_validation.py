@@ -83,6 +83,12 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
             for key in ("brier", "calibration_slope", "statlog_cost_served", "accuracy_served"):
                 assert np.isfinite(f[key])
             assert len(f["decision_curve"]["model"]) == len(f["decision_curve"]["thresholds"])
+        # Seed 0 of the spread is the reported model refitted: the same figure, exactly.
+        for model in ("network", "hgb"):
+            spread = block["models"][model]["seed_spread"]
+            assert spread["seeds"] == len(spread["roc_auc"]) == 3
+            assert spread["roc_auc"][0] == block["models"][model]["roc_auc"]
+        assert "seed_spread" not in block["models"]["logistic"]
     for site in ("hungarian", "switzerland"):
         demo = result["local_recalibration"][site]
         assert demo["fit_half_n"] + demo["report_half_n"] == result["sites"][site]["n"]
@@ -95,5 +101,6 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert text == markdown(result) and "--quick run" in text
     assert "Detrano" in text and "Pooled 10-fold" in text
     assert "median gap over 40 fits (20 half splits x 2 ways)" in text
+    assert "## Seed spread" in text and "seeds 0-2" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -30,8 +30,12 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import ThreadpoolController
 
 from model.arrays import FloatArray
+
+#: The BLAS libraries NumPy loaded, found once (limiting through it costs ~10 us a fit).
+_BLAS = ThreadpoolController()
 
 Optimizer = Literal["sgd", "adam"]
 Init = Literal["he", "glorot", "normal"]
@@ -257,7 +261,20 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
         return np.random.default_rng(self.random_state)
 
     def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> NumpyMLPClassifier:
-        """Train from scratch on ``X`` (n x d, already scaled) and binary labels ``y``."""
+        """Train from scratch on ``X`` (n x d, already scaled) and binary labels ``y``.
+
+        On one BLAS thread: the products are thin (n x 13 by 13 x 8), so the threads
+        OpenBLAS starts for them cost more than they share. ``python -m training``
+        on 2 cores took 171 s of wall time and 338 s of CPU with the default 2
+        threads, 147 s and 146 s with one (BENCHMARKS.md, "Training on one BLAS
+        thread"); inside a cross-validation running folds in parallel, the threads
+        also fight the other folds' processes. The weights also no longer depend
+        on the machine's core count.
+        """
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return self._fit(X, y)
+
+    def _fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> NumpyMLPClassifier:
         self._validate_hyperparameters()
         x, y_raw = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y_raw)

@@ -36,6 +36,8 @@ EXIT_CONFIG_ERROR = 2
 #: A worker failed to start (uvicorn's STARTUP_FAILURE), after the checks had passed.
 EXIT_WORKER_FAILED = 3
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Thread counts of the BLAS builds NumPy may use (OpenBLAS in the wheels, OpenMP or MKL).
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +156,13 @@ def serve(settings: Settings) -> int:
     from app.supervisor import ModelSnapshots, SnapshotError, Supervisor
 
     os.environ.update(settings.to_env())
+    # One BLAS thread per worker unless the operator says otherwise: a second
+    # OpenBLAS thread doubled the CPU of a batch with gaps for a 9% lower p50, and
+    # two workers on two cores served half the batches (BENCHMARKS.md, "BLAS
+    # threads in the workers"); scale with --workers instead. NumPy's BLAS reads
+    # it when a worker imports NumPy, so it goes into the environment they inherit.
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
     run_dir = Path(tempfile.mkdtemp(prefix="heart-api-run-"))
     # One worker keeps its metrics in memory: multiprocess mode costs about 10 us per
     # request (locked memory-map writes), and Prometheus' rate() handles the counter

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from app.cli import BLAS_THREAD_VARIABLES
 from app.schemas import PATIENT_EXAMPLE
 from app.testing import RunningServer, running_server
 from model.artifact import read_payload, save_artifact
@@ -249,3 +250,26 @@ def test_stopping_service_refuses_new_connections_at_once(model_file: Path, tmp_
         assert server.process.poll() is None  # still draining the stuck request
         stuck.close()
         assert server.process.wait(30) == 0
+
+
+def blas_environment(pid: int) -> dict[str, str]:
+    """The BLAS thread variables a process started with (its /proc environ)."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    pairs = dict(e.split("=", 1) for e in entries if "=" in e)
+    return {k: pairs[k] for k in BLAS_THREAD_VARIABLES if k in pairs}
+
+
+def test_workers_use_one_blas_thread_unless_the_operator_says_otherwise(
+    artifact_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with running_server(artifact_path, workers=2, log_dir=tmp_path) as server:
+        wait_for(lambda: len(worker_pids(server)) == 2, what="two workers")
+        for pid in worker_pids(server):
+            assert blas_environment(pid) == dict.fromkeys(BLAS_THREAD_VARIABLES, "1")
+    # An operator who wants BLAS threads keeps them.
+    with running_server(artifact_path, env={"OPENBLAS_NUM_THREADS": "2"}, log_dir=tmp_path) as s:
+        wait_for(lambda: len(worker_pids(s)) == 1, what="the worker")
+        [pid] = worker_pids(s)
+        assert blas_environment(pid)["OPENBLAS_NUM_THREADS"] == "2"

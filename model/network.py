@@ -265,11 +265,10 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
 
         On one BLAS thread: the products are thin (n x 13 by 13 x 8), so the threads
         OpenBLAS starts for them cost more than they share. ``python -m training``
-        on 2 cores took 171 s of wall time and 338 s of CPU with the default 2
+        on 2 cores took 172 s of wall time and 338 s of CPU with the default 2
         threads, 147 s and 146 s with one (BENCHMARKS.md, "Training on one BLAS
-        thread"); inside a cross-validation running folds in parallel, the threads
-        also fight the other folds' processes. The weights also no longer depend
-        on the machine's core count.
+        thread"), and every other process on the machine gets its cores back. The
+        weights also no longer depend on the machine's core count.
         """
         with _BLAS.limit(limits=1, user_api="blas"):
             return self._fit(X, y)

@@ -10,6 +10,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_sco
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_info
 
 from model.network import (
     NumpyMLPClassifier,
@@ -100,6 +101,32 @@ def test_same_seed_gives_identical_weights_and_no_global_rng_use() -> None:
         np.testing.assert_array_equal(wa, wb)
         assert not np.array_equal(wa, wc)
     assert state[0] == after[0] and np.array_equal(state[1], after[1])
+
+
+def _blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_fit_trains_on_one_blas_thread_and_gives_the_threads_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limit must reach the BLAS NumPy loaded: threadpoolctl before 3.5 does not find
+    NumPy 2's OpenBLAS, and the limit then silently changes nothing."""
+    import model.network as network
+
+    during: list[list[int]] = []
+    real = network.loss_and_gradients
+
+    def spy(*args: object, **kwargs: object) -> object:
+        during.append(_blas_threads())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(network, "loss_and_gradients", spy)
+    before = _blas_threads()
+    NumpyMLPClassifier(max_iter=3, random_state=0).fit(*_toy())
+    assert before, "threadpoolctl finds no BLAS library in this process"
+    assert during == [[1] * len(before)] * 3
+    assert _blas_threads() == before
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

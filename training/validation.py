@@ -160,14 +160,17 @@ def seed_spread(
     *,
     quick: bool = False,
 ) -> dict[str, Any]:
-    """Held-out ROC AUC of the chosen recipe refitted with seeds 0..9: the protocol's own noise.
+    """Held-out ROC AUC of the chosen recipe refitted with seeds 0..9 (0..2 with ``quick``):
+    the protocol's own noise.
 
     Our network's augmentation draws and initialisation change with
     ``random_state``; HistGradientBoosting takes one too (for subsampling it
     does not do at this size, so its spread shows that it is deterministic
-    here); logistic regression has none. The report gives the spread so that
-    a difference between models can be read against it; nothing is chosen
-    from it, and the reported figure stays seed 0's (the fitted ``model``).
+    here). The logistic regression is left out: its pipeline exposes no
+    ``random_state``, and its lbfgs solver draws no random numbers. The report
+    gives the spread so that a difference between models can be read against
+    it; nothing is chosen from it, and the reported figure stays seed 0's (the
+    fitted ``model``).
     """
     aucs = []
     for seed in range(3 if quick else SPREAD_SEEDS):

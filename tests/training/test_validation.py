@@ -16,7 +16,7 @@ from training.calibration import (
     reliability_bins,
 )
 from training.site_report import main as sites_main
-from training.site_report import markdown
+from training.site_report import markdown, seed_spread_section, seeds_meeting
 from training.sites import UCI_SITES
 
 
@@ -56,6 +56,30 @@ def test_net_benefit_by_hand() -> None:
     assert nb["model"][1] == pytest.approx(0.0)
     assert nb["treat_all"][0] == pytest.approx(0.4 - 0.6 / 3)
     assert nb["treat_none"] == [0.0, 0.0]
+
+
+def test_seed_spread_counts_the_seeds_that_reach_the_bar() -> None:
+    def fig(aucs: list[float] | None, auc: float) -> dict[str, Any]:
+        f: dict[str, Any] = {"roc_auc": auc}
+        if aucs is not None:
+            f["seed_spread"] = {"seeds": len(aucs), "roc_auc": aucs}
+        return f
+
+    loso = {
+        "site": {
+            "models": {
+                "network": fig([0.80, 0.70, 0.85, 0.79], 0.80),
+                "logistic": fig(None, 0.75),
+                "hgb": fig([0.81] * 4, 0.81),
+            }
+        }
+    }
+    rows = [r for r in seed_spread_section(loso) if r.startswith("| site")]
+    # Bar 0.81 - 0.02 = 0.79: reached by 0.80, 0.85 and 0.79, not by 0.70.
+    assert rows[0] == "| site | our network | 0.800 | 0.795 | 0.700-0.850 | 3 of 4 (bar 0.790) |"
+    assert rows[1] == "| site | HistGradientBoosting | 0.810 | 0.810 | 0.810-0.810 |  |"
+    assert len(rows) == 2  # LogisticRegression has no spread
+    assert seeds_meeting(loso["site"]["models"]["network"], 0.851) == "0 of 4"
 
 
 @pytest.fixture(scope="module")
@@ -102,5 +126,6 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "Detrano" in text and "Pooled 10-fold" in text
     assert "median gap over 40 fits (20 half splits x 2 ways)" in text
     assert "## Seed spread" in text and "seeds 0-2" in text
+    assert "(seeds reaching it: " in text  # the quality bar says how many seeds meet it
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from training.calibration import (
     calibration_intercept_slope,
@@ -16,8 +17,15 @@ from training.calibration import (
     reliability_bins,
 )
 from training.site_report import main as sites_main
-from training.site_report import markdown, seed_spread_section, seeds_meeting
+from training.site_report import (
+    markdown,
+    paired_section,
+    quality_bar,
+    seed_spread_section,
+    seeds_meeting,
+)
 from training.sites import UCI_SITES
+from training.validation import paired_auc_difference, site_figures
 
 
 def synthetic(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
@@ -82,6 +90,62 @@ def test_seed_spread_counts_the_seeds_that_reach_the_bar() -> None:
     assert seeds_meeting(loso["site"]["models"]["network"], 0.851) == "0 of 4"
 
 
+def test_paired_difference_keeps_the_shared_patient_luck_out() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    # A reference that sees the same signal plus noise of its own: the two models' own
+    # intervals overlap, but on the same patients one is better on nearly every resample.
+    p = y + rng.normal(0.0, 0.6, y.size)
+    p_ref = p + rng.normal(0.0, 0.7, y.size)
+    own = [
+        site_figures(y, sigmoid, 0.5, n_boot=500)["roc_auc_95ci"]
+        for sigmoid in (1.0 / (1.0 + np.exp(-p)), 1.0 / (1.0 + np.exp(-p_ref)))
+    ]
+    assert own[1][1] > own[0][0]  # the separate intervals overlap
+    d = paired_auc_difference(y, p, p_ref, n_boot=500)
+    assert d["difference"] == pytest.approx(roc_auc_score(y, p) - roc_auc_score(y, p_ref))
+    lo, hi = d["95ci"]
+    assert 0.0 < lo < d["difference"] < hi and d["draws"] == 500
+    same = paired_auc_difference(y, p, p.copy(), n_boot=50)
+    assert same["difference"] == 0.0 and same["95ci"] == [0.0, 0.0]
+
+
+def test_quality_bar_quotes_the_paired_interval_of_the_better_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fig(auc: float) -> dict[str, Any]:
+        spread = {"seeds": 2, "roc_auc": [auc, auc + 0.015]}
+        return {"roc_auc": auc, "calibration_slope": 1.0, "seed_spread": spread}
+
+    block = {
+        "models": {"network": fig(0.86), "logistic": {"roc_auc": 0.84}, "hgb": fig(0.89)},
+        "paired_roc_auc_difference": {
+            "logistic": {"difference": 0.02, "95ci": [-0.01, 0.05], "draws": 10},
+            "hgb": {"difference": -0.03, "95ci": [-0.06, 0.004], "draws": 10},
+        },
+    }
+    result = {
+        "leave_one_site_out": {"cleveland": block, "hungarian": block},
+        "local_recalibration": {},
+        "served": {"statlog_cv_complete_records": {"roc_auc": {"mean": 0.91, "std": 0.05}}},
+    }
+    monkeypatch.setattr("training.site_report.AUC_BARS", {"cleveland": 0.87})
+    rows = quality_bar(result)
+    assert (
+        rows[2]
+        == "| ROC AUC, cleveland held out, >= 0.87 | 0.860 (seeds reaching it: 1 of 2) | **no** |"
+    )
+    assert rows[3] == (
+        "| cleveland: at most 0.02 below the better of LR and HGB (0.890) | -0.030 "
+        "(seeds reaching it: 1 of 2; paired 95% CI -0.060 to +0.004) | **no** |"
+    )
+    table = [r for r in paired_section({"cleveland": block}) if r.startswith("| cleveland")]
+    assert table == [
+        "| cleveland | LogisticRegression | +0.020 | -0.010 to +0.050 |",
+        "| cleveland | HistGradientBoosting | -0.030 | -0.060 to +0.004 |",
+    ]
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     import json
@@ -113,6 +177,14 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
             assert spread["seeds"] == len(spread["roc_auc"]) == 3
             assert spread["roc_auc"][0] == block["models"][model]["roc_auc"]
         assert "seed_spread" not in block["models"]["logistic"]
+        for ref in ("logistic", "hgb"):
+            paired = block["paired_roc_auc_difference"][ref]
+            net_auc, ref_auc = (
+                block["models"]["network"]["roc_auc"],
+                block["models"][ref]["roc_auc"],
+            )
+            assert paired["difference"] == pytest.approx(net_auc - ref_auc, abs=1e-12)
+            assert paired["95ci"][0] <= paired["difference"] <= paired["95ci"][1]
     for site in ("hungarian", "switzerland"):
         demo = result["local_recalibration"][site]
         assert demo["fit_half_n"] + demo["report_half_n"] == result["sites"][site]["n"]
@@ -127,5 +199,6 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "median gap over 40 fits (20 half splits x 2 ways)" in text
     assert "## Seed spread" in text and "seeds 0-2" in text
     assert "(seeds reaching it: " in text  # the quality bar says how many seeds meet it
+    assert "## Paired comparison with the references" in text and "; paired 95% CI " in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,8 @@ from typing import Any
 from training.report import write_json_atomic, write_text_atomic
 
 COMMAND = "python -m bench.sites"
-#: Wall time of the committed run (``--jobs 2``, 2 cores: 2 min 50 s), for planning.
+#: Wall time of the committed run (``--jobs 2``, 2 cores: 2 min 8 s; 2 min 50 s on a busier
+#: machine), rounded up for planning.
 MINUTES = 3
 NAMES = {"network": "our network", "logistic": "LogisticRegression", "hgb": "HistGradientBoosting"}
 

@@ -37,10 +37,16 @@ from sklearn.preprocessing import StandardScaler
 from model.arrays import FloatArray
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, net_benefit, reliability_bins
-from training.evaluate import choose_threshold_by_cv, cross_validate, statlog_cost
+from training.evaluate import (
+    bootstrap_auc_interval,
+    choose_threshold_by_cv,
+    cross_validate,
+    statlog_cost,
+)
 from training.missing import MarginalMLPClassifier
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
+from training.subgroups import subgroup_figures
 
 IntArray = npt.NDArray[np.int64]
 
@@ -117,19 +123,13 @@ def site_figures(
 ) -> dict[str, Any]:
     """Everything the report gives for one model on one held-out site."""
     intercept, slope = calibration_intercept_slope(y, p)
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        if np.unique(y[idx]).size == 2:
-            aucs.append(roc_auc_score(y[idx], p[idx]))
     served = (p >= SERVED_THRESHOLD).astype(np.int64)
     tuned = (p >= min_cost_threshold).astype(np.int64)
     return {
         "n": int(y.size),
         "prevalence": float(y.mean()),
         "roc_auc": float(roc_auc_score(y, p)),
-        "roc_auc_95ci": [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))],
+        "roc_auc_95ci": bootstrap_auc_interval(y, p, n_boot=n_boot, seed=seed),
         "brier": float(brier_score_loss(y, p)),
         "calibration_intercept": intercept,
         "calibration_slope": slope,
@@ -228,11 +228,13 @@ def held_out_site(
         if isinstance(model, MarginalMLPClassifier):
             network = model.predictor_
     assert network is not None, "MODELS lists our network"
+    subgroups = subgroup_figures(pooled.x[test], pooled.y[test], probabilities, n_boot=n_boot)
     ours = probabilities.pop(MODELS[0].name)
     block = {
         "trained_on": [s for s in UCI_SITES if s != held],
         "complete_records": int((~np.isnan(pooled.x[test]).any(axis=1)).sum()),
         "models": per_model,
+        "subgroups": subgroups,
         "paired_roc_auc_difference": {
             name: paired_auc_difference(pooled.y[test], ours, p_ref, n_boot=n_boot)
             for name, p_ref in probabilities.items()

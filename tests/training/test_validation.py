@@ -177,6 +177,10 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
             assert spread["seeds"] == len(spread["roc_auc"]) == 3
             assert spread["roc_auc"][0] == block["models"][model]["roc_auc"]
         assert "seed_spread" not in block["models"]["logistic"]
+        groups = block["subgroups"]
+        n = result["sites"][held]["n"]
+        assert groups["women"]["n"] + groups["men"]["n"] == n
+        assert groups["under 55"]["n"] + groups["55 and over"]["n"] == n
         for ref in ("logistic", "hgb"):
             paired = block["paired_roc_auc_difference"][ref]
             net_auc, ref_auc = (
@@ -200,5 +204,6 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "## Seed spread" in text and "seeds 0-2" in text
     assert "(seeds reaching it: " in text  # the quality bar says how many seeds meet it
     assert "## Paired comparison with the references" in text and "; paired 95% CI " in text
+    assert "## Subgroups: women and men, younger and older" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

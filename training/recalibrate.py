@@ -37,6 +37,7 @@ from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, recalibrate
 from training.data import DataError, file_sha256
 from training.evaluate import cost_minimising_threshold, statlog_cost
+from training.subgroups import SEX_GROUPS
 
 IntArray = npt.NDArray[np.int64]
 OUTCOME = "outcome"
@@ -95,6 +96,38 @@ def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:
     }
 
 
+#: Smallest group whose figures the recalibration reports: fewer patients say little
+#: about a level of risk, and a small group's outcome rate comes close to naming patients.
+MIN_GROUP = 10
+
+
+def by_sex(x: FloatArray, y: IntArray, p: FloatArray, p_after: FloatArray) -> dict[str, Any]:
+    """Mean risk before and after against observed, for the local women and men apart.
+
+    Why: the two refitted numbers move every patient's risk together, so a
+    hospital whose women differ from the training sites' women more than its
+    men do (Switzerland's, `docs/sites.md`) is left miscalibrated for one sex
+    however well the whole fits. This is a check, not a fit: nothing here
+    changes the recalibration. A group under ``MIN_GROUP`` patients is not
+    reported.
+    """
+    out: dict[str, Any] = {}
+    for name, select in SEX_GROUPS:
+        rows = select(x)
+        n = int(rows.sum())
+        out[name] = (
+            {
+                "n": n,
+                "observed": float(y[rows].mean()),
+                "mean_predicted_before": float(p[rows].mean()),
+                "mean_predicted_after": float(p_after[rows].mean()),
+            }
+            if n >= MIN_GROUP
+            else {"n": None, "note": f"fewer than {MIN_GROUP} patients: not reported"}
+        )
+    return out
+
+
 def fit_recalibration(
     base: Predictor, x: FloatArray, y: IntArray, *, tune_threshold: bool
 ) -> dict[str, Any]:
@@ -109,6 +142,7 @@ def fit_recalibration(
         "threshold": threshold,
         "before": figures(y, p, base.threshold),
         "after": figures(y, p_after, threshold),
+        "by_sex": by_sex(x, y, p, p_after),
     }
 
 
@@ -251,6 +285,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
             f"{when:6s} mean predicted {f['mean_predicted']:.3f} vs observed {f['observed']:.3f}  "
             f"slope {f['calibration_slope']:.2f}  cost {f['statlog_cost']:.3f} "
             f"(threshold {f['threshold']:.3f}, n={f['n']})"
+        )
+    for name, g in r["by_sex"].items():
+        if g["n"] is None:
+            print(f"{name:6s} {g['note']}")
+            continue
+        print(
+            f"{name:6s} mean predicted {g['mean_predicted_before']:.3f} before, "
+            f"{g['mean_predicted_after']:.3f} after, vs observed {g['observed']:.3f} (n={g['n']})"
         )
     print(f"wrote {args.output} ({payload['model_version']})")
     return 0

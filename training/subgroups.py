@@ -27,10 +27,14 @@ from training.evaluate import bootstrap_auc_interval
 AGE_SPLIT: Final[int] = 55
 _AGE, _SEX = FEATURE_NAMES.index("age"), FEATURE_NAMES.index("sex")
 
+Group = tuple[str, Callable[[FloatArray], npt.NDArray[np.bool_]]]
 #: (name, which rows belong to it); age and sex are never missing in the data.
-SUBGROUPS: Final[tuple[tuple[str, Callable[[FloatArray], npt.NDArray[np.bool_]]], ...]] = (
+SEX_GROUPS: Final[tuple[Group, ...]] = (
     ("women", lambda x: x[:, _SEX] == 0),
     ("men", lambda x: x[:, _SEX] == 1),
+)
+SUBGROUPS: Final[tuple[Group, ...]] = (
+    *SEX_GROUPS,
     (f"under {AGE_SPLIT}", lambda x: x[:, _AGE] < AGE_SPLIT),
     (f"{AGE_SPLIT} and over", lambda x: x[:, _AGE] >= AGE_SPLIT),
 )

@@ -13,7 +13,7 @@ from model.features import FEATURE_NAMES
 from training.calibration import calibration_intercept_slope, recalibrate
 from training.cli import main as cli
 from training.data import file_sha256
-from training.recalibrate import OUTCOME, base_predictor
+from training.recalibrate import MIN_GROUP, OUTCOME, base_predictor
 from training.sites import load_site
 
 
@@ -60,6 +60,14 @@ def test_round_trip_keeps_weights_and_records_the_recalibration(
     assert a == pytest.approx(0.0, abs=1e-3) and b == pytest.approx(1.0, abs=1e-3)
     assert r["after"]["mean_predicted"] == pytest.approx(served.mean(), abs=1e-9)
     assert r["before"]["mean_predicted"] == pytest.approx(base.mean(), abs=1e-9)
+    # The per-sex check: each sex's mean risk through the served path, before and after.
+    sex = x[:, FEATURE_NAMES.index("sex")]
+    for name, rows in (("women", sex == 0), ("men", sex == 1)):
+        g = r["by_sex"][name]
+        assert g["n"] == int(rows.sum()) >= MIN_GROUP
+        assert g["observed"] == pytest.approx(y[rows].mean())
+        assert g["mean_predicted_before"] == pytest.approx(base[rows].mean(), abs=1e-9)
+        assert g["mean_predicted_after"] == pytest.approx(served[rows].mean(), abs=1e-9)
 
     # Recalibrating the recalibrated model refits from the network's own output: same fit.
     again = tmp_path / "again.joblib"
@@ -138,3 +146,21 @@ def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() ->
     assert r["p5"] <= r["median"] <= r["p95"]
     # On its own fit half the unpenalised fit matches the mean: the gaps are the split's.
     assert r["max_abs_fit_half_gap"] < 1e-3
+
+
+def test_a_sex_with_too_few_patients_is_not_reported(
+    artifact_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = load_site("hungarian")
+    women = np.flatnonzero(x[:, FEATURE_NAMES.index("sex")] == 0)
+    keep = np.concatenate([np.flatnonzero(x[:, FEATURE_NAMES.index("sex")] == 1), women[:5]])
+    data = write_csv(tmp_path / "few-women.csv", x[keep], y[keep])
+    out = tmp_path / "local.joblib"
+    assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(out)]) == 0  # fmt: skip
+    by_sex = read_payload(out)["recalibration"]["by_sex"]
+    assert by_sex["women"] == {"n": None, "note": "fewer than 10 patients: not reported"}
+    assert by_sex["men"]["n"] == keep.size - 5
+    printed = capsys.readouterr().out
+    assert "women  fewer than 10 patients: not reported" in printed
+    assert re.search(r"men +mean predicted \d\.\d{3} before, \d\.\d{3} after, vs observed", printed)

@@ -196,6 +196,7 @@ def split_demo(base_of: dict[str, Predictor], pooled: Any, seed: int = 0) -> dic
             "threshold": fit["threshold"],
             "before": figures(y_rep, p, base.threshold),
             "after": figures(y_rep, p_after, fit["threshold"]),
+            "by_sex": by_sex(x_rep, y_rep, p, p_after),
             "repeated_splits": repeated_split_gaps(base, x, y),
         }
     return out

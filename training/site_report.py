@@ -125,6 +125,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"{f['calibration_intercept']:.2f} | {f['calibration_slope']:.2f} | "
                 f"{f['brier']:.3f} | {f['threshold']:.2f}: {f['statlog_cost']:.3f} |"
             )
+    lines += recalibration_by_sex_section(result["local_recalibration"])
     lines += repeated_splits_section(result["local_recalibration"])
     served = result["served"]
     cv = served["statlog_cv_complete_records"]
@@ -298,6 +299,32 @@ def _spread(r: Mapping[str, Any]) -> str:
         f"median {r['median']:+.3f}, 5th-95th percentile {r['p5']:+.3f} to {r['p95']:+.3f}, "
         f"{r['share_within_bar']:.0%} within 0.05"
     )
+
+
+def recalibration_by_sex_section(demo: Mapping[str, Any]) -> list[str]:
+    """The report half's mean risk per sex: what the two refitted numbers cannot move apart."""
+    sites = [s for s, d in demo.items() if "by_sex" in d]
+    if not sites:
+        return []
+    lines = [
+        "",
+        "The same report halves per sex (`heart-train recalibrate` prints this check for a "
+        "hospital's own patients; a sex with fewer than 10 patients in the half is not "
+        "reported):",
+        "",
+        "| site | sex | n | mean predicted before | after | observed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for site in sites:
+        for sex, g in demo[site]["by_sex"].items():
+            if g["n"] is None:
+                lines.append(f"| {site} | {sex} | fewer than 10 | | | |")
+                continue
+            lines.append(
+                f"| {site} | {sex} | {g['n']} | {g['mean_predicted_before']:.3f} | "
+                f"{g['mean_predicted_after']:.3f} | {g['observed']:.3f} |"
+            )
+    return lines
 
 
 def repeated_splits_section(demo: Mapping[str, Any]) -> list[str]:

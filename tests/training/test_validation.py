@@ -21,6 +21,7 @@ from training.site_report import (
     markdown,
     paired_section,
     quality_bar,
+    recalibration_by_sex_section,
     seed_spread_section,
     seeds_meeting,
 )
@@ -197,6 +198,8 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
         after = demo["after"]
         gap0 = after["mean_predicted"] - after["observed"]
         assert repeated["report_half_gaps"][0] == pytest.approx(gap0, abs=1e-9)
+        reported = [g for g in demo["by_sex"].values() if g["n"] is not None]
+        assert sum(g["n"] for g in reported) <= demo["report_half_n"]
     text = (out / "sites.md").read_text()
     assert text == markdown(result) and "--quick run" in text
     assert "Detrano" in text and "Pooled 10-fold" in text
@@ -205,5 +208,28 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "(seeds reaching it: " in text  # the quality bar says how many seeds meet it
     assert "## Paired comparison with the references" in text and "; paired 95% CI " in text
     assert "## Subgroups: women and men, younger and older" in text
+    assert "The same report halves per sex" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recalibration_by_sex_table_leaves_small_groups_out() -> None:
+    demo = {
+        "switzerland": {
+            "by_sex": {
+                "women": {"n": None, "note": "fewer than 10 patients: not reported"},
+                "men": {
+                    "n": 57,
+                    "observed": 0.93,
+                    "mean_predicted_before": 0.66,
+                    "mean_predicted_after": 0.94,
+                },
+            }
+        }
+    }
+    rows = [r for r in recalibration_by_sex_section(demo) if r.startswith("| switzerland")]
+    assert rows == [
+        "| switzerland | women | fewer than 10 | | | |",
+        "| switzerland | men | 57 | 0.660 | 0.940 | 0.930 |",
+    ]
+    assert recalibration_by_sex_section({"hungarian": {}}) == []

@@ -8,7 +8,7 @@ threshold is something we choose and record rather than assume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 import numpy as np
@@ -156,18 +156,24 @@ def cross_validate(
     return summary
 
 
-def bootstrap_auc_interval(
-    y: IntArray, p: FloatArray, *, n_boot: int = 1000, seed: int = 0
-) -> list[float]:
-    """Percentile 95% interval of the ROC AUC over ``n_boot`` resamples of the patients.
+def resamples(y: IntArray, n_boot: int, seed: int) -> Iterator[IntArray]:
+    """Indices of ``n_boot`` bootstrap resamples of the patients, skipping those with one class.
 
-    Resamples holding one class only are skipped (a ranking needs both), so a
-    small group's interval rests on fewer draws rather than on a made-up figure.
+    A ranking needs both classes, so a one-class resample is skipped: a small
+    group's interval then rests on fewer draws rather than on a made-up figure.
+    One generator for every bootstrap here, so that intervals computed with
+    the same seed resample the same patients.
     """
     rng = np.random.default_rng(seed)
-    aucs = []
     for _ in range(n_boot):
         idx = rng.integers(0, y.size, y.size)
         if np.unique(y[idx]).size == 2:
-            aucs.append(roc_auc_score(y[idx], p[idx]))
+            yield idx
+
+
+def bootstrap_auc_interval(
+    y: IntArray, p: FloatArray, *, n_boot: int = 1000, seed: int = 0
+) -> list[float]:
+    """Percentile 95% interval of the ROC AUC over bootstrap resamples of the patients."""
+    aucs = [roc_auc_score(y[idx], p[idx]) for idx in resamples(y, n_boot, seed)]
     return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]

@@ -96,9 +96,10 @@ def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:
     }
 
 
-#: Smallest group whose figures the recalibration reports: fewer patients say little
-#: about a level of risk, and a small group's outcome rate comes close to naming patients.
-MIN_GROUP = 10
+#: Fewest patients with, and fewest without, the disease that each sex needs before the
+#: per-sex check reports anything: fewer say little about a level of risk, and a group
+#: whose outcomes are all or nearly all the same gives its members' outcomes away.
+MIN_CELL = 5
 
 
 def by_sex(x: FloatArray, y: IntArray, p: FloatArray, p_after: FloatArray) -> dict[str, Any]:
@@ -108,24 +109,26 @@ def by_sex(x: FloatArray, y: IntArray, p: FloatArray, p_after: FloatArray) -> di
     hospital whose women differ from the training sites' women more than its
     men do (Switzerland's, `docs/sites.md`) is left miscalibrated for one sex
     however well the whole fits. This is a check, not a fit: nothing here
-    changes the recalibration. A group under ``MIN_GROUP`` patients is not
-    reported.
+    changes the recalibration. It lands in the artifact, which ``GET /model``
+    serves, so it follows the small-cell rule of published health statistics:
+    unless each sex has ``MIN_CELL`` patients with and ``MIN_CELL`` without the
+    disease, neither sex is reported (the whole file's figures are recorded
+    too, so one sex's would give the other's away by subtraction).
     """
-    out: dict[str, Any] = {}
-    for name, select in SEX_GROUPS:
-        rows = select(x)
-        n = int(rows.sum())
-        out[name] = (
-            {
-                "n": n,
-                "observed": float(y[rows].mean()),
-                "mean_predicted_before": float(p[rows].mean()),
-                "mean_predicted_after": float(p_after[rows].mean()),
-            }
-            if n >= MIN_GROUP
-            else {"n": None, "note": f"fewer than {MIN_GROUP} patients: not reported"}
-        )
-    return out
+    groups = [(name, select(x)) for name, select in SEX_GROUPS]
+    cells = [int(n) for _, rows in groups for n in (y[rows].sum(), (1 - y[rows]).sum())]
+    if min(cells) < MIN_CELL:
+        note = f"not reported: a sex has fewer than {MIN_CELL} patients with or without disease"
+        return {name: {"n": None, "note": note} for name, _ in groups}
+    return {
+        name: {
+            "n": int(rows.sum()),
+            "observed": float(y[rows].mean()),
+            "mean_predicted_before": float(p[rows].mean()),
+            "mean_predicted_after": float(p_after[rows].mean()),
+        }
+        for name, rows in groups
+    }
 
 
 def fit_recalibration(

@@ -15,6 +15,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from training.recalibrate import MIN_CELL
 from training.report import write_json_atomic, write_text_atomic
 
 COMMAND = "python -m bench.sites"
@@ -178,7 +179,8 @@ def paired_section(loso: Mapping[str, Any]) -> list[str]:
     """Our network minus each reference on the same patients: is a gap more than patient luck?"""
     if not all("paired_roc_auc_difference" in b for b in loso.values()):
         return []
-    draws = next(iter(loso.values()))["paired_roc_auc_difference"]["logistic"]["draws"]
+    counts = {d["draws"] for b in loso.values() for d in b["paired_roc_auc_difference"].values()}
+    draws = str(min(counts)) if len(counts) == 1 else f"{min(counts)} to {max(counts)}"
     lines = [
         "",
         "## Paired comparison with the references",
@@ -309,8 +311,9 @@ def recalibration_by_sex_section(demo: Mapping[str, Any]) -> list[str]:
     lines = [
         "",
         "The same report halves per sex (`heart-train recalibrate` prints this check for a "
-        "hospital's own patients; a sex with fewer than 10 patients in the half is not "
-        "reported):",
+        f"hospital's own patients). Unless each sex has {MIN_CELL} patients with and "
+        f"{MIN_CELL} without the disease in the half, neither is reported: the other's "
+        "figures and the half's would give the small group away.",
         "",
         "| site | sex | n | mean predicted before | after | observed |",
         "|---|---|---|---|---|---|",
@@ -318,7 +321,7 @@ def recalibration_by_sex_section(demo: Mapping[str, Any]) -> list[str]:
     for site in sites:
         for sex, g in demo[site]["by_sex"].items():
             if g["n"] is None:
-                lines.append(f"| {site} | {sex} | fewer than 10 | | | |")
+                lines.append(f"| {site} | {sex} | not reported | | | |")
                 continue
             lines.append(
                 f"| {site} | {sex} | {g['n']} | {g['mean_predicted_before']:.3f} | "

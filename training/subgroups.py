@@ -57,9 +57,9 @@ def subgroup_figures(
             out[name] = {"n": 0, "diseased": 0, "observed": None, "models": {}}
             continue
         models: dict[str, Any] = {}
+        both = np.unique(yg).size == 2
         for model, p in probabilities.items():
             pg = p[rows]
-            both = np.unique(yg).size == 2
             models[model] = {
                 "roc_auc": float(roc_auc_score(yg, pg)) if both else None,
                 "roc_auc_95ci": bootstrap_auc_interval(yg, pg, n_boot=n_boot, seed=seed)

@@ -41,6 +41,7 @@ from training.evaluate import (
     bootstrap_auc_interval,
     choose_threshold_by_cv,
     cross_validate,
+    resamples,
     statlog_cost,
 )
 from training.missing import MarginalMLPClassifier
@@ -158,12 +159,10 @@ def paired_auc_difference(
     draw keeps the shared part out of the difference; two separate intervals
     overlapping says little about the difference itself.
     """
-    rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        if np.unique(y[idx]).size == 2:
-            differences.append(roc_auc_score(y[idx], p[idx]) - roc_auc_score(y[idx], p_ref[idx]))
+    differences = [
+        roc_auc_score(y[idx], p[idx]) - roc_auc_score(y[idx], p_ref[idx])
+        for idx in resamples(y, n_boot, seed)
+    ]
     return {
         "difference": float(roc_auc_score(y, p) - roc_auc_score(y, p_ref)),
         "95ci": [float(np.percentile(differences, 2.5)), float(np.percentile(differences, 97.5))],
@@ -229,7 +228,7 @@ def held_out_site(
             network = model.predictor_
     assert network is not None, "MODELS lists our network"
     subgroups = subgroup_figures(pooled.x[test], pooled.y[test], probabilities, n_boot=n_boot)
-    ours = probabilities.pop(MODELS[0].name)
+    ours = probabilities.pop("network")
     block = {
         "trained_on": [s for s in UCI_SITES if s != held],
         "complete_records": int((~np.isnan(pooled.x[test]).any(axis=1)).sum()),

@@ -13,7 +13,7 @@ from model.features import FEATURE_NAMES
 from training.calibration import calibration_intercept_slope, recalibrate
 from training.cli import main as cli
 from training.data import file_sha256
-from training.recalibrate import MIN_GROUP, OUTCOME, base_predictor
+from training.recalibrate import MIN_CELL, OUTCOME, base_predictor, by_sex
 from training.sites import load_site
 
 
@@ -64,7 +64,8 @@ def test_round_trip_keeps_weights_and_records_the_recalibration(
     sex = x[:, FEATURE_NAMES.index("sex")]
     for name, rows in (("women", sex == 0), ("men", sex == 1)):
         g = r["by_sex"][name]
-        assert g["n"] == int(rows.sum()) >= MIN_GROUP
+        assert g["n"] == int(rows.sum())
+        assert min(y[rows].sum(), (1 - y[rows]).sum()) >= MIN_CELL
         assert g["observed"] == pytest.approx(y[rows].mean())
         assert g["mean_predicted_before"] == pytest.approx(base[rows].mean(), abs=1e-9)
         assert g["mean_predicted_after"] == pytest.approx(served[rows].mean(), abs=1e-9)
@@ -148,7 +149,7 @@ def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() ->
     assert r["max_abs_fit_half_gap"] < 1e-3
 
 
-def test_a_sex_with_too_few_patients_is_not_reported(
+def test_no_sex_is_reported_when_one_has_too_few_patients(
     artifact_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     x, y = load_site("hungarian")
@@ -158,9 +159,36 @@ def test_a_sex_with_too_few_patients_is_not_reported(
     out = tmp_path / "local.joblib"
     assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
                 "--output", str(out)]) == 0  # fmt: skip
+    # Neither sex: the men's figures and the whole file's would give the women's away.
+    note = "not reported: a sex has fewer than 5 patients with or without disease"
     by_sex = read_payload(out)["recalibration"]["by_sex"]
-    assert by_sex["women"] == {"n": None, "note": "fewer than 10 patients: not reported"}
-    assert by_sex["men"]["n"] == keep.size - 5
+    assert by_sex == {"women": {"n": None, "note": note}, "men": {"n": None, "note": note}}
     printed = capsys.readouterr().out
-    assert "women  fewer than 10 patients: not reported" in printed
-    assert re.search(r"men +mean predicted \d\.\d{3} before, \d\.\d{3} after, vs observed", printed)
+    assert f"women  {note}" in printed and f"men    {note}" in printed
+    assert "mean predicted" in printed and " before, " not in printed
+
+
+@pytest.mark.parametrize(
+    ("women_with", "women_without", "reported"), [(5, 5, True), (4, 30, False), (30, 4, False)]
+)
+def test_each_sex_needs_five_patients_with_and_five_without_the_disease(
+    women_with: int, women_without: int, reported: bool
+) -> None:
+    assert MIN_CELL == 5
+    sex = np.array([0] * (women_with + women_without) + [1] * 40)
+    y = np.array([1] * women_with + [0] * women_without + [1, 0] * 20)
+    x = np.zeros((sex.size, len(FEATURE_NAMES)))
+    x[:, FEATURE_NAMES.index("sex")] = sex
+    p = np.linspace(0.1, 0.9, sex.size)
+    figures = by_sex(x, y, p, p / 2)
+    if not reported:
+        assert {g["n"] for g in figures.values()} == {None}
+        return
+    women = sex == 0
+    assert figures["women"] == {
+        "n": 10,
+        "observed": 0.5,
+        "mean_predicted_before": pytest.approx(p[women].mean()),
+        "mean_predicted_after": pytest.approx(p[women].mean() / 2),
+    }
+    assert figures["men"]["n"] == 40 and figures["men"]["observed"] == 0.5

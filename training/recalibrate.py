@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from sklearn.model_selection import train_test_split
 
-from model.arrays import FloatArray
+from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.cli_support import HelpFormatter, add_version
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
@@ -39,7 +38,6 @@ from training.data import DataError, file_sha256
 from training.evaluate import cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
 
-IntArray = npt.NDArray[np.int64]
 OUTCOME = "outcome"
 
 

@@ -26,11 +26,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from model.arrays import FloatArray
+from model.arrays import FloatArray, IntArray
 from model.features import FEATURE_NAMES, FEATURES, N_FEATURES
 from training.data import DataError, check_cells, default_data_path, file_sha256, load_dataset
-
-IntArray = npt.NDArray[np.int64]
 
 TARGET_NAME: Final[str] = "num"
 #: Columns where 0 in the source files means "not measured" (a living patient has neither).

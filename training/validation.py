@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -34,7 +33,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from model.arrays import FloatArray
+from model.arrays import FloatArray, IntArray
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, net_benefit, reliability_bins
 from training.evaluate import (
@@ -48,8 +47,6 @@ from training.missing import MarginalMLPClassifier
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
 from training.subgroups import subgroup_figures
-
-IntArray = npt.NDArray[np.int64]
 
 #: The threshold the service applies unless an artifact says otherwise.
 SERVED_THRESHOLD = 0.5

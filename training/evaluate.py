@@ -8,7 +8,7 @@ threshold is something we choose and record rather than assume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import numpy as np
@@ -156,24 +156,33 @@ def cross_validate(
     return summary
 
 
-def resamples(y: IntArray, n_boot: int, seed: int) -> Iterator[IntArray]:
-    """Indices of ``n_boot`` bootstrap resamples of the patients, skipping those with one class.
+def bootstrap_interval(
+    y: IntArray, statistic: Callable[[IntArray], float], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[list[float], int]:
+    """Percentile 95% interval of ``statistic(indices)`` over bootstrap resamples of the
+    patients, and how many resamples it rests on.
 
     A ranking needs both classes, so a one-class resample is skipped: a small
     group's interval then rests on fewer draws rather than on a made-up figure.
-    One generator for every bootstrap here, so that intervals computed with
-    the same seed resample the same patients.
+    Every bootstrap here goes through this one function, so intervals computed
+    with the same seed resample the same patients (a paired difference is one
+    more statistic of the same draws).
     """
     rng = np.random.default_rng(seed)
+    values = []
     for _ in range(n_boot):
         idx = rng.integers(0, y.size, y.size)
         if np.unique(y[idx]).size == 2:
-            yield idx
+            values.append(statistic(idx))
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))], len(values)
 
 
 def bootstrap_auc_interval(
     y: IntArray, p: FloatArray, *, n_boot: int = 1000, seed: int = 0
 ) -> list[float]:
     """Percentile 95% interval of the ROC AUC over bootstrap resamples of the patients."""
-    aucs = [roc_auc_score(y[idx], p[idx]) for idx in resamples(y, n_boot, seed)]
-    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+
+    def auc(idx: IntArray) -> float:
+        return float(roc_auc_score(y[idx], p[idx]))
+
+    return bootstrap_interval(y, auc, n_boot=n_boot, seed=seed)[0]

@@ -373,10 +373,8 @@ def quality_bar(result: Mapping[str, Any]) -> list[str]:
         rows.append(f"| {bar} | {figure} | {'yes' if met else '**no**'} |")
 
     for site, bar in AUC_BARS.items():
-        m = loso[site]["models"]
-        net = m["network"]
-        ours, best = net["roc_auc"], best_reference(m)
         block = loso[site]
+        ours, best = block["models"]["network"]["roc_auc"], best_reference(block["models"])
         add(f"ROC AUC, {site} held out, >= {bar}", f"{ours:.3f}{_notes(block, bar)}", ours >= bar)
         add(
             f"{site}: at most {MARGIN} below the better of LR and HGB ({best:.3f})",

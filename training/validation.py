@@ -38,9 +38,9 @@ from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, net_benefit, reliability_bins
 from training.evaluate import (
     bootstrap_auc_interval,
+    bootstrap_interval,
     choose_threshold_by_cv,
     cross_validate,
-    resamples,
     statlog_cost,
 )
 from training.missing import MarginalMLPClassifier
@@ -156,14 +156,15 @@ def paired_auc_difference(
     draw keeps the shared part out of the difference; two separate intervals
     overlapping says little about the difference itself.
     """
-    differences = [
-        roc_auc_score(y[idx], p[idx]) - roc_auc_score(y[idx], p_ref[idx])
-        for idx in resamples(y, n_boot, seed)
-    ]
+
+    def difference(idx: IntArray) -> float:
+        return float(roc_auc_score(y[idx], p[idx]) - roc_auc_score(y[idx], p_ref[idx]))
+
+    interval, draws = bootstrap_interval(y, difference, n_boot=n_boot, seed=seed)
     return {
         "difference": float(roc_auc_score(y, p) - roc_auc_score(y, p_ref)),
-        "95ci": [float(np.percentile(differences, 2.5)), float(np.percentile(differences, 97.5))],
-        "draws": len(differences),
+        "95ci": interval,
+        "draws": draws,
     }
 
 

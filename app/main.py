@@ -74,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contact=CONTACT,
         openapi_tags=[*TAGS, oip.TAG_METADATA],
         lifespan=_lifespan,
+        # A client that adds a trailing slash gets a 404, not a redirect: Starlette
+        # builds the redirect from the request's Host header, so any client could
+        # make the service point a browser at another host, and a redirected
+        # POST is a second request for the same patient.
+        redirect_slashes=False,
         # Served from the package's own files by app.docs: FastAPI's pages need a CDN.
         docs_url=None,
         redoc_url=None,

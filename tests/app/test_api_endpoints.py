@@ -529,6 +529,20 @@ def test_unknown_paths_and_methods(client: TestClient) -> None:
     assert client.delete("/model").status_code == 405
 
 
+def test_a_trailing_slash_is_not_redirected_to_the_callers_host(client: TestClient) -> None:
+    # Starlette would answer 307 to http://<Host header>/predict: a redirect any
+    # client can aim at another host, and a second POST of the same patient.
+    response = client.post(
+        "/predict/",
+        json=PATIENT_EXAMPLE,
+        headers={"Host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert client.get("/health/", follow_redirects=False).status_code == 404
+
+
 # ----- /metrics ---------------------------------------------------------------------------
 
 

@@ -26,6 +26,14 @@ except for the probes ``/health`` and ``/ready``, which are never shed. On
 the usual request (head and body in one read) it adds no timer and one length
 comparison.
 
+It also serves a request that asks to switch to HTTP/2 (``Connection: Upgrade``,
+``Upgrade: h2c``, as Java's ``HttpClient`` and ``curl --http2`` send on
+``http://``) as the HTTP/1.1 request it also is, body included (RFC 9110
+section 7.8 lets a server ignore ``Upgrade``): httptools stops parsing at such a
+head, and uvicorn then handed the app an empty body, so every such POST got a
+422 "Field required" and its patient was silently dropped (see
+``_after_ignored_upgrade``).
+
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
 asyncio does not (see ``_no_delay``), and sends a response's head and body in
@@ -47,6 +55,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -129,6 +139,13 @@ _SHED_RESPONSE: Final[bytes] = _error_bytes(
 )
 _SHED_RESPONSE_CLOSE: Final[bytes] = _error_bytes(
     503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+)
+_CHUNKED_UPGRADE_RESPONSE: Final[bytes] = _error_bytes(
+    400,
+    "Bad Request",
+    "A request that asks to upgrade the connection (e.g. to HTTP/2) must send its body "
+    "with Content-Length, not chunked: send it without the Upgrade header, or with "
+    "Content-Length.",
 )
 
 
@@ -233,6 +250,11 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._draining = False
+        #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
+        self._upgrade_body: int | None = None
+        #: Content-Length of the request being parsed if it asks for a non-WebSocket upgrade.
+        self._ignored_upgrade: int | None = None
+        self._discard_input = False
 
     # -- connection ----------------------------------------------------------------------
 
@@ -255,6 +277,12 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discard_input:
+            return
+        if self._upgrade_body is not None:
+            data = self._take_upgrade_body(data)
+            if not data:
+                return
         if self._reading_head:
             room = self.limits.max_header_bytes - self._head_bytes
             if len(data) > room:
@@ -263,7 +291,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 head, rest = data[:room], data[room:]
                 self._head_bytes += len(head)
                 if head:
-                    super().data_received(head)
+                    self._feed(head)
                 if self.transport.is_closing():
                     return
                 if self._reading_head:
@@ -272,7 +300,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 self.data_received(rest)
                 return
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._feed(data)
         if self.transport.is_closing():
             return
         if self._reading_head:
@@ -283,12 +311,101 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, except for an upgrade that is not a WebSocket's."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._ignored_upgrade is None:  # a WebSocket handshake (or no Upgrade header)
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            else:
+                self._after_ignored_upgrade(data[upgrade.args[0] :])
+
+    def _after_ignored_upgrade(self, rest: bytes) -> None:
+        """Read the body of a request whose ``Upgrade`` we ignore, as plain HTTP/1.1.
+
+        httptools treats everything after an upgrade request's head as the new
+        protocol's bytes: it reports the message complete with no body and hands
+        back the rest. Here the rest is what it is, the request's body
+        (``Content-Length`` bytes, passed to the request's cycle as the parser
+        would), and anything after it is the next request, which the parser
+        (resumed by httptools) reads as usual.
+        """
+        length, self._ignored_upgrade = self._ignored_upgrade or 0, None
+        if length == 0:
+            if rest:
+                self.data_received(rest)
+            return
+        self._upgrade_body = length
+        self._reading_head = False
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.more_body = True
+        rest = self._take_upgrade_body(rest)
+        if rest:
+            self.data_received(rest)
+        elif self._upgrade_body is not None and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def _take_upgrade_body(self, data: bytes) -> bytes:
+        """Pass the body bytes still due to the request; return what comes after them."""
+        due = self._upgrade_body or 0
+        body, rest = data[:due], data[due:]
+        due -= len(body)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # else a shed request's body
+            cycle.body += body
+            if due == 0:
+                cycle.more_body = False
+            elif len(cycle.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            cycle.message_event.set()
+        if due:
+            self._upgrade_body = due
+        else:
+            self._upgrade_body = None
+            self._cancel_body_timer()
+            self._reading_head = True
+            self._head_bytes = 0
+        return rest
+
+    def _upgrade_we_ignore(self) -> tuple[bool, int] | None:
+        """(chunked, Content-Length) of a request asking for a non-WebSocket upgrade, else None."""
+        upgrade = self._get_upgrade()
+        if upgrade is None or self._should_upgrade():
+            return None
+        chunked, length = False, 0
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                chunked = True
+            elif name == b"content-length":
+                length = int(value)  # llhttp has checked it is one run of digits
+        return chunked, length
+
     # -- parser callbacks ----------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
+        upgrade = self._upgrade_we_ignore() if self.parser.should_upgrade() else None
+        if upgrade is not None:
+            chunked, length = upgrade
+            if chunked:
+                # Where such a body ends is beyond what the parser will tell us.
+                self._discard_input = True
+                self._ignored_upgrade = 0
+                self._answer_now(_CHUNKED_UPGRADE_RESPONSE, keep_alive=False)
+                return
+            self._ignored_upgrade = length
         # Before the request's task exists, so the middleware sees the flags. Shed
         # requests do not count: counting them would let a burst of cheap 503s keep
         # the worker "full" and shed nearly everything (measured: 72 of 19,259
@@ -324,7 +441,17 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         discarded by the finished cycle, and the connection stays open.
         """
         keep_alive = self.parser.should_keep_alive() and not self._draining
-        self.transport.write(_SHED_RESPONSE if keep_alive else _SHED_RESPONSE_CLOSE)
+        self._answer_now(_SHED_RESPONSE if keep_alive else _SHED_RESPONSE_CLOSE, keep_alive)
+        if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
+            method = self.parser.get_method().decode("ascii", "replace")
+            shed_observer(method, self.url.partition(b"?")[0].decode("latin-1"))
+
+    def _answer_now(self, response: bytes, keep_alive: bool) -> None:
+        """Send ``response`` from the protocol: the request gets no task and no app.
+
+        Its cycle is marked answered, so the parser's later callbacks discard its body.
+        """
+        self.transport.write(response)
         cycle = RequestResponseCycle(
             scope=self.scope,
             transport=self.transport,
@@ -340,9 +467,6 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         )
         cycle.response_started = cycle.response_complete = True
         self.cycle = cycle
-        if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
-            method = self.parser.get_method().decode("ascii", "replace")
-            shed_observer(method, self.url.partition(b"?")[0].decode("latin-1"))
         if not keep_alive:
             self.transport.close()
 

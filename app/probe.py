@@ -93,13 +93,20 @@ def _content_length(head: bytes) -> int | None:
 
 
 def request(
-    target: Target, method: str, path: str, body: bytes = b"", timeout: float = 10.0
+    target: Target,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    *,
+    connection: str = "close",
+    headers: str = "",
 ) -> tuple[int | None, bytes]:
     """One request on a fresh connection; ``(status, raw response)``."""
     with target.connect(timeout) as sock:
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {target.host}\r\nConnection: {connection}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{headers}"
         ).encode()
         sock.sendall(head + target.auth() + b"\r\n" + body)
         status, raw, _ = read_response(sock, timeout)
@@ -236,6 +243,20 @@ def probe_integral_floats(target: Target, report: Report) -> None:
     )
 
 
+def probe_http2_upgrade(target: Target, report: Report) -> None:
+    """A POST as Java's HttpClient sends it on http://: must be served, body and all."""
+    status, raw = request(
+        target,
+        "POST",
+        "/predict",
+        _body(),
+        connection="close, Upgrade, HTTP2-Settings",
+        headers="Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+    )
+    scored = status == 200 and "probability" in _json_body(raw)
+    report.check(scored, "HTTP/2 upgrade", f"an h2c upgrade POST answered {status} (want 200)")
+
+
 BAD_BODIES: tuple[bytes, ...] = (
     b"",
     b"{",
@@ -268,6 +289,7 @@ FAST_PROBES: tuple[Probe, ...] = (
     probe_client_leaves,
     probe_duplicate_keys,
     probe_integral_floats,
+    probe_http2_upgrade,
     probe_bad_bodies,
 )
 

@@ -89,6 +89,11 @@ class ServiceMiddleware:
             for route in expanded
             if "POST" in (getattr(route, "methods", None) or ())
         ) - frozenset(any_body_paths)
+        self.get_paths = frozenset(
+            getattr(route, "path", "")
+            for route in expanded
+            if "GET" in (getattr(route, "methods", None) or ())
+        )
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
         # Connections the protocol refuses never become requests; count them here too.
@@ -146,12 +151,17 @@ class ServiceMiddleware:
                 await _respond(send_with_id, 503, SHED_DETAIL, retry)
                 return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
+            app_scope = scope
+            if scope["method"] == "HEAD" and path in self.get_paths:
+                # HEAD is GET without the body (RFC 9110 9.3.2), which uptime monitors
+                # use; FastAPI routes only GET. The server drops the body of a HEAD.
+                app_scope = {**scope, "method": "GET"}
             if refusal is not None:
                 await _respond(send_with_id, *refusal)
             elif chunked and content_length is None:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(app_scope, self._limited(receive), send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(app_scope, receive, send_with_id)
         except ClientDisconnect:
             # The client left (or was cut off by the body timeout) while we read its
             # body: its own kind, never a server error and never a traceback.

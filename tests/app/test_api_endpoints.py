@@ -529,6 +529,14 @@ def test_unknown_paths_and_methods(client: TestClient) -> None:
     assert client.delete("/model").status_code == 405
 
 
+def test_head_is_answered_like_get_on_get_routes(client: TestClient) -> None:
+    for path in ("/health", "/ready", "/model", "/metrics"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    assert client.head("/predict").status_code == 405  # POST only, as for GET
+
+
 def test_a_trailing_slash_is_not_redirected_to_the_callers_host(client: TestClient) -> None:
     # Starlette would answer 307 to http://<Host header>/predict: a redirect any
     # client can aim at another host, and a second POST of the same patient.

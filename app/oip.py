@@ -64,6 +64,7 @@ _NUMPY_TYPES: Final[Mapping[str, str]] = dict(
     FP64="<f8", FP32="<f4", INT64="<i8", INT32="<i4", INT16="<i2", INT8="i1"
 )
 _MAX_REPORTED: Final[int] = 5
+_MAX_SHAPE_TEXT: Final[int] = 60
 TAG: Final[str] = "open inference protocol"
 TAG_METADATA: Final[dict[str, str]] = {
     "name": TAG,
@@ -121,7 +122,7 @@ def decode_request(
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
         raise ProtocolError(_describe_validation_error(exc, header)) from None
-    tensors = _tensors(request.inputs, binary)
+    tensors = _tensors(request.inputs, binary, max_rows=max_rows)
     if MATRIX_INPUT in tensors:
         if len(tensors) != 1:
             raise ProtocolError(
@@ -156,7 +157,9 @@ def decode_request(
     return x, request
 
 
-def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndarray[Any, Any]]:
+def _tensors(
+    inputs: Sequence[RequestInput], binary: bytes, *, max_rows: int
+) -> dict[str, np.ndarray[Any, Any]]:
     """Each input's data as an array of its declared shape, checked against that shape."""
     tensors: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
@@ -169,6 +172,7 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
             )
         if name in tensors:
             raise ProtocolError(f"input {name!r} is given twice")
+        _check_shape(name, tensor.shape, max_rows)
         size = tensor.parameters.get("binary_data_size") if tensor.parameters else None
         if size is not None:
             if tensor.data is not None:
@@ -199,8 +203,8 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
         expected = math.prod(tensor.shape)
         if values.size != expected:
             raise ProtocolError(
-                f"input {name!r} has {values.size} values but its shape {tensor.shape} "
-                f"needs {expected}"
+                f"input {name!r} has {values.size} values but its shape "
+                f"{_shape_text(tensor.shape)} needs {expected}"
             )
         tensors[name] = values.reshape(tensor.shape)
     if offset != len(binary):
@@ -210,12 +214,42 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
     return tensors
 
 
-def _matrix_input(values: np.ndarray[Any, Any]) -> FloatArray:
-    if values.ndim != 2 or values.shape[1] != N_FEATURES:
+def _check_shape(name: str, shape: Sequence[int], max_rows: int) -> None:
+    """Refuse a shape this model cannot take before NumPy sees it.
+
+    The schema only makes each dimension a non-negative integer. NumPy itself
+    fails on what a hostile client can still send, as a 500: more than 64
+    dimensions, or dimensions whose product is 0 (so the data length matches)
+    while one of them overflows 64 bits. Our tensors are [n, 13], or [n] (or
+    [n, 1]) per feature, with n within the batch limit: anything else is
+    refused here, naming the input.
+    """
+    if name == MATRIX_INPUT:
+        fits = len(shape) == 2 and shape[1] == N_FEATURES
+        expected = f"[n, {N_FEATURES}] with the features in this order: {', '.join(FEATURE_NAMES)}"
+    else:
+        fits = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        expected = "[n] (or [n, 1])"
+    if not fits:
+        raise ProtocolError(f"input {name!r} has shape {_shape_text(shape)}, expected {expected}")
+    if shape[0] > max_rows:
         raise ProtocolError(
-            f"input {MATRIX_INPUT!r} has shape {list(values.shape)}, expected "
-            f"[n, {N_FEATURES}] with the features in this order: {', '.join(FEATURE_NAMES)}"
+            f"input {name!r}: {_cut(str(shape[0]))} rows exceed the limit of {max_rows} "
+            "per request (HEART_MAX_BATCH_SIZE); send fewer rows per request"
         )
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape for an error message, cut short: a client may send thousands of digits."""
+    return _cut("[" + ", ".join(map(str, shape)) + "]")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_SHAPE_TEXT else text[: _MAX_SHAPE_TEXT - 3] + "..."
+
+
+def _matrix_input(values: np.ndarray[Any, Any]) -> FloatArray:
+    """The [n, 13] matrix (its shape was checked by :func:`_check_shape`)."""
     return np.ascontiguousarray(values, dtype=np.float64)
 
 
@@ -230,12 +264,8 @@ def _column_inputs(tensors: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
     columns = []
     for name in FEATURE_NAMES:
         column = tensors[name]
-        if column.ndim == 2 and column.shape[1] == 1:  # [n, 1] is the pandas codec's shape too
+        if column.ndim == 2:  # [n, 1] is the pandas codec's shape too (see _check_shape)
             column = column[:, 0]
-        if column.ndim != 1:
-            raise ProtocolError(
-                f"input {name!r} has shape {list(column.shape)}, expected [n] (or [n, 1])"
-            )
         columns.append(column)
     lengths = {len(c) for c in columns}
     if len(lengths) != 1:

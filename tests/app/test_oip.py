@@ -164,7 +164,8 @@ def test_out_of_range_values_are_refused_naming_row_and_feature(
     ("change", "expected"),
     [
         ({"data": "nope"}, "inputs[0] ('features').data: Input should be a valid array"),
-        ({"shape": [2, 12]}, "has 26 values but its shape [2, 12] needs 24"),
+        ({"shape": [3, 13]}, "has 26 values but its shape [3, 13] needs 39"),
+        ({"shape": [2, 12]}, "has shape [2, 12], expected [n, 13]"),
         ({"datatype": "BYTES"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
         ({"name": "patients"}, "unknown input 'patients'"),
     ],
@@ -220,6 +221,52 @@ def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
     assert "binary_data_size 104 does not fit" in _error(
         client, short, headers={"Inference-Header-Content-Length": str(len(header))}
     )
+
+
+#: Shapes NumPy itself cannot take (a 500 before they were checked): more than 64
+#: dimensions, and dimensions whose product is 0 while one overflows 64 bits.
+_HOSTILE_SHAPES = [[1] * 65, [9223372036854775808, 0], [2147483648, 8589934592, 0]]
+
+
+def _binary(tensors: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension request whose inputs all have binary_data_size 0 and no bytes."""
+    for tensor in tensors:
+        del tensor["data"]
+        tensor["parameters"] = {"binary_data_size": 0}
+    header = json.dumps({"inputs": tensors}).encode()
+    return header, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize("shape", _HOSTILE_SHAPES, ids=["65 dims", "huge", "overflow"])
+@pytest.mark.parametrize("layout", ["matrix", "binary", "columns"])
+def test_shapes_numpy_cannot_take_are_refused_naming_the_input(
+    client: TestClient, shape: list[int], layout: str
+) -> None:
+    names = FEATURE_NAMES if layout == "columns" else ("features",)
+    data: list[float] = [1] if len(shape) == 65 else []
+    tensors = [{"name": n, "shape": shape, "datatype": "FP64", "data": data} for n in names]
+    if layout == "binary":
+        body, headers = _binary(tensors)
+        message = _error(client, body, headers=headers)
+    else:
+        message = _error(client, {"inputs": tensors})
+    assert message.startswith(f"input {names[0]!r} has shape ["), message
+    assert "expected [n" in message
+    assert len(message) < 400  # 65 dimensions (or 4,000 digits) are not echoed in full
+
+
+def test_rows_beyond_the_limit_are_refused_from_the_shape(client: TestClient) -> None:
+    """A row count over the batch limit is refused before any data is read, digits cut."""
+    huge = 10**4000
+    message = _error(
+        client,
+        {"inputs": [{"name": "features", "shape": [huge, 13], "datatype": "FP64", "data": []}]},
+    )
+    assert message.startswith("input 'features': 100000000"), message
+    assert "rows exceed the limit of 50" in message
+    assert len(message) < 200
+    tensors = [{"name": n, "shape": [51], "datatype": "FP64", "data": []} for n in FEATURE_NAMES]
+    assert "input 'age': 51 rows exceed the limit of 50" in _error(client, {"inputs": tensors})
 
 
 def test_unknown_models_get_the_protocol_error_shape(client: TestClient) -> None:

@@ -177,9 +177,15 @@ def _tensors(
         if size is not None:
             if tensor.data is not None:
                 raise ProtocolError(f"input {name!r} has both data and binary_data_size")
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            # type(), not isinstance(): JSON's true is a Python int (True == 1) too.
+            if type(size) is not int or size < 0:
                 raise ProtocolError(
-                    f"input {name!r}: binary_data_size {size!r} does not fit the "
+                    f"input {name!r}: binary_data_size must be a non-negative integer "
+                    f"(a number of bytes), got {_cut(json.dumps(size))}"
+                )
+            if offset + size > len(binary):
+                raise ProtocolError(
+                    f"input {name!r}: binary_data_size {_cut(str(size))} does not fit the "
                     f"{len(binary)} bytes after the JSON header"
                 )
             dtype = np.dtype(_NUMPY_TYPES[tensor.datatype])

@@ -223,6 +223,34 @@ def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("size", "shown"), [(True, "true"), (104.0, "104.0"), ("104", '"104"'), (-8, "-8")]
+)
+def test_binary_data_size_must_be_an_integer(client: TestClient, size: Any, shown: str) -> None:
+    """JSON's true is a Python int, so it used to pass as 1 byte ("True bytes are not...")."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [1, 13],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    ).encode()
+    message = _error(
+        client,
+        header + struct.pack("<13d", *range(13)),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert message == (
+        f"input 'features': binary_data_size must be a non-negative integer "
+        f"(a number of bytes), got {shown}"
+    )
+
+
 #: Shapes NumPy itself cannot take (a 500 before they were checked): more than 64
 #: dimensions, and dimensions whose product is 0 while one overflows 64 bits.
 _HOSTILE_SHAPES = [[1] * 65, [9223372036854775808, 0], [2147483648, 8589934592, 0]]

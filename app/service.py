@@ -58,6 +58,8 @@ _QUOTES_PER_PATIENT: Final[int] = 2 * N_FEATURES
 _INT_FROM_FLOAT_MSG: Final[str] = (
     "Input should be a valid integer, got a number with a fractional part"
 )
+#: Pydantic's own message for NaN or Infinity in a float field.
+_FINITE_MSG: Final[str] = "Input should be a finite number"
 
 
 class InvalidBodyError(Exception):
@@ -466,8 +468,13 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
         elif error["loc"] == ("patients",) and isinstance(error.get("input"), list):
             item["input"] = None  # a too long or malformed list of patients
         elif error["type"] == "int_type" and isinstance(error.get("input"), float):
-            # Integral floats were accepted before this point: say what is wrong.
-            item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
+            # Integral floats were accepted before this point: say what is wrong. NaN and
+            # Infinity (which Pydantic's JSON parser reads) have no fractional part to speak
+            # of: a coded field says of them what a continuous one does.
+            if math.isfinite(error["input"]):
+                item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
+            else:
+                item["type"], item["msg"] = "finite_number", _FINITE_MSG
         errors.append(_explain(item))
     return errors
 

@@ -47,7 +47,7 @@ from app.oip_schemas import (
 from app.openapi import ERRORS, PROBE_ERRORS, operation
 from app.routes import read_body
 from app.runtime import Runtime, runtime_of
-from app.service import PredictionService
+from app.service import InvalidBodyError, PredictionService, refuse_duplicate_keys
 from model.arrays import FloatArray
 from model.cli_support import package_version
 from model.features import FEATURE_NAMES, MAY_BE_MISSING, N_FEATURES, invalid_cells, outside_domain
@@ -121,7 +121,10 @@ def decode_request(
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
+        _refuse_duplicate_keys(header)  # a duplicate may be why: say so first
         raise ProtocolError(_describe_validation_error(exc, header)) from None
+    if header.count(b'"') != _quotes(request) or b"\\" in header:
+        _refuse_duplicate_keys(header)
     tensors = _tensors(request.inputs, binary, max_rows=max_rows)
     if MATRIX_INPUT in tensors:
         if len(tensors) != 1:
@@ -299,16 +302,58 @@ def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _quotes(value: Any) -> int:
+    """How many ``"`` the JSON text of a validated request holds, if no key came twice.
+
+    Two per key and per string: counting the header's quotes (microseconds)
+    tells whether it could hold a duplicate key, so only then is it parsed
+    again to find it, as /predict does (``app.service``). Tensor data are
+    numbers (``data`` is skipped: it is the bulk of a request). A string can
+    only hold a quote escaped (``\\"``, or ``\\u0022`` which hides it from the
+    count), so the caller sends any header with a backslash to the full check.
+    """
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, BaseModel):
+        return sum(
+            2 + (0 if field == "data" else _quotes(getattr(value, field)))
+            for field in value.model_fields_set
+        )
+    if isinstance(value, dict):
+        return sum(_quotes(k) + _quotes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_quotes(v) for v in value)
+    return 0
+
+
+def _refuse_duplicate_keys(header: bytes) -> None:
+    """/predict's check (:func:`app.service.refuse_duplicate_keys`), in the protocol's words.
+
+    A duplicated key is silently resolved to its last value by the parser, so
+    what a proxy or a log judged is not what would be scored.
+    """
+    try:
+        refuse_duplicate_keys(header)
+    except InvalidBodyError as exc:
+        error = exc.errors[0]
+        raise ProtocolError(f"{_locate(error['loc'][1:], header)}: {error['msg']}") from None
+
+
 def _describe_validation_error(exc: ValidationError, header: bytes) -> str:
     """The first problem of a malformed request, located as ``inputs[2] ('age').data[5]``."""
     error = exc.errors(include_url=False)[0]
     if error["type"] == "json_invalid":
         return f"the request is not valid JSON: {error['msg']}"
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+    return f"{_locate(loc, header)}: {error['msg']}"
+
+
+def _locate(loc: Sequence[str | int], header: bytes) -> str:
+    """Where ``loc`` points in the request, with each input's name: ``inputs[2] ('age').data``."""
     names: list[Any] = []
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         names = [i.get("name") for i in json.loads(header).get("inputs", [])]
     where = ""
-    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
     for i, part in enumerate(loc):
         if isinstance(part, int):
             where += f"[{part}]"
@@ -316,7 +361,7 @@ def _describe_validation_error(exc: ValidationError, header: bytes) -> str:
                 where += f" ({names[part]!r})"
         else:
             where += f".{part}" if where else str(part)
-    return f"{where or 'request'}: {error['msg']}"
+    return where or "request"
 
 
 # -- encoding -----------------------------------------------------------------------------------

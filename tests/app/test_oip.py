@@ -251,6 +251,85 @@ def test_binary_data_size_must_be_an_integer(client: TestClient, size: Any, show
     )
 
 
+def _raw(template: str) -> str:
+    """A JSON text json.dumps cannot write; TENSOR and ROW stand for a valid input's parts."""
+    tensor = '"name": "features", "shape": [1, 13], "datatype": "FP64"'
+    return template.replace("TENSOR", tensor).replace(
+        "ROW", "[54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            _raw('{"inputs": [{TENSOR, "data": [1], "data": ROW}]}'),
+            "inputs[0] ('features').data: Duplicate key 'data'",
+        ),
+        (
+            _raw('{"inputs": [], "inputs": [{TENSOR, "data": ROW}]}'),
+            "inputs: Duplicate key 'inputs'",
+        ),
+        (
+            _raw(
+                '{"inputs": [{TENSOR, "data": ROW}], "outputs": [{"name": "prediction", "name": '
+                '"probability"}]}'
+            ),
+            "outputs[0].name: Duplicate key 'name'",
+        ),
+        (
+            _raw('{"inputs": [{TENSOR, "data": ROW, "parameters": {"a": 1, "a": 2}}]}'),
+            "inputs[0] ('features').parameters.a: Duplicate key 'a'",
+        ),
+        # Escaped quotes in the kept value balance the duplicate's: the quote count alone
+        # would miss it.
+        (
+            _raw('{"id": "x", "id": "QQQQ", "inputs": [{TENSOR, "data": ROW}]}').replace(
+                "Q", "\\u0022"
+            ),
+            "id: Duplicate key 'id'",
+        ),
+        # Invalid as the last value says, but the duplicate is the first thing to fix.
+        (
+            _raw('{"inputs": [{TENSOR, "data": ROW, "data": "x"}]}'),
+            "inputs[0] ('features').data: Duplicate key 'data'",
+        ),
+    ],
+    ids=["data", "inputs", "output name", "parameter", "escaped quotes", "invalid last"],
+)
+def test_duplicate_keys_are_refused_like_predict_does(
+    client: TestClient, body: str, expected: str
+) -> None:
+    """The parser keeps a duplicated key's last value: what a proxy judged is not scored."""
+    assert _error(client, body.encode()) == f"{expected}: send each field once"
+
+
+def test_requests_without_duplicates_skip_the_second_parse(
+    client: TestClient, rows: npt.NDArray[np.float64], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a header whose quote count is off (or with a backslash) is parsed again."""
+
+    def fail(body: bytes) -> None:
+        raise AssertionError(f"parsed again: {body[:80]!r}")
+
+    monkeypatch.setattr("app.oip.refuse_duplicate_keys", fail)
+    matrix = matrix_request(rows[:3], id="q-1", parameters={"k": ["v", {"w": None}]})
+    matrix["outputs"] = [{"name": "probability", "parameters": {"binary_data": False}}]
+    for body in (matrix, column_request(rows[:3])):
+        outputs(client.post(INFER, content=json.dumps(body, indent=1)))
+    raw = rows[:1].astype("<f8").tobytes()
+    size = {"binary_data_size": len(raw)}
+    tensor = {"name": "features", "shape": [1, 13], "datatype": "FP64", "parameters": size}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    answer = client.post(INFER, content=header + raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    monkeypatch.undo()
+    escaped = json.dumps(matrix_request(rows[:1], id="caf\u00e9"), ensure_ascii=True)
+    assert "\\u00e9" in escaped
+    assert outputs(client.post(INFER, content=escaped))
+
+
 #: Shapes NumPy itself cannot take (a 500 before they were checked): more than 64
 #: dimensions, and dimensions whose product is 0 while one overflows 64 bits.
 _HOSTILE_SHAPES = [[1] * 65, [9223372036854775808, 0], [2147483648, 8589934592, 0]]

@@ -29,8 +29,11 @@ from typing import Any, Final
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.oip_schemas import (
     InferenceErrorResponse,
@@ -46,6 +49,7 @@ from app.oip_schemas import (
 )
 from app.openapi import ERRORS, PROBE_ERRORS, operation
 from app.routes import read_body
+from app.routes import validation_error_handler as routes_validation_error_handler
 from app.runtime import Runtime, runtime_of
 from app.service import InvalidBodyError, PredictionService, refuse_duplicate_keys
 from model.arrays import FloatArray
@@ -74,9 +78,15 @@ TAG_METADATA: Final[dict[str, str]] = {
 
 _ERROR: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": InferenceErrorResponse, "description": "Invalid request; `error` says why."},
+    413: {"model": InferenceErrorResponse, "description": "Body larger than HEART_MAX_BODY_BYTES."},
 }
-#: Refused by the middleware before the protocol's code runs, hence FastAPI's `detail` shape.
-_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = ERRORS
+#: The service's refusals before routing (app/openapi.py), in the protocol's shape here.
+_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
+    401: {**ERRORS[401], "model": InferenceErrorResponse}
+}
+_PROBE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {**PROBE_ERRORS[400], "model": InferenceErrorResponse}
+}
 
 
 def _status_503(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
@@ -435,7 +445,10 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
 @router.get(
     "",
     **operation(
-        "oip_server_metadata", "Server metadata (Open Inference Protocol)", ServerMetadataResponse
+        "oip_server_metadata",
+        "Server metadata (Open Inference Protocol)",
+        ServerMetadataResponse,
+        _UNAUTHORIZED,
     ),
 )
 async def server_metadata() -> Response:
@@ -450,7 +463,7 @@ async def server_metadata() -> Response:
 @router.get(
     "/health/live",
     **operation(
-        "oip_server_live", "Liveness (Open Inference Protocol)", ServerLiveResponse, PROBE_ERRORS
+        "oip_server_live", "Liveness (Open Inference Protocol)", ServerLiveResponse, _PROBE_ERRORS
     ),
 )
 async def server_live() -> Response:
@@ -464,7 +477,7 @@ async def server_live() -> Response:
         "oip_server_ready",
         "Readiness (Open Inference Protocol)",
         ServerReadyResponse,
-        {**PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
+        {**_PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
     ),
 )
 async def server_ready(request: Request) -> Response:
@@ -548,28 +561,55 @@ async def model_infer(request: Request) -> Response:
     return Response(payload, media_type="application/json")
 
 
-#: This model's endpoints below /v2/models/heart, with their one method each.
-_MODEL_ENDPOINTS: Final[dict[str, str]] = {"": "GET", "/ready": "GET", "/infer": "POST"}
+# -- errors outside the routes' own code ---------------------------------------------------------
 
 
-@router.api_route(
-    "/models/{model_name}{rest:path}",
-    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-    include_in_schema=False,
-)
-async def other_model_paths(request: Request, model_name: str, rest: str) -> Response:
-    """The protocol's error shape instead of FastAPI's ``detail`` for everything else.
+def is_protocol_path(path: str) -> bool:
+    """Whether ``path`` is the protocol's: its every error is ``{"error": ...}``."""
+    return path == PREFIX or path.startswith(f"{PREFIX}/")
 
-    (This route would otherwise swallow the 405 that a wrong method on one of
-    the model's own endpoints deserves, so it answers that too.)
+
+_MODELS: Final[str] = f"{PREFIX}/models/"
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's HTTP errors (404, 405, a chunked body's 413, ...), in the
+    protocol's shape below /v2 and in FastAPI's ``detail`` shape elsewhere.
+
+    The protocol requires ``{"error": ...}`` of every failed request; the router's
+    own 404 and 405 would otherwise answer ``{"detail": ...}`` (``OPTIONS
+    /v2/models/heart``). Under /v2/models/ a 404 or 405 names what is wrong: a
+    model not served here (any method), a path the model does not have, or the
+    method to use.
     """
-    if model_name != MODEL_NAME:
-        return error_response(
-            f"model {model_name!r} is not served here; the model is {MODEL_NAME!r}", 404
-        )
-    allowed = _MODEL_ENDPOINTS.get(rest)
-    if allowed is None:
-        return error_response(f"no such endpoint: {request.url.path}", 404)
-    response = error_response(f"method {request.method} not allowed; use {allowed}", 405)
-    response.headers["Allow"] = allowed
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if not is_protocol_path(path):
+        return await http_exception_handler(request, exc)
+    status, headers, message = exc.status_code, dict(exc.headers or {}), str(exc.detail)
+    if status in (404, 405):
+        model = path.removeprefix(_MODELS).partition("/")[0]
+        if path.startswith(_MODELS) and model not in ("", MODEL_NAME):
+            status, headers = 404, {}
+            message = f"model {model!r} is not served here; the model is {MODEL_NAME!r}"
+        elif status == 404:
+            message = f"no such endpoint: {path}"
+        else:
+            message = f"method {request.method} not allowed; use {headers.get('Allow', '')}"
+    response = error_response(message, status)
+    response.headers.update(headers)
     return response
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a parameter, as ``{"error": ...}`` below /v2 (routes.py's elsewhere).
+
+    No protocol route declares a parameter FastAPI validates today; this keeps
+    the shape right for one that does.
+    """
+    assert isinstance(exc, RequestValidationError)
+    if not is_protocol_path(request.url.path):
+        return await routes_validation_error_handler(request, exc)
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "request"
+    return error_response(f"{where}: {error.get('msg', 'invalid')}", 422)

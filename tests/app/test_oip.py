@@ -383,6 +383,78 @@ def test_unknown_models_get_the_protocol_error_shape(client: TestClient) -> None
     assert client.get("/v2/models/resnet").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message", "allow"),
+    [
+        ("OPTIONS", "/v2/models/heart", 405, "method OPTIONS not allowed; use GET", "GET"),
+        ("GET", INFER, 405, "method GET not allowed; use POST", "POST"),
+        ("DELETE", INFER, 405, "method DELETE not allowed; use POST", "POST"),
+        ("PUT", "/v2", 405, "method PUT not allowed; use GET", "GET"),
+        ("POST", "/v2/health/live", 405, "method POST not allowed; use GET", "GET"),
+        ("OPTIONS", "/v2/models/resnet", 404, "model 'resnet' is not served here", None),
+        ("TRACE", "/v2/models/resnet/infer", 404, "model 'resnet' is not served here", None),
+        ("GET", "/v2/models/heart/versions/1", 404, "no such endpoint: /v2/models/heart/", None),
+        ("GET", "/v2/repository/index", 404, "no such endpoint: /v2/repository/index", None),
+        ("GET", "/v2/models/", 404, "no such endpoint: /v2/models/", None),
+    ],
+)
+def test_routing_errors_below_v2_get_the_protocol_error_shape(
+    client: TestClient, method: str, path: str, status: int, message: str, allow: str | None
+) -> None:
+    """The protocol requires {"error": ...} of every failure; the router says {"detail": ...}."""
+    answer = client.request(method, path)
+    assert answer.status_code == status
+    assert list(answer.json()) == ["error"]
+    assert answer.json()["error"].startswith(message)
+    assert answer.headers.get("allow") == allow
+
+
+def test_refusals_before_routing_get_the_protocol_error_shape(artifact_path: Path) -> None:
+    """413 (declared or counted while reading a chunked body) and 400 come from the middleware."""
+    with TestClient(create_app(Settings(model_path=artifact_path, max_body_bytes=4096))) as c:
+        for body in (b"x" * 5000, iter([b"x" * 3000, b"x" * 3000])):
+            answer = c.post(INFER, content=body)
+            assert answer.status_code == 413
+            assert "exceeds the limit of 4096 bytes" in answer.json()["error"]
+        assert c.post("/predict", content=b"x" * 5000).json().keys() == {"detail"}
+        answer = c.get("/v2/models/heart", headers={"content-length": "nope"})
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"error": "Invalid Content-Length header."},
+        )
+
+
+def test_server_errors_below_v2_get_the_protocol_error_shape(
+    artifact_path: Path, rows: npt.NDArray[np.float64], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("app.oip.encode_response", broken)
+    app = create_app(Settings(model_path=artifact_path))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answer = c.post(INFER, json=matrix_request(rows[:1]))
+    assert (answer.status_code, answer.json()) == (500, {"error": "Internal server error."})
+
+
+def test_parameter_validation_below_v2_gets_the_protocol_error_shape(
+    artifact_path: Path,
+) -> None:
+    """No protocol route has a parameter FastAPI validates yet; one that does keeps the shape."""
+    app = create_app(Settings(model_path=artifact_path))
+
+    async def counted(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    app.add_api_route("/v2/counted", counted)
+    app.add_api_route("/counted", counted)
+    with TestClient(app) as c:
+        answer = c.get("/v2/counted", params={"n": "many"})
+        assert answer.status_code == 422
+        assert answer.json()["error"].startswith("query.n: Input should be a valid integer")
+        assert c.get("/counted", params={"n": "many"}).json()["detail"][0]["loc"] == ["query", "n"]
+
+
 def test_predictions_are_counted_in_metrics(
     client: TestClient, rows: npt.NDArray[np.float64]
 ) -> None:
@@ -398,8 +470,11 @@ def test_api_key_guards_inference_but_not_the_probes(
     with TestClient(create_app(settings)) as client:
         assert client.get("/v2/health/ready").status_code == 200
         assert client.get("/v2/health/live").status_code == 200
-        assert client.post(INFER, json=matrix_request(rows[:1])).status_code == 401
+        refused = client.post(INFER, json=matrix_request(rows[:1]))
+        assert refused.status_code == 401
+        assert list(refused.json()) == ["error"]  # the protocol's shape, even here
         assert client.get("/v2/models/heart").status_code == 401
+        assert client.get("/predict").json().keys() == {"detail"}  # ours elsewhere
         answer = client.post(INFER, json=matrix_request(rows[:1]), headers={"X-API-Key": API_KEY})
         assert answer.status_code == 200
 
@@ -409,7 +484,7 @@ def test_probes_document_the_only_refusal_they_can_give(client: TestClient) -> N
     for path in ("/v2/health/live", "/v2/health/ready"):
         answer = client.get(path, headers={"content-length": "nope"})
         assert answer.status_code == 400
-        assert answer.json() == {"detail": "Invalid Content-Length header."}
+        assert answer.json() == {"error": "Invalid Content-Length header."}
     document = client.get("/openapi.json").json()
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert "400" in document["paths"][path]["get"]["responses"]

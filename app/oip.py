@@ -161,12 +161,17 @@ def decode_request(
     if bad.any():
         raise ProtocolError(_describe_bad_cells(x, matrix=MATRIX_INPUT in tensors))
     if request.outputs is not None:
-        unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
+        names = [o.name for o in request.outputs]
+        unknown = [name for name in names if name not in OUTPUT_NAMES]
         if unknown:
             raise ProtocolError(
-                f"unknown output {unknown[0]!r}: this model has the outputs "
+                f"unknown output {_cut(repr(unknown[0]))}: this model has the outputs "
                 f"{PROBABILITY_OUTPUT!r} and {PREDICTION_OUTPUT!r}"
             )
+        # Else the answer would hold the same tensor twice, which clients index by name.
+        twice = [name for name in OUTPUT_NAMES if names.count(name) > 1]
+        if twice:
+            raise ProtocolError(f"output {twice[0]!r} is requested twice")
     return x, request
 
 

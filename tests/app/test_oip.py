@@ -205,6 +205,10 @@ def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> Non
     assert "unknown output 'class'" in _error(
         client, matrix_request(rows[:1], outputs=[{"name": "class"}])
     )
+    twice = [{"name": "prediction"}, {"name": "probability"}, {"name": "prediction"}]
+    assert _error(client, matrix_request(rows[:1], outputs=twice)) == (
+        "output 'prediction' is requested twice"
+    )
 
 
 def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:

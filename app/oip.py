@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -69,6 +70,8 @@ _NUMPY_TYPES: Final[Mapping[str, str]] = dict(
 )
 _MAX_REPORTED: Final[int] = 5
 _MAX_SHAPE_TEXT: Final[int] = 60
+#: Up to 19 digits: any longer does not fit a body anyway, and int() stays cheap.
+_DIGITS: Final = re.compile(r"[0-9]{1,19}")
 TAG: Final[str] = "open inference protocol"
 TAG_METADATA: Final[dict[str, str]] = {
     "name": TAG,
@@ -550,11 +553,7 @@ async def model_infer(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         service = _service_or_error(runtime)
-        raw_length = request.headers.get(HEADER_LENGTH)
-        try:
-            header_length = int(raw_length) if raw_length is not None else None
-        except ValueError:
-            raise ProtocolError("Inference-Header-Content-Length must be an integer") from None
+        header_length = _header_length(request.headers.get(HEADER_LENGTH))
         body = await read_body(request, required=False)
         if not body:
             raise ProtocolError("the request has no body: send an inference request")
@@ -564,6 +563,21 @@ async def model_infer(request: Request) -> Response:
     payload, positive = encode_response(service, x, parsed)
     runtime.metrics.observe_batch(x, positive)
     return Response(payload, media_type="application/json")
+
+
+def _header_length(raw: str | None) -> int | None:
+    """The Inference-Header-Content-Length header as a number of bytes, digits only.
+
+    Python's ``int`` also reads ``1_0``, ``+10`` and non-ASCII digits, which a
+    proxy in front would not: the two would split the body differently.
+    """
+    if raw is None:
+        return None
+    if _DIGITS.fullmatch(raw) is None:
+        raise ProtocolError(
+            f"Inference-Header-Content-Length must be a number of bytes, got {_cut(repr(raw))}"
+        )
+    return int(raw)
 
 
 # -- errors outside the routes' own code ---------------------------------------------------------

@@ -219,6 +219,11 @@ def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
     assert "does not fit" in _error(
         client, b"{}", headers={"Inference-Header-Content-Length": "99"}
     )
+    # Python's int() reads these; a proxy would not, and would split the body elsewhere.
+    for odd in ("1_0", "+10", "1e3", "-1", "9" * 30):
+        assert "Inference-Header-Content-Length must be a number of bytes" in _error(
+            client, b"{}" * 10, headers={"Inference-Header-Content-Length": odd}
+        ), odd
     header = b'{"inputs":[{"name":"features","shape":[1,13],"datatype":"FP64",'
     header += b'"parameters":{"binary_data_size":104}}]}'
     short = header + struct.pack("<12d", *range(12))

@@ -22,6 +22,7 @@ from typing import Final
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import disable_created_metrics
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import oip
 from app.columnar import TABLE_PATH
@@ -40,7 +41,7 @@ from app.openapi import (
     TITLE,
     HeartAPI,
 )
-from app.routes import router, validation_error_handler
+from app.routes import router
 from app.runtime import Runtime
 from app.settings import Settings
 from model.cli_support import package_version
@@ -95,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.router)
     app.include_router(columnar_router)
     add_offline_docs(app)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # Both answer in the Open Inference Protocol's {"error": ...} below /v2, else as FastAPI does.
+    app.add_exception_handler(RequestValidationError, oip.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, oip.http_error_handler)
     app.add_middleware(
         ServiceMiddleware,
         runtime=runtime,
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # tritonclient sends no Content-Type, and binary tensors are not JSON;
         # /predict/table takes CSV and Arrow and checks its own media types.
         any_body_paths={oip.INFER_PATH, TABLE_PATH},
+        is_protocol_path=oip.is_protocol_path,
     )
     return app
 

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 from fastapi.routing import iter_route_contexts
@@ -66,6 +66,7 @@ class ServiceMiddleware:
         open_paths: Collection[str],
         routes: Sequence[BaseRoute],
         any_body_paths: Collection[str] = (),
+        is_protocol_path: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self.app = app
         self.runtime = runtime
@@ -94,6 +95,8 @@ class ServiceMiddleware:
             for route in expanded
             if "GET" in (getattr(route, "methods", None) or ())
         )
+        # The Open Inference Protocol's paths (app/oip.py) have their own error shape.
+        self.is_protocol_path = is_protocol_path
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
         # Connections the protocol refuses never become requests; count them here too.
@@ -148,6 +151,7 @@ class ServiceMiddleware:
             if SHED_KEY in scope:
                 kind = "overloaded"
                 retry = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
+                # As app.protocol's own 503 for the same overload: {"detail": ...} everywhere.
                 await _respond(send_with_id, 503, SHED_DETAIL, retry)
                 return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
@@ -157,7 +161,7 @@ class ServiceMiddleware:
                 # use; FastAPI routes only GET. The server drops the body of a HEAD.
                 app_scope = {**scope, "method": "GET"}
             if refusal is not None:
-                await _respond(send_with_id, *refusal)
+                await _respond(send_with_id, *refusal, key=self._error_key(path))
             elif chunked and content_length is None:
                 await self.app(app_scope, self._limited(receive), send_with_id)
             else:
@@ -171,7 +175,9 @@ class ServiceMiddleware:
             # Answer in JSON with the request id; the exception still propagates so
             # the server logs its traceback (Starlette sees the response started).
             if not status:
-                await _respond(send_with_id, 500, "Internal server error.")
+                await _respond(
+                    send_with_id, 500, "Internal server error.", key=self._error_key(path)
+                )
             raise
         finally:
             if ADMITTED_KEY in scope:
@@ -183,6 +189,10 @@ class ServiceMiddleware:
             # Other requests in flight: their lines come in this loop turn; join them.
             defer = admitted.count > 0
             self.access_log.write(scope["method"], path, status, seconds, rid, defer=defer)
+
+    def _error_key(self, path: str) -> str:
+        """The key of an error body: ``error`` where the Open Inference Protocol requires it."""
+        return "error" if self.is_protocol_path(path) else "detail"
 
     def _count_shed(self, method: str, path: str) -> None:
         """A request the protocol answered 503 itself (no app, no access log line)."""
@@ -270,10 +280,16 @@ class ServiceMiddleware:
 
 
 async def _respond(
-    send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    status: int,
+    detail: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    *,
+    key: str = "detail",
 ) -> None:
-    """A ``{"detail": ...}`` JSON error, the shape of FastAPI's HTTPException responses."""
-    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    """A ``{"detail": ...}`` JSON error, the shape of FastAPI's HTTPException responses
+    (``{"error": ...}`` with ``key="error"``, the Open Inference Protocol's)."""
+    body = json.dumps({key: detail}, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",

@@ -24,13 +24,17 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.oip_schemas import (
     InferenceErrorResponse,
@@ -46,8 +50,9 @@ from app.oip_schemas import (
 )
 from app.openapi import ERRORS, PROBE_ERRORS, operation
 from app.routes import read_body
+from app.routes import validation_error_handler as routes_validation_error_handler
 from app.runtime import Runtime, runtime_of
-from app.service import PredictionService
+from app.service import InvalidBodyError, PredictionService, refuse_duplicate_keys
 from model.arrays import FloatArray
 from model.cli_support import package_version
 from model.features import FEATURE_NAMES, MAY_BE_MISSING, N_FEATURES, invalid_cells, outside_domain
@@ -64,6 +69,9 @@ _NUMPY_TYPES: Final[Mapping[str, str]] = dict(
     FP64="<f8", FP32="<f4", INT64="<i8", INT32="<i4", INT16="<i2", INT8="i1"
 )
 _MAX_REPORTED: Final[int] = 5
+_MAX_SHAPE_TEXT: Final[int] = 60
+#: Up to 19 digits: any longer does not fit a body anyway, and int() stays cheap.
+_DIGITS: Final = re.compile(r"[0-9]{1,19}")
 TAG: Final[str] = "open inference protocol"
 TAG_METADATA: Final[dict[str, str]] = {
     "name": TAG,
@@ -73,9 +81,15 @@ TAG_METADATA: Final[dict[str, str]] = {
 
 _ERROR: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": InferenceErrorResponse, "description": "Invalid request; `error` says why."},
+    413: {"model": InferenceErrorResponse, "description": "Body larger than HEART_MAX_BODY_BYTES."},
 }
-#: Refused by the middleware before the protocol's code runs, hence FastAPI's `detail` shape.
-_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = ERRORS
+#: The service's refusals before routing (app/openapi.py), in the protocol's shape here.
+_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
+    401: {**ERRORS[401], "model": InferenceErrorResponse}
+}
+_PROBE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {**PROBE_ERRORS[400], "model": InferenceErrorResponse}
+}
 
 
 def _status_503(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
@@ -120,8 +134,11 @@ def decode_request(
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
+        _refuse_duplicate_keys(header)  # a duplicate may be why: say so first
         raise ProtocolError(_describe_validation_error(exc, header)) from None
-    tensors = _tensors(request.inputs, binary)
+    if header.count(b'"') != _quotes(request) or b"\\" in header:
+        _refuse_duplicate_keys(header)
+    tensors = _tensors(request.inputs, binary, max_rows=max_rows)
     if MATRIX_INPUT in tensors:
         if len(tensors) != 1:
             raise ProtocolError(
@@ -147,16 +164,23 @@ def decode_request(
     if bad.any():
         raise ProtocolError(_describe_bad_cells(x, matrix=MATRIX_INPUT in tensors))
     if request.outputs is not None:
-        unknown = [o.name for o in request.outputs if o.name not in OUTPUT_NAMES]
+        names = [o.name for o in request.outputs]
+        unknown = [name for name in names if name not in OUTPUT_NAMES]
         if unknown:
             raise ProtocolError(
-                f"unknown output {unknown[0]!r}: this model has the outputs "
+                f"unknown output {_cut(repr(unknown[0]))}: this model has the outputs "
                 f"{PROBABILITY_OUTPUT!r} and {PREDICTION_OUTPUT!r}"
             )
+        # Else the answer would hold the same tensor twice, which clients index by name.
+        twice = [name for name in OUTPUT_NAMES if names.count(name) > 1]
+        if twice:
+            raise ProtocolError(f"output {twice[0]!r} is requested twice")
     return x, request
 
 
-def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndarray[Any, Any]]:
+def _tensors(
+    inputs: Sequence[RequestInput], binary: bytes, *, max_rows: int
+) -> dict[str, np.ndarray[Any, Any]]:
     """Each input's data as an array of its declared shape, checked against that shape."""
     tensors: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
@@ -169,13 +193,20 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
             )
         if name in tensors:
             raise ProtocolError(f"input {name!r} is given twice")
+        _check_shape(name, tensor.shape, max_rows)
         size = tensor.parameters.get("binary_data_size") if tensor.parameters else None
         if size is not None:
             if tensor.data is not None:
                 raise ProtocolError(f"input {name!r} has both data and binary_data_size")
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            # type(), not isinstance(): JSON's true is a Python int (True == 1) too.
+            if type(size) is not int or size < 0:
                 raise ProtocolError(
-                    f"input {name!r}: binary_data_size {size!r} does not fit the "
+                    f"input {name!r}: binary_data_size must be a non-negative integer "
+                    f"(a number of bytes), got {_cut(json.dumps(size))}"
+                )
+            if offset + size > len(binary):
+                raise ProtocolError(
+                    f"input {name!r}: binary_data_size {_cut(str(size))} does not fit the "
                     f"{len(binary)} bytes after the JSON header"
                 )
             dtype = np.dtype(_NUMPY_TYPES[tensor.datatype])
@@ -199,8 +230,8 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
         expected = math.prod(tensor.shape)
         if values.size != expected:
             raise ProtocolError(
-                f"input {name!r} has {values.size} values but its shape {tensor.shape} "
-                f"needs {expected}"
+                f"input {name!r} has {values.size} values but its shape "
+                f"{_shape_text(tensor.shape)} needs {expected}"
             )
         tensors[name] = values.reshape(tensor.shape)
     if offset != len(binary):
@@ -210,12 +241,42 @@ def _tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndar
     return tensors
 
 
-def _matrix_input(values: np.ndarray[Any, Any]) -> FloatArray:
-    if values.ndim != 2 or values.shape[1] != N_FEATURES:
+def _check_shape(name: str, shape: Sequence[int], max_rows: int) -> None:
+    """Refuse a shape this model cannot take before NumPy sees it.
+
+    The schema only makes each dimension a non-negative integer. NumPy itself
+    fails on what a hostile client can still send, as a 500: more than 64
+    dimensions, or dimensions whose product is 0 (so the data length matches)
+    while one of them overflows 64 bits. Our tensors are [n, 13], or [n] (or
+    [n, 1]) per feature, with n within the batch limit: anything else is
+    refused here, naming the input.
+    """
+    if name == MATRIX_INPUT:
+        fits = len(shape) == 2 and shape[1] == N_FEATURES
+        expected = f"[n, {N_FEATURES}] with the features in this order: {', '.join(FEATURE_NAMES)}"
+    else:
+        fits = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        expected = "[n] (or [n, 1])"
+    if not fits:
+        raise ProtocolError(f"input {name!r} has shape {_shape_text(shape)}, expected {expected}")
+    if shape[0] > max_rows:
         raise ProtocolError(
-            f"input {MATRIX_INPUT!r} has shape {list(values.shape)}, expected "
-            f"[n, {N_FEATURES}] with the features in this order: {', '.join(FEATURE_NAMES)}"
+            f"input {name!r}: {_cut(str(shape[0]))} rows exceed the limit of {max_rows} "
+            "per request (HEART_MAX_BATCH_SIZE); send fewer rows per request"
         )
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape for an error message, cut short: a client may send thousands of digits."""
+    return _cut("[" + ", ".join(map(str, shape)) + "]")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_SHAPE_TEXT else text[: _MAX_SHAPE_TEXT - 3] + "..."
+
+
+def _matrix_input(values: np.ndarray[Any, Any]) -> FloatArray:
+    """The [n, 13] matrix (its shape was checked by :func:`_check_shape`)."""
     return np.ascontiguousarray(values, dtype=np.float64)
 
 
@@ -230,12 +291,8 @@ def _column_inputs(tensors: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
     columns = []
     for name in FEATURE_NAMES:
         column = tensors[name]
-        if column.ndim == 2 and column.shape[1] == 1:  # [n, 1] is the pandas codec's shape too
+        if column.ndim == 2:  # [n, 1] is the pandas codec's shape too (see _check_shape)
             column = column[:, 0]
-        if column.ndim != 1:
-            raise ProtocolError(
-                f"input {name!r} has shape {list(column.shape)}, expected [n] (or [n, 1])"
-            )
         columns.append(column)
     lengths = {len(c) for c in columns}
     if len(lengths) != 1:
@@ -263,16 +320,58 @@ def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _quotes(value: Any) -> int:
+    """How many ``"`` the JSON text of a validated request holds, if no key came twice.
+
+    Two per key and per string: counting the header's quotes (microseconds)
+    tells whether it could hold a duplicate key, so only then is it parsed
+    again to find it, as /predict does (``app.service``). Tensor data are
+    numbers (``data`` is skipped: it is the bulk of a request). A string can
+    only hold a quote escaped (``\\"``, or ``\\u0022`` which hides it from the
+    count), so the caller sends any header with a backslash to the full check.
+    """
+    if isinstance(value, str):
+        return 2
+    if isinstance(value, BaseModel):
+        return sum(
+            2 + (0 if field == "data" else _quotes(getattr(value, field)))
+            for field in value.model_fields_set
+        )
+    if isinstance(value, dict):
+        return sum(_quotes(k) + _quotes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_quotes(v) for v in value)
+    return 0
+
+
+def _refuse_duplicate_keys(header: bytes) -> None:
+    """/predict's check (:func:`app.service.refuse_duplicate_keys`), in the protocol's words.
+
+    A duplicated key is silently resolved to its last value by the parser, so
+    what a proxy or a log judged is not what would be scored.
+    """
+    try:
+        refuse_duplicate_keys(header)
+    except InvalidBodyError as exc:
+        error = exc.errors[0]
+        raise ProtocolError(f"{_locate(error['loc'][1:], header)}: {error['msg']}") from None
+
+
 def _describe_validation_error(exc: ValidationError, header: bytes) -> str:
     """The first problem of a malformed request, located as ``inputs[2] ('age').data[5]``."""
     error = exc.errors(include_url=False)[0]
     if error["type"] == "json_invalid":
         return f"the request is not valid JSON: {error['msg']}"
+    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
+    return f"{_locate(loc, header)}: {error['msg']}"
+
+
+def _locate(loc: Sequence[str | int], header: bytes) -> str:
+    """Where ``loc`` points in the request, with each input's name: ``inputs[2] ('age').data``."""
     names: list[Any] = []
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         names = [i.get("name") for i in json.loads(header).get("inputs", [])]
     where = ""
-    loc = [part for part in error["loc"] if not (isinstance(part, str) and "[" in part)]
     for i, part in enumerate(loc):
         if isinstance(part, int):
             where += f"[{part}]"
@@ -280,7 +379,7 @@ def _describe_validation_error(exc: ValidationError, header: bytes) -> str:
                 where += f" ({names[part]!r})"
         else:
             where += f".{part}" if where else str(part)
-    return f"{where or 'request'}: {error['msg']}"
+    return where or "request"
 
 
 # -- encoding -----------------------------------------------------------------------------------
@@ -354,7 +453,10 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
 @router.get(
     "",
     **operation(
-        "oip_server_metadata", "Server metadata (Open Inference Protocol)", ServerMetadataResponse
+        "oip_server_metadata",
+        "Server metadata (Open Inference Protocol)",
+        ServerMetadataResponse,
+        _UNAUTHORIZED,
     ),
 )
 async def server_metadata() -> Response:
@@ -369,7 +471,7 @@ async def server_metadata() -> Response:
 @router.get(
     "/health/live",
     **operation(
-        "oip_server_live", "Liveness (Open Inference Protocol)", ServerLiveResponse, PROBE_ERRORS
+        "oip_server_live", "Liveness (Open Inference Protocol)", ServerLiveResponse, _PROBE_ERRORS
     ),
 )
 async def server_live() -> Response:
@@ -383,7 +485,7 @@ async def server_live() -> Response:
         "oip_server_ready",
         "Readiness (Open Inference Protocol)",
         ServerReadyResponse,
-        {**PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
+        {**_PROBE_ERRORS, **_status_503(ServerReadyResponse, "Not ready.")},
     ),
 )
 async def server_ready(request: Request) -> Response:
@@ -451,11 +553,7 @@ async def model_infer(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         service = _service_or_error(runtime)
-        raw_length = request.headers.get(HEADER_LENGTH)
-        try:
-            header_length = int(raw_length) if raw_length is not None else None
-        except ValueError:
-            raise ProtocolError("Inference-Header-Content-Length must be an integer") from None
+        header_length = _header_length(request.headers.get(HEADER_LENGTH))
         body = await read_body(request, required=False)
         if not body:
             raise ProtocolError("the request has no body: send an inference request")
@@ -467,28 +565,70 @@ async def model_infer(request: Request) -> Response:
     return Response(payload, media_type="application/json")
 
 
-#: This model's endpoints below /v2/models/heart, with their one method each.
-_MODEL_ENDPOINTS: Final[dict[str, str]] = {"": "GET", "/ready": "GET", "/infer": "POST"}
+def _header_length(raw: str | None) -> int | None:
+    """The Inference-Header-Content-Length header as a number of bytes, digits only.
 
-
-@router.api_route(
-    "/models/{model_name}{rest:path}",
-    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-    include_in_schema=False,
-)
-async def other_model_paths(request: Request, model_name: str, rest: str) -> Response:
-    """The protocol's error shape instead of FastAPI's ``detail`` for everything else.
-
-    (This route would otherwise swallow the 405 that a wrong method on one of
-    the model's own endpoints deserves, so it answers that too.)
+    Python's ``int`` also reads ``1_0``, ``+10`` and non-ASCII digits, which a
+    proxy in front would not: the two would split the body differently.
     """
-    if model_name != MODEL_NAME:
-        return error_response(
-            f"model {model_name!r} is not served here; the model is {MODEL_NAME!r}", 404
+    if raw is None:
+        return None
+    if _DIGITS.fullmatch(raw) is None:
+        raise ProtocolError(
+            f"Inference-Header-Content-Length must be a number of bytes, got {_cut(repr(raw))}"
         )
-    allowed = _MODEL_ENDPOINTS.get(rest)
-    if allowed is None:
-        return error_response(f"no such endpoint: {request.url.path}", 404)
-    response = error_response(f"method {request.method} not allowed; use {allowed}", 405)
-    response.headers["Allow"] = allowed
+    return int(raw)
+
+
+# -- errors outside the routes' own code ---------------------------------------------------------
+
+
+def is_protocol_path(path: str) -> bool:
+    """Whether ``path`` is the protocol's: its every error is ``{"error": ...}``."""
+    return path == PREFIX or path.startswith(f"{PREFIX}/")
+
+
+_MODELS: Final[str] = f"{PREFIX}/models/"
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's and FastAPI's HTTP errors (404, 405, a chunked body's 413, ...), in the
+    protocol's shape below /v2 and in FastAPI's ``detail`` shape elsewhere.
+
+    The protocol requires ``{"error": ...}`` of every failed request; the router's
+    own 404 and 405 would otherwise answer ``{"detail": ...}`` (``OPTIONS
+    /v2/models/heart``). Under /v2/models/ a 404 or 405 names what is wrong: a
+    model not served here (any method), a path the model does not have, or the
+    method to use.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if not is_protocol_path(path):
+        return await http_exception_handler(request, exc)
+    status, headers, message = exc.status_code, dict(exc.headers or {}), str(exc.detail)
+    if status in (404, 405):
+        model = path.removeprefix(_MODELS).partition("/")[0]
+        if path.startswith(_MODELS) and model not in ("", MODEL_NAME):
+            status, headers = 404, {}
+            message = f"model {model!r} is not served here; the model is {MODEL_NAME!r}"
+        elif status == 404:
+            message = f"no such endpoint: {path}"
+        else:
+            message = f"method {request.method} not allowed; use {headers.get('Allow', '')}"
+    response = error_response(message, status)
+    response.headers.update(headers)
     return response
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a parameter, as ``{"error": ...}`` below /v2 (routes.py's elsewhere).
+
+    No protocol route declares a parameter FastAPI validates today; this keeps
+    the shape right for one that does.
+    """
+    assert isinstance(exc, RequestValidationError)
+    if not is_protocol_path(request.url.path):
+        return await routes_validation_error_handler(request, exc)
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "request"
+    return error_response(f"{where}: {error.get('msg', 'invalid')}", 422)

@@ -58,6 +58,8 @@ _QUOTES_PER_PATIENT: Final[int] = 2 * N_FEATURES
 _INT_FROM_FLOAT_MSG: Final[str] = (
     "Input should be a valid integer, got a number with a fractional part"
 )
+#: Pydantic's own message for NaN or Infinity in a float field.
+_FINITE_MSG: Final[str] = "Input should be a finite number"
 
 
 class InvalidBodyError(Exception):
@@ -370,14 +372,20 @@ def _parse_with_duplicates(body: bytes) -> tuple[Any, list[dict[str, Any]]] | No
     Pydantic, like most JSON parsers, keeps the last of duplicated keys, so
     ``{"age": 500, ..., "age": 54}`` would be scored as 54 while a proxy, a log
     or a WAF may have judged the 500: such a body is refused, naming the key.
+    Every object is looked at, however deep (the Open Inference Protocol's
+    inputs sit two levels down), in document order.
     """
     try:
         doc = json.loads(body, object_pairs_hook=_object_pairs)
     except (ValueError, RecursionError):
         return None
     errors: list[dict[str, Any]] = []
-
-    def report(obj: object, loc: tuple[str | int, ...]) -> None:
+    # An explicit stack: json.loads takes nesting deeper than Python's recursion limit allows.
+    stack: list[tuple[Any, tuple[str | int, ...]]] = []
+    if isinstance(doc, (dict, list)):
+        stack.append((doc, ("body",)))
+    while stack:
+        obj, loc = stack.pop()
         if isinstance(obj, _JSONObject):
             errors.extend(
                 {
@@ -388,11 +396,8 @@ def _parse_with_duplicates(body: bytes) -> tuple[Any, list[dict[str, Any]]] | No
                 }
                 for key in obj.duplicates
             )
-
-    report(doc, ("body",))
-    if isinstance(doc, dict) and isinstance(doc.get("patients"), list):
-        for index, patient in enumerate(doc["patients"]):
-            report(patient, ("body", "patients", index))
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        stack.extend(reversed([(v, (*loc, k)) for k, v in items if isinstance(v, (dict, list))]))
     return doc, errors
 
 
@@ -466,8 +471,13 @@ def request_errors(exc: ValidationError) -> list[dict[str, Any]]:
         elif error["loc"] == ("patients",) and isinstance(error.get("input"), list):
             item["input"] = None  # a too long or malformed list of patients
         elif error["type"] == "int_type" and isinstance(error.get("input"), float):
-            # Integral floats were accepted before this point: say what is wrong.
-            item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
+            # Integral floats were accepted before this point: say what is wrong. NaN and
+            # Infinity (which Pydantic's JSON parser reads) have no fractional part to speak
+            # of: a coded field says of them what a continuous one does.
+            if math.isfinite(error["input"]):
+                item["type"], item["msg"] = "int_from_float", _INT_FROM_FLOAT_MSG
+            else:
+                item["type"], item["msg"] = "finite_number", _FINITE_MSG
         errors.append(_explain(item))
     return errors
 

@@ -175,15 +175,23 @@ def test_predict_lists_every_missing_field(client: TestClient) -> None:
     assert sorted(error_locs(response)) == sorted(("body", n) for n in FEATURE_NAMES[1:])
 
 
+def _with_literal(body: dict[str, Any], field: str, literal: str) -> str:
+    """``body`` as JSON with ``field`` set to a literal json.dumps would not write."""
+    return json.dumps({**body, field: "__literal__"}).replace('"__literal__"', literal)
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
-def test_predict_refuses_non_finite_numbers(client: TestClient, literal: str) -> None:
-    # Pydantic's JSON parser reads these non-standard literals, then refuses the value.
-    body = json.dumps(PATIENT_EXAMPLE).replace('"age": 54', f'"age": {literal}')
+@pytest.mark.parametrize("field", ["age", "sex", "thal"])  # continuous, coded, coded or null
+def test_predict_refuses_non_finite_numbers(client: TestClient, literal: str, field: str) -> None:
+    # Pydantic's JSON parser reads these non-standard literals, then refuses the value;
+    # a coded (integer) field once called them "a number with a fractional part".
+    body = _with_literal(PATIENT_EXAMPLE, field, literal)
     response = client.post("/predict", content=body, headers=JSON)
     assert response.status_code == 422
     [error] = response.json()["detail"]
-    assert error["loc"] == ["body", "age"]
+    assert error["loc"] == ["body", field]
     assert error["type"] == "finite_number"
+    assert error["msg"] == "Input should be a finite number"
     assert error["input"] == literal
 
 
@@ -303,13 +311,15 @@ def test_batch_refuses_malformed_bodies(
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
-def test_batch_refuses_non_finite_numbers(client: TestClient, literal: str) -> None:
-    body = json.dumps({"patients": [PATIENT_EXAMPLE]}).replace('"age": 54', f'"age": {literal}')
+@pytest.mark.parametrize("field", ["age", "sex"])
+def test_batch_refuses_non_finite_numbers(client: TestClient, literal: str, field: str) -> None:
+    body = '{"patients": [' + _with_literal(PATIENT_EXAMPLE, field, literal) + "]}"
     response = client.post("/predict/batch", content=body, headers=JSON)
     assert response.status_code == 422
     [error] = response.json()["detail"]
-    assert error["loc"] == ["body", "patients", 0, "age"]
+    assert error["loc"] == ["body", "patients", 0, field]
     assert error["type"] == "finite_number"
+    assert error["msg"] == "Input should be a finite number"
     assert error["input"] == literal
 
 

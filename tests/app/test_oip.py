@@ -164,7 +164,8 @@ def test_out_of_range_values_are_refused_naming_row_and_feature(
     ("change", "expected"),
     [
         ({"data": "nope"}, "inputs[0] ('features').data: Input should be a valid array"),
-        ({"shape": [2, 12]}, "has 26 values but its shape [2, 12] needs 24"),
+        ({"shape": [3, 13]}, "has 26 values but its shape [3, 13] needs 39"),
+        ({"shape": [2, 12]}, "has shape [2, 12], expected [n, 13]"),
         ({"datatype": "BYTES"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
         ({"name": "patients"}, "unknown input 'patients'"),
     ],
@@ -204,6 +205,10 @@ def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> Non
     assert "unknown output 'class'" in _error(
         client, matrix_request(rows[:1], outputs=[{"name": "class"}])
     )
+    twice = [{"name": "prediction"}, {"name": "probability"}, {"name": "prediction"}]
+    assert _error(client, matrix_request(rows[:1], outputs=twice)) == (
+        "output 'prediction' is requested twice"
+    )
 
 
 def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
@@ -214,6 +219,11 @@ def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
     assert "does not fit" in _error(
         client, b"{}", headers={"Inference-Header-Content-Length": "99"}
     )
+    # Python's int() reads these; a proxy would not, and would split the body elsewhere.
+    for odd in ("1_0", "+10", "1e3", "-1", "9" * 30):
+        assert "Inference-Header-Content-Length must be a number of bytes" in _error(
+            client, b"{}" * 10, headers={"Inference-Header-Content-Length": odd}
+        ), odd
     header = b'{"inputs":[{"name":"features","shape":[1,13],"datatype":"FP64",'
     header += b'"parameters":{"binary_data_size":104}}]}'
     short = header + struct.pack("<12d", *range(12))
@@ -222,11 +232,236 @@ def test_limits_and_bad_bodies(client: TestClient, heart_data: Any) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("size", "shown"), [(True, "true"), (104.0, "104.0"), ("104", '"104"'), (-8, "-8")]
+)
+def test_binary_data_size_must_be_an_integer(client: TestClient, size: Any, shown: str) -> None:
+    """JSON's true is a Python int, so it used to pass as 1 byte ("True bytes are not...")."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [1, 13],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    ).encode()
+    message = _error(
+        client,
+        header + struct.pack("<13d", *range(13)),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert message == (
+        f"input 'features': binary_data_size must be a non-negative integer "
+        f"(a number of bytes), got {shown}"
+    )
+
+
+def _raw(template: str) -> str:
+    """A JSON text json.dumps cannot write; TENSOR and ROW stand for a valid input's parts."""
+    tensor = '"name": "features", "shape": [1, 13], "datatype": "FP64"'
+    return template.replace("TENSOR", tensor).replace(
+        "ROW", "[54, 1, 4, 130, 245, 0, 2, 150, 0, 0.8, 2, 0, 3]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            _raw('{"inputs": [{TENSOR, "data": [1], "data": ROW}]}'),
+            "inputs[0] ('features').data: Duplicate key 'data'",
+        ),
+        (
+            _raw('{"inputs": [], "inputs": [{TENSOR, "data": ROW}]}'),
+            "inputs: Duplicate key 'inputs'",
+        ),
+        (
+            _raw(
+                '{"inputs": [{TENSOR, "data": ROW}], "outputs": [{"name": "prediction", "name": '
+                '"probability"}]}'
+            ),
+            "outputs[0].name: Duplicate key 'name'",
+        ),
+        (
+            _raw('{"inputs": [{TENSOR, "data": ROW, "parameters": {"a": 1, "a": 2}}]}'),
+            "inputs[0] ('features').parameters.a: Duplicate key 'a'",
+        ),
+        # Escaped quotes in the kept value balance the duplicate's: the quote count alone
+        # would miss it.
+        (
+            _raw('{"id": "x", "id": "QQQQ", "inputs": [{TENSOR, "data": ROW}]}').replace(
+                "Q", "\\u0022"
+            ),
+            "id: Duplicate key 'id'",
+        ),
+        # Invalid as the last value says, but the duplicate is the first thing to fix.
+        (
+            _raw('{"inputs": [{TENSOR, "data": ROW, "data": "x"}]}'),
+            "inputs[0] ('features').data: Duplicate key 'data'",
+        ),
+    ],
+    ids=["data", "inputs", "output name", "parameter", "escaped quotes", "invalid last"],
+)
+def test_duplicate_keys_are_refused_like_predict_does(
+    client: TestClient, body: str, expected: str
+) -> None:
+    """The parser keeps a duplicated key's last value: what a proxy judged is not scored."""
+    assert _error(client, body.encode()) == f"{expected}: send each field once"
+
+
+def test_requests_without_duplicates_skip_the_second_parse(
+    client: TestClient, rows: npt.NDArray[np.float64], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a header whose quote count is off (or with a backslash) is parsed again."""
+
+    def fail(body: bytes) -> None:
+        raise AssertionError(f"parsed again: {body[:80]!r}")
+
+    monkeypatch.setattr("app.oip.refuse_duplicate_keys", fail)
+    matrix = matrix_request(rows[:3], id="q-1", parameters={"k": ["v", {"w": None}]})
+    matrix["outputs"] = [{"name": "probability", "parameters": {"binary_data": False}}]
+    for body in (matrix, column_request(rows[:3])):
+        outputs(client.post(INFER, content=json.dumps(body, indent=1)))
+    raw = rows[:1].astype("<f8").tobytes()
+    size = {"binary_data_size": len(raw)}
+    tensor = {"name": "features", "shape": [1, 13], "datatype": "FP64", "parameters": size}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    answer = client.post(INFER, content=header + raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    monkeypatch.undo()
+    escaped = json.dumps(matrix_request(rows[:1], id="caf\u00e9"), ensure_ascii=True)
+    assert "\\u00e9" in escaped
+    assert outputs(client.post(INFER, content=escaped))
+
+
+#: Shapes NumPy itself cannot take (a 500 before they were checked): more than 64
+#: dimensions, and dimensions whose product is 0 while one overflows 64 bits.
+_HOSTILE_SHAPES = [[1] * 65, [9223372036854775808, 0], [2147483648, 8589934592, 0]]
+
+
+def _binary(tensors: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension request whose inputs all have binary_data_size 0 and no bytes."""
+    for tensor in tensors:
+        del tensor["data"]
+        tensor["parameters"] = {"binary_data_size": 0}
+    header = json.dumps({"inputs": tensors}).encode()
+    return header, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize("shape", _HOSTILE_SHAPES, ids=["65 dims", "huge", "overflow"])
+@pytest.mark.parametrize("layout", ["matrix", "binary", "columns"])
+def test_shapes_numpy_cannot_take_are_refused_naming_the_input(
+    client: TestClient, shape: list[int], layout: str
+) -> None:
+    names = FEATURE_NAMES if layout == "columns" else ("features",)
+    data: list[float] = [1] if len(shape) == 65 else []
+    tensors = [{"name": n, "shape": shape, "datatype": "FP64", "data": data} for n in names]
+    if layout == "binary":
+        body, headers = _binary(tensors)
+        message = _error(client, body, headers=headers)
+    else:
+        message = _error(client, {"inputs": tensors})
+    assert message.startswith(f"input {names[0]!r} has shape ["), message
+    assert "expected [n" in message
+    assert len(message) < 400  # 65 dimensions (or 4,000 digits) are not echoed in full
+
+
+def test_rows_beyond_the_limit_are_refused_from_the_shape(client: TestClient) -> None:
+    """A row count over the batch limit is refused before any data is read, digits cut."""
+    huge = 10**4000
+    message = _error(
+        client,
+        {"inputs": [{"name": "features", "shape": [huge, 13], "datatype": "FP64", "data": []}]},
+    )
+    assert message.startswith("input 'features': 100000000"), message
+    assert "rows exceed the limit of 50" in message
+    assert len(message) < 200
+    tensors = [{"name": n, "shape": [51], "datatype": "FP64", "data": []} for n in FEATURE_NAMES]
+    assert "input 'age': 51 rows exceed the limit of 50" in _error(client, {"inputs": tensors})
+
+
 def test_unknown_models_get_the_protocol_error_shape(client: TestClient) -> None:
     response = client.post("/v2/models/resnet/infer", json={"inputs": []})
     assert response.status_code == 404
     assert response.json() == {"error": "model 'resnet' is not served here; the model is 'heart'"}
     assert client.get("/v2/models/resnet").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message", "allow"),
+    [
+        ("OPTIONS", "/v2/models/heart", 405, "method OPTIONS not allowed; use GET", "GET"),
+        ("GET", INFER, 405, "method GET not allowed; use POST", "POST"),
+        ("DELETE", INFER, 405, "method DELETE not allowed; use POST", "POST"),
+        ("PUT", "/v2", 405, "method PUT not allowed; use GET", "GET"),
+        ("POST", "/v2/health/live", 405, "method POST not allowed; use GET", "GET"),
+        ("OPTIONS", "/v2/models/resnet", 404, "model 'resnet' is not served here", None),
+        ("TRACE", "/v2/models/resnet/infer", 404, "model 'resnet' is not served here", None),
+        ("GET", "/v2/models/heart/versions/1", 404, "no such endpoint: /v2/models/heart/", None),
+        ("GET", "/v2/repository/index", 404, "no such endpoint: /v2/repository/index", None),
+        ("GET", "/v2/models/", 404, "no such endpoint: /v2/models/", None),
+    ],
+)
+def test_routing_errors_below_v2_get_the_protocol_error_shape(
+    client: TestClient, method: str, path: str, status: int, message: str, allow: str | None
+) -> None:
+    """The protocol requires {"error": ...} of every failure; the router says {"detail": ...}."""
+    answer = client.request(method, path)
+    assert answer.status_code == status
+    assert list(answer.json()) == ["error"]
+    assert answer.json()["error"].startswith(message)
+    assert answer.headers.get("allow") == allow
+
+
+def test_refusals_before_routing_get_the_protocol_error_shape(artifact_path: Path) -> None:
+    """413 (declared or counted while reading a chunked body) and 400 come from the middleware."""
+    with TestClient(create_app(Settings(model_path=artifact_path, max_body_bytes=4096))) as c:
+        for body in (b"x" * 5000, iter([b"x" * 3000, b"x" * 3000])):
+            answer = c.post(INFER, content=body)
+            assert answer.status_code == 413
+            assert "exceeds the limit of 4096 bytes" in answer.json()["error"]
+        assert c.post("/predict", content=b"x" * 5000).json().keys() == {"detail"}
+        answer = c.get("/v2/models/heart", headers={"content-length": "nope"})
+        assert (answer.status_code, answer.json()) == (
+            400,
+            {"error": "Invalid Content-Length header."},
+        )
+
+
+def test_server_errors_below_v2_get_the_protocol_error_shape(
+    artifact_path: Path, rows: npt.NDArray[np.float64], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("app.oip.encode_response", broken)
+    app = create_app(Settings(model_path=artifact_path))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answer = c.post(INFER, json=matrix_request(rows[:1]))
+    assert (answer.status_code, answer.json()) == (500, {"error": "Internal server error."})
+
+
+def test_parameter_validation_below_v2_gets_the_protocol_error_shape(
+    artifact_path: Path,
+) -> None:
+    """No protocol route has a parameter FastAPI validates yet; one that does keeps the shape."""
+    app = create_app(Settings(model_path=artifact_path))
+
+    async def counted(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    app.add_api_route("/v2/counted", counted)
+    app.add_api_route("/counted", counted)
+    with TestClient(app) as c:
+        answer = c.get("/v2/counted", params={"n": "many"})
+        assert answer.status_code == 422
+        assert answer.json()["error"].startswith("query.n: Input should be a valid integer")
+        assert c.get("/counted", params={"n": "many"}).json()["detail"][0]["loc"] == ["query", "n"]
 
 
 def test_predictions_are_counted_in_metrics(
@@ -244,8 +479,11 @@ def test_api_key_guards_inference_but_not_the_probes(
     with TestClient(create_app(settings)) as client:
         assert client.get("/v2/health/ready").status_code == 200
         assert client.get("/v2/health/live").status_code == 200
-        assert client.post(INFER, json=matrix_request(rows[:1])).status_code == 401
+        refused = client.post(INFER, json=matrix_request(rows[:1]))
+        assert refused.status_code == 401
+        assert list(refused.json()) == ["error"]  # the protocol's shape, even here
         assert client.get("/v2/models/heart").status_code == 401
+        assert client.get("/predict").json().keys() == {"detail"}  # ours elsewhere
         answer = client.post(INFER, json=matrix_request(rows[:1]), headers={"X-API-Key": API_KEY})
         assert answer.status_code == 200
 
@@ -255,7 +493,7 @@ def test_probes_document_the_only_refusal_they_can_give(client: TestClient) -> N
     for path in ("/v2/health/live", "/v2/health/ready"):
         answer = client.get(path, headers={"content-length": "nope"})
         assert answer.status_code == 400
-        assert answer.json() == {"detail": "Invalid Content-Length header."}
+        assert answer.json() == {"error": "Invalid Content-Length header."}
     document = client.get("/openapi.json").json()
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert "400" in document["paths"][path]["get"]["responses"]

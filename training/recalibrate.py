@@ -9,8 +9,9 @@ recalibrated local predictions too. The new artifact records the recalibration,
 the local file's SHA-256 and the figures before and after.
 
 The CSV has a header with the 13 feature names and ``outcome`` (0 = no
-disease, 1 = disease); a blank cell is a value not measured, accepted where the
-feature may be missing (``model/features.py``).
+disease, 1 = disease); a blank cell, or one of ``heart-score``'s missing-value
+markers (``model.columns.MISSING_MARKERS``), is a value not measured, accepted
+where the feature may be missing (``model/features.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,6 +33,7 @@ from sklearn.model_selection import train_test_split
 from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.cli_support import HelpFormatter, add_version
+from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, recalibrate
@@ -41,42 +44,161 @@ from training.subgroups import SEX_GROUPS
 OUTCOME = "outcome"
 
 
+#: How a value not measured may be written, for the messages that refuse something else.
+MISSING_HINT = "a value not measured is an empty cell or a marker such as NA (docs/sites.md)"
+
+
 def read_local_csv(path: Path) -> tuple[FloatArray, IntArray]:
-    """``(X, y)`` from the hospital's CSV; every problem names its row and column."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-    header = reader.fieldnames or []
-    missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in header]
-    if missing:
-        raise DataError(f"{path}: header lacks the column(s) {', '.join(missing)}")
+    """``(X, y)`` from the hospital's CSV file (see :func:`parse_local_csv`)."""
+    return parse_local_csv(read_local_bytes(path), path)
+
+
+def read_local_bytes(path: Path) -> bytes:
+    """The file's bytes, read once: the recorded checksum is of the very bytes parsed."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_local_csv(data: bytes, path: Path) -> tuple[FloatArray, IntArray]:
+    """``(X, y)`` from the CSV's bytes; every problem names its row and column.
+
+    Why so strict: a recalibration moves every patient's risk, so a file read
+    wrongly (a shifted row, a column named twice) must stop the command rather
+    than quietly fit something else. Rows are numbered as ``heart-score`` numbers
+    them, from 0 with the header not counted, and each message gives the line
+    of the file too, for an editor. Accepted leniencies, none of which drops a
+    value: Excel's byte-order mark, spaces around names and cells (``", "``
+    separators), empty lines, rows whose every cell is empty, and empty cells
+    beyond the header's last column.
+    """
+    try:
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} of the file is not UTF-8 text: save the file as CSV UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_records(reader, path)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num} of the file: {exc}") from None
+
+
+def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
+    header = next((record for record in reader if record), None)
+    if header is None:
+        raise DataError(f"{path}: the file is empty: it needs a header and data rows")
+    names = [name.strip() for name in header]
+    _check_header(names, f"{path}: line {reader.line_num} (the header)")
+    columns = [names.index(name) for name in (*FEATURE_NAMES, OUTCOME)]
     rows: list[list[float]] = []
     outcome: list[int] = []
-    for number, record in enumerate(reader, start=2):  # row 1 is the header
+    # Each kept row's number and line in the file, for the messages.
+    numbers: list[int] = []
+    lines: list[int] = []
+    row = -1
+    end_of_last = reader.line_num
+    for record in reader:
+        line, end_of_last = end_of_last + 1, reader.line_num
+        if not record:
+            continue  # an empty line is no row (heart-score does not count it either)
+        row += 1
+        cells = [cell.strip() for cell in record]
+        if not any(cells):
+            continue  # a row of empty cells holds nothing to drop
+        where = f"{path}: row {row} (line {line} of the file)"
+        if len(cells) < len(names):
+            raise DataError(
+                f"{where} has {len(cells)} cells, fewer than the header's {len(names)}: every "
+                "row needs one cell per header column, empty where a value was not measured"
+            )
+        if any(cells[len(names) :]):
+            raise DataError(
+                f"{where} has {len(cells)} cells, more than the header's {len(names)}: the "
+                "extra cells belong to no column (a stray comma?)"
+            )
         values = []
-        for name in FEATURE_NAMES:
-            text = (record.get(name) or "").strip()
+        for name, column in zip(FEATURE_NAMES, columns, strict=False):
             try:
-                values.append(float(text) if text else float("nan"))
+                values.append(_number(cells[column]))
             except ValueError:
-                why = f"{path}: row {number}, column {name}: {text!r} is not a number"
-                raise DataError(why) from None
-        rows.append(values)
-        label = (record.get(OUTCOME) or "").strip()
+                raise DataError(
+                    f"{where}, column {name}: {cells[column]!r} is not a number; {MISSING_HINT}"
+                ) from None
+        label = cells[columns[-1]]
+        if label in MISSING_MARKERS:
+            raise DataError(
+                f"{where}, column {OUTCOME}: empty: every patient needs an outcome, "
+                "0 (no disease) or 1 (disease)"
+            )
         if label not in ("0", "1"):
-            raise DataError(f"{path}: row {number}, column {OUTCOME}: {label!r} must be 0 or 1")
+            raise DataError(f"{where}, column {OUTCOME}: {label!r} must be 0 or 1")
+        rows.append(values)
         outcome.append(int(label))
+        numbers.append(row)
+        lines.append(line)
     if not rows:
         raise DataError(f"{path}: no data rows")
     x = np.array(rows, dtype=np.float64)
     problems = invalid_cells(x, allow_missing=True)
     if problems:
-        row, col, reason = problems[0]
-        raise DataError(f"{path}: row {row + 2}, column {FEATURES[col].name}: {reason}")
+        index, col, reason = problems[0]
+        more = f" (and {len(problems) - 1} more cells refused)" if len(problems) > 1 else ""
+        raise DataError(
+            f"{path}: row {numbers[index]} (line {lines[index]} of the file), "
+            f"column {FEATURES[col].name}: {reason}{more}"
+        )
     y = np.array(outcome, dtype=np.int64)
     if np.unique(y).size < 2:
         raise DataError(f"{path}: recalibration needs patients with and without disease")
     return x, y
+
+
+def _check_header(names: list[str], where: str) -> None:
+    """Refuse a header naming a column twice or lacking one, with a hint where one helps."""
+    seen: dict[str, int] = {}
+    for name in names:
+        if name:
+            seen[name] = seen.get(name, 0) + 1
+    twice = [name for name, count in seen.items() if count > 1]
+    if twice:
+        raise DataError(
+            f"{where} names the column(s) {', '.join(twice)} more than "
+            "once: which one holds the values is ambiguous"
+        )
+    missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in seen]
+    if not missing:
+        return
+    hint = ""
+    folded = {name.lower(): name for name in names}
+    if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
+        hint = " (the header is a single cell: the file must be separated by commas)"
+    elif any(m.lower() in folded for m in missing):
+        found = ", ".join(repr(folded[m.lower()]) for m in missing if m.lower() in folded)
+        hint = f" (names are case-sensitive; the header has {found})"
+    raise DataError(
+        f"{where} lacks the column(s) {', '.join(missing)}{hint}; it must "
+        "name the 13 features and outcome (docs/sites.md)"
+    )
+
+
+def _number(cell: str) -> float:
+    """A cell as a float, NaN for a missing-value marker; ``ValueError`` for anything else.
+
+    Python's ``float`` reads more than a CSV number (``"NAN"``, ``"1_000"``);
+    those are refused, as ``heart-score`` refuses them.
+    """
+    if cell in MISSING_MARKERS:
+        return math.nan
+    value = float(cell)
+    if math.isnan(value) or "_" in cell:
+        raise ValueError(cell)
+    return value
 
 
 def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from model.artifact import load_artifact, read_payload
+from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES
 from training.calibration import calibration_intercept_slope, recalibrate
 from training.cli import main as cli
-from training.data import file_sha256
-from training.recalibrate import MIN_CELL, OUTCOME, base_predictor, by_sex
+from training.data import DataError, file_sha256
+from training.recalibrate import MIN_CELL, OUTCOME, base_predictor, by_sex, read_local_csv
 from training.sites import load_site
 
 
@@ -87,12 +88,31 @@ def blank_first_age(text: str) -> str:
     return "\n".join([header, "," + first.split(",", 1)[1], rest])
 
 
+def edit_line(number: int, change: object) -> object:
+    """An edit of the file's line ``number`` (1 = the header) by ``change(line)``."""
+
+    def edit(text: str) -> str:
+        lines = text.split("\n")
+        lines[number - 1] = change(lines[number - 1])  # type: ignore[operator]
+        return "\n".join(lines)
+
+    return edit
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         (lambda t: t.replace(",outcome", ",result"), "lacks the column"),
-        (blank_first_age, "row 2, column age: must be a finite number: it is required"),
+        # Rows counted as heart-score counts them (from 0, no header), the file's line beside.
+        (blank_first_age, r"row 0 \(line 2 of the file\), column age: must be a finite number"),
         (lambda t: t[: t.rindex(",")] + ",2\n", r"column outcome: '2' must be 0 or 1"),
+        (edit_line(1, lambda h: h.replace(",sex,", ",age,")), r"names the column\(s\) age more"),
+        (edit_line(5, lambda row: row + ",7"), r"row 3 \(line 5 of the file\) has 15 cells, more"),
+        (edit_line(5, lambda row: row.rsplit(",", 1)[0]), r"row 3 \(line 5 .* fewer than the"),
+        (edit_line(5, lambda row: "?" + row[row.index(",") :]), r"'\?' is not a number; a value"),
+        (lambda t: t.replace(",", ";"), "the header is a single cell: the file must be sep"),
+        (lambda t: t.replace("age,", "Age,", 1), r"case-sensitive; the header has 'Age'"),
+        (edit_line(3, lambda row: row.replace(",", "\xe9,", 1)), "line 3 of the file is not UTF-8"),
     ],
 )
 def test_bad_local_files_are_refused_with_row_and_column(
@@ -100,12 +120,51 @@ def test_bad_local_files_are_refused_with_row_and_column(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     bad = tmp_path / "bad.csv"
-    bad.write_text(edit(hungarian_half.read_text()))  # type: ignore[operator]
+    bad.write_bytes(edit(hungarian_half.read_text()).encode("utf-8"))  # type: ignore[operator]
+    if "UTF-8" in message:
+        bad.write_bytes(bad.read_bytes().replace("\xe9".encode(), b"\xe9"))
     code = cli(["recalibrate", "--model", str(artifact_path), "--data", str(bad),
                 "--output", str(tmp_path / "x.joblib")])  # fmt: skip
     assert code == 2
-    assert re.search(message, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
     assert not (tmp_path / "x.joblib").exists()
+
+
+def test_what_spreadsheets_write_is_read_as_the_plain_file(
+    hungarian_half: Path, tmp_path: Path
+) -> None:
+    """A byte-order mark, ", " separators, CRLF, empty lines and trailing empty cells."""
+    want_x, want_y = read_local_csv(hungarian_half)
+    lines = hungarian_half.read_text().rstrip("\n").split("\n")
+    excel = "\ufeff" + "\r\n".join(
+        [lines[0].replace(",", ", "), "", *(line.replace(",", " , ") + ",," for line in lines[1:])]
+    )
+    excel += "\r\n,,,,,,,,,,,,,,\r\n\r\n"  # an empty row, then an empty line
+    (tmp_path / "excel.csv").write_bytes(excel.encode("utf-8"))
+    x, y = read_local_csv(tmp_path / "excel.csv")
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def test_missing_markers_are_heart_scores(hungarian_half: Path, tmp_path: Path) -> None:
+    """The one list, model.columns.MISSING_MARKERS, in a column that may be missing."""
+    header, *rows = hungarian_half.read_text().rstrip("\n").split("\n")
+    col = FEATURE_NAMES.index("serum_cholesterol")
+    cells = [*MISSING_MARKERS, *(f" {m} " for m in MISSING_MARKERS)]
+    edited = []
+    for i, row in enumerate(rows):
+        values = row.split(",")
+        values[col] = cells[i % len(cells)]
+        edited.append(",".join(values))
+    (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
+    x, _ = read_local_csv(tmp_path / "marked.csv")
+    assert np.isnan(x[:, col]).all()
+    for text in ("NAN", "1_000"):  # float() reads them; heart-score does not
+        edited[0] = ",".join([*rows[0].split(",")[:col], text, *rows[0].split(",")[col + 1 :]])
+        (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
+        with pytest.raises(DataError, match=f"column serum_cholesterol: '{text}' is not a number"):
+            read_local_csv(tmp_path / "marked.csv")
 
 
 def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() -> None:

@@ -12,13 +12,21 @@ The CSV has a header with the 13 feature names and ``outcome`` (0 = no
 disease, 1 = disease); a blank cell, or one of ``heart-score``'s missing-value
 markers (``model.columns.MISSING_MARKERS``), is a value not measured, accepted
 where the feature may be missing (``model/features.py``).
+
+Recalibrating an artifact that was already recalibrated composes: the earlier
+intercept and slope are dropped and refitted on the network's own output (a
+fit on top of another hospital's fit would carry that hospital's level of risk
+along), the earlier recalibrations are listed under ``recalibration.earlier``,
+and a threshold tuned on another file is kept only with a warning naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -37,8 +45,8 @@ from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, recalibrate
-from training.data import DataError, file_sha256
-from training.evaluate import cost_minimising_threshold, statlog_cost
+from training.data import DataError
+from training.evaluate import classes_everyone_as, cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
 
 OUTCOME = "outcome"
@@ -252,18 +260,31 @@ def by_sex(x: FloatArray, y: IntArray, p: FloatArray, p_after: FloatArray) -> di
 
 
 def fit_recalibration(
-    base: Predictor, x: FloatArray, y: IntArray, *, tune_threshold: bool
+    base: Predictor,
+    x: FloatArray,
+    y: IntArray,
+    *,
+    tune_threshold: bool,
+    served: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Intercept, slope (and threshold) fitted to local patients, with before/after figures."""
-    p = base.probability(x)
-    intercept, slope = calibration_intercept_slope(y, p)
-    p_after = recalibrate(p, intercept, slope)
-    threshold = cost_minimising_threshold(y, p_after) if tune_threshold else base.threshold
+    """Intercept, slope (and threshold) fitted to local patients, with before/after figures.
+
+    ``base`` is the network without recalibration, whose output is refitted;
+    ``served`` (default ``base``) is what the figures "before" describe: the
+    artifact as it was served, earlier recalibration and threshold included.
+    """
+    before = base if served is None else served
+    p_base = base.probability(x)
+    p = p_base if served is None else served.probability(x)
+    intercept, slope = calibration_intercept_slope(y, p_base)
+    p_after = recalibrate(p_base, intercept, slope)
+    threshold = cost_minimising_threshold(y, p_after) if tune_threshold else before.threshold
     return {
         "intercept": intercept,
         "slope": slope,
         "threshold": threshold,
-        "before": figures(y, p, base.threshold),
+        "threshold_classes_everyone_as": classes_everyone_as(threshold, p_after),
+        "before": figures(y, p, before.threshold),
         "after": figures(y, p_after, threshold),
         "by_sex": by_sex(x, y, p, p_after),
     }
@@ -274,17 +295,96 @@ def base_predictor(path: Path) -> Predictor:
     return replace(load_artifact(path), calibration_intercept=0.0, calibration_slope=1.0)
 
 
+def recalibrated_version(
+    base_version: str, intercept: float, slope: float, threshold: float, data_sha256: str
+) -> str:
+    """``<base>-recal-<8 hex>``: the suffix hashes everything that changes the answers.
+
+    Why: the version is what ``/model``, ``/ready`` and every answer report, so
+    two artifacts that answer differently must not share it. The answers of a
+    recalibrated artifact are fixed by the network (its base version), the
+    refitted intercept and slope and the threshold; the local file's checksum
+    is hashed too, so a version also names the data it was fitted on. A suffix
+    of the file's hash alone gave the fixed and the locally tuned threshold
+    one version.
+    """
+    served = {
+        "base_model_version": base_version,
+        "intercept": float(intercept),
+        "slope": float(slope),
+        "threshold": float(threshold),
+        "data_sha256": data_sha256,
+    }
+    digest = hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()
+    return f"{base_version}-recal-{digest[:8]}"
+
+
+def threshold_origin(payload: dict[str, Any]) -> dict[str, Any]:
+    """Where the artifact's threshold was chosen: in training, or on which local file.
+
+    Recorded with every recalibration (``recalibration.threshold_origin``) so a
+    threshold kept through later recalibrations still names its source.
+    Artifacts recalibrated before this was recorded say what they can.
+    """
+    r = payload.get("recalibration")
+    if isinstance(r, dict):
+        if isinstance(r.get("threshold_origin"), dict):
+            return dict(r["threshold_origin"])
+        if r.get("threshold_tuned"):
+            return {
+                "chosen_by": "heart-train recalibrate --tune-threshold",
+                "data_file": r.get("data_file"),
+                "data_sha256": r.get("data_sha256"),
+                "model_version": payload.get("model_version"),
+            }
+    return {"chosen_by": "training", "strategy": payload.get("threshold_strategy", "fixed")}
+
+
+def describe_origin(origin: dict[str, Any]) -> str:
+    """The threshold's origin in words, for the command's output."""
+    if origin.get("chosen_by") == "training":
+        return f"chosen in training ({origin.get('strategy')})"
+    digest = str(origin.get("data_sha256") or "")[:8]
+    return f"tuned on {origin.get('data_file')} (SHA-256 {digest}...)"
+
+
+def earlier_recalibrations(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recalibrations the new one replaces, oldest first, without their figures."""
+    r = payload.get("recalibration")
+    if not isinstance(r, dict):
+        return []
+    keep = ("data_file", "data_sha256", "intercept", "slope", "threshold", "threshold_tuned")
+    own = {"model_version": payload.get("model_version"), **{k: r.get(k) for k in keep}}
+    own["fitted_at"] = r.get("fitted_at")
+    return [*r.get("earlier", []), own]
+
+
 def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> dict[str, Any]:
     """The new artifact: the same weights, the fitted recalibration, the data's checksum."""
     payload = read_payload(model)
-    x, y = read_local_csv(data)
-    fit = fit_recalibration(base_predictor(model), x, y, tune_threshold=tune_threshold)
-    digest = file_sha256(data)
+    raw = read_local_bytes(data)
+    x, y = parse_local_csv(raw, data)
+    served = load_artifact(model)
+    base = replace(served, calibration_intercept=0.0, calibration_slope=1.0)
+    fit = fit_recalibration(base, x, y, tune_threshold=tune_threshold, served=served)
+    digest = hashlib.sha256(raw).hexdigest()
     new = dict(payload)
     base_version = str(payload.get("base_model_version", payload["model_version"]))
     new["base_model_version"] = base_version
-    new["model_version"] = f"{base_version}-recal-{digest[:8]}"
+    new["model_version"] = recalibrated_version(
+        base_version, fit["intercept"], fit["slope"], fit["threshold"], digest
+    )
     new["threshold"] = fit["threshold"]
+    if tune_threshold:
+        new["threshold_strategy"] = "tuned-locally"
+        origin = {
+            "chosen_by": "heart-train recalibrate --tune-threshold",
+            "data_file": data.name,
+            "data_sha256": digest,
+            "model_version": new["model_version"],
+        }
+    else:
+        origin = threshold_origin(payload)
     new["recalibration"] = {
         **fit,
         "data_file": data.name,
@@ -292,8 +392,49 @@ def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> di
         "n_with_disease": int(y.sum()),
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threshold_tuned": tune_threshold,
+        "threshold_origin": origin,
+        "earlier": earlier_recalibrations(payload),
     }
     return new
+
+
+def threshold_messages(payload: dict[str, Any], model: Path) -> tuple[str, list[str]]:
+    """The line saying which threshold is served and why, and any warnings about it.
+
+    Why: a threshold kept from an artifact recalibrated elsewhere was chosen on
+    another hospital's patients, and a tuned threshold can land at an end where
+    it calls every local patient diseased (or healthy); both are legitimate,
+    neither may pass unnoticed.
+    """
+    r = payload["recalibration"]
+    threshold, origin = float(payload["threshold"]), r["threshold_origin"]
+    warnings = []
+    if r["threshold_tuned"]:
+        line = f"threshold {threshold:.3f} tuned on these patients (lowest StatLog cost)"
+    else:
+        line = f"threshold {threshold:.3f} kept from {model}: {describe_origin(origin)}"
+        if origin.get("chosen_by") != "training" and origin.get("data_sha256") != r["data_sha256"]:
+            warnings.append(
+                f"the kept threshold {threshold:.3f} was tuned on another file, "
+                f"{origin.get('data_file')}, not on these patients; --tune-threshold chooses "
+                "one on them"
+            )
+    everyone = r["threshold_classes_everyone_as"]
+    if everyone is not None:
+        n, sick = r["after"]["n"], r["n_with_disease"]
+        what = "tuned" if r["threshold_tuned"] else "kept"
+        because = (
+            f"on this file ({sick} of {n} with the disease) no threshold costs less than "
+            f"calling everyone {everyone}; "
+            if r["threshold_tuned"]
+            else ""
+        )
+        warnings.append(
+            f"the {what} threshold {threshold:.3f} classes every one of the {n} local patients "
+            f"as {everyone}: {because}served, the model's yes/no answer will be '{everyone}' "
+            "for patients like these, and only the probability tells them apart"
+        )
+    return line, warnings
 
 
 def split_demo(base_of: dict[str, Predictor], pooled: Any, seed: int = 0) -> dict[str, Any]:
@@ -417,6 +558,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
         print(
             f"{name:6s} mean predicted {g['mean_predicted_before']:.3f} before, "
             f"{g['mean_predicted_after']:.3f} after, vs observed {g['observed']:.3f} (n={g['n']})"
+        )
+    line, warnings = threshold_messages(payload, args.model)
+    print(line)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if r["earlier"]:
+        print(
+            f"replaces the recalibration of {r['earlier'][-1]['model_version']} (refitted on the "
+            "network's own output, not stacked on it)"
         )
     print(f"wrote {args.output} ({payload['model_version']})")
     return 0

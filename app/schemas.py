@@ -538,7 +538,14 @@ class ModelCard(BaseModel):
     format_version: int
     architecture: Architecture
     threshold: float
-    threshold_strategy: str | None = None
+    threshold_strategy: str | None = Field(
+        default=None,
+        description="How the threshold was chosen: 'fixed' (the training configuration's, 0.5 "
+        "by default), 'min-cost' (lowest StatLog cost on out-of-fold predictions of the "
+        "training data) or 'tuned-locally' (lowest StatLog cost on a hospital's own patients, "
+        "`heart-train recalibrate --tune-threshold`; recalibration.threshold_origin names the "
+        "file).",
+    )
     hyperparameters: dict[str, Any]
     features: list[FeatureCard]
     data_sha256: str

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 ENV_PREFIX: Final[str] = "HEART_"
 
@@ -183,5 +184,18 @@ def _explain(exc: ValidationError, overrides: Mapping[str, object]) -> str:
             else Settings.env_name(field)
         )
         shown = "<hidden>" if field == "api_key" else repr(error.get("input"))
-        problems.append(f"{source}={shown}: {error['msg']}")
+        problems.append(f"{source}={shown}: {_message(field, error)}")
     return "invalid configuration: " + "; ".join(problems)
+
+
+def _message(field: str, error: ErrorDetails) -> str:
+    """Pydantic's message, except where it misleads about the field's kind.
+
+    The key is a ``SecretStr``, whose length check speaks of "items" (as for a
+    list) and quotes the refused key's length; the operator needs to hear
+    "characters", and a secret's length is not printed.
+    """
+    if field == "api_key" and error["type"] == "too_short":
+        minimum = (error.get("ctx") or {}).get("min_length")
+        return f"should have at least {minimum} characters"
+    return str(error["msg"])

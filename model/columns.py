@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,33 @@ from model.features import FEATURE_NAMES, FEATURES, N_FEATURES, all_in_domain, i
 
 #: The reason given for a cell that held text where a number was expected.
 NOT_A_NUMBER = "is not a number"
+
+#: CSV cells that mean "not measured", in every CSV this project reads: ``heart-score``,
+#: ``POST /predict/table`` uploads and ``heart-train recalibrate``. Matched exactly (case
+#: included) after surrounding whitespace is stripped. The list is pyarrow's default, which
+#: ``heart-score`` accepted before it was written down here, so writing it down changed
+#: nothing there; it lives here, not in the pyarrow code, because recalibration reads CSV
+#: without pyarrow and must not disagree with scoring about what a blank is. ``?`` (the
+#: UCI files' marker) is not one: it is refused as text, with a hint, in both.
+MISSING_MARKERS: Final[tuple[str, ...]] = (
+    "",
+    "NA",
+    "N/A",
+    "n/a",
+    "NULL",
+    "null",
+    "NaN",
+    "nan",
+    "-NaN",
+    "-nan",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "1.#IND",
+    "-1.#IND",
+    "1.#QNAN",
+    "-1.#QNAN",
+)
 
 
 class MissingColumnsError(ValueError):

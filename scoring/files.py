@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.columns import require_columns
+from model.columns import MISSING_MARKERS, require_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, Scores, output_columns
@@ -127,6 +127,7 @@ def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
 def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(
         column_types={name: pa.string() if text else pa.float64() for name in FEATURE_NAMES},
+        null_values=list(MISSING_MARKERS),
         strings_can_be_null=True,
     )
 
@@ -262,10 +263,12 @@ def to_arrow(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None = Non
 
 
 def _parse_cells(cells: list[str | None]) -> tuple[npt.NDArray[np.float64], Any]:
+    """Cells already stripped of surrounding whitespace: a marker there (`` NA``) is missing,
+    as pyarrow, which matches markers before stripping, would not have it."""
     values = np.full(len(cells), np.nan)
     text = np.zeros(len(cells), dtype=np.bool_)
     for i, cell in enumerate(cells):
-        if cell is None or cell == "":
+        if cell is None or cell in MISSING_MARKERS:
             continue
         try:
             values[i] = float(cell)

@@ -77,19 +77,52 @@ def classification_metrics(
 def cost_minimising_threshold(y_true: npt.ArrayLike, proba: npt.ArrayLike) -> float:
     """The threshold with the lowest StatLog cost on these predictions.
 
-    Candidates are midpoints between consecutive distinct probabilities (plus
-    the ends); ties go to the threshold closest to the theoretical 1/6, so
-    the choice does not drift to an extreme on a flat stretch.
+    Candidates are midpoints between consecutive distinct probabilities, plus
+    one at each end: calling every patient diseased, and calling every one
+    healthy. Ties go to the threshold closest to the theoretical 1/6, so the
+    choice does not drift to an extreme on a flat stretch.
+
+    The data leave an end's threshold anywhere between 0 and the lowest
+    probability (or the highest and 1). It is put at 1/6 when 1/6 lies there,
+    else halfway, and never at 0 clamped to 1e-6: that served a meaningless
+    1e-6 to a site where calling everyone diseased is cheapest (Switzerland, 93%
+    diseased), whereas 1/6, the cost-optimal threshold for a calibrated risk,
+    still calls a new patient healthy whose risk is below 1/6. Whoever asked
+    for the threshold is told when it lands at an end
+    (:func:`classes_everyone_as`).
     """
     t = np.asarray(y_true).astype(np.int64)
     p = np.asarray(proba, dtype=np.float64)
     distinct = np.unique(p)
-    candidates = np.concatenate([[0.0], (distinct[:-1] + distinct[1:]) / 2.0, [1.0]])
+    lowest, highest = float(distinct[0]), float(distinct[-1])
+    ideal = COST_FALSE_POSITIVE / (COST_FALSE_POSITIVE + COST_FALSE_NEGATIVE)
+    everyone_diseased = ideal if ideal <= lowest else lowest / 2.0
+    everyone_healthy = ideal if ideal > highest else (highest + 1.0) / 2.0
+    candidates = np.concatenate(
+        [[everyone_diseased], (distinct[:-1] + distinct[1:]) / 2.0, [everyone_healthy]]
+    )
     costs = np.array([statlog_cost(t, (p >= c).astype(np.int64)) for c in candidates])
     best = np.flatnonzero(costs <= costs.min() + 1e-12)
-    ideal = COST_FALSE_POSITIVE / (COST_FALSE_POSITIVE + COST_FALSE_NEGATIVE)
     choice = best[np.argmin(np.abs(candidates[best] - ideal))]
+    # An artifact's threshold lies strictly between 0 and 1; only a probability of exactly
+    # 0 or 1 at an end could put it there.
     return float(np.clip(candidates[choice], 1e-6, 1.0 - 1e-6))
+
+
+def classes_everyone_as(threshold: float, proba: npt.ArrayLike) -> str | None:
+    """``"diseased"`` or ``"healthy"`` when ``threshold`` gives every patient that class.
+
+    Why: a cost-minimising threshold at an end is a legitimate result (where
+    nearly everyone is diseased, calling everyone diseased is cheapest), but
+    its yes/no answer then says nothing about these patients, and whoever
+    tuned it must hear so rather than find it out in use.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.size and bool(np.all(p >= threshold)):
+        return "diseased"
+    if p.size and bool(np.all(p < threshold)):
+        return "healthy"
+    return None
 
 
 def choose_threshold_by_cv(

@@ -9,15 +9,25 @@ recalibrated local predictions too. The new artifact records the recalibration,
 the local file's SHA-256 and the figures before and after.
 
 The CSV has a header with the 13 feature names and ``outcome`` (0 = no
-disease, 1 = disease); a blank cell is a value not measured, accepted where the
-feature may be missing (``model/features.py``).
+disease, 1 = disease); a blank cell, or one of ``heart-score``'s missing-value
+markers (``model.columns.MISSING_MARKERS``), is a value not measured, accepted
+where the feature may be missing (``model/features.py``).
+
+Recalibrating an artifact that was already recalibrated composes: the earlier
+intercept and slope are dropped and refitted on the network's own output (a
+fit on top of another hospital's fit would carry that hospital's level of risk
+along), the earlier recalibrations are listed under ``recalibration.earlier``,
+and a threshold tuned on another file is kept only with a warning naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
+import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,52 +41,172 @@ from sklearn.model_selection import train_test_split
 from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.cli_support import HelpFormatter, add_version
+from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, recalibrate
-from training.data import DataError, file_sha256
-from training.evaluate import cost_minimising_threshold, statlog_cost
+from training.data import DataError
+from training.evaluate import classes_everyone_as, cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
 
 OUTCOME = "outcome"
 
 
+#: How a value not measured may be written, for the messages that refuse something else.
+MISSING_HINT = "a value not measured is an empty cell or a marker such as NA (docs/sites.md)"
+
+
 def read_local_csv(path: Path) -> tuple[FloatArray, IntArray]:
-    """``(X, y)`` from the hospital's CSV; every problem names its row and column."""
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-    header = reader.fieldnames or []
-    missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in header]
-    if missing:
-        raise DataError(f"{path}: header lacks the column(s) {', '.join(missing)}")
+    """``(X, y)`` from the hospital's CSV file (see :func:`parse_local_csv`)."""
+    return parse_local_csv(read_local_bytes(path), path)
+
+
+def read_local_bytes(path: Path) -> bytes:
+    """The file's bytes, read once: the recorded checksum is of the very bytes parsed."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def parse_local_csv(data: bytes, path: Path) -> tuple[FloatArray, IntArray]:
+    """``(X, y)`` from the CSV's bytes; every problem names its row and column.
+
+    Why so strict: a recalibration moves every patient's risk, so a file read
+    wrongly (a shifted row, a column named twice) must stop the command rather
+    than quietly fit something else. Rows are numbered as ``heart-score`` numbers
+    them, from 0 with the header not counted, and each message gives the line
+    of the file too, for an editor. Accepted leniencies, none of which drops a
+    value: Excel's byte-order mark, spaces around names and cells (``", "``
+    separators), empty lines, rows whose every cell is empty, and empty cells
+    beyond the header's last column.
+    """
+    try:
+        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} of the file is not UTF-8 text: save the file as CSV UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_records(reader, path)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num} of the file: {exc}") from None
+
+
+def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
+    header = next((record for record in reader if record), None)
+    if header is None:
+        raise DataError(f"{path}: the file is empty: it needs a header and data rows")
+    names = [name.strip() for name in header]
+    _check_header(names, f"{path}: line {reader.line_num} (the header)")
+    columns = [names.index(name) for name in (*FEATURE_NAMES, OUTCOME)]
     rows: list[list[float]] = []
     outcome: list[int] = []
-    for number, record in enumerate(reader, start=2):  # row 1 is the header
+    # Each kept row's number and line in the file, for the messages.
+    numbers: list[int] = []
+    lines: list[int] = []
+    row = -1
+    end_of_last = reader.line_num
+    for record in reader:
+        line, end_of_last = end_of_last + 1, reader.line_num
+        if not record:
+            continue  # an empty line is no row (heart-score does not count it either)
+        row += 1
+        cells = [cell.strip() for cell in record]
+        if not any(cells):
+            continue  # a row of empty cells holds nothing to drop
+        where = f"{path}: row {row} (line {line} of the file)"
+        if len(cells) < len(names):
+            raise DataError(
+                f"{where} has {len(cells)} cells, fewer than the header's {len(names)}: every "
+                "row needs one cell per header column, empty where a value was not measured"
+            )
+        if any(cells[len(names) :]):
+            raise DataError(
+                f"{where} has {len(cells)} cells, more than the header's {len(names)}: the "
+                "extra cells belong to no column (a stray comma?)"
+            )
         values = []
-        for name in FEATURE_NAMES:
-            text = (record.get(name) or "").strip()
+        for name, column in zip(FEATURE_NAMES, columns, strict=False):
             try:
-                values.append(float(text) if text else float("nan"))
+                values.append(_number(cells[column]))
             except ValueError:
-                why = f"{path}: row {number}, column {name}: {text!r} is not a number"
-                raise DataError(why) from None
-        rows.append(values)
-        label = (record.get(OUTCOME) or "").strip()
+                raise DataError(
+                    f"{where}, column {name}: {cells[column]!r} is not a number; {MISSING_HINT}"
+                ) from None
+        label = cells[columns[-1]]
+        if label in MISSING_MARKERS:
+            raise DataError(
+                f"{where}, column {OUTCOME}: empty: every patient needs an outcome, "
+                "0 (no disease) or 1 (disease)"
+            )
         if label not in ("0", "1"):
-            raise DataError(f"{path}: row {number}, column {OUTCOME}: {label!r} must be 0 or 1")
+            raise DataError(f"{where}, column {OUTCOME}: {label!r} must be 0 or 1")
+        rows.append(values)
         outcome.append(int(label))
+        numbers.append(row)
+        lines.append(line)
     if not rows:
         raise DataError(f"{path}: no data rows")
     x = np.array(rows, dtype=np.float64)
     problems = invalid_cells(x, allow_missing=True)
     if problems:
-        row, col, reason = problems[0]
-        raise DataError(f"{path}: row {row + 2}, column {FEATURES[col].name}: {reason}")
+        index, col, reason = problems[0]
+        more = f" (and {len(problems) - 1} more cells refused)" if len(problems) > 1 else ""
+        raise DataError(
+            f"{path}: row {numbers[index]} (line {lines[index]} of the file), "
+            f"column {FEATURES[col].name}: {reason}{more}"
+        )
     y = np.array(outcome, dtype=np.int64)
     if np.unique(y).size < 2:
         raise DataError(f"{path}: recalibration needs patients with and without disease")
     return x, y
+
+
+def _check_header(names: list[str], where: str) -> None:
+    """Refuse a header naming a column twice or lacking one, with a hint where one helps."""
+    seen: dict[str, int] = {}
+    for name in names:
+        if name:
+            seen[name] = seen.get(name, 0) + 1
+    twice = [name for name, count in seen.items() if count > 1]
+    if twice:
+        raise DataError(
+            f"{where} names the column(s) {', '.join(twice)} more than "
+            "once: which one holds the values is ambiguous"
+        )
+    missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in seen]
+    if not missing:
+        return
+    hint = ""
+    folded = {name.lower(): name for name in names}
+    if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
+        hint = " (the header is a single cell: the file must be separated by commas)"
+    elif any(m.lower() in folded for m in missing):
+        found = ", ".join(repr(folded[m.lower()]) for m in missing if m.lower() in folded)
+        hint = f" (names are case-sensitive; the header has {found})"
+    raise DataError(
+        f"{where} lacks the column(s) {', '.join(missing)}{hint}; it must "
+        "name the 13 features and outcome (docs/sites.md)"
+    )
+
+
+def _number(cell: str) -> float:
+    """A cell as a float, NaN for a missing-value marker; ``ValueError`` for anything else.
+
+    Python's ``float`` reads more than a CSV number (``"NAN"``, ``"1_000"``);
+    those are refused, as ``heart-score`` refuses them.
+    """
+    if cell in MISSING_MARKERS:
+        return math.nan
+    value = float(cell)
+    if math.isnan(value) or "_" in cell:
+        raise ValueError(cell)
+    return value
 
 
 def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:
@@ -130,18 +260,31 @@ def by_sex(x: FloatArray, y: IntArray, p: FloatArray, p_after: FloatArray) -> di
 
 
 def fit_recalibration(
-    base: Predictor, x: FloatArray, y: IntArray, *, tune_threshold: bool
+    base: Predictor,
+    x: FloatArray,
+    y: IntArray,
+    *,
+    tune_threshold: bool,
+    served: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Intercept, slope (and threshold) fitted to local patients, with before/after figures."""
-    p = base.probability(x)
-    intercept, slope = calibration_intercept_slope(y, p)
-    p_after = recalibrate(p, intercept, slope)
-    threshold = cost_minimising_threshold(y, p_after) if tune_threshold else base.threshold
+    """Intercept, slope (and threshold) fitted to local patients, with before/after figures.
+
+    ``base`` is the network without recalibration, whose output is refitted;
+    ``served`` (default ``base``) is what the figures "before" describe: the
+    artifact as it was served, earlier recalibration and threshold included.
+    """
+    before = base if served is None else served
+    p_base = base.probability(x)
+    p = p_base if served is None else served.probability(x)
+    intercept, slope = calibration_intercept_slope(y, p_base)
+    p_after = recalibrate(p_base, intercept, slope)
+    threshold = cost_minimising_threshold(y, p_after) if tune_threshold else before.threshold
     return {
         "intercept": intercept,
         "slope": slope,
         "threshold": threshold,
-        "before": figures(y, p, base.threshold),
+        "threshold_classes_everyone_as": classes_everyone_as(threshold, p_after),
+        "before": figures(y, p, before.threshold),
         "after": figures(y, p_after, threshold),
         "by_sex": by_sex(x, y, p, p_after),
     }
@@ -152,17 +295,96 @@ def base_predictor(path: Path) -> Predictor:
     return replace(load_artifact(path), calibration_intercept=0.0, calibration_slope=1.0)
 
 
+def recalibrated_version(
+    base_version: str, intercept: float, slope: float, threshold: float, data_sha256: str
+) -> str:
+    """``<base>-recal-<8 hex>``: the suffix hashes everything that changes the answers.
+
+    Why: the version is what ``/model``, ``/ready`` and every answer report, so
+    two artifacts that answer differently must not share it. The answers of a
+    recalibrated artifact are fixed by the network (its base version), the
+    refitted intercept and slope and the threshold; the local file's checksum
+    is hashed too, so a version also names the data it was fitted on. A suffix
+    of the file's hash alone gave the fixed and the locally tuned threshold
+    one version.
+    """
+    served = {
+        "base_model_version": base_version,
+        "intercept": float(intercept),
+        "slope": float(slope),
+        "threshold": float(threshold),
+        "data_sha256": data_sha256,
+    }
+    digest = hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()
+    return f"{base_version}-recal-{digest[:8]}"
+
+
+def threshold_origin(payload: dict[str, Any]) -> dict[str, Any]:
+    """Where the artifact's threshold was chosen: in training, or on which local file.
+
+    Recorded with every recalibration (``recalibration.threshold_origin``) so a
+    threshold kept through later recalibrations still names its source.
+    Artifacts recalibrated before this was recorded say what they can.
+    """
+    r = payload.get("recalibration")
+    if isinstance(r, dict):
+        if isinstance(r.get("threshold_origin"), dict):
+            return dict(r["threshold_origin"])
+        if r.get("threshold_tuned"):
+            return {
+                "chosen_by": "heart-train recalibrate --tune-threshold",
+                "data_file": r.get("data_file"),
+                "data_sha256": r.get("data_sha256"),
+                "model_version": payload.get("model_version"),
+            }
+    return {"chosen_by": "training", "strategy": payload.get("threshold_strategy", "fixed")}
+
+
+def describe_origin(origin: dict[str, Any]) -> str:
+    """The threshold's origin in words, for the command's output."""
+    if origin.get("chosen_by") == "training":
+        return f"chosen in training ({origin.get('strategy')})"
+    digest = str(origin.get("data_sha256") or "")[:8]
+    return f"tuned on {origin.get('data_file')} (SHA-256 {digest}...)"
+
+
+def earlier_recalibrations(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recalibrations the new one replaces, oldest first, without their figures."""
+    r = payload.get("recalibration")
+    if not isinstance(r, dict):
+        return []
+    keep = ("data_file", "data_sha256", "intercept", "slope", "threshold", "threshold_tuned")
+    own = {"model_version": payload.get("model_version"), **{k: r.get(k) for k in keep}}
+    own["fitted_at"] = r.get("fitted_at")
+    return [*r.get("earlier", []), own]
+
+
 def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> dict[str, Any]:
     """The new artifact: the same weights, the fitted recalibration, the data's checksum."""
     payload = read_payload(model)
-    x, y = read_local_csv(data)
-    fit = fit_recalibration(base_predictor(model), x, y, tune_threshold=tune_threshold)
-    digest = file_sha256(data)
+    raw = read_local_bytes(data)
+    x, y = parse_local_csv(raw, data)
+    served = load_artifact(model)
+    base = replace(served, calibration_intercept=0.0, calibration_slope=1.0)
+    fit = fit_recalibration(base, x, y, tune_threshold=tune_threshold, served=served)
+    digest = hashlib.sha256(raw).hexdigest()
     new = dict(payload)
     base_version = str(payload.get("base_model_version", payload["model_version"]))
     new["base_model_version"] = base_version
-    new["model_version"] = f"{base_version}-recal-{digest[:8]}"
+    new["model_version"] = recalibrated_version(
+        base_version, fit["intercept"], fit["slope"], fit["threshold"], digest
+    )
     new["threshold"] = fit["threshold"]
+    if tune_threshold:
+        new["threshold_strategy"] = "tuned-locally"
+        origin = {
+            "chosen_by": "heart-train recalibrate --tune-threshold",
+            "data_file": data.name,
+            "data_sha256": digest,
+            "model_version": new["model_version"],
+        }
+    else:
+        origin = threshold_origin(payload)
     new["recalibration"] = {
         **fit,
         "data_file": data.name,
@@ -170,8 +392,49 @@ def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> di
         "n_with_disease": int(y.sum()),
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threshold_tuned": tune_threshold,
+        "threshold_origin": origin,
+        "earlier": earlier_recalibrations(payload),
     }
     return new
+
+
+def threshold_messages(payload: dict[str, Any], model: Path) -> tuple[str, list[str]]:
+    """The line saying which threshold is served and why, and any warnings about it.
+
+    Why: a threshold kept from an artifact recalibrated elsewhere was chosen on
+    another hospital's patients, and a tuned threshold can land at an end where
+    it calls every local patient diseased (or healthy); both are legitimate,
+    neither may pass unnoticed.
+    """
+    r = payload["recalibration"]
+    threshold, origin = float(payload["threshold"]), r["threshold_origin"]
+    warnings = []
+    if r["threshold_tuned"]:
+        line = f"threshold {threshold:.3f} tuned on these patients (lowest StatLog cost)"
+    else:
+        line = f"threshold {threshold:.3f} kept from {model}: {describe_origin(origin)}"
+        if origin.get("chosen_by") != "training" and origin.get("data_sha256") != r["data_sha256"]:
+            warnings.append(
+                f"the kept threshold {threshold:.3f} was tuned on another file, "
+                f"{origin.get('data_file')}, not on these patients; --tune-threshold chooses "
+                "one on them"
+            )
+    everyone = r["threshold_classes_everyone_as"]
+    if everyone is not None:
+        n, sick = r["after"]["n"], r["n_with_disease"]
+        what = "tuned" if r["threshold_tuned"] else "kept"
+        because = (
+            f"on this file ({sick} of {n} with the disease) no threshold costs less than "
+            f"calling everyone {everyone}; "
+            if r["threshold_tuned"]
+            else ""
+        )
+        warnings.append(
+            f"the {what} threshold {threshold:.3f} classes every one of the {n} local patients "
+            f"as {everyone}: {because}served, the model's yes/no answer will be '{everyone}' "
+            "for patients like these, and only the probability tells them apart"
+        )
+    return line, warnings
 
 
 def split_demo(base_of: dict[str, Predictor], pooled: Any, seed: int = 0) -> dict[str, Any]:
@@ -295,6 +558,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
         print(
             f"{name:6s} mean predicted {g['mean_predicted_before']:.3f} before, "
             f"{g['mean_predicted_after']:.3f} after, vs observed {g['observed']:.3f} (n={g['n']})"
+        )
+    line, warnings = threshold_messages(payload, args.model)
+    print(line)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if r["earlier"]:
+        print(
+            f"replaces the recalibration of {r['earlier'][-1]['model_version']} (refitted on the "
+            "network's own output, not stacked on it)"
         )
     print(f"wrote {args.output} ({payload['model_version']})")
     return 0

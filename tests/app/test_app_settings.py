@@ -73,6 +73,17 @@ def test_api_key_is_never_shown() -> None:
     assert "HEART_API_KEY" in str(info.value)
 
 
+def test_short_api_key_is_measured_in_characters() -> None:
+    """Pydantic's own message said "at least 16 items" and quoted the secret's length."""
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"HEART_API_KEY": "short"})
+    message = str(info.value)
+    assert message == (
+        "invalid configuration: HEART_API_KEY=<hidden>: should have at least 16 characters"
+    )
+    assert "items" not in message and "5" not in message
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.artifact import load_artifact
+from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.synthetic import KEY, registry
@@ -80,6 +82,32 @@ def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
     err = capsys.readouterr().err
     assert "4 of 30 rows refused" in err
     assert "650" not in err and "high" not in err  # never a patient's value
+
+
+def test_every_missing_marker_is_a_value_not_measured(tmp_path: Path, artifact_path: Path) -> None:
+    """The shared markers (model/columns.py), bare or padded; ``?`` is text, refused."""
+    cells = [*MISSING_MARKERS, *(f" {m} " for m in MISSING_MARKERS if m), "?"]
+    df = registry(len(cells), seed=3).astype({"serum_cholesterol": object})
+    df["serum_cholesterol"] = cells
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert listed[["row", "column", "reason"]].values.tolist() == [
+        [len(cells) - 1, "serum_cholesterol", "is not a number"]
+    ]
+    x = df[list(FEATURE_NAMES)].assign(serum_cholesterol=np.nan).to_numpy(dtype=float)
+    got = pd.read_csv(out)["probability"].to_numpy()
+    assert_same_probabilities(got[:-1], load_artifact(artifact_path).probability(x[:-1]))
+
+
+def test_docs_list_the_missing_markers() -> None:
+    from app.testing import REPO_ROOT
+
+    text = " ".join((REPO_ROOT / "docs" / "scoring.md").read_text(encoding="utf-8").split())
+    listed = text.split("The CSV markers", 1)[1].split("(`MISSING_MARKERS`", 1)[0]
+    assert re.findall(r"`([^`]+)`", listed) == [m for m in MISSING_MARKERS if m]
 
 
 def test_missing_column_is_named_and_nothing_written(

@@ -9,11 +9,19 @@ import numpy as np
 import pytest
 
 from model.artifact import load_artifact, read_payload
+from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES
 from training.calibration import calibration_intercept_slope, recalibrate
 from training.cli import main as cli
-from training.data import file_sha256
-from training.recalibrate import MIN_CELL, OUTCOME, base_predictor, by_sex
+from training.data import DataError, file_sha256
+from training.recalibrate import (
+    MIN_CELL,
+    OUTCOME,
+    base_predictor,
+    by_sex,
+    read_local_csv,
+    recalibrated_version,
+)
 from training.sites import load_site
 
 
@@ -44,8 +52,11 @@ def test_round_trip_keeps_weights_and_records_the_recalibration(
     np.testing.assert_array_equal(before["background"], after["background"])
     r = after["recalibration"]
     assert r["data_sha256"] == file_sha256(hungarian_half) and r["data_file"] == "local.csv"
-    assert after["model_version"] == f"{before['model_version']}-recal-{r['data_sha256'][:8]}"
+    assert after["model_version"] == recalibrated_version(
+        before["model_version"], r["intercept"], r["slope"], r["threshold"], r["data_sha256"]
+    )
     assert after["threshold"] == r["threshold"] and r["threshold_tuned"]
+    assert after["threshold_strategy"] == "tuned-locally" and r["earlier"] == []
 
     # The served predictor applies exactly the recorded intercept and slope.
     x, y = load_site("hungarian")
@@ -80,6 +91,8 @@ def test_round_trip_keeps_weights_and_records_the_recalibration(
     )
     assert read_payload(again)["base_model_version"] == before["model_version"]
     np.testing.assert_allclose(base_predictor(again).probability(x), base, rtol=1e-12)
+    # ... and lists the recalibration it replaced.
+    assert [e["model_version"] for e in r2["earlier"]] == [after["model_version"]]
 
 
 def blank_first_age(text: str) -> str:
@@ -87,12 +100,31 @@ def blank_first_age(text: str) -> str:
     return "\n".join([header, "," + first.split(",", 1)[1], rest])
 
 
+def edit_line(number: int, change: object) -> object:
+    """An edit of the file's line ``number`` (1 = the header) by ``change(line)``."""
+
+    def edit(text: str) -> str:
+        lines = text.split("\n")
+        lines[number - 1] = change(lines[number - 1])  # type: ignore[operator]
+        return "\n".join(lines)
+
+    return edit
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
         (lambda t: t.replace(",outcome", ",result"), "lacks the column"),
-        (blank_first_age, "row 2, column age: must be a finite number: it is required"),
+        # Rows counted as heart-score counts them (from 0, no header), the file's line beside.
+        (blank_first_age, r"row 0 \(line 2 of the file\), column age: must be a finite number"),
         (lambda t: t[: t.rindex(",")] + ",2\n", r"column outcome: '2' must be 0 or 1"),
+        (edit_line(1, lambda h: h.replace(",sex,", ",age,")), r"names the column\(s\) age more"),
+        (edit_line(5, lambda row: row + ",7"), r"row 3 \(line 5 of the file\) has 15 cells, more"),
+        (edit_line(5, lambda row: row.rsplit(",", 1)[0]), r"row 3 \(line 5 .* fewer than the"),
+        (edit_line(5, lambda row: "?" + row[row.index(",") :]), r"'\?' is not a number; a value"),
+        (lambda t: t.replace(",", ";"), "the header is a single cell: the file must be sep"),
+        (lambda t: t.replace("age,", "Age,", 1), r"case-sensitive; the header has 'Age'"),
+        (edit_line(3, lambda row: row.replace(",", "\xe9,", 1)), "line 3 of the file is not UTF-8"),
     ],
 )
 def test_bad_local_files_are_refused_with_row_and_column(
@@ -100,12 +132,51 @@ def test_bad_local_files_are_refused_with_row_and_column(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     bad = tmp_path / "bad.csv"
-    bad.write_text(edit(hungarian_half.read_text()))  # type: ignore[operator]
+    bad.write_bytes(edit(hungarian_half.read_text()).encode("utf-8"))  # type: ignore[operator]
+    if "UTF-8" in message:
+        bad.write_bytes(bad.read_bytes().replace("\xe9".encode(), b"\xe9"))
     code = cli(["recalibrate", "--model", str(artifact_path), "--data", str(bad),
                 "--output", str(tmp_path / "x.joblib")])  # fmt: skip
     assert code == 2
-    assert re.search(message, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
     assert not (tmp_path / "x.joblib").exists()
+
+
+def test_what_spreadsheets_write_is_read_as_the_plain_file(
+    hungarian_half: Path, tmp_path: Path
+) -> None:
+    """A byte-order mark, ", " separators, CRLF, empty lines and trailing empty cells."""
+    want_x, want_y = read_local_csv(hungarian_half)
+    lines = hungarian_half.read_text().rstrip("\n").split("\n")
+    excel = "\ufeff" + "\r\n".join(
+        [lines[0].replace(",", ", "), "", *(line.replace(",", " , ") + ",," for line in lines[1:])]
+    )
+    excel += "\r\n,,,,,,,,,,,,,,\r\n\r\n"  # an empty row, then an empty line
+    (tmp_path / "excel.csv").write_bytes(excel.encode("utf-8"))
+    x, y = read_local_csv(tmp_path / "excel.csv")
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
+def test_missing_markers_are_heart_scores(hungarian_half: Path, tmp_path: Path) -> None:
+    """The one list, model.columns.MISSING_MARKERS, in a column that may be missing."""
+    header, *rows = hungarian_half.read_text().rstrip("\n").split("\n")
+    col = FEATURE_NAMES.index("serum_cholesterol")
+    cells = [*MISSING_MARKERS, *(f" {m} " for m in MISSING_MARKERS)]
+    edited = []
+    for i, row in enumerate(rows):
+        values = row.split(",")
+        values[col] = cells[i % len(cells)]
+        edited.append(",".join(values))
+    (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
+    x, _ = read_local_csv(tmp_path / "marked.csv")
+    assert np.isnan(x[:, col]).all()
+    for text in ("NAN", "1_000"):  # float() reads them; heart-score does not
+        edited[0] = ",".join([*rows[0].split(",")[:col], text, *rows[0].split(",")[col + 1 :]])
+        (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
+        with pytest.raises(DataError, match=f"column serum_cholesterol: '{text}' is not a number"):
+            read_local_csv(tmp_path / "marked.csv")
 
 
 def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() -> None:
@@ -192,3 +263,98 @@ def test_each_sex_needs_five_patients_with_and_five_without_the_disease(
         "mean_predicted_after": pytest.approx(p[women].mean() / 2),
     }
     assert figures["men"]["n"] == 40 and figures["men"]["observed"] == 0.5
+
+
+def recal(artifact: Path, data: Path, out: Path, *flags: str) -> dict[str, object]:
+    assert cli(["recalibrate", "--model", str(artifact), "--data", str(data),
+                "--output", str(out), *flags]) == 0  # fmt: skip
+    return read_payload(out)
+
+
+def test_the_version_changes_with_everything_that_changes_the_answers(
+    artifact_path: Path, hungarian_half: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue: the suffix was the data file's hash alone, so these shared one version."""
+    x, y = load_site("switzerland")
+    swiss = write_csv(tmp_path / "swiss.csv", x, y)
+    fixed = recal(artifact_path, hungarian_half, tmp_path / "fixed.joblib")
+    tuned = recal(artifact_path, hungarian_half, tmp_path / "tuned.joblib", "--tune-threshold")
+    assert fixed["threshold"] != tuned["threshold"]
+    assert fixed["model_version"] != tuned["model_version"]
+    assert fixed["threshold_strategy"] == "fixed" and tuned["threshold_strategy"] == "tuned-locally"
+    capsys.readouterr()
+
+    # Swiss after the Hungarian-tuned artifact keeps the Hungarian threshold, and says so.
+    chained = recal(tmp_path / "tuned.joblib", swiss, tmp_path / "chained.joblib")
+    out, err = capsys.readouterr()
+    direct = recal(artifact_path, swiss, tmp_path / "direct.joblib")
+    assert chained["threshold"] == tuned["threshold"] != direct["threshold"]
+    assert chained["model_version"] != direct["model_version"]
+    r = chained["recalibration"]
+    assert r["threshold_origin"] == {  # type: ignore[index]
+        "chosen_by": "heart-train recalibrate --tune-threshold",
+        "data_file": hungarian_half.name,
+        "data_sha256": file_sha256(hungarian_half),
+        "model_version": tuned["model_version"],
+    }
+    assert chained["threshold_strategy"] == "tuned-locally"  # the kept one was tuned, elsewhere
+    assert f"kept from {tmp_path / 'tuned.joblib'}: tuned on {hungarian_half.name}" in out
+    assert f"was tuned on another file, {hungarian_half.name}, not on these patients" in err
+    assert f"replaces the recalibration of {tuned['model_version']}" in out
+    # The a, b are refitted on the network's own output: the same as recalibrating directly.
+    d = direct["recalibration"]
+    assert (r["intercept"], r["slope"]) == (d["intercept"], d["slope"])  # type: ignore[index]
+    assert d["threshold_origin"] == {"chosen_by": "training", "strategy": "fixed"}  # type: ignore[index]
+    # The same fit of the same file on the same network: the same answers, the same version.
+    again = recal(artifact_path, swiss, tmp_path / "again.joblib")
+    assert again["model_version"] == direct["model_version"]
+
+
+def test_a_tuned_threshold_that_calls_everyone_diseased_is_reported(
+    artifact_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like Switzerland (115 of 123 diseased): every diseased patient and the five healthy
+    ones the network rates highest, so calling everyone diseased is cheapest."""
+    x, y = load_site("hungarian")
+    risk = base_predictor(artifact_path).probability(x)
+    healthy = np.flatnonzero(y == 0)
+    keep = np.concatenate([np.flatnonzero(y == 1), healthy[np.argsort(risk[healthy])[-5:]]])
+    data = write_csv(tmp_path / "mostly-diseased.csv", x[keep], y[keep])
+    out = tmp_path / "local.joblib"
+    payload = recal(artifact_path, data, out, "--tune-threshold")
+    served = load_artifact(out).probability(x[keep])
+    lowest = float(served.min())
+    # Not 1e-6: 1/6 (the cost-optimal threshold of a calibrated risk) when the local patients
+    # leave it there, else halfway between 0 and the lowest local risk.
+    assert payload["threshold"] == pytest.approx(1 / 6 if lowest >= 1 / 6 else lowest / 2)
+    assert (served >= payload["threshold"]).all()
+    assert payload["recalibration"]["threshold_classes_everyone_as"] == "diseased"  # type: ignore[index]
+    assert load_artifact(out).metadata["threshold_strategy"] == "tuned-locally"
+    err = capsys.readouterr().err
+    n = keep.size
+    assert (
+        f"warning: the tuned threshold {payload['threshold']:.3f} classes every one of the {n} "
+        f"local patients as diseased: on this file ({int(y.sum())} of {n} with the disease)"
+    ) in err
+
+
+def test_the_service_reports_the_recalibrated_version_and_the_tuned_threshold(
+    artifact_path: Path, hungarian_half: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app import Settings, create_app
+    from app.schemas import PATIENT_EXAMPLE
+
+    out = tmp_path / "local.joblib"
+    payload = recal(artifact_path, hungarian_half, out, "--tune-threshold")
+    with TestClient(create_app(Settings(model_path=out))) as client:
+        card = client.get("/model").json()
+        ready = client.get("/ready").json()
+        answer = client.post("/predict", json=PATIENT_EXAMPLE).json()
+    version = payload["model_version"]
+    assert card["model_version"] == ready["model_version"] == answer["model_version"] == version
+    assert card["threshold"] == payload["threshold"]
+    assert card["threshold_strategy"] == "tuned-locally"
+    assert card["recalibration"]["threshold_tuned"] is True
+    assert card["recalibration"]["threshold_origin"]["data_file"] == hungarian_half.name

@@ -120,8 +120,8 @@ def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
                 raise
             return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=True))
     except pa.ArrowException as exc:
-        kind = "an Arrow IPC stream" if fmt == "arrow" else "CSV"
-        raise InputError(f"the body is not valid {kind}: {_without_values(exc)}") from None
+        kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
+        raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
 
 
 def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:

@@ -131,6 +131,7 @@ def test_missing_column_and_garbage_body_are_422(client: TestClient) -> None:
         "/predict/table", content=b"\x00\x01 not arrow", headers={"Content-Type": ARROW}
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert r.json()["detail"][0]["msg"].startswith("the body is not a valid Arrow IPC stream: ")
 
 
 def test_wrong_media_types(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,17 @@ def test_without_pyarrow_the_extra_is_named(
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == EXIT_UNUSABLE
     assert "heart-risk[bulk]" in capsys.readouterr().err
+
+
+def test_version_and_help_show_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """README: every command has --version, and --help shows each option's default."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"\S.* \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "(default: 131072)" in flat  # --chunk-rows
+    assert "single-threaded) (default: 0)" in flat  # --threads

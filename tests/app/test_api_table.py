@@ -51,7 +51,7 @@ def test_arrow_in_arrow_out_equals_the_predictor(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == ARROW
     out = read_arrow(r.content)
-    assert list(out.columns) == ["probability", "prediction"]
+    assert list(out.columns) == ["probability", "prediction", "probability_low", "probability_high"]
     predictor = load_artifact(artifact_path)
     expected = predictor.probability(frame[list(FEATURE_NAMES)].to_numpy())
     assert_same_probabilities(out["probability"], expected)

@@ -10,9 +10,10 @@ import pytest
 
 from model.artifact import load_artifact
 from scoring.cli import main
+from scoring.core import HIGH, LOW
 from scoring.frame import ERROR, score_dask, score_frame, times_received
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_probabilities
+from tests.scoring.same import assert_same_intervals, assert_same_probabilities
 
 ROWS = 300_000
 PARTITIONS = 12
@@ -24,7 +25,7 @@ def test_score_frame_keeps_index_and_explains_refused_rows(artifact_path: Path) 
     df.loc[103, "age"] = "old"
     df.loc[104, "thal"] = 2
     out = score_frame(df, load_artifact(artifact_path), keys=[KEY])
-    assert list(out.columns) == [KEY, "probability", "prediction", ERROR]
+    assert list(out.columns) == [KEY, "probability", "prediction", LOW, HIGH, ERROR]
     assert out.index.tolist() == df.index.tolist()
     assert out.loc[103, ERROR] == "age: is not a number"
     assert out.loc[104, ERROR].startswith("thal: must be one of 3")
@@ -60,6 +61,8 @@ def test_dask_cluster_matches_heart_score_and_ships_the_model_once(
     scored = scored.reset_index(drop=True)
     assert scored[KEY].tolist() == expected[KEY].tolist()
     assert_same_probabilities(scored["probability"], expected["probability"])
+    for end in (LOW, HIGH):
+        assert_same_intervals(scored[end], expected[end])
     assert scored["prediction"].astype("Float64").equals(expected["prediction"].astype("Float64"))
     assert scored[ERROR].notna().sum() == 2
     # 12 partitions over 2 worker processes, the model unpickled at most once in each.

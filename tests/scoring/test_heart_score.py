@@ -15,6 +15,7 @@ import pytest
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
+from scoring.core import HIGH, LOW
 from scoring.synthetic import KEY, registry
 from tests.scoring.same import assert_same_probabilities
 
@@ -41,7 +42,7 @@ def test_scores_equal_the_predictor(
     )
     assert code == EXIT_OK
     got = pd.read_parquet(out) if dst == "parquet" else pd.read_csv(out)
-    assert list(got.columns) == [KEY, "probability", "prediction"]
+    assert list(got.columns) == [KEY, "probability", "prediction", LOW, HIGH]
     assert got[KEY].tolist() == frame[KEY].tolist()
     expected = _expected(artifact_path, frame)
     # CSV holds the shortest text that reads back as the same double, so CSV loses nothing;
@@ -112,7 +113,13 @@ def test_empty_input_gives_an_empty_output_with_the_columns(
     registry(0).to_parquet(inp, index=False)
     assert main([str(inp), str(out), "--key", KEY, "--model", str(artifact_path)]) == EXIT_OK
     table = pq.read_table(out)
-    assert table.num_rows == 0 and table.column_names == [KEY, "probability", "prediction"]
+    assert table.num_rows == 0 and table.column_names == [
+        KEY,
+        "probability",
+        "prediction",
+        LOW,
+        HIGH,
+    ]
 
 
 def test_without_a_key_rows_are_numbered(tmp_path: Path, artifact_path: Path) -> None:

@@ -227,7 +227,14 @@ class PredictionService:
         return _validated_batch(self._explain_batch_model, body)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
-        """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive."""
+        """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive.
+
+        No rows (a table upload of only a header) is an empty list, as the
+        table's CSV and Arrow answers are empty: the rendering below would pair
+        one empty probability with no class.
+        """
+        if not len(x):
+            return b'{"predictions":[]}', 0
         probabilities = self.predictor.probability(x)
         is_positive = probabilities >= self.threshold
         # pydantic-core renders the floats in Rust: shortest round-trip form, valid JSON.

@@ -99,6 +99,28 @@ def test_json_answer_is_the_batch_endpoints_answer(client: TestClient) -> None:
     assert table.json() == batch.json()
 
 
+@pytest.mark.parametrize("sent", ["text/csv", ARROW])
+@pytest.mark.parametrize("accept", ["application/json", "text/csv", ARROW])
+def test_no_rows_is_an_empty_answer_in_every_format(
+    client: TestClient, sent: str, accept: str
+) -> None:
+    """A header without rows (or an Arrow schema without batches) scores nobody: 200, no rows."""
+    empty = registry(0)
+    body = empty.to_csv(index=False).encode() if sent == "text/csv" else arrow_body(empty)
+    r = client.post(
+        "/predict/table", content=body, headers={"Content-Type": sent, "Accept": accept}
+    )
+    assert r.status_code == 200, r.text
+    columns = ["probability", "prediction", "probability_low", "probability_high"]
+    if accept == "application/json":
+        assert r.json() == {"predictions": []}
+    elif accept == "text/csv":
+        assert r.text.splitlines() == [",".join(f'"{c}"' for c in columns)]
+    else:
+        table = pa.ipc.open_stream(r.content).read_all()
+        assert table.num_rows == 0 and table.column_names == columns
+
+
 def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
     df = registry(10, seed=2).astype({"serum_cholesterol": object})
     df.loc[2, "age"] = 650

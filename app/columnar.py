@@ -24,7 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
 from app.schemas import ErrorMessage
-from model.columns import MissingColumnsError, validate_columns
+from model.columns import (
+    DuplicateColumnsError,
+    MissingColumnsError,
+    require_columns,
+    validate_columns,
+)
 from scoring.core import score_batch
 
 TABLE_PATH: Final[str] = "/predict/table"
@@ -114,11 +119,23 @@ async def predict_table(request: Request) -> Response:
 
     try:
         table = parse_body(body, FORMATS[media])  # type: ignore[arg-type]
+        require_columns(table.schema.names)
         features, not_numbers = feature_columns(table)
         batch = validate_columns(features, not_numbers=not_numbers)
     except InputError as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body",), "msg": str(exc), "input": None}]
+        ) from None
+    except DuplicateColumnsError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "duplicate_column",
+                    "loc": ("body", "columns", name),
+                    "msg": f"Duplicate column {name!r}: send each column once",
+                }
+                for name in exc.duplicated
+            ]
         ) from None
     except MissingColumnsError as exc:
         raise RequestValidationError(

@@ -13,7 +13,8 @@ NumPy only: the service imports this without the ``bulk`` extra.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,20 @@ class MissingColumnsError(ValueError):
             + ", ".join(missing)
             + " (every one of the 13 must be present; cells may be empty where a value may be"
             " missing)"
+        )
+
+
+class DuplicateColumnsError(ValueError):
+    """A column the batch needs appears more than once: which copy to score would be a guess.
+
+    The columnar twin of the JSON API's duplicate keys: a reviewer, a log or a
+    spreadsheet may look at one copy while the scorer reads the other.
+    """
+
+    def __init__(self, duplicated: list[str]) -> None:
+        self.duplicated = duplicated
+        super().__init__(
+            "column(s) given more than once: " + ", ".join(duplicated) + " (send each column once)"
         )
 
 
@@ -60,12 +75,20 @@ class ColumnBatch:
         return not self.problems
 
 
-def require_columns(names: object) -> None:
-    """Refuse a header that lacks feature columns, before any row is read."""
-    present = set(names)  # type: ignore[call-overload]
+def require_columns(names: Iterable[str], *, also: Iterable[str] = ()) -> None:
+    """Refuse a header that lacks feature columns, or repeats a feature or one of ``also``
+    (the key columns), before any row is read. Other columns are ignored, repeated or not.
+    """
+    names = list(names)
+    present = set(names)
     missing = [name for name in FEATURE_NAMES if name not in present]
     if missing:
         raise MissingColumnsError(missing)
+    needed = {*FEATURE_NAMES, *also}
+    counts = Counter(name for name in names if name in needed)
+    duplicated = [name for name, count in counts.items() if count > 1]
+    if duplicated:
+        raise DuplicateColumnsError(duplicated)
 
 
 def validate_columns(

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
 from model.cli_support import HelpFormatter, add_version, prog_name
-from model.columns import MissingColumnsError, validate_columns
+from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 
 EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE = 0, 1, 2
 DEFAULT_MODEL = Path("artifacts/model.joblib")
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TextInNumbersError:
             # Some feature cell is text: read again, parsing cell by cell to name them all.
             summary = _run(args, predictor, in_fmt, out_fmt, show, text_features=True)
-    except (InputError, MissingColumnsError, OSError) as exc:
+    except (InputError, MissingColumnsError, DuplicateColumnsError, OSError) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     rows, refused = summary

@@ -77,8 +77,8 @@ def read_chunks(
     the caller switches to it only when the fast read hits such a cell.
     """
     names = _column_names(path, fmt)
-    require_columns(names)
     unknown = [k for k in keys if k not in names]
+    require_columns(names, also=[k for k in keys if k not in unknown])
     if unknown:
         raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from model.artifact import load_artifact
-from model.columns import ColumnBatch, validate_columns
+from model.columns import ColumnBatch, require_columns, validate_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, output_columns, score_batch
@@ -69,6 +69,8 @@ def score_frame(df: pd.DataFrame, model: Model = None, keys: Sequence[str] = ())
     row per input row in input order (the index is kept too).
     """
     predictor = resolve(model)
+    # pandas answers df[name] for a repeated name with a frame of every copy.
+    require_columns([str(c) for c in df.columns], also=keys)
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
     for name in FEATURE_NAMES:

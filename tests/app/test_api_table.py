@@ -28,7 +28,10 @@ def client(artifact_path: Path) -> Iterator[TestClient]:
 
 
 def arrow_body(df: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    return arrow_body_of(pa.Table.from_pandas(df, preserve_index=False))
+
+
+def arrow_body_of(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -154,6 +157,40 @@ def test_missing_column_and_garbage_body_are_422(client: TestClient) -> None:
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
     assert r.json()["detail"][0]["msg"].startswith("the body is not a valid Arrow IPC stream: ")
+
+
+def with_second(df: pd.DataFrame, name: str, fmt: str) -> bytes:
+    """``df`` with a second column called ``name`` at the end (pandas cannot hold one)."""
+    if fmt == "csv":
+        header, *rows = df.to_csv(index=False).splitlines()
+        return "\n".join([f"{header},{name}", *(f"{row},1" for row in rows)]).encode()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return arrow_body_of(table.append_column(name, pa.array([1.0] * len(df))))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "arrow"])
+def test_a_duplicated_feature_column_is_422_naming_it(client: TestClient, fmt: str) -> None:
+    media = {"csv": "text/csv", "arrow": ARROW}[fmt]
+    r = client.post(
+        "/predict/table",
+        content=with_second(registry(3), "age", fmt),
+        headers={"Content-Type": media},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {
+            "type": "duplicate_column",
+            "loc": ["body", "columns", "age"],
+            "msg": "Duplicate column 'age': send each column once",
+        }
+    ]
+    # A repeated column the service ignores changes nothing: it is not scored.
+    r = client.post(
+        "/predict/table",
+        content=with_second(registry(3).assign(note=1.0), "note", fmt),
+        headers={"Content-Type": media},
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_wrong_media_types(client: TestClient) -> None:

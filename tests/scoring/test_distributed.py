@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from model.artifact import load_artifact
+from model.columns import DuplicateColumnsError
 from scoring.cli import main
 from scoring.core import HIGH, LOW
 from scoring.frame import ERROR, score_dask, score_frame, times_received
@@ -31,6 +32,13 @@ def test_score_frame_keeps_index_and_explains_refused_rows(artifact_path: Path) 
     assert out.loc[104, ERROR].startswith("thal: must be one of 3")
     assert out["probability"].isna().sum() == 2 and out["prediction"].isna().sum() == 2
     assert out[ERROR].isna().sum() == 48
+
+
+def test_score_frame_refuses_a_repeated_feature_column(artifact_path: Path) -> None:
+    df = registry(5, seed=4)
+    twice = pd.concat([df, df[["age"]]], axis=1)
+    with pytest.raises(DuplicateColumnsError, match="given more than once: age"):
+        score_frame(twice, load_artifact(artifact_path))
 
 
 @pytest.mark.slow

@@ -94,6 +94,22 @@ def test_missing_column_is_named_and_nothing_written(
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
 
+@pytest.mark.parametrize(("repeated", "args"), [("age", []), (KEY, ["--key", KEY])])
+def test_a_repeated_feature_or_key_column_is_named_and_exit_2(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    repeated: str,
+    args: list[str],
+) -> None:
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    header, *rows = registry(5).to_csv(index=False).splitlines()
+    inp.write_text("\n".join([f"{header},{repeated}", *(f"{r},1" for r in rows)]) + "\n")
+    assert main([str(inp), str(out), *args, "--model", str(artifact_path)]) == EXIT_UNUSABLE
+    assert f"column(s) given more than once: {repeated}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_unknown_key_and_unknown_format_exit_2(tmp_path: Path, artifact_path: Path) -> None:
     inp = tmp_path / "in.parquet"
     registry(10).to_parquet(inp)

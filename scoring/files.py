@@ -119,7 +119,9 @@ def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
             if "conversion error" not in str(exc):
                 raise
             return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=True))
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, OSError) as exc:
+        # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
+        # which is not an ArrowException.
         kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
         raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
 

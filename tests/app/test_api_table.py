@@ -193,6 +193,19 @@ def test_a_duplicated_feature_column_is_422_naming_it(client: TestClient, fmt: s
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff" * 100, arrow_body(registry(50))[:700], arrow_body(registry(50))[:-100]],
+    ids=["garbage", "truncated-early", "truncated-late"],
+)
+def test_a_malformed_arrow_stream_is_422(client: TestClient, body: bytes) -> None:
+    r = client.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail[0]["loc"] == ["body"]
+    assert detail[0]["msg"].startswith("the body is not a valid Arrow IPC stream")
+
+
 def test_wrong_media_types(client: TestClient) -> None:
     r = client.post("/predict/table", json={"patients": []})
     assert r.status_code == 415 and "text/csv" in r.json()["detail"]

@@ -16,14 +16,20 @@ limited by ``HEART_MAX_BODY_BYTES`` like every other body.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import traceback
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from app.logs import APP_LOGGER
 from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
 from app.schemas import ErrorMessage
+from app.service import PredictionService
+from model.arrays import FloatArray
 from model.columns import (
     DuplicateColumnsError,
     MissingColumnsError,
@@ -52,6 +58,7 @@ BULK_HINT: Final[str] = (
 HAVE_BULK: bool = importlib.util.find_spec("pyarrow") is not None
 
 router = APIRouter()
+logger = logging.getLogger(APP_LOGGER)
 
 _BINARY: Final[dict[str, Any]] = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
 _TEXT: Final[dict[str, Any]] = {"schema": {"type": "string", "minLength": 1}}
@@ -114,14 +121,54 @@ async def predict_table(request: Request) -> Response:
     runtime = runtime_of(request)
     service = loaded_service(runtime)
     body = await read_body(request)
+    fmt: Literal["csv", "arrow"] = "csv" if media == CSV else "arrow"
+    try:
+        body_out, media_out, x, n_positive = _score_table(service, body, fmt, answer)
+    except (RequestValidationError, HTTPException):
+        raise
+    except Exception as exc:
+        raise _logged_without_values(exc) from None
+    # observe_batch takes rows with gaps: every row counts, measured values feed drift.
+    runtime.metrics.observe_batch(x, n_positive)
+    return Response(
+        body_out, media_type=media_out, headers={"X-Model-Version": service.model_version}
+    )
+
+
+def _score_table(
+    service: PredictionService,
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    answer: Literal["csv", "arrow", "json"],
+) -> tuple[bytes, str, FloatArray, int]:
+    """Decode, validate, score and serialise a table body: (answer, its media type, the
+    validated rows, how many are positive). Raises the 422s naming rows and columns."""
     # pyarrow only now: a service without the bulk extra never imports it.
-    from scoring.files import InputError, feature_columns, parse_body, scores_batch, serialize
+    from scoring.files import (
+        ColumnTypeError,
+        InputError,
+        feature_columns,
+        parse_body,
+        scores_batch,
+        serialize,
+    )
 
     try:
-        table = parse_body(body, FORMATS[media])  # type: ignore[arg-type]
+        table = parse_body(body, fmt)
         require_columns(table.schema.names)
         features, not_numbers = feature_columns(table)
         batch = validate_columns(features, not_numbers=not_numbers)
+    except ColumnTypeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "columns", exc.column),
+                    "msg": str(exc),
+                    "input": None,
+                }
+            ]
+        ) from None
     except InputError as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body",), "msg": str(exc), "input": None}]
@@ -157,16 +204,29 @@ async def predict_table(request: Request) -> Response:
         )
     if answer == "json":
         payload, n_positive = service.predict_rows(batch.x)
-        body_out, media_out = payload, JSON
-    else:
-        scores = score_batch(service.predictor, batch)
-        n_positive = int(scores.prediction.sum())
-        body_out, media_out = serialize(scores_batch(scores), answer), FORMATS_MEDIA[answer]
-    # observe_batch takes rows with gaps: every row counts, measured values feed drift.
-    runtime.metrics.observe_batch(batch.x, n_positive)
-    return Response(
-        body_out, media_type=media_out, headers={"X-Model-Version": service.model_version}
+        return payload, JSON, batch.x, n_positive
+    scores = score_batch(service.predictor, batch)
+    n_positive = int(scores.prediction.sum())
+    return serialize(scores_batch(scores), answer), FORMATS_MEDIA[answer], batch.x, n_positive
+
+
+def _logged_without_values(exc: Exception) -> HTTPException:
+    """A 500 for an error nobody foresaw, logged by type and place only.
+
+    Left to propagate, the server would log its traceback, and the message of an
+    exception raised while reading a table (pyarrow's among them) may quote a
+    cell: a patient's value in the log. The type and the line where it was
+    raised are enough to find the bug.
+    """
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    logger.error(
+        "table scoring failed",
+        extra={
+            "error": type(exc).__name__,
+            "at": f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?",
+        },
     )
+    return HTTPException(500, detail="Internal server error.")
 
 
 def _media_type(header: str | None) -> str:

@@ -8,6 +8,7 @@ rows at most, so peak memory depends on the chunk, not on the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,14 @@ _CSV_BLOCK_BYTES = 1 << 20
 
 class InputError(ValueError):
     """The input cannot be scored at all (unreadable, wrong columns): exit status 2."""
+
+
+class ColumnTypeError(InputError):
+    """A feature column pyarrow could not turn into numbers; names the column, never a cell."""
+
+    def __init__(self, column: str, kind: pa.DataType) -> None:
+        self.column = column
+        super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
 
 
 def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
@@ -100,9 +109,13 @@ def feature_columns(
         if name not in batch.schema.names:
             continue
         column = batch.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        features[name], text = _as_float(column)
+        try:
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            features[name], text = _as_float(column)
+        except pa.ArrowException:
+            # pyarrow's message may quote the cell: a health value, kept out of answers and logs.
+            raise ColumnTypeError(name, column.type) from None
         if text is not None:
             not_numbers[name] = text
     return features, not_numbers
@@ -161,7 +174,7 @@ def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {path} as {fmt}: {exc}") from exc
+        raise InputError(f"cannot read {path} as {fmt}: {_without_values(exc)}") from None
 
 
 def _batches(
@@ -201,8 +214,10 @@ class TextInNumbersError(Exception):
 
 
 def _without_values(exc: BaseException) -> str:
-    """pyarrow quotes the offending cell; a cell is health data, so keep only the location."""
-    return str(exc).split(": invalid value")[0]
+    """pyarrow quotes the offending cell (conversion errors) or the whole row (a row with
+    the wrong number of cells); both are health data, so keep only what and where."""
+    text = str(exc).split(": invalid value")[0]
+    return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text, flags=re.DOTALL)
 
 
 def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], Any]:
@@ -236,7 +251,10 @@ def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
         # Imported here: pyarrow.compute costs 0.1 s of start-up, and float64 needs none of it.
         import pyarrow.compute as pc
 
-        column = pc.cast(column, pa.float64())
+        # Unsafe: an integer above 2**53 has no exact double, and the safe cast raises
+        # with the value in its message. Rounded, it is still far outside every feature's
+        # range, so validation refuses that cell by row and column like any other.
+        column = pc.cast(column, pa.float64(), safe=False)
     n, start = len(column), column.offset
     if n == 0:
         return np.empty(0)

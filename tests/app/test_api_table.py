@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import Settings, columnar, create_app
+from app.service import PredictionService
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
@@ -239,3 +242,122 @@ def test_the_service_does_not_import_pyarrow_until_a_table_arrives() -> None:
     code = "import sys, app.main; app.main.create_app; print('pyarrow' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+# ----- hostile bodies: 4xx naming the column, and no cell value in the answer or the log ---
+
+SECRET = 987_654_321_987  # a cell value that must never be echoed or logged
+
+
+def everything_logged(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
+    """What reached stderr and every log record, with its extra fields and traceback."""
+    records = [
+        f"{r.getMessage()} {r.__dict__} {logging.Formatter().formatException(r.exc_info)}"
+        if r.exc_info
+        else f"{r.getMessage()} {r.__dict__}"
+        for r in caplog.records
+    ]
+    return "".join(capfd.readouterr()) + "\n".join(records)
+
+
+def _sent(client: TestClient, body: bytes, media: str = ARROW) -> Any:
+    return client.post("/predict/table", content=body, headers={"Content-Type": media})
+
+
+def _with_column(name: str, values: pa.Array) -> bytes:
+    """Three valid patients whose column ``name`` is replaced by ``values``."""
+    table = pa.Table.from_pandas(registry(3, seed=3), preserve_index=False)
+    index = table.schema.get_field_index(name)
+    return arrow_body_of(table.set_column(index, name, values))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array([200, 9_007_199_254_740_993, 210], pa.int64()),  # above 2**53
+        pa.array([200, 2**64 - 1, 210], pa.uint64()),
+        pa.array([200, -(2**63), 210], pa.int64()),
+    ],
+    ids=["int64-above-2^53", "uint64-max", "int64-min"],
+)
+def test_integers_beyond_doubles_are_refused_by_row_and_column(
+    client: TestClient,
+    values: pa.Array,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "patients", 1, "serum_cholesterol"]]
+    shown = str(values[1].as_py())
+    logged = everything_logged(capfd, caplog)
+    assert shown not in r.text and shown not in logged
+
+
+HOSTILE_COLUMNS: dict[str, pa.Array] = {
+    "int64": pa.array([SECRET] * 3, pa.int64()),
+    "uint64": pa.array([SECRET] * 3, pa.uint64()),
+    "float16": pa.array([1.0, None, 2.0], pa.float16()),
+    "float32": pa.array([float(SECRET)] * 3, pa.float32()),
+    "decimal": pa.array([SECRET] * 3, pa.decimal128(20, 0)),
+    "string": pa.array([str(SECRET)] * 3),
+    "large_string": pa.array([f"x{SECRET}"] * 3, pa.large_string()),
+    "string_view": pa.array([f"x{SECRET}"] * 3, pa.string_view()),
+    "binary": pa.array([str(SECRET).encode()] * 3, pa.binary()),
+    "dictionary": pa.array([f"x{SECRET}"] * 3).dictionary_encode(),
+    "timestamp": pa.array([SECRET] * 3, pa.timestamp("s")),
+    "duration": pa.array([SECRET] * 3, pa.duration("s")),
+    "list": pa.array([[SECRET]] * 3, pa.list_(pa.int64())),
+    "struct": pa.array([{"v": SECRET}] * 3, pa.struct([("v", pa.int64())])),
+    "null": pa.nulls(3),
+}
+
+
+@pytest.mark.parametrize("values", HOSTILE_COLUMNS.values(), ids=HOSTILE_COLUMNS.keys())
+def test_no_column_type_is_a_500_or_leaks_its_cells(
+    client: TestClient,
+    values: pa.Array,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every Arrow type in a feature column is answered with 200 or a 422 naming the column
+    or its cells, and no cell value reaches the answer or the log (no traceback either)."""
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:
+        for problem in r.json()["detail"]:
+            assert problem["loc"][-1] == "serum_cholesterol", problem
+    logged = everything_logged(capfd, caplog)
+    assert str(SECRET) not in r.text and str(SECRET) not in logged
+    assert "Traceback" not in logged
+
+
+def test_a_csv_row_of_the_wrong_width_is_not_echoed(client: TestClient) -> None:
+    header, *rows = registry(3).to_csv(index=False).splitlines()
+    rows[1] += f",{SECRET}"  # one cell too many: pyarrow quotes the whole row
+    r = _sent(client, "\n".join([header, *rows]).encode(), "text/csv")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert "Expected 14 columns, got 15" in r.text and str(SECRET) not in r.text
+
+
+def test_an_unforeseen_error_is_a_500_logged_without_its_message(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: object, x: object) -> tuple[bytes, int]:
+        raise ValueError(f"could not score {SECRET}")
+
+    monkeypatch.setattr(PredictionService, "predict_rows", broken)
+    r = client.post(
+        "/predict/table",
+        content=registry(3).to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv", "Accept": "application/json"},
+    )
+    assert r.status_code == 500 and r.json() == {"detail": "Internal server error."}
+    logged = everything_logged(capfd, caplog)
+    [failure] = [r for r in caplog.records if r.getMessage() == "table scoring failed"]
+    assert failure.__dict__["error"] == "ValueError"
+    assert failure.__dict__["at"].startswith("test_api_table.py:")
+    assert str(SECRET) not in logged and "Traceback" not in logged

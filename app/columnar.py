@@ -10,7 +10,9 @@ the row and column: ``["body", "patients", 3, "age"]``.
 
 CSV and Arrow need pyarrow, from the ``bulk`` extra; a service installed
 without it answers these media types with 415 naming the extra. The body is
-limited by ``HEART_MAX_BODY_BYTES`` like every other body.
+limited by ``HEART_MAX_BODY_BYTES`` like every other body (for an Arrow stream,
+also uncompressed), and the table by ``HEART_MAX_TABLE_ROWS`` rows: 413 beyond
+either, counted before a compressed batch is decoded.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import importlib.util
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.logs import APP_LOGGER
 from app.routes import loaded_service, read_body
@@ -68,7 +71,8 @@ _OPENAPI_BODY: Final[dict[str, Any]] = {
         "description": (
             "One row per patient, one column per feature (named as in the feature table; "
             "other columns are ignored), an empty cell where a value was not measured "
-            "and the feature allows it. At most HEART_MAX_BODY_BYTES bytes."
+            "and the feature allows it. At most HEART_MAX_TABLE_ROWS rows and "
+            "HEART_MAX_BODY_BYTES bytes (an Arrow stream's buffers uncompressed, too)."
         ),
         "content": {CSV: _TEXT, ARROW: _BINARY},
     }
@@ -84,7 +88,13 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     },
     401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
     406: {"model": ErrorMessage, "description": "Accept names no format this endpoint writes."},
-    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    413: {
+        "model": ErrorMessage,
+        "description": (
+            "Body larger than HEART_MAX_BODY_BYTES (an Arrow stream: also once "
+            "uncompressed), or more rows than HEART_MAX_TABLE_ROWS."
+        ),
+    },
     415: {
         "model": ErrorMessage,
         "description": "Body neither text/csv nor Arrow, or the bulk extra is not installed.",
@@ -122,8 +132,13 @@ async def predict_table(request: Request) -> Response:
     service = loaded_service(runtime)
     body = await read_body(request)
     fmt: Literal["csv", "arrow"] = "csv" if media == CSV else "arrow"
+    limits = _Limits(runtime.settings.max_table_rows, runtime.settings.max_body_bytes)
     try:
-        body_out, media_out, x, n_positive = _score_table(service, body, fmt, answer)
+        # Milliseconds to seconds of CPU for a large table: in a worker thread, so the
+        # event loop keeps answering /health, /ready and every other request meanwhile.
+        body_out, media_out, x, n_positive = await run_in_threadpool(
+            _score_table, service, body, fmt, answer, limits
+        )
     except (RequestValidationError, HTTPException):
         raise
     except Exception as exc:
@@ -135,18 +150,29 @@ async def predict_table(request: Request) -> Response:
     )
 
 
+class _Limits(NamedTuple):
+    """Per request: most rows (``HEART_MAX_TABLE_ROWS``), most uncompressed Arrow bytes
+    (``HEART_MAX_BODY_BYTES``, which already bounds the body as sent)."""
+
+    rows: int
+    arrow_bytes: int
+
+
 def _score_table(
     service: PredictionService,
     body: bytes,
     fmt: Literal["csv", "arrow"],
     answer: Literal["csv", "arrow", "json"],
+    limits: _Limits,
 ) -> tuple[bytes, str, FloatArray, int]:
     """Decode, validate, score and serialise a table body: (answer, its media type, the
-    validated rows, how many are positive). Raises the 422s naming rows and columns."""
+    validated rows, how many are positive). Raises the 422s naming rows and columns,
+    and 413 for a table beyond ``limits``."""
     # pyarrow only now: a service without the bulk extra never imports it.
     from scoring.files import (
         ColumnTypeError,
         InputError,
+        TableTooLargeError,
         feature_columns,
         parse_body,
         scores_batch,
@@ -154,10 +180,12 @@ def _score_table(
     )
 
     try:
-        table = parse_body(body, fmt)
+        table = parse_body(body, fmt, max_rows=limits.rows, max_bytes=limits.arrow_bytes)
         require_columns(table.schema.names)
         features, not_numbers = feature_columns(table)
         batch = validate_columns(features, not_numbers=not_numbers)
+    except TableTooLargeError as exc:
+        raise HTTPException(413, detail=f"Table too large: {exc}.") from None
     except ColumnTypeError as exc:
         raise RequestValidationError(
             [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,22 +122,141 @@ def feature_columns(
     return features, not_numbers
 
 
-def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
-    """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`)."""
+class TableTooLargeError(Exception):
+    """The body holds more rows, or decompresses to more bytes, than one request may."""
+
+
+def parse_body(
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+) -> pa.Table:
+    """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`).
+
+    At most ``max_rows`` rows, and an Arrow stream whose buffers, uncompressed, come
+    to at most ``max_bytes``, else :class:`TableTooLargeError`. A zstd or lz4
+    stream of a few megabytes can hold millions of rows, so the Arrow limits are
+    checked on each message's metadata before any batch is decompressed; a CSV
+    body cannot hold more than its size allows, so it is counted once parsed.
+    """
     try:
         if fmt == "arrow":
-            return pa.ipc.open_stream(pa.BufferReader(body)).read_all()
-        try:
-            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=False))
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
-            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=True))
+            _check_stream_size(body, max_rows, max_bytes)
+            table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+        else:
+            try:
+                table = pacsv.read_csv(
+                    pa.BufferReader(body), convert_options=_csv_convert(text=False)
+                )
+            except pa.ArrowInvalid as exc:
+                if "conversion error" not in str(exc):
+                    raise
+                table = pacsv.read_csv(
+                    pa.BufferReader(body), convert_options=_csv_convert(text=True)
+                )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
         kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
         raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
+    if max_rows is not None and table.num_rows > max_rows:
+        raise TableTooLargeError(_too_many_rows(max_rows))
+    return table
+
+
+def _too_many_rows(max_rows: int) -> str:
+    return (
+        f"more than {max_rows:,} rows (HEART_MAX_TABLE_ROWS): send the table in parts, "
+        "or score whole files with heart-score"
+    )
+
+
+def _check_stream_size(body: bytes, max_rows: int | None, max_bytes: int | None) -> None:
+    """Count an Arrow stream's rows and uncompressed bytes from its messages' metadata,
+    without decompressing or decoding a batch; raise :class:`TableTooLargeError` as soon
+    as either passes its limit."""
+    if max_rows is None and max_bytes is None:
+        return
+    rows = size = 0
+    for message in pa.ipc.MessageReader.open_stream(pa.BufferReader(body)):
+        if message.type not in ("record batch", "dictionary"):
+            continue
+        try:
+            length, decoded = _batch_sizes(message)
+        except (struct.error, IndexError, ValueError):
+            raise InputError(
+                "the body is not a valid Arrow IPC stream: unreadable message metadata"
+            ) from None
+        if message.type == "record batch":
+            rows += length
+        size += decoded
+        if max_rows is not None and rows > max_rows:
+            raise TableTooLargeError(_too_many_rows(max_rows))
+        if max_bytes is not None and size > max_bytes:
+            raise TableTooLargeError(
+                f"the Arrow stream holds more than {max_bytes:,} bytes uncompressed "
+                "(HEART_MAX_BODY_BYTES limits a stream's uncompressed size, so compression "
+                "saves bandwidth but not the limit): send the table in parts"
+            )
+
+
+# Field numbers of the Arrow IPC flatbuffers (format/Message.fbs): Message.header;
+# DictionaryBatch.data; RecordBatch.length, .buffers and .compression.
+_MESSAGE_HEADER, _DICTIONARY_DATA = 2, 1
+_BATCH_LENGTH, _BATCH_BUFFERS, _BATCH_COMPRESSION = 0, 2, 3
+
+
+def _batch_sizes(message: pa.ipc.Message) -> tuple[int, int]:
+    """Rows of a record or dictionary batch message and the bytes of its buffers once
+    decompressed, read from the flatbuffer metadata (pyarrow exposes neither before it
+    decodes the batch). A compressed buffer starts with its uncompressed length (-1:
+    stored uncompressed), so the body is only peeked at, 8 bytes per buffer."""
+    meta = memoryview(message.metadata)
+    header = _field(meta, struct.unpack_from("<I", meta, 0)[0], _MESSAGE_HEADER)
+    if header is None:
+        raise ValueError("a batch message without a header")
+    batch = _indirect(meta, header)
+    if message.type == "dictionary":
+        data = _field(meta, batch, _DICTIONARY_DATA)
+        if data is None:
+            raise ValueError("a dictionary batch without data")
+        batch = _indirect(meta, data)
+    at = _field(meta, batch, _BATCH_LENGTH)
+    length = struct.unpack_from("<q", meta, at)[0] if at is not None else 0
+    at = _field(meta, batch, _BATCH_BUFFERS)
+    buffers = []
+    if at is not None:
+        vector = _indirect(meta, at)
+        count = struct.unpack_from("<I", meta, vector)[0]
+        buffers = [struct.unpack_from("<qq", meta, vector + 4 + 16 * i) for i in range(count)]
+    if length < 0 or any(offset < 0 or stored < 0 for offset, stored in buffers):
+        raise ValueError("negative length in a batch message")
+    if _field(meta, batch, _BATCH_COMPRESSION) is None:
+        return length, sum(stored for _, stored in buffers)
+    body = memoryview(message.body) if message.body is not None else memoryview(b"")
+    decoded = 0
+    for offset, stored in buffers:
+        if stored >= 8:
+            prefix = struct.unpack_from("<q", body, offset)[0]
+            decoded += stored - 8 if prefix == -1 else max(prefix, 0)
+    return length, decoded
+
+
+def _field(buf: memoryview, table: int, index: int) -> int | None:
+    """Where field ``index`` of the flatbuffer table at ``table`` is, or None when absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    entry = 4 + 2 * index
+    if entry >= struct.unpack_from("<H", buf, vtable)[0]:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + entry)[0]
+    return table + offset if offset else None
+
+
+def _indirect(buf: memoryview, at: int) -> int:
+    """The table or vector an offset field at ``at`` points to."""
+    return int(at + struct.unpack_from("<I", buf, at)[0])
 
 
 def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -361,3 +363,112 @@ def test_an_unforeseen_error_is_a_500_logged_without_its_message(
     assert failure.__dict__["error"] == "ValueError"
     assert failure.__dict__["at"].startswith("test_api_table.py:")
     assert str(SECRET) not in logged and "Traceback" not in logged
+
+
+# ----- size: rows and uncompressed bytes are limited before decoding; the loop stays free ---
+
+
+def compressed_stream(df: pd.DataFrame, *, chunk: int = 1_000, codec: str = "zstd") -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=chunk)
+    return bytes(sink.getvalue())
+
+
+@pytest.fixture(scope="module")
+def limited(artifact_path: Path) -> Iterator[TestClient]:
+    """At most 100 rows, and (Arrow) 64 KiB uncompressed."""
+    settings = Settings(model_path=artifact_path, max_table_rows=100, max_body_bytes=65_536)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fmt", ["csv", "arrow", "arrow-zstd", "arrow-lz4"])
+def test_rows_beyond_the_limit_are_413_and_at_it_200(limited: TestClient, fmt: str) -> None:
+    def body(n: int) -> bytes:
+        df = registry(n, seed=6)
+        if fmt == "csv":
+            return df.to_csv(index=False).encode()
+        if fmt == "arrow":
+            return arrow_body(df)
+        return compressed_stream(df, chunk=30, codec=fmt.removeprefix("arrow-"))
+
+    media = "text/csv" if fmt == "csv" else ARROW
+    r = limited.post("/predict/table", content=body(100), headers={"Content-Type": media})
+    assert r.status_code == 200, r.text
+    r = limited.post("/predict/table", content=body(101), headers={"Content-Type": media})
+    assert r.status_code == 413
+    assert r.json()["detail"].startswith("Table too large: more than 100 rows")
+    assert "HEART_MAX_TABLE_ROWS" in r.json()["detail"]
+
+
+def test_a_compressed_stream_is_refused_before_it_is_decoded(
+    artifact_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 MB zstd body held 3.9M rows: the rows are counted from the batches' metadata."""
+    n = 1_000_000
+    example = registry(1, seed=1)
+    table = pa.table({name: pa.array(np.full(n, example[name][0])) for name in FEATURE_NAMES})
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=n)  # one batch of a million rows
+    body = bytes(sink.getvalue())
+    assert len(body) < 2 * 1024 * 1024  # within the default body limit as sent
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the stream was decoded")
+
+    monkeypatch.setattr(pa.ipc, "open_stream", no_decoding)
+    with TestClient(create_app(Settings(model_path=artifact_path, max_table_rows=100))) as c:
+        r = c.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 413 and "more than 100 rows" in r.json()["detail"]
+
+
+def test_a_stream_that_inflates_beyond_the_body_limit_is_413(limited: TestClient) -> None:
+    """Rows within the limit can still hold megabytes once uncompressed (long strings)."""
+    df = registry(50, seed=2).assign(note="x" * 10_000)  # 500 kB of text, zstd'd to ~1 kB
+    body = compressed_stream(df)
+    assert len(body) < 65_536
+    r = limited.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 413
+    assert "more than 65,536 bytes uncompressed (HEART_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+def test_scoring_a_table_leaves_the_event_loop_free(
+    artifact_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a table is being scored, /health still answers at once."""
+    entered, release = threading.Event(), threading.Event()
+    real = columnar._score_table
+
+    def slow(*args: Any) -> Any:
+        entered.set()
+        release.wait(10)  # on the event loop, /health would wait for this too
+        return real(*args)
+
+    monkeypatch.setattr(columnar, "_score_table", slow)
+    answers: dict[str, Any] = {}
+    with TestClient(create_app(Settings(model_path=artifact_path))) as c:
+        upload = threading.Thread(
+            target=lambda: answers.update(
+                table=c.post(
+                    "/predict/table",
+                    content=registry(10).to_csv(index=False).encode(),
+                    headers={"Content-Type": "text/csv"},
+                )
+            )
+        )
+        upload.start()
+        try:
+            assert entered.wait(10)
+            started = time.perf_counter()
+            health = c.get("/health")
+            waited = time.perf_counter() - started
+        finally:
+            release.set()
+            upload.join(30)
+    assert health.status_code == 200 and waited < 5, waited
+    assert answers["table"].status_code == 200

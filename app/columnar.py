@@ -182,7 +182,7 @@ def _score_table(
     try:
         table = parse_body(body, fmt, max_rows=limits.rows, max_bytes=limits.arrow_bytes)
         require_columns(table.schema.names)
-        features, not_numbers = feature_columns(table)
+        features, not_numbers = feature_columns(table, from_text=fmt == "csv")
         batch = validate_columns(features, not_numbers=not_numbers)
     except TableTooLargeError as exc:
         raise HTTPException(413, detail=f"Table too large: {exc}.") from None

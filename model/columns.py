@@ -24,6 +24,9 @@ from model.features import FEATURE_NAMES, FEATURES, N_FEATURES, all_in_domain, i
 
 #: The reason given for a cell that held text where a number was expected.
 NOT_A_NUMBER = "is not a number"
+#: The text cells that mean "not measured" (docs/scoring.md): empty, ``NA`` and ``null``.
+#: Anything else that is not a finite number (``NaN``, ``N/A``, ``inf``) is refused.
+MISSING_MARKERS: tuple[str, ...] = ("", "NA", "null")
 
 
 class MissingColumnsError(ValueError):

@@ -7,6 +7,7 @@ rows at most, so peak memory depends on the chunk, not on the file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.columns import require_columns
+from model.columns import MISSING_MARKERS, require_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, Scores, output_columns
@@ -94,16 +95,20 @@ def read_chunks(
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
     offset = 0
     for batch in _batches(path, fmt, wanted, chunk_rows, threads, text_features):
-        features, not_numbers = feature_columns(batch)
+        features, not_numbers = feature_columns(batch, from_text=fmt == "csv")
         key_arrays = [batch.column(k) for k in keys]
         yield Chunk(offset, batch.num_rows, features, not_numbers, key_arrays)
         offset += batch.num_rows
 
 
 def feature_columns(
-    batch: pa.RecordBatch | pa.Table,
+    batch: pa.RecordBatch | pa.Table, *, from_text: bool = False
 ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
-    """The 13 feature columns present, as float64 (NaN where empty), and their text cells."""
+    """The 13 feature columns present, as float64 (NaN where empty), and their text cells.
+
+    ``from_text``: the batch was parsed from CSV, so a NaN in a number column was
+    the text ``NaN`` (null is what an empty cell becomes), and is refused.
+    """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
     for name in FEATURE_NAMES:
@@ -113,7 +118,7 @@ def feature_columns(
         try:
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks()
-            features[name], text = _as_float(column)
+            features[name], text = _as_float(column, from_text=from_text)
         except pa.ArrowException:
             # pyarrow's message may quote the cell: a health value, kept out of answers and logs.
             raise ColumnTypeError(name, column.type) from None
@@ -260,8 +265,12 @@ def _indirect(buf: memoryview, at: int) -> int:
 
 
 def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:
+    """Feature columns as numbers (or as text, to find the cells that are not), and only
+    the documented markers as null: pyarrow's default list also has ``NaN``, ``N/A``,
+    ``#N/A``, ``NULL`` and more, which would pass unannounced for "not measured"."""
     return pacsv.ConvertOptions(
         column_types={name: pa.string() if text else pa.float64() for name in FEATURE_NAMES},
+        null_values=list(MISSING_MARKERS),
         strings_can_be_null=True,
     )
 
@@ -340,11 +349,23 @@ def _without_values(exc: BaseException) -> str:
     return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text, flags=re.DOTALL)
 
 
-def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], Any]:
-    """A feature column as float64 with NaN for empty cells, plus a mask of text cells."""
+def _as_float(
+    column: pa.Array | pa.ChunkedArray, *, from_text: bool = False
+) -> tuple[npt.NDArray[np.float64], Any]:
+    """A feature column as float64 with NaN for empty cells, plus a mask of text cells.
+
+    Only the documented markers mean "not measured": null (and, in CSV, an empty
+    cell, ``NA`` or ``null``, which the reader turns into null). A NaN float in
+    a binary column is another way to write null; but the text ``NaN`` or
+    ``inf`` is no measurement, so a non-finite value parsed from text
+    (``from_text``: a CSV column read as numbers, or any text column) is
+    refused as not a number, as the JSON API refuses NaN. Booleans are not
+    numbers either: the JSON API refuses ``"sex": true``.
+    """
     kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return _float64_numpy(column), None
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        values = _float64_numpy(column)
+        return values, _non_finite_text(column, values) if from_text else None
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan), None
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -352,12 +373,36 @@ def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float6
 
         trimmed = pc.utf8_trim_whitespace(column)
         try:
-            return _float64_numpy(pc.cast(trimmed, pa.float64())), None
+            parsed = pc.cast(trimmed, pa.float64())
         except pa.ArrowInvalid:
             return _parse_cells(trimmed.to_pylist())
-    # Any other type (dates, lists, ...) cannot hold a measurement.
+        values = _float64_numpy(parsed)
+        return values, _non_finite_text(parsed, values)
+    # Any other type (booleans, dates, lists, ...) cannot hold a measurement.
     n = len(column)
     return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+
+
+def _non_finite_text(column: Any, values: npt.NDArray[np.float64]) -> Any:
+    """Cells that hold NaN or an infinity and are not null: the text 'NaN', 'inf', ..."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    present = _present(column)
+    if present is not None:
+        bad &= present
+    return bad if bad.any() else None
+
+
+def _present(column: Any) -> npt.NDArray[np.bool_] | None:
+    """Which cells are not null, from the validity bitmap (None: no nulls at all)."""
+    if not column.null_count:
+        return None
+    start, n = column.offset, len(column)
+    bits = np.unpackbits(
+        np.frombuffer(column.buffers()[0], dtype=np.uint8), count=start + n, bitorder="little"
+    )
+    return np.asarray(bits[start:].view(np.bool_))
 
 
 def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
@@ -378,13 +423,10 @@ def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
     n, start = len(column), column.offset
     if n == 0:
         return np.empty(0)
-    validity, data = column.buffers()[:2]
-    values = np.frombuffer(data, dtype=np.float64, count=n, offset=start * 8)
-    if column.null_count:
-        present = np.unpackbits(
-            np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
-        )[start:]
-        values = np.where(present.view(np.bool_), values, np.nan)
+    values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=n, offset=start * 8)
+    present = _present(column)
+    if present is not None:
+        values = np.where(present, values, np.nan)
     return values
 
 
@@ -411,6 +453,8 @@ def _parse_cells(cells: list[str | None]) -> tuple[npt.NDArray[np.float64], Any]
             values[i] = float(cell)
         except ValueError:
             text[i] = True
+        else:
+            text[i] = not math.isfinite(values[i])  # 'nan', 'inf': text, not a measurement
     return values, text
 
 

@@ -472,3 +472,60 @@ def test_scoring_a_table_leaves_the_event_loop_free(
             upload.join(30)
     assert health.status_code == 200 and waited < 5, waited
     assert answers["table"].status_code == 200
+
+
+# ----- what "not measured" is: the documented markers, the same rule as the JSON API ------
+
+
+def test_csv_not_measured_is_empty_na_or_null_and_nan_text_is_refused(
+    client: TestClient, artifact_path: Path
+) -> None:
+    """docs/scoring.md: a CSV cell may be empty, NA or null; 'NaN' is no measurement (the
+    JSON API refuses NaN), nor 'N/A', 'NULL' or 'inf'."""
+    df = registry(3, seed=12)
+    header, *rows = df.to_csv(index=False).splitlines()
+    thal = header.split(",").index("thal")
+
+    def with_thal(row: str, cell: str) -> str:
+        cells = row.split(",")
+        cells[thal] = cell
+        return ",".join(cells)
+
+    missing = [with_thal(row, cell) for row, cell in zip(rows, ["", "NA", "null"], strict=True)]
+    r = _sent(client, "\n".join([header, *missing]).encode(), "text/csv")
+    assert r.status_code == 200, r.text
+    expected = load_artifact(artifact_path).probability(
+        df[list(FEATURE_NAMES)].assign(thal=np.nan).to_numpy()
+    )
+    assert_same_probabilities(pd.read_csv(io.BytesIO(r.content))["probability"], expected)
+
+    refused = ["NaN", "nan", "N/A", "NULL", "inf"]
+    body = "\n".join([header, *(with_thal(rows[0], cell) for cell in refused)]).encode()
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", i, "thal"], "is not a number") for i in range(len(refused))
+    ]
+
+
+def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> None:
+    df = registry(3, seed=13)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    thal = table.schema.get_field_index("thal")
+    # A NaN float is how some writers store null (pandas' from_pandas turns it into null).
+    nan = pa.array([np.nan, 3.0, np.nan], pa.float64(), from_pandas=False)
+    assert nan.null_count == 0
+    r = _sent(client, arrow_body_of(table.set_column(thal, "thal", nan)))
+    assert r.status_code == 200, r.text
+    sex = table.schema.get_field_index("sex")
+    booleans = table.set_column(sex, "sex", pa.array([True, False, None]))
+    r = _sent(client, arrow_body_of(booleans))
+    assert r.status_code == 422
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 0, "sex"], "is not a number"),
+        (["body", "patients", 1, "sex"], "is not a number"),
+        (
+            ["body", "patients", 2, "sex"],
+            "must be a finite number: it is required and may not be missing",
+        ),
+    ]

@@ -34,6 +34,24 @@ def test_score_frame_keeps_index_and_explains_refused_rows(artifact_path: Path) 
     assert out[ERROR].isna().sum() == 48
 
 
+def test_score_frame_refuses_booleans_and_nan_text_like_the_files(artifact_path: Path) -> None:
+    df = registry(6, seed=5)
+    df["sex"] = df["sex"] == 1  # a boolean column: refused, as JSON refuses "sex": true
+    out = score_frame(df, load_artifact(artifact_path))
+    assert out[ERROR].str.startswith("sex: is not a number").all()
+    df = registry(6, seed=5).astype({"thal": object})
+    df["thal"] = ["", "NA", "null", "NaN", "inf", np.nan]
+    out = score_frame(df, load_artifact(artifact_path))
+    assert out[ERROR].fillna("").tolist() == [
+        "",
+        "",
+        "",
+        "thal: is not a number",
+        "thal: is not a number",
+        "",
+    ]
+
+
 def test_score_frame_refuses_a_repeated_feature_column(artifact_path: Path) -> None:
     df = registry(5, seed=4)
     twice = pd.concat([df, df[["age"]]], axis=1)

@@ -84,6 +84,25 @@ def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
     assert "650" not in err and "high" not in err  # never a patient's value
 
 
+def test_csv_nan_text_is_refused_and_the_documented_markers_are_missing(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    """The same rule as /predict/table: empty, NA and null are "not measured"; NaN is text."""
+    df = registry(6, seed=3).astype({"thal": object})
+    df["thal"] = ["", "NA", "null", "NaN", "N/A", 3]
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert listed[["row", "column", "reason"]].values.tolist() == [
+        [3, "thal", "is not a number"],
+        [4, "thal", "is not a number"],
+    ]
+    scored = pd.read_csv(out)
+    assert scored["probability"].notna().tolist() == [True, True, True, False, False, True]
+
+
 def test_missing_column_is_named_and_nothing_written(
     tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

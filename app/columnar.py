@@ -10,21 +10,35 @@ the row and column: ``["body", "patients", 3, "age"]``.
 
 CSV and Arrow need pyarrow, from the ``bulk`` extra; a service installed
 without it answers these media types with 415 naming the extra. The body is
-limited by ``HEART_MAX_BODY_BYTES`` like every other body.
+limited by ``HEART_MAX_BODY_BYTES`` like every other body (for an Arrow stream,
+also uncompressed), and the table by ``HEART_MAX_TABLE_ROWS`` rows: 413 beyond
+either, counted before a compressed batch is decoded.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Final, Literal
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
+from app.logs import APP_LOGGER
 from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
 from app.schemas import ErrorMessage
-from model.columns import MissingColumnsError, validate_columns
+from app.service import PredictionService
+from model.arrays import FloatArray
+from model.columns import (
+    DuplicateColumnsError,
+    MissingColumnsError,
+    require_columns,
+    validate_columns,
+)
 from scoring.core import score_batch
 
 TABLE_PATH: Final[str] = "/predict/table"
@@ -47,6 +61,7 @@ BULK_HINT: Final[str] = (
 HAVE_BULK: bool = importlib.util.find_spec("pyarrow") is not None
 
 router = APIRouter()
+logger = logging.getLogger(APP_LOGGER)
 
 _BINARY: Final[dict[str, Any]] = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
 _TEXT: Final[dict[str, Any]] = {"schema": {"type": "string", "minLength": 1}}
@@ -56,7 +71,8 @@ _OPENAPI_BODY: Final[dict[str, Any]] = {
         "description": (
             "One row per patient, one column per feature (named as in the feature table; "
             "other columns are ignored), an empty cell where a value was not measured "
-            "and the feature allows it. At most HEART_MAX_BODY_BYTES bytes."
+            "and the feature allows it. At most HEART_MAX_TABLE_ROWS rows and "
+            "HEART_MAX_BODY_BYTES bytes (an Arrow stream's buffers uncompressed, too)."
         ),
         "content": {CSV: _TEXT, ARROW: _BINARY},
     }
@@ -72,7 +88,13 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     },
     401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
     406: {"model": ErrorMessage, "description": "Accept names no format this endpoint writes."},
-    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    413: {
+        "model": ErrorMessage,
+        "description": (
+            "Body larger than HEART_MAX_BODY_BYTES (an Arrow stream: also once "
+            "uncompressed), or more rows than HEART_MAX_TABLE_ROWS."
+        ),
+    },
     415: {
         "model": ErrorMessage,
         "description": "Body neither text/csv nor Arrow, or the bulk extra is not installed.",
@@ -109,16 +131,86 @@ async def predict_table(request: Request) -> Response:
     runtime = runtime_of(request)
     service = loaded_service(runtime)
     body = await read_body(request)
+    fmt: Literal["csv", "arrow"] = "csv" if media == CSV else "arrow"
+    limits = _Limits(runtime.settings.max_table_rows, runtime.settings.max_body_bytes)
+    try:
+        # Milliseconds to seconds of CPU for a large table: in a worker thread, so the
+        # event loop keeps answering /health, /ready and every other request meanwhile.
+        body_out, media_out, x, n_positive = await run_in_threadpool(
+            _score_table, service, body, fmt, answer, limits
+        )
+    except (RequestValidationError, HTTPException):
+        raise
+    except Exception as exc:
+        raise _logged_without_values(exc) from None
+    # observe_batch takes rows with gaps: every row counts, measured values feed drift.
+    runtime.metrics.observe_batch(x, n_positive)
+    return Response(
+        body_out, media_type=media_out, headers={"X-Model-Version": service.model_version}
+    )
+
+
+class _Limits(NamedTuple):
+    """Per request: most rows (``HEART_MAX_TABLE_ROWS``), most uncompressed Arrow bytes
+    (``HEART_MAX_BODY_BYTES``, which already bounds the body as sent)."""
+
+    rows: int
+    arrow_bytes: int
+
+
+def _score_table(
+    service: PredictionService,
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    answer: Literal["csv", "arrow", "json"],
+    limits: _Limits,
+) -> tuple[bytes, str, FloatArray, int]:
+    """Decode, validate, score and serialise a table body: (answer, its media type, the
+    validated rows, how many are positive). Raises the 422s naming rows and columns,
+    and 413 for a table beyond ``limits``."""
     # pyarrow only now: a service without the bulk extra never imports it.
-    from scoring.files import InputError, feature_columns, parse_body, scores_batch, serialize
+    from scoring.files import (
+        ColumnTypeError,
+        InputError,
+        TableTooLargeError,
+        feature_columns,
+        parse_body,
+        scores_batch,
+        serialize,
+    )
 
     try:
-        table = parse_body(body, FORMATS[media])  # type: ignore[arg-type]
-        features, not_numbers = feature_columns(table)
+        table = parse_body(body, fmt, max_rows=limits.rows, max_bytes=limits.arrow_bytes)
+        require_columns(table.schema.names)
+        features, not_numbers = feature_columns(table, from_text=fmt == "csv")
         batch = validate_columns(features, not_numbers=not_numbers)
+    except TableTooLargeError as exc:
+        raise HTTPException(413, detail=f"Table too large: {exc}.") from None
+    except ColumnTypeError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "columns", exc.column),
+                    "msg": str(exc),
+                    "input": None,
+                }
+            ]
+        ) from None
     except InputError as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body",), "msg": str(exc), "input": None}]
+        ) from None
+    except DuplicateColumnsError as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "duplicate_column",
+                    "loc": ("body", "columns", name),
+                    "msg": f"Duplicate column {name!r}: send each column once",
+                }
+                for name in exc.duplicated
+            ]
         ) from None
     except MissingColumnsError as exc:
         raise RequestValidationError(
@@ -140,16 +232,29 @@ async def predict_table(request: Request) -> Response:
         )
     if answer == "json":
         payload, n_positive = service.predict_rows(batch.x)
-        body_out, media_out = payload, JSON
-    else:
-        scores = score_batch(service.predictor, batch)
-        n_positive = int(scores.prediction.sum())
-        body_out, media_out = serialize(scores_batch(scores), answer), FORMATS_MEDIA[answer]
-    # observe_batch takes rows with gaps: every row counts, measured values feed drift.
-    runtime.metrics.observe_batch(batch.x, n_positive)
-    return Response(
-        body_out, media_type=media_out, headers={"X-Model-Version": service.model_version}
+        return payload, JSON, batch.x, n_positive
+    scores = score_batch(service.predictor, batch)
+    n_positive = int(scores.prediction.sum())
+    return serialize(scores_batch(scores), answer), FORMATS_MEDIA[answer], batch.x, n_positive
+
+
+def _logged_without_values(exc: Exception) -> HTTPException:
+    """A 500 for an error nobody foresaw, logged by type and place only.
+
+    Left to propagate, the server would log its traceback, and the message of an
+    exception raised while reading a table (pyarrow's among them) may quote a
+    cell: a patient's value in the log. The type and the line where it was
+    raised are enough to find the bug.
+    """
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    logger.error(
+        "table scoring failed",
+        extra={
+            "error": type(exc).__name__,
+            "at": f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?",
+        },
     )
+    return HTTPException(500, detail="Internal server error.")
 
 
 def _media_type(header: str | None) -> str:

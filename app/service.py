@@ -49,6 +49,7 @@ from model.features import (
     all_in_domain,
 )
 from model.predictor import Predictor
+from scoring.core import risk_interval
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -228,15 +229,21 @@ class PredictionService:
         return _validated_batch(self._explain_batch_model, body)
 
     def predict_rows(self, x: FloatArray) -> tuple[bytes, int]:
-        """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive."""
+        """JSON body of ``BatchPrediction`` for the rows of ``x``, and how many are positive.
+
+        No rows (a table upload of only a header) is an empty list, as the
+        table's CSV and Arrow answers are empty: the rendering below would pair
+        one empty probability with no class.
+        """
+        if not len(x):
+            return b'{"predictions":[]}', 0
         probabilities = self.predictor.probability(x)
         is_positive = probabilities >= self.threshold
         # pydantic-core renders the floats in Rust: shortest round-trip form, valid JSON.
         rendered = to_json(probabilities.tolist())[1:-1].split(b",")
-        if self._ensemble is not None:
-            lower, upper = (
-                to_json(v.tolist())[1:-1].split(b",") for v in self._ensemble.interval(x)
-            )
+        interval = risk_interval(self.predictor, x)
+        if interval is not None:
+            lower, upper = (to_json(v.tolist())[1:-1].split(b",") for v in interval)
             rendered = [
                 b'%s,"risk_interval":{"lower":%s,"upper":%s%s' % (p, lo, hi, self._coverage)
                 for p, lo, hi in zip(rendered, lower, upper, strict=True)

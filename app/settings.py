@@ -60,6 +60,15 @@ class Settings(BaseModel):
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most patients accepted by /predict/batch."
     )
+    max_table_rows: int = Field(
+        default=30_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Most rows accepted by /predict/table per request; more gets 413. Counted "
+            "before the rows are decoded, so a compressed Arrow stream cannot exceed it."
+        ),
+    )
     opentelemetry: bool = Field(
         default=False,
         description=(

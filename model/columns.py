@@ -13,7 +13,8 @@ NumPy only: the service imports this without the ``bulk`` extra.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -24,33 +25,14 @@ from model.features import FEATURE_NAMES, FEATURES, N_FEATURES, all_in_domain, i
 
 #: The reason given for a cell that held text where a number was expected.
 NOT_A_NUMBER = "is not a number"
-
-#: CSV cells that mean "not measured", in every CSV this project reads: ``heart-score``,
-#: ``POST /predict/table`` uploads and ``heart-train recalibrate``. Matched exactly (case
-#: included) after surrounding whitespace is stripped. The list is pyarrow's default, which
-#: ``heart-score`` accepted before it was written down here, so writing it down changed
-#: nothing there; it lives here, not in the pyarrow code, because recalibration reads CSV
-#: without pyarrow and must not disagree with scoring about what a blank is. ``?`` (the
-#: UCI files' marker) is not one: it is refused as text, with a hint, in both.
-MISSING_MARKERS: Final[tuple[str, ...]] = (
-    "",
-    "NA",
-    "N/A",
-    "n/a",
-    "NULL",
-    "null",
-    "NaN",
-    "nan",
-    "-NaN",
-    "-nan",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "1.#IND",
-    "-1.#IND",
-    "1.#QNAN",
-    "-1.#QNAN",
-)
+#: The text cells that mean "not measured" (docs/scoring.md), in every CSV this project
+#: reads: ``heart-score``, ``POST /predict/table`` uploads and ``heart-train recalibrate``
+#: (which reads CSV without pyarrow, and must not disagree about what a blank is). Matched
+#: after surrounding whitespace is stripped. Anything else that is not a finite number
+#: (``NaN``, ``N/A``, ``inf`` as text; ``?``, the UCI files' marker) is refused: a text
+#: "NaN" may be a failed computation rather than a test not done, and the JSON API refuses
+#: NaN too.
+MISSING_MARKERS: Final[tuple[str, ...]] = ("", "NA", "null")
 
 
 class MissingColumnsError(ValueError):
@@ -63,6 +45,20 @@ class MissingColumnsError(ValueError):
             + ", ".join(missing)
             + " (every one of the 13 must be present; cells may be empty where a value may be"
             " missing)"
+        )
+
+
+class DuplicateColumnsError(ValueError):
+    """A column the batch needs appears more than once: which copy to score would be a guess.
+
+    The columnar twin of the JSON API's duplicate keys: a reviewer, a log or a
+    spreadsheet may look at one copy while the scorer reads the other.
+    """
+
+    def __init__(self, duplicated: list[str]) -> None:
+        self.duplicated = duplicated
+        super().__init__(
+            "column(s) given more than once: " + ", ".join(duplicated) + " (send each column once)"
         )
 
 
@@ -88,12 +84,20 @@ class ColumnBatch:
         return not self.problems
 
 
-def require_columns(names: object) -> None:
-    """Refuse a header that lacks feature columns, before any row is read."""
-    present = set(names)  # type: ignore[call-overload]
+def require_columns(names: Iterable[str], *, also: Iterable[str] = ()) -> None:
+    """Refuse a header that lacks feature columns, or repeats a feature or one of ``also``
+    (the key columns), before any row is read. Other columns are ignored, repeated or not.
+    """
+    names = list(names)
+    present = set(names)
     missing = [name for name in FEATURE_NAMES if name not in present]
     if missing:
         raise MissingColumnsError(missing)
+    needed = {*FEATURE_NAMES, *also}
+    counts = Counter(name for name in names if name in needed)
+    duplicated = [name for name, count in counts.items() if count > 1]
+    if duplicated:
+        raise DuplicateColumnsError(duplicated)
 
 
 def validate_columns(

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
-from model.columns import MissingColumnsError, validate_columns
+from model.cli_support import HelpFormatter, add_version, prog_name
+from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 
 EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE = 0, 1, 2
 DEFAULT_MODEL = Path("artifacts/model.joblib")
@@ -27,12 +28,14 @@ EXTRA_HINT = "heart-score needs the bulk extra: pip install 'heart-risk[bulk]' (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="heart-score",
+        prog=prog_name("heart-score", "scoring"),
+        formatter_class=HelpFormatter,
         description="Score every row of a CSV or Parquet file with the heart-disease model. "
         "The input needs the 13 feature columns by name (empty cells where a value was "
         "not measured, for features that allow it); the output has the key column(s), "
         "probability, prediction and, when the model has one, its interval.",
     )
+    add_version(parser)
     parser.add_argument("input", type=Path, help="CSV or Parquet file to score")
     parser.add_argument("output", type=Path, help="where to write the scores (.csv or .parquet)")
     parser.add_argument(
@@ -56,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-format", choices=["csv", "parquet"], help="default: from the name"
     )
-    parser.add_argument("--chunk-rows", type=int, default=131_072, help="rows per chunk (memory)")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=131_072,
+        help="rows read and scored at a time; peak memory grows with it",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -103,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TextInNumbersError:
             # Some feature cell is text: read again, parsing cell by cell to name them all.
             summary = _run(args, predictor, in_fmt, out_fmt, show, text_features=True)
-    except (InputError, MissingColumnsError, OSError) as exc:
+    except (InputError, MissingColumnsError, DuplicateColumnsError, OSError) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     rows, refused = summary

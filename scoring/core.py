@@ -2,7 +2,8 @@
 
 NumPy only, shared by ``heart-score``, :func:`scoring.frame.score_frame` and
 the service's columnar batch, so every path computes the same numbers from
-the same call (``Predictor.probability`` on the valid rows of the chunk).
+the same calls (``Predictor.probability`` on the valid rows of the chunk, and
+:func:`risk_interval`, which ``/predict/batch`` uses too).
 """
 
 from __future__ import annotations
@@ -18,39 +19,55 @@ from model.arrays import FloatArray
 from model.columns import ColumnBatch
 from model.predictor import Predictor
 
-IntervalFn = Callable[[FloatArray], Any]
-
 PROBABILITY = "probability"
 PREDICTION = "prediction"
 LOW = "probability_low"
 HIGH = "probability_high"
 #: Rows per call of the predictor (see ``_in_slices``).
 SLICE_ROWS = 16_384
-#: Method names a model with an uncertainty interval may offer (issue 10 adds one).
-_INTERVAL_METHODS = ("probability_interval", "interval")
+#: Rows with gaps per call of the interval: ``RiskEnsemble.interval`` repeats each such
+#: row over the K background rows for all B members (K x B x hidden floats per row,
+#: 40 kB with the default model), so 1,024 rows keep a call near 40 MB.
+INTERVAL_SLICE_ROWS = 1_024
 
 
-def interval_function(predictor: Predictor) -> IntervalFn | None:
-    """The model's interval method, if it has one: the output then gains two columns.
+def risk_interval(predictor: Predictor, x: FloatArray) -> tuple[FloatArray, FloatArray] | None:
+    """Lower and upper ends of the model's risk interval for each row of ``x``, or ``None``
+    when the artifact has no ensemble.
 
-    Probed rather than required, so this code works before and after the
-    bootstrap ensemble lands, and with artifacts trained either way.
+    The one batch path to the interval: ``RiskEnsemble.interval``, which
+    ``/predict/batch`` and every bulk output call through here, and which
+    ``/predict`` (``Predictor.risk_one``) equals up to summation order.
+    ``interval`` fills gaps from the background for a whole call once any row of
+    it has one, so complete rows go in one call of their own (the same numbers,
+    64 times less work for them) and rows with gaps in bounded slices.
     """
-    for name in _INTERVAL_METHODS:
-        method = getattr(predictor, name, None)
-        if callable(method):
-            has = getattr(predictor, "has_interval", True)
-            if has is False:
-                return None
-            fn: IntervalFn = method
-            return fn
-    return None
+    ensemble = predictor.ensemble
+    if ensemble is None:
+        return None
+    low, high = np.empty(len(x)), np.empty(len(x))
+    gaps = np.isnan(x).any(axis=1)
+    complete = ~gaps
+    if complete.all():
+        return _as_floats(ensemble.interval(x)) if len(x) else (low, high)
+    if complete.any():
+        low[complete], high[complete] = _as_floats(ensemble.interval(x[complete]))
+    rows = np.flatnonzero(gaps)
+    for i in range(0, len(rows), INTERVAL_SLICE_ROWS):
+        part = rows[i : i + INTERVAL_SLICE_ROWS]
+        low[part], high[part] = _as_floats(ensemble.interval(x[part]))
+    return low, high
+
+
+def _as_floats(bounds: tuple[Any, Any]) -> tuple[FloatArray, FloatArray]:
+    return np.asarray(bounds[0], dtype=np.float64), np.asarray(bounds[1], dtype=np.float64)
 
 
 def output_columns(predictor: Predictor) -> list[str]:
-    """The score columns, in output order (keys go before them)."""
+    """The score columns, in output order (keys go before them): the interval's two
+    columns only when the artifact has the ensemble that gives one."""
     names = [PROBABILITY, PREDICTION]
-    if interval_function(predictor) is not None:
+    if predictor.ensemble is not None:
         names += [LOW, HIGH]
     return names
 
@@ -80,14 +97,8 @@ def score_batch(predictor: Predictor, batch: ColumnBatch) -> Scores:
     """Score the rows of ``batch`` that passed validation; refused rows get no score."""
     x = batch.x if batch.all_valid else batch.x[batch.valid]
     p = _in_slices(predictor.probability, x)
-    interval = interval_function(predictor)
-    low = high = None
-    if interval is not None:
-        parts = [
-            _split_bounds(interval(x[i : i + SLICE_ROWS])) for i in range(0, len(x), SLICE_ROWS)
-        ]
-        low = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in parts] or [np.empty(0)])
-        high = np.concatenate([np.asarray(b, dtype=np.float64) for _, b in parts] or [np.empty(0)])
+    interval = risk_interval(predictor, x)
+    low, high = interval if interval is not None else (None, None)
     if batch.all_valid:
         prediction = (p >= predictor.threshold).astype(np.int64)
         return Scores(p, prediction, batch.valid, low, high)
@@ -117,11 +128,3 @@ def _in_slices(fn: Callable[[FloatArray], Any], x: FloatArray) -> FloatArray:
             for i in range(0, len(x), SLICE_ROWS)
         ]
     )
-
-
-def _split_bounds(bounds: Any) -> tuple[Any, Any]:
-    """Accept ``(low, high)`` or an n x 2 array: the interval's shape is the other issue's."""
-    if isinstance(bounds, tuple | list) and len(bounds) == 2:
-        return bounds[0], bounds[1]
-    array = np.asarray(bounds, dtype=np.float64)
-    return array[:, 0], array[:, 1]

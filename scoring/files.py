@@ -7,7 +7,10 @@ rows at most, so peak memory depends on the chunk, not on the file.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,14 @@ _CSV_BLOCK_BYTES = 1 << 20
 
 class InputError(ValueError):
     """The input cannot be scored at all (unreadable, wrong columns): exit status 2."""
+
+
+class ColumnTypeError(InputError):
+    """A feature column pyarrow could not turn into numbers; names the column, never a cell."""
+
+    def __init__(self, column: str, kind: pa.DataType) -> None:
+        self.column = column
+        super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
 
 
 def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
@@ -77,54 +88,186 @@ def read_chunks(
     the caller switches to it only when the fast read hits such a cell.
     """
     names = _column_names(path, fmt)
-    require_columns(names)
     unknown = [k for k in keys if k not in names]
+    require_columns(names, also=[k for k in keys if k not in unknown])
     if unknown:
         raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
     offset = 0
     for batch in _batches(path, fmt, wanted, chunk_rows, threads, text_features):
-        features, not_numbers = feature_columns(batch)
+        features, not_numbers = feature_columns(batch, from_text=fmt == "csv")
         key_arrays = [batch.column(k) for k in keys]
         yield Chunk(offset, batch.num_rows, features, not_numbers, key_arrays)
         offset += batch.num_rows
 
 
 def feature_columns(
-    batch: pa.RecordBatch | pa.Table,
+    batch: pa.RecordBatch | pa.Table, *, from_text: bool = False
 ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
-    """The 13 feature columns present, as float64 (NaN where empty), and their text cells."""
+    """The 13 feature columns present, as float64 (NaN where empty), and their text cells.
+
+    ``from_text``: the batch was parsed from CSV, so a NaN in a number column was
+    the text ``NaN`` (null is what an empty cell becomes), and is refused.
+    """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
     for name in FEATURE_NAMES:
         if name not in batch.schema.names:
             continue
         column = batch.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        features[name], text = _as_float(column)
+        try:
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            features[name], text = _as_float(column, from_text=from_text)
+        except pa.ArrowException:
+            # pyarrow's message may quote the cell: a health value, kept out of answers and logs.
+            raise ColumnTypeError(name, column.type) from None
         if text is not None:
             not_numbers[name] = text
     return features, not_numbers
 
 
-def parse_body(body: bytes, fmt: Literal["csv", "arrow"]) -> pa.Table:
-    """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`)."""
+class TableTooLargeError(Exception):
+    """The body holds more rows, or decompresses to more bytes, than one request may."""
+
+
+def parse_body(
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+) -> pa.Table:
+    """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`).
+
+    At most ``max_rows`` rows, and an Arrow stream whose buffers, uncompressed, come
+    to at most ``max_bytes``, else :class:`TableTooLargeError`. A zstd or lz4
+    stream of a few megabytes can hold millions of rows, so the Arrow limits are
+    checked on each message's metadata before any batch is decompressed; a CSV
+    body cannot hold more than its size allows, so it is counted once parsed.
+    """
     try:
         if fmt == "arrow":
-            return pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+            _check_stream_size(body, max_rows, max_bytes)
+            table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+        else:
+            try:
+                table = pacsv.read_csv(
+                    pa.BufferReader(body), convert_options=_csv_convert(text=False)
+                )
+            except pa.ArrowInvalid as exc:
+                if "conversion error" not in str(exc):
+                    raise
+                table = pacsv.read_csv(
+                    pa.BufferReader(body), convert_options=_csv_convert(text=True)
+                )
+    except (pa.ArrowException, OSError) as exc:
+        # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
+        # which is not an ArrowException.
+        kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
+        raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
+    if max_rows is not None and table.num_rows > max_rows:
+        raise TableTooLargeError(_too_many_rows(max_rows))
+    return table
+
+
+def _too_many_rows(max_rows: int) -> str:
+    return (
+        f"more than {max_rows:,} rows (HEART_MAX_TABLE_ROWS): send the table in parts, "
+        "or score whole files with heart-score"
+    )
+
+
+def _check_stream_size(body: bytes, max_rows: int | None, max_bytes: int | None) -> None:
+    """Count an Arrow stream's rows and uncompressed bytes from its messages' metadata,
+    without decompressing or decoding a batch; raise :class:`TableTooLargeError` as soon
+    as either passes its limit."""
+    if max_rows is None and max_bytes is None:
+        return
+    rows = size = 0
+    for message in pa.ipc.MessageReader.open_stream(pa.BufferReader(body)):
+        if message.type not in ("record batch", "dictionary"):
+            continue
         try:
-            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=False))
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
-            return pacsv.read_csv(pa.BufferReader(body), convert_options=_csv_convert(text=True))
-    except pa.ArrowException as exc:
-        kind = "an Arrow IPC stream" if fmt == "arrow" else "CSV"
-        raise InputError(f"the body is not valid {kind}: {_without_values(exc)}") from None
+            length, decoded = _batch_sizes(message)
+        except (struct.error, IndexError, ValueError):
+            raise InputError(
+                "the body is not a valid Arrow IPC stream: unreadable message metadata"
+            ) from None
+        if message.type == "record batch":
+            rows += length
+        size += decoded
+        if max_rows is not None and rows > max_rows:
+            raise TableTooLargeError(_too_many_rows(max_rows))
+        if max_bytes is not None and size > max_bytes:
+            raise TableTooLargeError(
+                f"the Arrow stream holds more than {max_bytes:,} bytes uncompressed "
+                "(HEART_MAX_BODY_BYTES limits a stream's uncompressed size, so compression "
+                "saves bandwidth but not the limit): send the table in parts"
+            )
+
+
+# Field numbers of the Arrow IPC flatbuffers (format/Message.fbs): Message.header;
+# DictionaryBatch.data; RecordBatch.length, .buffers and .compression.
+_MESSAGE_HEADER, _DICTIONARY_DATA = 2, 1
+_BATCH_LENGTH, _BATCH_BUFFERS, _BATCH_COMPRESSION = 0, 2, 3
+
+
+def _batch_sizes(message: pa.ipc.Message) -> tuple[int, int]:
+    """Rows of a record or dictionary batch message and the bytes of its buffers once
+    decompressed, read from the flatbuffer metadata (pyarrow exposes neither before it
+    decodes the batch). A compressed buffer starts with its uncompressed length (-1:
+    stored uncompressed), so the body is only peeked at, 8 bytes per buffer."""
+    meta = memoryview(message.metadata)
+    header = _field(meta, struct.unpack_from("<I", meta, 0)[0], _MESSAGE_HEADER)
+    if header is None:
+        raise ValueError("a batch message without a header")
+    batch = _indirect(meta, header)
+    if message.type == "dictionary":
+        data = _field(meta, batch, _DICTIONARY_DATA)
+        if data is None:
+            raise ValueError("a dictionary batch without data")
+        batch = _indirect(meta, data)
+    at = _field(meta, batch, _BATCH_LENGTH)
+    length = struct.unpack_from("<q", meta, at)[0] if at is not None else 0
+    at = _field(meta, batch, _BATCH_BUFFERS)
+    buffers = []
+    if at is not None:
+        vector = _indirect(meta, at)
+        count = struct.unpack_from("<I", meta, vector)[0]
+        buffers = [struct.unpack_from("<qq", meta, vector + 4 + 16 * i) for i in range(count)]
+    if length < 0 or any(offset < 0 or stored < 0 for offset, stored in buffers):
+        raise ValueError("negative length in a batch message")
+    if _field(meta, batch, _BATCH_COMPRESSION) is None:
+        return length, sum(stored for _, stored in buffers)
+    body = memoryview(message.body) if message.body is not None else memoryview(b"")
+    decoded = 0
+    for offset, stored in buffers:
+        if stored >= 8:
+            prefix = struct.unpack_from("<q", body, offset)[0]
+            decoded += stored - 8 if prefix == -1 else max(prefix, 0)
+    return length, decoded
+
+
+def _field(buf: memoryview, table: int, index: int) -> int | None:
+    """Where field ``index`` of the flatbuffer table at ``table`` is, or None when absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    entry = 4 + 2 * index
+    if entry >= struct.unpack_from("<H", buf, vtable)[0]:
+        return None
+    offset = struct.unpack_from("<H", buf, vtable + entry)[0]
+    return table + offset if offset else None
+
+
+def _indirect(buf: memoryview, at: int) -> int:
+    """The table or vector an offset field at ``at`` points to."""
+    return int(at + struct.unpack_from("<I", buf, at)[0])
 
 
 def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:
+    """Feature columns as numbers (or as text, to find the cells that are not), and only
+    the documented markers as null: pyarrow's default list also has ``NaN``, ``N/A``,
+    ``#N/A``, ``NULL`` and more, which would pass unannounced for "not measured"."""
     return pacsv.ConvertOptions(
         column_types={name: pa.string() if text else pa.float64() for name in FEATURE_NAMES},
         null_values=list(MISSING_MARKERS),
@@ -160,7 +303,7 @@ def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {path} as {fmt}: {exc}") from exc
+        raise InputError(f"cannot read {path} as {fmt}: {_without_values(exc)}") from None
 
 
 def _batches(
@@ -200,15 +343,29 @@ class TextInNumbersError(Exception):
 
 
 def _without_values(exc: BaseException) -> str:
-    """pyarrow quotes the offending cell; a cell is health data, so keep only the location."""
-    return str(exc).split(": invalid value")[0]
+    """pyarrow quotes the offending cell (conversion errors) or the whole row (a row with
+    the wrong number of cells); both are health data, so keep only what and where."""
+    text = str(exc).split(": invalid value")[0]
+    return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text, flags=re.DOTALL)
 
 
-def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], Any]:
-    """A feature column as float64 with NaN for empty cells, plus a mask of text cells."""
+def _as_float(
+    column: pa.Array | pa.ChunkedArray, *, from_text: bool = False
+) -> tuple[npt.NDArray[np.float64], Any]:
+    """A feature column as float64 with NaN for empty cells, plus a mask of text cells.
+
+    Only the documented markers mean "not measured": null (and, in CSV, an empty
+    cell, ``NA`` or ``null``, which the reader turns into null). A NaN float in
+    a binary column is another way to write null; but the text ``NaN`` or
+    ``inf`` is no measurement, so a non-finite value parsed from text
+    (``from_text``: a CSV column read as numbers, or any text column) is
+    refused as not a number, as the JSON API refuses NaN. Booleans are not
+    numbers either: the JSON API refuses ``"sex": true``.
+    """
     kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        return _float64_numpy(column), None
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        values = _float64_numpy(column)
+        return values, _non_finite_text(column, values) if from_text else None
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan), None
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -216,12 +373,36 @@ def _as_float(column: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.float6
 
         trimmed = pc.utf8_trim_whitespace(column)
         try:
-            return _float64_numpy(pc.cast(trimmed, pa.float64())), None
+            parsed = pc.cast(trimmed, pa.float64())
         except pa.ArrowInvalid:
             return _parse_cells(trimmed.to_pylist())
-    # Any other type (dates, lists, ...) cannot hold a measurement.
+        values = _float64_numpy(parsed)
+        return values, _non_finite_text(parsed, values)
+    # Any other type (booleans, dates, lists, ...) cannot hold a measurement.
     n = len(column)
     return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+
+
+def _non_finite_text(column: Any, values: npt.NDArray[np.float64]) -> Any:
+    """Cells that hold NaN or an infinity and are not null: the text 'NaN', 'inf', ..."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    present = _present(column)
+    if present is not None:
+        bad &= present
+    return bad if bad.any() else None
+
+
+def _present(column: Any) -> npt.NDArray[np.bool_] | None:
+    """Which cells are not null, from the validity bitmap (None: no nulls at all)."""
+    if not column.null_count:
+        return None
+    start, n = column.offset, len(column)
+    bits = np.unpackbits(
+        np.frombuffer(column.buffers()[0], dtype=np.uint8), count=start + n, bitorder="little"
+    )
+    return np.asarray(bits[start:].view(np.bool_))
 
 
 def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
@@ -235,17 +416,17 @@ def _float64_numpy(column: Any) -> npt.NDArray[np.float64]:
         # Imported here: pyarrow.compute costs 0.1 s of start-up, and float64 needs none of it.
         import pyarrow.compute as pc
 
-        column = pc.cast(column, pa.float64())
+        # Unsafe: an integer above 2**53 has no exact double, and the safe cast raises
+        # with the value in its message. Rounded, it is still far outside every feature's
+        # range, so validation refuses that cell by row and column like any other.
+        column = pc.cast(column, pa.float64(), safe=False)
     n, start = len(column), column.offset
     if n == 0:
         return np.empty(0)
-    validity, data = column.buffers()[:2]
-    values = np.frombuffer(data, dtype=np.float64, count=n, offset=start * 8)
-    if column.null_count:
-        present = np.unpackbits(
-            np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
-        )[start:]
-        values = np.where(present.view(np.bool_), values, np.nan)
+    values = np.frombuffer(column.buffers()[1], dtype=np.float64, count=n, offset=start * 8)
+    present = _present(column)
+    if present is not None:
+        values = np.where(present, values, np.nan)
     return values
 
 
@@ -274,6 +455,8 @@ def _parse_cells(cells: list[str | None]) -> tuple[npt.NDArray[np.float64], Any]
             values[i] = float(cell)
         except ValueError:
             text[i] = True
+        else:
+            text[i] = not math.isfinite(values[i])  # 'nan', 'inf': text, not a measurement
     return values, text
 
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from model.artifact import load_artifact
-from model.columns import ColumnBatch, validate_columns
+from model.columns import MISSING_MARKERS, ColumnBatch, require_columns, validate_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, output_columns, score_batch
@@ -69,6 +69,8 @@ def score_frame(df: pd.DataFrame, model: Model = None, keys: Sequence[str] = ())
     row per input row in input order (the index is kept too).
     """
     predictor = resolve(model)
+    # pandas answers df[name] for a repeated name with a frame of every copy.
+    require_columns([str(c) for c in df.columns], also=keys)
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
     for name in FEATURE_NAMES:
@@ -150,13 +152,24 @@ def _load(path: str) -> Predictor:
 
 
 def _numeric(column: pd.Series) -> tuple[npt.NDArray[np.float64], Any]:
-    """Values as float64 with NaN for empty cells, and a mask of cells holding text."""
-    if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+    """Values as float64 with NaN for empty cells, and a mask of cells that are not numbers.
+
+    As :mod:`scoring.files` reads a file: a NaN float is pandas' own "missing",
+    and so are null and the text markers ``""``, ``NA`` and ``null``; other text,
+    including ``"NaN"`` and ``"inf"``, and booleans are refused as not numbers.
+    """
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return np.full(len(column), np.nan), column.notna().to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan), None
     parsed = pd.to_numeric(column, errors="coerce")
-    values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
-    blank = column.isna() | (column.astype("string").str.strip() == "")
-    text = ~blank.to_numpy(dtype=bool, na_value=True) & np.isnan(values)
+    values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    marker = column.astype("string").str.strip().isin(MISSING_MARKERS)
+    blank = (column.isna() | marker).to_numpy(dtype=bool, na_value=True)
+    values[blank] = np.nan
+    text = ~blank & ~np.isfinite(values)
+    text |= column.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    values[text] = np.nan
     return values, text if text.any() else None
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import Settings, columnar, create_app
+from app.service import PredictionService
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
@@ -28,7 +33,10 @@ def client(artifact_path: Path) -> Iterator[TestClient]:
 
 
 def arrow_body(df: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    return arrow_body_of(pa.Table.from_pandas(df, preserve_index=False))
+
+
+def arrow_body_of(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -51,7 +59,7 @@ def test_arrow_in_arrow_out_equals_the_predictor(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == ARROW
     out = read_arrow(r.content)
-    assert list(out.columns) == ["probability", "prediction"]
+    assert list(out.columns) == ["probability", "prediction", "probability_low", "probability_high"]
     predictor = load_artifact(artifact_path)
     expected = predictor.probability(frame[list(FEATURE_NAMES)].to_numpy())
     assert_same_probabilities(out["probability"], expected)
@@ -99,6 +107,28 @@ def test_json_answer_is_the_batch_endpoints_answer(client: TestClient) -> None:
     assert table.json() == batch.json()
 
 
+@pytest.mark.parametrize("sent", ["text/csv", ARROW])
+@pytest.mark.parametrize("accept", ["application/json", "text/csv", ARROW])
+def test_no_rows_is_an_empty_answer_in_every_format(
+    client: TestClient, sent: str, accept: str
+) -> None:
+    """A header without rows (or an Arrow schema without batches) scores nobody: 200, no rows."""
+    empty = registry(0)
+    body = empty.to_csv(index=False).encode() if sent == "text/csv" else arrow_body(empty)
+    r = client.post(
+        "/predict/table", content=body, headers={"Content-Type": sent, "Accept": accept}
+    )
+    assert r.status_code == 200, r.text
+    columns = ["probability", "prediction", "probability_low", "probability_high"]
+    if accept == "application/json":
+        assert r.json() == {"predictions": []}
+    elif accept == "text/csv":
+        assert r.text.splitlines() == [",".join(f'"{c}"' for c in columns)]
+    else:
+        table = pa.ipc.open_stream(r.content).read_all()
+        assert table.num_rows == 0 and table.column_names == columns
+
+
 def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
     df = registry(10, seed=2).astype({"serum_cholesterol": object})
     df.loc[2, "age"] = 650
@@ -131,6 +161,54 @@ def test_missing_column_and_garbage_body_are_422(client: TestClient) -> None:
         "/predict/table", content=b"\x00\x01 not arrow", headers={"Content-Type": ARROW}
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert r.json()["detail"][0]["msg"].startswith("the body is not a valid Arrow IPC stream: ")
+
+
+def with_second(df: pd.DataFrame, name: str, fmt: str) -> bytes:
+    """``df`` with a second column called ``name`` at the end (pandas cannot hold one)."""
+    if fmt == "csv":
+        header, *rows = df.to_csv(index=False).splitlines()
+        return "\n".join([f"{header},{name}", *(f"{row},1" for row in rows)]).encode()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return arrow_body_of(table.append_column(name, pa.array([1.0] * len(df))))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "arrow"])
+def test_a_duplicated_feature_column_is_422_naming_it(client: TestClient, fmt: str) -> None:
+    media = {"csv": "text/csv", "arrow": ARROW}[fmt]
+    r = client.post(
+        "/predict/table",
+        content=with_second(registry(3), "age", fmt),
+        headers={"Content-Type": media},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {
+            "type": "duplicate_column",
+            "loc": ["body", "columns", "age"],
+            "msg": "Duplicate column 'age': send each column once",
+        }
+    ]
+    # A repeated column the service ignores changes nothing: it is not scored.
+    r = client.post(
+        "/predict/table",
+        content=with_second(registry(3).assign(note=1.0), "note", fmt),
+        headers={"Content-Type": media},
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff" * 100, arrow_body(registry(50))[:700], arrow_body(registry(50))[:-100]],
+    ids=["garbage", "truncated-early", "truncated-late"],
+)
+def test_a_malformed_arrow_stream_is_422(client: TestClient, body: bytes) -> None:
+    r = client.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail[0]["loc"] == ["body"]
+    assert detail[0]["msg"].startswith("the body is not a valid Arrow IPC stream")
 
 
 def test_wrong_media_types(client: TestClient) -> None:
@@ -166,3 +244,288 @@ def test_the_service_does_not_import_pyarrow_until_a_table_arrives() -> None:
     code = "import sys, app.main; app.main.create_app; print('pyarrow' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+# ----- hostile bodies: 4xx naming the column, and no cell value in the answer or the log ---
+
+SECRET = 987_654_321_987  # a cell value that must never be echoed or logged
+
+
+def everything_logged(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
+    """What reached stderr and every log record, with its extra fields and traceback."""
+    records = [
+        f"{r.getMessage()} {r.__dict__} {logging.Formatter().formatException(r.exc_info)}"
+        if r.exc_info
+        else f"{r.getMessage()} {r.__dict__}"
+        for r in caplog.records
+    ]
+    return "".join(capfd.readouterr()) + "\n".join(records)
+
+
+def _sent(client: TestClient, body: bytes, media: str = ARROW) -> Any:
+    return client.post("/predict/table", content=body, headers={"Content-Type": media})
+
+
+def _with_column(name: str, values: pa.Array) -> bytes:
+    """Three valid patients whose column ``name`` is replaced by ``values``."""
+    table = pa.Table.from_pandas(registry(3, seed=3), preserve_index=False)
+    index = table.schema.get_field_index(name)
+    return arrow_body_of(table.set_column(index, name, values))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array([200, 9_007_199_254_740_993, 210], pa.int64()),  # above 2**53
+        pa.array([200, 2**64 - 1, 210], pa.uint64()),
+        pa.array([200, -(2**63), 210], pa.int64()),
+    ],
+    ids=["int64-above-2^53", "uint64-max", "int64-min"],
+)
+def test_integers_beyond_doubles_are_refused_by_row_and_column(
+    client: TestClient,
+    values: pa.Array,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "patients", 1, "serum_cholesterol"]]
+    shown = str(values[1].as_py())
+    logged = everything_logged(capfd, caplog)
+    assert shown not in r.text and shown not in logged
+
+
+HOSTILE_COLUMNS: dict[str, pa.Array] = {
+    "int64": pa.array([SECRET] * 3, pa.int64()),
+    "uint64": pa.array([SECRET] * 3, pa.uint64()),
+    "float16": pa.array([1.0, None, 2.0], pa.float16()),
+    "float32": pa.array([float(SECRET)] * 3, pa.float32()),
+    "decimal": pa.array([SECRET] * 3, pa.decimal128(20, 0)),
+    "string": pa.array([str(SECRET)] * 3),
+    "large_string": pa.array([f"x{SECRET}"] * 3, pa.large_string()),
+    "string_view": pa.array([f"x{SECRET}"] * 3, pa.string_view()),
+    "binary": pa.array([str(SECRET).encode()] * 3, pa.binary()),
+    "dictionary": pa.array([f"x{SECRET}"] * 3).dictionary_encode(),
+    "timestamp": pa.array([SECRET] * 3, pa.timestamp("s")),
+    "duration": pa.array([SECRET] * 3, pa.duration("s")),
+    "list": pa.array([[SECRET]] * 3, pa.list_(pa.int64())),
+    "struct": pa.array([{"v": SECRET}] * 3, pa.struct([("v", pa.int64())])),
+    "null": pa.nulls(3),
+}
+
+
+@pytest.mark.parametrize("values", HOSTILE_COLUMNS.values(), ids=HOSTILE_COLUMNS.keys())
+def test_no_column_type_is_a_500_or_leaks_its_cells(
+    client: TestClient,
+    values: pa.Array,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every Arrow type in a feature column is answered with 200 or a 422 naming the column
+    or its cells, and no cell value reaches the answer or the log (no traceback either)."""
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:
+        for problem in r.json()["detail"]:
+            assert problem["loc"][-1] == "serum_cholesterol", problem
+    logged = everything_logged(capfd, caplog)
+    assert str(SECRET) not in r.text and str(SECRET) not in logged
+    assert "Traceback" not in logged
+
+
+def test_a_csv_row_of_the_wrong_width_is_not_echoed(client: TestClient) -> None:
+    header, *rows = registry(3).to_csv(index=False).splitlines()
+    rows[1] += f",{SECRET}"  # one cell too many: pyarrow quotes the whole row
+    r = _sent(client, "\n".join([header, *rows]).encode(), "text/csv")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    assert "Expected 14 columns, got 15" in r.text and str(SECRET) not in r.text
+
+
+def test_an_unforeseen_error_is_a_500_logged_without_its_message(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: object, x: object) -> tuple[bytes, int]:
+        raise ValueError(f"could not score {SECRET}")
+
+    monkeypatch.setattr(PredictionService, "predict_rows", broken)
+    r = client.post(
+        "/predict/table",
+        content=registry(3).to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv", "Accept": "application/json"},
+    )
+    assert r.status_code == 500 and r.json() == {"detail": "Internal server error."}
+    logged = everything_logged(capfd, caplog)
+    [failure] = [r for r in caplog.records if r.getMessage() == "table scoring failed"]
+    assert failure.__dict__["error"] == "ValueError"
+    assert failure.__dict__["at"].startswith("test_api_table.py:")
+    assert str(SECRET) not in logged and "Traceback" not in logged
+
+
+# ----- size: rows and uncompressed bytes are limited before decoding; the loop stays free ---
+
+
+def compressed_stream(df: pd.DataFrame, *, chunk: int = 1_000, codec: str = "zstd") -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=chunk)
+    return bytes(sink.getvalue())
+
+
+@pytest.fixture(scope="module")
+def limited(artifact_path: Path) -> Iterator[TestClient]:
+    """At most 100 rows, and (Arrow) 64 KiB uncompressed."""
+    settings = Settings(model_path=artifact_path, max_table_rows=100, max_body_bytes=65_536)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fmt", ["csv", "arrow", "arrow-zstd", "arrow-lz4"])
+def test_rows_beyond_the_limit_are_413_and_at_it_200(limited: TestClient, fmt: str) -> None:
+    def body(n: int) -> bytes:
+        df = registry(n, seed=6)
+        if fmt == "csv":
+            return df.to_csv(index=False).encode()
+        if fmt == "arrow":
+            return arrow_body(df)
+        return compressed_stream(df, chunk=30, codec=fmt.removeprefix("arrow-"))
+
+    media = "text/csv" if fmt == "csv" else ARROW
+    r = limited.post("/predict/table", content=body(100), headers={"Content-Type": media})
+    assert r.status_code == 200, r.text
+    r = limited.post("/predict/table", content=body(101), headers={"Content-Type": media})
+    assert r.status_code == 413
+    assert r.json()["detail"].startswith("Table too large: more than 100 rows")
+    assert "HEART_MAX_TABLE_ROWS" in r.json()["detail"]
+
+
+def test_a_compressed_stream_is_refused_before_it_is_decoded(
+    artifact_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 MB zstd body held 3.9M rows: the rows are counted from the batches' metadata."""
+    n = 1_000_000
+    example = registry(1, seed=1)
+    table = pa.table({name: pa.array(np.full(n, example[name][0])) for name in FEATURE_NAMES})
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=n)  # one batch of a million rows
+    body = bytes(sink.getvalue())
+    assert len(body) < 2 * 1024 * 1024  # within the default body limit as sent
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the stream was decoded")
+
+    monkeypatch.setattr(pa.ipc, "open_stream", no_decoding)
+    with TestClient(create_app(Settings(model_path=artifact_path, max_table_rows=100))) as c:
+        r = c.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 413 and "more than 100 rows" in r.json()["detail"]
+
+
+def test_a_stream_that_inflates_beyond_the_body_limit_is_413(limited: TestClient) -> None:
+    """Rows within the limit can still hold megabytes once uncompressed (long strings)."""
+    df = registry(50, seed=2).assign(note="x" * 10_000)  # 500 kB of text, zstd'd to ~1 kB
+    body = compressed_stream(df)
+    assert len(body) < 65_536
+    r = limited.post("/predict/table", content=body, headers={"Content-Type": ARROW})
+    assert r.status_code == 413
+    assert "more than 65,536 bytes uncompressed (HEART_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+def test_scoring_a_table_leaves_the_event_loop_free(
+    artifact_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a table is being scored, /health still answers at once."""
+    entered, release = threading.Event(), threading.Event()
+    real = columnar._score_table
+
+    def slow(*args: Any) -> Any:
+        entered.set()
+        release.wait(10)  # on the event loop, /health would wait for this too
+        return real(*args)
+
+    monkeypatch.setattr(columnar, "_score_table", slow)
+    answers: dict[str, Any] = {}
+    with TestClient(create_app(Settings(model_path=artifact_path))) as c:
+        upload = threading.Thread(
+            target=lambda: answers.update(
+                table=c.post(
+                    "/predict/table",
+                    content=registry(10).to_csv(index=False).encode(),
+                    headers={"Content-Type": "text/csv"},
+                )
+            )
+        )
+        upload.start()
+        try:
+            assert entered.wait(10)
+            started = time.perf_counter()
+            health = c.get("/health")
+            waited = time.perf_counter() - started
+        finally:
+            release.set()
+            upload.join(30)
+    assert health.status_code == 200 and waited < 5, waited
+    assert answers["table"].status_code == 200
+
+
+# ----- what "not measured" is: the documented markers, the same rule as the JSON API ------
+
+
+def test_csv_not_measured_is_empty_na_or_null_and_nan_text_is_refused(
+    client: TestClient, artifact_path: Path
+) -> None:
+    """docs/scoring.md: a CSV cell may be empty, NA or null; 'NaN' is no measurement (the
+    JSON API refuses NaN), nor 'N/A', 'NULL' or 'inf'."""
+    df = registry(3, seed=12)
+    header, *rows = df.to_csv(index=False).splitlines()
+    thal = header.split(",").index("thal")
+
+    def with_thal(row: str, cell: str) -> str:
+        cells = row.split(",")
+        cells[thal] = cell
+        return ",".join(cells)
+
+    missing = [with_thal(row, cell) for row, cell in zip(rows, ["", "NA", "null"], strict=True)]
+    r = _sent(client, "\n".join([header, *missing]).encode(), "text/csv")
+    assert r.status_code == 200, r.text
+    expected = load_artifact(artifact_path).probability(
+        df[list(FEATURE_NAMES)].assign(thal=np.nan).to_numpy()
+    )
+    assert_same_probabilities(pd.read_csv(io.BytesIO(r.content))["probability"], expected)
+
+    refused = ["NaN", "nan", "N/A", "NULL", "inf"]
+    body = "\n".join([header, *(with_thal(rows[0], cell) for cell in refused)]).encode()
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", i, "thal"], "is not a number") for i in range(len(refused))
+    ]
+
+
+def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> None:
+    df = registry(3, seed=13)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    thal = table.schema.get_field_index("thal")
+    # A NaN float is how some writers store null (pandas' from_pandas turns it into null).
+    nan = pa.array([np.nan, 3.0, np.nan], pa.float64(), from_pandas=False)
+    assert nan.null_count == 0
+    r = _sent(client, arrow_body_of(table.set_column(thal, "thal", nan)))
+    assert r.status_code == 200, r.text
+    sex = table.schema.get_field_index("sex")
+    booleans = table.set_column(sex, "sex", pa.array([True, False, None]))
+    r = _sent(client, arrow_body_of(booleans))
+    assert r.status_code == 422
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 0, "sex"], "is not a number"),
+        (["body", "patients", 1, "sex"], "is not a number"),
+        (
+            ["body", "patients", 2, "sex"],
+            "must be a finite number: it is required and may not be missing",
+        ),
+    ]

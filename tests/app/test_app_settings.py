@@ -16,6 +16,7 @@ def test_defaults() -> None:
     assert s.api_key is None
     assert (s.host, s.port, s.workers, s.log_level) == ("127.0.0.1", 8000, 1, "info")
     assert s.max_batch_size == 1000
+    assert s.max_table_rows == 30_000  # docs/scoring.md: about 30,000 CSV rows fit the body
     assert s.max_body_bytes == 2 * 1024 * 1024
 
 
@@ -30,6 +31,7 @@ def test_every_field_reads_its_variable() -> None:
         "HEART_ACCESS_LOG": "false",
         "HEART_MAX_BODY_BYTES": "4096",
         "HEART_MAX_BATCH_SIZE": "10",
+        "HEART_MAX_TABLE_ROWS": "500",
         "HEART_SHUTDOWN_TIMEOUT": "5",
         "HEART_OPENTELEMETRY": "true",
         "HEART_MAX_HEADER_BYTES": "8192",
@@ -56,6 +58,7 @@ def test_every_field_reads_its_variable() -> None:
     assert s.max_concurrent_requests == 16
     assert s.model_sha256 == "ab" * 32
     assert s.drift_min_patients == 50
+    assert s.max_table_rows == 500
     # to_env reproduces the settings in a worker process
     assert Settings.from_env(s.to_env()) == s
 
@@ -92,6 +95,7 @@ def test_short_api_key_is_measured_in_characters() -> None:
         ({"HEART_WORKERS": "0"}, "HEART_WORKERS='0'"),
         ({"HEART_LOG_LEVEL": "loud"}, "HEART_LOG_LEVEL='loud'"),
         ({"HEART_MAX_BATCH_SIZE": "-1"}, "HEART_MAX_BATCH_SIZE"),
+        ({"HEART_MAX_TABLE_ROWS": "0"}, "HEART_MAX_TABLE_ROWS='0'"),
         ({"HEART_MAX_BODY_BYTES": "10"}, "HEART_MAX_BODY_BYTES"),
         ({"HEART_ACCESS_LOG": "maybe"}, "HEART_ACCESS_LOG"),
     ],

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 
 from model.artifact import load_artifact
+from model.columns import DuplicateColumnsError
 from scoring.cli import main
+from scoring.core import HIGH, LOW
 from scoring.frame import ERROR, score_dask, score_frame, times_received
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_probabilities
+from tests.scoring.same import assert_same_intervals, assert_same_probabilities
 
 ROWS = 300_000
 PARTITIONS = 12
@@ -24,12 +26,37 @@ def test_score_frame_keeps_index_and_explains_refused_rows(artifact_path: Path) 
     df.loc[103, "age"] = "old"
     df.loc[104, "thal"] = 2
     out = score_frame(df, load_artifact(artifact_path), keys=[KEY])
-    assert list(out.columns) == [KEY, "probability", "prediction", ERROR]
+    assert list(out.columns) == [KEY, "probability", "prediction", LOW, HIGH, ERROR]
     assert out.index.tolist() == df.index.tolist()
     assert out.loc[103, ERROR] == "age: is not a number"
     assert out.loc[104, ERROR].startswith("thal: must be one of 3")
     assert out["probability"].isna().sum() == 2 and out["prediction"].isna().sum() == 2
     assert out[ERROR].isna().sum() == 48
+
+
+def test_score_frame_refuses_booleans_and_nan_text_like_the_files(artifact_path: Path) -> None:
+    df = registry(6, seed=5)
+    df["sex"] = df["sex"] == 1  # a boolean column: refused, as JSON refuses "sex": true
+    out = score_frame(df, load_artifact(artifact_path))
+    assert out[ERROR].str.startswith("sex: is not a number").all()
+    df = registry(6, seed=5).astype({"thal": object})
+    df["thal"] = ["", "NA", "null", "NaN", "inf", np.nan]
+    out = score_frame(df, load_artifact(artifact_path))
+    assert out[ERROR].fillna("").tolist() == [
+        "",
+        "",
+        "",
+        "thal: is not a number",
+        "thal: is not a number",
+        "",
+    ]
+
+
+def test_score_frame_refuses_a_repeated_feature_column(artifact_path: Path) -> None:
+    df = registry(5, seed=4)
+    twice = pd.concat([df, df[["age"]]], axis=1)
+    with pytest.raises(DuplicateColumnsError, match="given more than once: age"):
+        score_frame(twice, load_artifact(artifact_path))
 
 
 @pytest.mark.slow
@@ -60,6 +87,8 @@ def test_dask_cluster_matches_heart_score_and_ships_the_model_once(
     scored = scored.reset_index(drop=True)
     assert scored[KEY].tolist() == expected[KEY].tolist()
     assert_same_probabilities(scored["probability"], expected["probability"])
+    for end in (LOW, HIGH):
+        assert_same_intervals(scored[end], expected[end])
     assert scored["prediction"].astype("Float64").equals(expected["prediction"].astype("Float64"))
     assert scored[ERROR].notna().sum() == 2
     # 12 partitions over 2 worker processes, the model unpickled at most once in each.

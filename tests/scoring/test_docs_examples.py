@@ -59,3 +59,6 @@ def test_dask_example_runs(tmp_path: Path, artifact_path: Path) -> None:
     assert 0.0 < share < 1.0
     scores = pd.read_parquet(tmp_path / "scores")
     assert len(scores) == 50_000 and scores["probability"].notna().all()
+    # The session model has the interval's ensemble, so the example writes its two columns.
+    assert {"probability_low", "probability_high"} <= set(scores.columns)
+    assert (scores["probability_low"] < scores["probability_high"]).all()

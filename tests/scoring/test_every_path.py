@@ -1,8 +1,9 @@
-"""One set of patients through every path gives the same probabilities (issue 13).
+"""One set of patients through every path gives the same probabilities and intervals.
 
 /predict, the JSON batch, the Arrow table upload, heart-score and a Dask cluster
-with worker processes. "The same" is :data:`tests.scoring.same.TOLERANCE`: the
-one-row path and BLAS's batch-size-dependent grouping move the last bit.
+with worker processes (issue 13). "The same" is :data:`tests.scoring.same.TOLERANCE`:
+the one-row path and BLAS's batch-size-dependent grouping move the last bit; the
+risk interval's ends agree to :data:`tests.scoring.same.INTERVAL_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from model.features import FEATURE_NAMES, FEATURES
 from scoring.cli import main as heart_score
 from scoring.frame import score_dask
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_probabilities
+from tests.scoring.same import assert_same_intervals, assert_same_probabilities
 
 ARROW = "application/vnd.apache.arrow.stream"
 CODED = {f.name for f in FEATURES if f.codes}
@@ -45,7 +46,8 @@ def test_every_path_gives_the_same_probabilities(tmp_path: Path, artifact_path: 
     patients = [as_json(row) for _, row in data.iterrows()]
 
     with TestClient(create_app(Settings(model_path=artifact_path))) as client:
-        one_by_one = [client.post("/predict", json=p).json()["probability"] for p in patients]
+        answers = [client.post("/predict", json=p).json() for p in patients]
+        one_by_one = [a["probability"] for a in answers]
         batch = client.post("/predict/batch", json={"patients": patients}).json()
         sink = pa.BufferOutputStream()
         table = pa.Table.from_pandas(data, preserve_index=False)
@@ -57,12 +59,14 @@ def test_every_path_gives_the_same_probabilities(tmp_path: Path, artifact_path: 
             headers={"Content-Type": ARROW, "Accept": ARROW},
         )
     from_batch = [p["probability"] for p in batch["predictions"]]
-    from_arrow = pa.ipc.open_stream(arrow.content).read_all().column("probability").to_pylist()
+    arrow_table = pa.ipc.open_stream(arrow.content).read_all()
+    from_arrow = arrow_table.column("probability").to_pylist()
 
     source, scored = tmp_path / "in.csv", tmp_path / "out.parquet"
     data.to_csv(source, index=False)
     assert heart_score([str(source), str(scored), "--key", KEY, "--model", str(artifact_path)]) == 0
-    from_file = pd.read_parquet(scored)["probability"]
+    file_scores = pd.read_parquet(scored)
+    from_file = file_scores["probability"]
 
     with (
         distributed.LocalCluster(
@@ -71,7 +75,8 @@ def test_every_path_gives_the_same_probabilities(tmp_path: Path, artifact_path: 
         distributed.Client(cluster),
     ):
         ddf = dd.from_pandas(data, npartitions=3)
-        from_dask = score_dask(ddf, artifact_path, keys=[KEY]).compute()["probability"]
+        dask_scores = score_dask(ddf, artifact_path, keys=[KEY]).compute()
+        from_dask = dask_scores["probability"]
 
     reference = np.asarray(one_by_one)
     for name, values in {
@@ -84,3 +89,15 @@ def test_every_path_gives_the_same_probabilities(tmp_path: Path, artifact_path: 
         assert_same_probabilities(values, reference)
     # The batch paths share one NumPy call on the same rows: there they agree to the bit.
     assert from_arrow == from_batch
+
+    # The risk interval: /predict's risk_interval, and the two columns of every bulk output.
+    for end, low_or_high in (("lower", "probability_low"), ("upper", "probability_high")):
+        reference = np.asarray([a["risk_interval"][end] for a in answers])
+        for name, values in {
+            "JSON batch": [p["risk_interval"][end] for p in batch["predictions"]],
+            "Arrow upload": arrow_table.column(low_or_high).to_pylist(),
+            "heart-score": file_scores[low_or_high],
+            "Dask": dask_scores[low_or_high],
+        }.items():
+            assert len(values) == 40, name
+            assert_same_intervals(values, reference)

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.artifact import load_artifact
-from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
+from scoring.core import HIGH, LOW
 from scoring.synthetic import KEY, registry
 from tests.scoring.same import assert_same_probabilities
 
@@ -42,7 +42,7 @@ def test_scores_equal_the_predictor(
     )
     assert code == EXIT_OK
     got = pd.read_parquet(out) if dst == "parquet" else pd.read_csv(out)
-    assert list(got.columns) == [KEY, "probability", "prediction"]
+    assert list(got.columns) == [KEY, "probability", "prediction", LOW, HIGH]
     assert got[KEY].tolist() == frame[KEY].tolist()
     expected = _expected(artifact_path, frame)
     # CSV holds the shortest text that reads back as the same double, so CSV loses nothing;
@@ -84,30 +84,23 @@ def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
     assert "650" not in err and "high" not in err  # never a patient's value
 
 
-def test_every_missing_marker_is_a_value_not_measured(tmp_path: Path, artifact_path: Path) -> None:
-    """The shared markers (model/columns.py), bare or padded; ``?`` is text, refused."""
-    cells = [*MISSING_MARKERS, *(f" {m} " for m in MISSING_MARKERS if m), "?"]
-    df = registry(len(cells), seed=3).astype({"serum_cholesterol": object})
-    df["serum_cholesterol"] = cells
+def test_csv_nan_text_is_refused_and_the_documented_markers_are_missing(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    """The same rule as /predict/table: empty, NA and null are "not measured"; NaN is text."""
+    df = registry(6, seed=3).astype({"thal": object})
+    df["thal"] = ["", "NA", "null", "NaN", "N/A", 3]
     inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
     df.to_csv(inp, index=False)
     code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
     assert code == EXIT_ROWS_REFUSED
     listed = pd.read_csv(errors)
     assert listed[["row", "column", "reason"]].values.tolist() == [
-        [len(cells) - 1, "serum_cholesterol", "is not a number"]
+        [3, "thal", "is not a number"],
+        [4, "thal", "is not a number"],
     ]
-    x = df[list(FEATURE_NAMES)].assign(serum_cholesterol=np.nan).to_numpy(dtype=float)
-    got = pd.read_csv(out)["probability"].to_numpy()
-    assert_same_probabilities(got[:-1], load_artifact(artifact_path).probability(x[:-1]))
-
-
-def test_docs_list_the_missing_markers() -> None:
-    from app.testing import REPO_ROOT
-
-    text = " ".join((REPO_ROOT / "docs" / "scoring.md").read_text(encoding="utf-8").split())
-    listed = text.split("The CSV markers", 1)[1].split("(`MISSING_MARKERS`", 1)[0]
-    assert re.findall(r"`([^`]+)`", listed) == [m for m in MISSING_MARKERS if m]
+    scored = pd.read_csv(out)
+    assert scored["probability"].notna().tolist() == [True, True, True, False, False, True]
 
 
 def test_missing_column_is_named_and_nothing_written(
@@ -118,6 +111,22 @@ def test_missing_column_is_named_and_nothing_written(
     assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_UNUSABLE
     assert "thal" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize(("repeated", "args"), [("age", []), (KEY, ["--key", KEY])])
+def test_a_repeated_feature_or_key_column_is_named_and_exit_2(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    repeated: str,
+    args: list[str],
+) -> None:
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    header, *rows = registry(5).to_csv(index=False).splitlines()
+    inp.write_text("\n".join([f"{header},{repeated}", *(f"{r},1" for r in rows)]) + "\n")
+    assert main([str(inp), str(out), *args, "--model", str(artifact_path)]) == EXIT_UNUSABLE
+    assert f"column(s) given more than once: {repeated}" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_unknown_key_and_unknown_format_exit_2(tmp_path: Path, artifact_path: Path) -> None:
@@ -139,7 +148,13 @@ def test_empty_input_gives_an_empty_output_with_the_columns(
     registry(0).to_parquet(inp, index=False)
     assert main([str(inp), str(out), "--key", KEY, "--model", str(artifact_path)]) == EXIT_OK
     table = pq.read_table(out)
-    assert table.num_rows == 0 and table.column_names == [KEY, "probability", "prediction"]
+    assert table.num_rows == 0 and table.column_names == [
+        KEY,
+        "probability",
+        "prediction",
+        LOW,
+        HIGH,
+    ]
 
 
 def test_without_a_key_rows_are_numbered(tmp_path: Path, artifact_path: Path) -> None:
@@ -183,3 +198,17 @@ def test_without_pyarrow_the_extra_is_named(
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     assert main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == EXIT_UNUSABLE
     assert "heart-risk[bulk]" in capsys.readouterr().err
+
+
+def test_version_and_help_show_each_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """README: every command has --version, and --help shows each option's default."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"\S.* \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "(default: 131072)" in flat  # --chunk-rows
+    assert "single-threaded) (default: 0)" in flat  # --threads

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from scoring.cli import main as heart_score
+from scoring.core import HIGH, LOW
 from scoring.frame import ERROR
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_probabilities
+from tests.scoring.same import assert_same_intervals, assert_same_probabilities
 from tests.scoring.test_docs_examples import run_example
 
 ROWS = 200_000
@@ -71,6 +72,8 @@ def test_readme_spark_example_matches_heart_score(tmp_path: Path, artifact_path:
     scored = scored.sort_values(KEY).reset_index(drop=True)
     assert scored[KEY].tolist() == expected[KEY].tolist()
     assert_same_probabilities(scored["probability"], expected["probability"])
+    for end in (LOW, HIGH):  # the schema from spark_schema carries the interval too
+        assert_same_intervals(scored[end], expected[end])
     refused = scored[ERROR].notna()
     assert refused.sum() == 2 and scored.loc[refused, KEY].tolist() == [5, 150_000]
     assert scored.loc[refused, ERROR].str.startswith("age: ").all()

@@ -31,6 +31,8 @@ COMMANDS: list[tuple[list[str], str]] = [
     ([str(BIN / "heart-api"), "check"], "heart-api check"),
     ([str(BIN / "heart-api"), "openapi"], "heart-api openapi"),
     ([sys.executable, "-m", "app"], "python -m app"),
+    ([str(BIN / "heart-score")], "heart-score"),
+    ([sys.executable, "-m", "scoring"], "python -m scoring"),
 ]
 
 

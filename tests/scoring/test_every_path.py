@@ -9,7 +9,6 @@ risk interval's ends agree to :data:`tests.scoring.same.INTERVAL_TOLERANCE`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,22 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import Settings, create_app
-from model.features import FEATURE_NAMES, FEATURES
 from scoring.cli import main as heart_score
 from scoring.frame import score_dask
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_intervals, assert_same_probabilities
-
-ARROW = "application/vnd.apache.arrow.stream"
-CODED = {f.name for f in FEATURES if f.codes}
-
-
-def as_json(row: pd.Series) -> dict[str, Any]:
-    """A patient as the JSON API wants it: coded features as integers, null where missing."""
-    return {
-        k: None if pd.isna(row[k]) else int(row[k]) if k in CODED else float(row[k])
-        for k in FEATURE_NAMES
-    }
+from tests.scoring.same import (
+    ARROW,
+    as_json,
+    assert_same_intervals,
+    assert_same_probabilities,
+)
 
 
 @pytest.mark.slow

@@ -22,24 +22,13 @@ from fastapi.testclient import TestClient
 from app import Settings, create_app
 from model.artifact import load_artifact
 from model.columns import validate_columns
-from model.features import FEATURE_NAMES, FEATURES
+from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.cli import EXIT_OK, main
 from scoring.core import HIGH, LOW, output_columns, score_batch
 from scoring.frame import empty_output, score_frame, spark_schema
 from scoring.synthetic import KEY, registry
-from tests.scoring.same import assert_same_intervals
-
-ARROW = "application/vnd.apache.arrow.stream"
-CODED = {f.name for f in FEATURES if f.codes}
-
-
-def as_json(row: pd.Series) -> dict[str, Any]:
-    """A patient as the JSON API wants it: coded features as integers, null where missing."""
-    return {
-        k: None if pd.isna(row[k]) else int(row[k]) if k in CODED else float(row[k])
-        for k in FEATURE_NAMES
-    }
+from tests.scoring.same import ARROW, as_json, assert_same_intervals
 
 
 @pytest.fixture(scope="module")

@@ -257,6 +257,23 @@ def probe_http2_upgrade(target: Target, report: Report) -> None:
     report.check(scored, "HTTP/2 upgrade", f"an h2c upgrade POST answered {status} (want 200)")
 
 
+def probe_websocket_handshakes(target: Target, report: Report) -> None:
+    """More WebSocket handshakes than a worker admits at once, then a patient: each
+    handshake must end like any request, or the worker stays full (503) for good."""
+    handshake = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    handshake += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    statuses = {
+        request(target, "GET", "/model", connection="Upgrade", headers=handshake)[0]
+        for _ in range(80)
+    }
+    status, _ = request(target, "POST", "/predict", _body())
+    report.check(
+        status == 200 and statuses == {200},
+        "WebSocket handshakes",
+        f"80 handshakes answered {sorted(map(str, statuses))}, then /predict {status} (want 200s)",
+    )
+
+
 BAD_BODIES: tuple[bytes, ...] = (
     b"",
     b"{",
@@ -290,6 +307,7 @@ FAST_PROBES: tuple[Probe, ...] = (
     probe_duplicate_keys,
     probe_integral_floats,
     probe_http2_upgrade,
+    probe_websocket_handshakes,
     probe_bad_bodies,
 )
 

@@ -32,7 +32,8 @@ It also serves a request that asks to switch to HTTP/2 (``Connection: Upgrade``,
 section 7.8 lets a server ignore ``Upgrade``): httptools stops parsing at such a
 head, and uvicorn then handed the app an empty body, so every such POST got a
 422 "Field required" and its patient was silently dropped (see
-``_after_ignored_upgrade``).
+``_after_ignored_upgrade``). A WebSocket handshake is served the same way:
+the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
@@ -252,7 +253,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._draining = False
         #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
         self._upgrade_body: int | None = None
-        #: Content-Length of the request being parsed if it asks for a non-WebSocket upgrade.
+        #: Content-Length of the request being parsed if it asks for an upgrade.
         self._ignored_upgrade: int | None = None
         self._discard_input = False
 
@@ -321,13 +322,18 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
         except httptools.HttpParserUpgrade as upgrade:
-            if self._ignored_upgrade is None:  # a WebSocket handshake (or no Upgrade header)
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
-            else:
-                self._after_ignored_upgrade(data[upgrade.args[0] :])
+            self._after_ignored_upgrade(data[upgrade.args[0] :])
+
+    def _should_upgrade_to_ws(self) -> bool:
+        """Never: the service has no WebSocket route, so a handshake is served as the plain
+        HTTP request it also is, its ``Upgrade`` ignored as for h2c.
+
+        uvicorn's WebSocket path skips what this protocol adds: a handshake counted
+        against the concurrency limit was never released (64 of them locked a
+        worker into 503s until restart), one arriving at the limit crashed the
+        protocol, and one with a body waited forever (found by a hostile-client probe).
+        """
+        return False
 
     def _after_ignored_upgrade(self, rest: bytes) -> None:
         """Read the body of a request whose ``Upgrade`` we ignore, as plain HTTP/1.1.
@@ -377,11 +383,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = 0
         return rest
 
-    def _upgrade_we_ignore(self) -> tuple[bool, int] | None:
-        """(chunked, Content-Length) of a request asking for a non-WebSocket upgrade, else None."""
-        upgrade = self._get_upgrade()
-        if upgrade is None or self._should_upgrade():
-            return None
+    def _upgrade_we_ignore(self) -> tuple[bool, int]:
+        """(chunked, Content-Length) of a request that asks for an upgrade (or a CONNECT)."""
         chunked, length = False, 0
         for name, value in self.headers:
             if name == b"transfer-encoding":
@@ -396,9 +399,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         self._cancel_head_timer()
-        upgrade = self._upgrade_we_ignore() if self.parser.should_upgrade() else None
-        if upgrade is not None:
-            chunked, length = upgrade
+        if self.parser.should_upgrade():
+            chunked, length = self._upgrade_we_ignore()
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
-from app.protocol import HardenedHttpToolsProtocol
+from app.protocol import ADMITTED_KEY, HardenedHttpToolsProtocol, admitted
 from app.testing import free_port
 
 
@@ -193,6 +193,8 @@ async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if ADMITTED_KEY in scope:  # as the service's middleware does when a request ends
+            admitted.release()
         body, more = b"", True
         while more:
             message = await receive()
@@ -261,3 +263,20 @@ def test_an_upgrade_request_with_a_chunked_body_is_refused_clearly() -> None:
     received = asyncio.run(_echo_bodies([_h2c_post(b"3\r\nabc\r\n0\r\n\r\n", chunked=True)], 1))
     assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"Content-Length" in received and b"connection: close" in received.lower()
+
+
+def test_websocket_handshakes_are_served_as_http_and_release_their_slot() -> None:
+    """uvicorn's WebSocket path never released the concurrency slot the protocol had
+    counted (the app, here as in the service, releases it): 64 handshakes locked a worker
+    into 503s until it was restarted."""
+    before = admitted.count
+    handshake = (
+        b"GET /model HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with_body = _h2c_post(b"abc").replace(b"upgrade: h2c", b"upgrade: websocket")
+    received = asyncio.run(_echo_bodies([handshake * 3 + with_body], answers=4))
+    assert received.count(b"HTTP/1.1 200 OK") == 4
+    assert b"101" not in received.partition(b"\r\n")[0]
+    assert received.endswith(b"[abc]")
+    assert admitted.count == before

@@ -13,6 +13,7 @@ NumPy only: the service imports this without the ``bulk`` extra.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,24 @@ NOT_A_NUMBER = "is not a number"
 #: "NaN" may be a failed computation rather than a test not done, and the JSON API refuses
 #: NaN too.
 MISSING_MARKERS: Final[tuple[str, ...]] = ("", "NA", "null")
+
+#: A number as a CSV cell writes one: ASCII digits, an optional sign, point and exponent.
+_CSV_NUMBER: Final[re.Pattern[str]] = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+)
+
+
+def csv_number(cell: str) -> float:
+    """A CSV cell (already stripped) as a float; ``ValueError`` unless it is a plain number.
+
+    Python's ``float`` reads more than a number as a file writes it: ``1_000``,
+    ``NaN``, ``inf``, and digits of any script (Arabic-Indic, full-width). A registry
+    cell like that is a typo or an export gone wrong, not a measurement, so
+    ``heart-score``, ``/predict/table`` and ``heart-train recalibrate`` all refuse it.
+    """
+    if _CSV_NUMBER.fullmatch(cell) is None:
+        raise ValueError("not a plain number")
+    return float(cell)
 
 
 class MissingColumnsError(ValueError):

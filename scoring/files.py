@@ -7,7 +7,6 @@ rows at most, so peak memory depends on the chunk, not on the file.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import struct
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.columns import MISSING_MARKERS, require_columns
+from model.columns import MISSING_MARKERS, csv_number, require_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, Scores, output_columns
@@ -452,11 +451,9 @@ def _parse_cells(cells: list[str | None]) -> tuple[npt.NDArray[np.float64], Any]
         if cell is None or cell in MISSING_MARKERS:
             continue
         try:
-            values[i] = float(cell)
+            values[i] = csv_number(cell)  # refuses 'nan', 'inf', '1_000', non-ASCII digits
         except ValueError:
             text[i] = True
-        else:
-            text[i] = not math.isfinite(values[i])  # 'nan', 'inf': text, not a measurement
     return values, text
 
 

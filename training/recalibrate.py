@@ -41,7 +41,7 @@ from sklearn.model_selection import train_test_split
 from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
 from model.cli_support import HelpFormatter, add_version
-from model.columns import MISSING_MARKERS
+from model.columns import MISSING_MARKERS, csv_number
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, recalibrate
@@ -196,17 +196,11 @@ def _check_header(names: list[str], where: str) -> None:
 
 
 def _number(cell: str) -> float:
-    """A cell as a float, NaN for a missing-value marker; ``ValueError`` for anything else.
-
-    Python's ``float`` reads more than a CSV number (``"NAN"``, ``"1_000"``);
-    those are refused, as ``heart-score`` refuses them.
-    """
+    """A cell as a float, NaN for a missing-value marker; ``ValueError`` for anything else
+    (:func:`model.columns.csv_number`, as ``heart-score`` reads a cell)."""
     if cell in MISSING_MARKERS:
         return math.nan
-    value = float(cell)
-    if math.isnan(value) or "_" in cell:
-        raise ValueError(cell)
-    return value
+    return csv_number(cell)
 
 
 def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:

@@ -212,3 +212,19 @@ def test_version_and_help_show_each_default(capsys: pytest.CaptureFixture[str]) 
     flat = " ".join(capsys.readouterr().out.split())
     assert "(default: 131072)" in flat  # --chunk-rows
     assert "single-threaded) (default: 0)" in flat  # --threads
+
+
+def test_only_plain_numbers_are_read_from_csv(tmp_path: Path, artifact_path: Path) -> None:
+    """Python's float reads '1_30', 'inf' and digits of other scripts; a CSV number is
+    ASCII digits, sign, point and exponent, and anything else is text, refused."""
+    odd = ["1_30", "\u0661\u0663\u0660", "\uff11\uff13\uff10", "inf", "0x82", "130.", "1.3e2"]
+    df = registry(len(odd), seed=3).astype({"resting_blood_pressure": object})
+    df["resting_blood_pressure"] = odd
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert listed["row"].tolist() == [0, 1, 2, 3, 4]
+    assert set(listed["reason"]) == {"is not a number"}
+    assert pd.read_csv(out)["probability"].notna().tolist() == [False] * 5 + [True, True]

@@ -172,7 +172,8 @@ def test_missing_markers_are_heart_scores(hungarian_half: Path, tmp_path: Path) 
     (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
     x, _ = read_local_csv(tmp_path / "marked.csv")
     assert np.isnan(x[:, col]).all()
-    for text in ("NAN", "1_000"):  # float() reads them; heart-score does not
+    # float() reads them all; heart-score does not (model.columns.csv_number)
+    for text in ("NAN", "1_000", "\u0661\u0663\u0660", "\uff11\uff13\uff10", "inf"):
         edited[0] = ",".join([*rows[0].split(",")[:col], text, *rows[0].split(",")[col + 1 :]])
         (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
         with pytest.raises(DataError, match=f"column serum_cholesterol: '{text}' is not a number"):

@@ -15,6 +15,7 @@ that say how wrong, and the one-line fix a hospital applies first:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,30 @@ def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> tuple[flo
         return float("nan"), float("nan")
     fit = LogisticRegression(C=np.inf, max_iter=1000).fit(logit(p)[:, None], t)
     return float(fit.intercept_[0]), float(fit.coef_[0, 0])
+
+
+def slope_interval(
+    p: npt.ArrayLike, intercept: float, slope: float, z: float = 1.96
+) -> tuple[float, float]:
+    """The Wald 95% interval of a fitted recalibration slope (``p``: the output refitted).
+
+    Why: a hospital with few patients of one outcome gets a slope that the data
+    barely determine, and should see how barely before it serves it. The
+    standard error is the unpenalised fit's: the inverse of its Fisher
+    information at the fitted ``a, b``.
+    """
+    if not (math.isfinite(intercept) and math.isfinite(slope)):
+        return math.nan, math.nan
+    t = logit(p)
+    q = 1.0 / (1.0 + np.exp(-(intercept + slope * t)))
+    w = q * (1.0 - q)
+    info = np.array([[w.sum(), (w * t).sum()], [(w * t).sum(), (w * t * t).sum()]])
+    try:
+        variance = float(np.linalg.inv(info)[1, 1])
+    except np.linalg.LinAlgError:  # every patient at the same output: no slope to speak of
+        return math.nan, math.nan
+    half = z * math.sqrt(max(variance, 0.0))
+    return slope - half, slope + half
 
 
 def recalibrate(p: npt.ArrayLike, intercept: float, slope: float) -> FloatArray:

@@ -44,12 +44,16 @@ from model.cli_support import HelpFormatter, add_version
 from model.columns import MISSING_MARKERS, csv_number
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
-from training.calibration import calibration_intercept_slope, recalibrate
+from training.calibration import calibration_intercept_slope, recalibrate, slope_interval
 from training.data import DataError
 from training.evaluate import classes_everyone_as, cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
 
 OUTCOME = "outcome"
+#: Fewer local patients than this with (or without) the disease get a warning: the
+#: effective sample size of a logistic fit is the smaller outcome group, and a
+#: validation needs about 100 of each (Vergouwe et al., J Clin Epidemiol 2005).
+FEW_PER_OUTCOME = 100
 
 
 #: How a value not measured may be written, for the messages that refuse something else.
@@ -276,6 +280,7 @@ def fit_recalibration(
     return {
         "intercept": intercept,
         "slope": slope,
+        "slope_95ci": list(slope_interval(p_base, intercept, slope)),
         "threshold": threshold,
         "threshold_classes_everyone_as": classes_everyone_as(threshold, p_after),
         "before": figures(y, p, before.threshold),
@@ -553,8 +558,21 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
             f"{name:6s} mean predicted {g['mean_predicted_before']:.3f} before, "
             f"{g['mean_predicted_after']:.3f} after, vs observed {g['observed']:.3f} (n={g['n']})"
         )
+    low, high = r["slope_95ci"]
+    print(
+        f"fitted intercept {r['intercept']:.2f}, slope {r['slope']:.2f} "
+        f"(95% CI {low:.2f} to {high:.2f})"
+    )
     line, warnings = threshold_messages(payload, args.model)
     print(line)
+    fewest = min(r["n_with_disease"], r["after"]["n"] - r["n_with_disease"])
+    if fewest < FEW_PER_OUTCOME:
+        warnings.insert(
+            0,
+            f"only {fewest} local patients of one outcome: the refitted slope is uncertain "
+            f"(95% CI above); a validation needs about {FEW_PER_OUTCOME} of each "
+            "(Vergouwe et al. 2005), so refit when more are labelled",
+        )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if r["earlier"]:

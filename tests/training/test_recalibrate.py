@@ -11,7 +11,7 @@ import pytest
 from model.artifact import load_artifact, read_payload
 from model.columns import MISSING_MARKERS
 from model.features import FEATURE_NAMES
-from training.calibration import calibration_intercept_slope, recalibrate
+from training.calibration import calibration_intercept_slope, recalibrate, slope_interval
 from training.cli import main as cli
 from training.data import DataError, file_sha256
 from training.recalibrate import (
@@ -359,3 +359,39 @@ def test_the_service_reports_the_recalibrated_version_and_the_tuned_threshold(
     assert card["threshold_strategy"] == "tuned-locally"
     assert card["recalibration"]["threshold_tuned"] is True
     assert card["recalibration"]["threshold_origin"]["data_file"] == hungarian_half.name
+
+
+def test_the_slope_interval_covers_the_true_slope_about_95_percent_of_the_time() -> None:
+    """Simulated hospitals whose outcome follows logit P = 0.5 + 0.8 logit p exactly:
+    over 300 of them, the Wald interval must hold 0.8 in about 95% (binomial sd 1.3%)."""
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(300):
+        p = 1.0 / (1.0 + np.exp(-rng.normal(0.0, 1.5, 400)))
+        truth = 1.0 / (1.0 + np.exp(-(0.5 + 0.8 * np.log(p / (1.0 - p)))))
+        y = (rng.random(400) < truth).astype(np.int64)
+        a, b = calibration_intercept_slope(y, p)
+        low, high = slope_interval(p, a, b)
+        covered += low <= 0.8 <= high
+    assert 0.91 <= covered / 300 <= 0.99
+
+
+def test_few_patients_of_one_outcome_get_a_warning_and_the_slope_interval(
+    artifact_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = load_site("switzerland")  # 8 of 123 without the disease
+    data = write_csv(tmp_path / "swiss.csv", x, y)
+    out = tmp_path / "local.joblib"
+    assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(out)]) == 0  # fmt: skip
+    r = read_payload(out)["recalibration"]
+    low, high = r["slope_95ci"]
+    assert low < r["slope"] < high and high - low > 0.5  # eight patients decide it
+    captured = capsys.readouterr()
+    assert f"(95% CI {low:.2f} to {high:.2f})" in captured.out
+    assert "only 8 local patients of one outcome" in captured.err
+    x, y = load_site("hungarian")  # 106 with, 188 without: enough of each
+    data = write_csv(tmp_path / "hungarian.csv", x, y)
+    assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(out)]) == 0  # fmt: skip
+    assert "local patients of one outcome" not in capsys.readouterr().err

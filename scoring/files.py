@@ -150,6 +150,10 @@ def parse_body(
             _check_stream_size(body, max_rows, max_bytes)
             table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
         else:
+            if not body.endswith((b"\n", b"\r")):
+                # A header alone, without its line end, is still a header (pyarrow
+                # calls it an empty file): a table of no rows, as with the line end.
+                body += b"\n"
             try:
                 table = pacsv.read_csv(
                     pa.BufferReader(body), convert_options=_csv_convert(text=False)

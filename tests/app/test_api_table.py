@@ -129,6 +129,21 @@ def test_no_rows_is_an_empty_answer_in_every_format(
         assert table.num_rows == 0 and table.column_names == columns
 
 
+def test_a_header_without_its_line_end_is_a_table_of_no_rows(client: TestClient) -> None:
+    header = registry(0).to_csv(index=False).rstrip("\n").encode()
+    assert not header.endswith(b"\n")
+    r = client.post(
+        "/predict/table",
+        content=header,
+        headers={"Content-Type": "text/csv", "Accept": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": []}
+    one = registry(1).to_csv(index=False).rstrip("\n").encode()  # and a last row without one
+    r = client.post("/predict/table", content=one, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200 and len(r.text.splitlines()) == 2
+
+
 def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
     df = registry(10, seed=2).astype({"serum_cholesterol": object})
     df.loc[2, "age"] = 650

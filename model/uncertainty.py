@@ -52,6 +52,13 @@ _EPS: Final[float] = 1e-12
 _MAX_LOGIT: Final[float] = math.log((1.0 - _EPS) / _EPS)
 #: tanh(z / 2) of the largest log-odds kept: the probability clipped to [_EPS, 1 - _EPS].
 _MAX_TANH: Final[float] = 1.0 - 2.0 * _EPS
+#: The log-odds of the clipped probabilities ``_EPS``, ``1 - _EPS`` (and ``1e-15``, the
+#: recalibration's clip), computed as the probability path computes them, so taking a
+#: complete row's log-odds directly clips at the same values.
+_LOW_LOGIT: Final[float] = math.log(_EPS) - math.log1p(-_EPS)
+_HIGH_LOGIT: Final[float] = math.log(1.0 - _EPS) - math.log1p(-(1.0 - _EPS))
+_LOW_LOGIT_15: Final[float] = math.log(1e-15) - math.log1p(-1e-15)
+_HIGH_LOGIT_15: Final[float] = math.log(1.0 - 1e-15) - math.log1p(-(1.0 - 1e-15))
 ARRAY_NAMES: Final[tuple[str, ...]] = ("W1", "b1", "W2", "b2", "mean", "scale")
 
 
@@ -89,6 +96,18 @@ def pattern_fillings(
         if len(cache) < _MAX_PATTERNS:
             cache[key] = known
     return known
+
+
+def _log_odds(p: FloatArray) -> FloatArray:
+    """Log-odds of probabilities clipped to ``[_EPS, 1 - _EPS]``, in place (``p`` is
+    consumed): the interval's members."""
+    np.maximum(p, _EPS, out=p)
+    np.minimum(p, 1.0 - _EPS, out=p)
+    tail = np.negative(p)
+    np.log1p(tail, out=tail)
+    logit = np.log(p, out=p)
+    logit -= tail
+    return logit
 
 
 def _clipped(v: float, bound: float) -> float:
@@ -202,6 +221,20 @@ class RiskEnsemble:
         is missing. Results equal the repeated evaluation up to summation order
         (``tests/model/test_uncertainty.py``).
         """
+        return self._spread(rows, log_odds=False)
+
+    def _spread(self, rows: npt.ArrayLike, *, log_odds: bool) -> tuple[FloatArray, FloatArray]:
+        """:meth:`member_spread`; with ``log_odds`` the members' recalibrated log-odds
+        clipped to ``[_LOW_LOGIT, _HIGH_LOGIT]`` (what :meth:`interval` needs) instead of
+        their probabilities.
+
+        The log-odds of a complete row are its members' outputs, recalibrated and
+        clipped as the probability would have been: going through the probability and
+        back (a tanh, a log and a log1p per member) cost half the complete-row interval
+        and lost up to ~1e-12 at |log-odds| ~ 17, where ``1 - p`` keeps few digits
+        (``/predict``'s ``band_of_logits`` takes the outputs directly too). Rows with
+        gaps average probabilities over the fillings, so they keep the round trip.
+        """
         x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         if x.shape[1] != N_FEATURES:
             raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
@@ -210,20 +243,41 @@ class RiskEnsemble:
         gapped = missing.any(axis=1)
         within = np.zeros(n)
         if not gapped.any():  # the common bulk case: no indexing copies, no groups
-            p = self._probabilities(self._logits(x @ self.w1))
-        else:
-            p = np.empty((n, self.size))
-            complete = ~gapped
-            if complete.any():
-                p[complete] = self._probabilities(self._logits(x[complete] @ self.w1))
-            self._marginalise(x, missing, np.flatnonzero(gapped), p, within)
-        slope = self.calibration_slope
-        if self.calibration_intercept != 0.0 or slope != 1.0:
-            q = np.clip(p, 1e-15, 1.0 - 1e-15)
-            logit = self.calibration_intercept + slope * (np.log(q) - np.log1p(-q))
-            p = 0.5 + 0.5 * np.tanh(0.5 * logit)
-            within *= slope**2
-        return np.asarray(p), within
+            return self._complete(x, log_odds), within
+        out = np.empty((n, self.size))
+        complete = ~gapped
+        if complete.any():
+            out[complete] = self._complete(x[complete], log_odds)
+        rows_with_gaps = np.flatnonzero(gapped)
+        self._marginalise(x, missing, rows_with_gaps, out, within)
+        p = self._recalibrated(out[rows_with_gaps])
+        out[rows_with_gaps] = _log_odds(p) if log_odds else p
+        within *= self.calibration_slope**2
+        return out, within
+
+    def _complete(self, x: FloatArray, log_odds: bool) -> FloatArray:
+        """Complete rows: every member's recalibrated probability, or its log-odds clipped
+        as :meth:`interval` clips the probability (see :meth:`_spread`)."""
+        z = self._logits(x @ self.w1)
+        if not log_odds:
+            return self._recalibrated(self._probabilities(z))
+        if self.calibration_intercept != 0.0 or self.calibration_slope != 1.0:
+            # The recalibration's own clip of the probability to [1e-15, 1 - 1e-15].
+            np.maximum(z, _LOW_LOGIT_15, out=z)
+            np.minimum(z, _HIGH_LOGIT_15, out=z)
+            z *= self.calibration_slope
+            z += self.calibration_intercept
+        np.maximum(z, _LOW_LOGIT, out=z)
+        np.minimum(z, _HIGH_LOGIT, out=z)
+        return z
+
+    def _recalibrated(self, p: FloatArray) -> FloatArray:
+        """The logistic recalibration of members' probabilities (``p`` itself if none)."""
+        if self.calibration_intercept == 0.0 and self.calibration_slope == 1.0:
+            return p
+        q = np.clip(p, 1e-15, 1.0 - 1e-15)
+        logit = self.calibration_intercept + self.calibration_slope * (np.log(q) - np.log1p(-q))
+        return np.asarray(0.5 + 0.5 * np.tanh(0.5 * logit))
 
     def _logits(self, hidden: FloatArray) -> FloatArray:
         """Every member's raw output log-odds from first-layer products ``hidden``
@@ -383,14 +437,7 @@ class RiskEnsemble:
         # the CPU on complete rows (BENCHMARKS.md, "The interval columns ...").
         for start in range(0, len(x), _BLOCK_ROWS):
             block = slice(start, start + _BLOCK_ROWS)
-            members, within = self.member_spread(x[block])
-            # ``members`` is this call's own array: clip and take log-odds in place.
-            np.maximum(members, _EPS, out=members)
-            np.minimum(members, 1.0 - _EPS, out=members)
-            tail = np.negative(members)
-            np.log1p(tail, out=tail)
-            logit = np.log(members, out=members)
-            logit -= tail
+            logit, within = self._spread(x[block], log_odds=True)
             centre = logit @ self._mean_weights
             logit -= centre[:, None]
             logit *= logit

@@ -15,6 +15,7 @@ from model.artifact import ArtifactError, load_artifact, read_payload, save_arti
 from model.features import FEATURE_NAMES, as_row, example_patient
 from model.predictor import Predictor
 from model.uncertainty import _MAX_LOGIT, _MAX_TANH, RiskEnsemble
+from scoring.synthetic import registry
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +257,27 @@ def test_member_spread_equals_repeating_every_row_over_the_background(
     p, within = ensemble.member_spread(x[complete])
     np.testing.assert_allclose(p, expected_p[complete], rtol=0, atol=1e-12)
     assert not within.any()
+
+
+@pytest.mark.parametrize("recalibration", [(0.0, 1.0), (-0.7, 1.4)])
+def test_complete_rows_interval_takes_the_members_log_odds_directly(
+    predictor: Predictor, recalibration: tuple[float, float]
+) -> None:
+    """A complete row's band comes from its members' output log-odds, recalibrated, as
+    ``/predict`` computes it, not through the probability and back (which lost up to
+    ~1e-9 at the low end with this recalibration); the block size changes nothing
+    beyond summation order."""
+    assert predictor.ensemble is not None
+    a, b = recalibration
+    ensemble = dataclasses.replace(predictor.ensemble, calibration_intercept=a, calibration_slope=b)
+    recalibrated = dataclasses.replace(
+        predictor, calibration_intercept=a, calibration_slope=b, ensemble=ensemble
+    )
+    x = registry(3000, seed=4)[list(FEATURE_NAMES)].to_numpy(dtype=float)
+    lo, hi = ensemble.interval(x)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uncertainty, "_BLOCK_ROWS", 7)
+        np.testing.assert_allclose(ensemble.interval(x), (lo, hi), rtol=0, atol=1e-14)
+    for i in range(0, len(x), 13):
+        _, one_lo, one_hi, _ = recalibrated.risk_one(x[i])
+        assert (one_lo, one_hi) == pytest.approx((lo[i], hi[i]), abs=1e-13)

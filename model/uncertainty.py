@@ -52,8 +52,24 @@ _EPS: Final[float] = 1e-12
 _MAX_LOGIT: Final[float] = math.log((1.0 - _EPS) / _EPS)
 #: tanh(z / 2) of the largest log-odds kept: the probability clipped to [_EPS, 1 - _EPS].
 _MAX_TANH: Final[float] = 1.0 - 2.0 * _EPS
+#: The log-odds of the clipped probabilities ``_EPS``, ``1 - _EPS`` (and ``1e-15``, the
+#: recalibration's clip), computed as the probability path computes them, so taking a
+#: complete row's log-odds directly clips at the same values.
+_LOW_LOGIT: Final[float] = math.log(_EPS) - math.log1p(-_EPS)
+_HIGH_LOGIT: Final[float] = math.log(1.0 - _EPS) - math.log1p(-(1.0 - _EPS))
+_LOW_LOGIT_15: Final[float] = math.log(1e-15) - math.log1p(-1e-15)
+_HIGH_LOGIT_15: Final[float] = math.log(1.0 - 1e-15) - math.log1p(-(1.0 - 1e-15))
 ARRAY_NAMES: Final[tuple[str, ...]] = ("W1", "b1", "W2", "b2", "mean", "scale")
 
+
+#: Row x filling pairs per evaluation of rows with gaps in ``RiskEnsemble.member_spread``:
+#: 2,048 x B*hidden floats (1.3 MB with the default model) bound its memory and stay in
+#: the core's cache: 1.7x less CPU than 65,536 pairs on a registry with gaps.
+_FILLED_ROWS: Final[int] = 2_048
+
+#: Rows per block of ``RiskEnsemble.interval``: 4,096 x B*hidden floats (2.6 MB with the
+#: default model) stay near the cache; smaller blocks add per-call overhead.
+_BLOCK_ROWS: Final[int] = 4_096
 
 #: Patterns cached per model; at most 2 ** 10 exist (10 features may be missing).
 _MAX_PATTERNS: Final[int] = 4096
@@ -81,6 +97,18 @@ def pattern_fillings(
         if len(cache) < _MAX_PATTERNS:
             cache[key] = known
     return known
+
+
+def _log_odds(p: FloatArray) -> FloatArray:
+    """Log-odds of probabilities clipped to ``[_EPS, 1 - _EPS]``, in place (``p`` is
+    consumed): the interval's members."""
+    np.maximum(p, _EPS, out=p)
+    np.minimum(p, 1.0 - _EPS, out=p)
+    tail = np.negative(p)
+    np.log1p(tail, out=tail)
+    logit = np.log(p, out=p)
+    logit -= tail
+    return logit
 
 
 def _clipped(v: float, bound: float) -> float:
@@ -122,6 +150,20 @@ class RiskEnsemble:
     #: ``w2`` as a block-diagonal ``(B*hidden) x B`` matrix: every member's output unit
     #: in one product (the /predict path, ``Predictor.risk_one``).
     _w2_block: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
+    #: Distinct background fillings through ``w1`` per missingness pattern (see
+    #: :func:`pattern_fillings`), computed once per model, not per call.
+    _patterns: dict[bytes, tuple[FloatArray, FloatArray]] = field(
+        init=False, repr=False, default_factory=dict
+    )
+    #: ``-b1``: ``relu(h + b1) @ w2 = max(h, -b1) @ w2 + b1 @ w2``, one pass less over the
+    #: hidden layer (as ``model.predictor._stack`` does); and per member ``b1 @ w2 + b2``.
+    _floor: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
+    _out_bias: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
+    #: ``1 / B`` and ``1 / (B - 1)`` per member: a row's mean and sample variance over
+    #: the members as one matrix-vector product (an ``axis=1`` reduction over 10 values
+    #: costs ~7x more per row).
+    _mean_weights: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
+    _var_weights: FloatArray = field(init=False, repr=False, default_factory=lambda: np.empty(0))
 
     def __post_init__(self) -> None:
         b = self.b2.size
@@ -132,6 +174,11 @@ class RiskEnsemble:
         object.__setattr__(self, "_hidden", h)
         object.__setattr__(self, "_z", NormalDist().inv_cdf(0.5 + self.coverage / 2.0))
         object.__setattr__(self, "_w2_block", block)
+        object.__setattr__(self, "_floor", -self.b1)
+        bias = np.einsum("bh,bh->b", self.b1.reshape(b, h), self.w2) + self.b2
+        object.__setattr__(self, "_out_bias", bias)
+        object.__setattr__(self, "_mean_weights", np.full(b, 1.0 / b))
+        object.__setattr__(self, "_var_weights", np.full(b, 1.0 / max(b - 1, 1)))
 
     @classmethod
     def from_arrays(
@@ -164,31 +211,145 @@ class RiskEnsemble:
     def member_spread(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """``n x B`` marginalised probabilities, and per row the mean over members of the
         variance, across the background rows, of the recalibrated log-odds of a filled row
-        (0 for a complete row: nothing is filled)."""
+        (0 for a complete row: nothing is filled).
+
+        The quantities are those of repeating every row over the K background rows and
+        averaging, but that costs K evaluations per row. Here a complete row is evaluated
+        once; rows with gaps are grouped by missingness pattern, each row's known features
+        go through the first layer once, and only the pattern's *distinct* background
+        fillings (:func:`pattern_fillings`, as ``Predictor`` and ``/predict`` use) are
+        added, their means weighted by count / K: 3 fillings, not 64, when only ``thal``
+        is missing. Results equal the repeated evaluation up to summation order
+        (``tests/model/test_uncertainty.py``).
+        """
+        return self._spread(rows, log_odds=False)
+
+    def _spread(self, rows: npt.ArrayLike, *, log_odds: bool) -> tuple[FloatArray, FloatArray]:
+        """:meth:`member_spread`; with ``log_odds`` the members' recalibrated log-odds
+        clipped to ``[_LOW_LOGIT, _HIGH_LOGIT]`` (what :meth:`interval` needs) instead of
+        their probabilities.
+
+        The log-odds of a complete row are its members' outputs, recalibrated and
+        clipped as the probability would have been: going through the probability and
+        back (a tanh, a log and a log1p per member) cost half the complete-row interval
+        and lost up to ~1e-12 at |log-odds| ~ 17, where ``1 - p`` keeps few digits
+        (``/predict``'s ``band_of_logits`` takes the outputs directly too). Rows with
+        gaps average probabilities over the fillings, so they keep the round trip.
+        """
         x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         if x.shape[1] != N_FEATURES:
             raise ValueError(f"expected rows of {N_FEATURES} features, got shape {x.shape}")
-        n, b, h = x.shape[0], self.size, self._hidden
+        n = x.shape[0]
         missing = np.isnan(x)
-        k = self.background.shape[0] if missing.any() else 1
-        # Every row repeated over the K background rows, its gaps filled from them
-        # (complete rows are not repeated: K = 1 and nothing is filled).
-        filled = np.repeat(x, k, axis=0)
-        if k > 1:
-            gaps = np.repeat(missing, k, axis=0)
-            filled[gaps] = np.tile(self.background, (n, 1))[gaps]
-        hidden = filled @ self.w1
-        hidden += self.b1
-        np.maximum(hidden, 0.0, out=hidden)
-        z = (np.einsum("rbh,bh->rb", hidden.reshape(-1, b, h), self.w2) + self.b2).reshape(n, k, b)
-        p = (0.5 + 0.5 * np.tanh(0.5 * z)).mean(axis=1)
-        slope = self.calibration_slope
-        if self.calibration_intercept != 0.0 or slope != 1.0:
-            q = np.clip(p, 1e-15, 1.0 - 1e-15)
-            logit = self.calibration_intercept + slope * (np.log(q) - np.log1p(-q))
-            p = 0.5 + 0.5 * np.tanh(0.5 * logit)
-        within = (slope**2) * np.clip(z, -_MAX_LOGIT, _MAX_LOGIT).var(axis=1).mean(axis=1)
-        return np.asarray(p), np.asarray(within)
+        gapped = missing.any(axis=1)
+        within = np.zeros(n)
+        if not gapped.any():  # the common bulk case: no indexing copies, no groups
+            return self._complete(x, log_odds), within
+        out = np.empty((n, self.size))
+        complete = ~gapped
+        if complete.any():
+            out[complete] = self._complete(x[complete], log_odds)
+        rows_with_gaps = np.flatnonzero(gapped)
+        self._marginalise(x, missing, rows_with_gaps, out, within)
+        p = self._recalibrated(out[rows_with_gaps])
+        out[rows_with_gaps] = _log_odds(p) if log_odds else p
+        within *= self.calibration_slope**2
+        return out, within
+
+    def _complete(self, x: FloatArray, log_odds: bool) -> FloatArray:
+        """Complete rows: every member's recalibrated probability, or its log-odds clipped
+        as :meth:`interval` clips the probability (see :meth:`_spread`)."""
+        z = self._logits(x @ self.w1)
+        if not log_odds:
+            return self._recalibrated(self._probabilities(z))
+        if self.calibration_intercept != 0.0 or self.calibration_slope != 1.0:
+            # The recalibration's own clip of the probability to [1e-15, 1 - 1e-15].
+            np.maximum(z, _LOW_LOGIT_15, out=z)
+            np.minimum(z, _HIGH_LOGIT_15, out=z)
+            z *= self.calibration_slope
+            z += self.calibration_intercept
+        np.maximum(z, _LOW_LOGIT, out=z)
+        np.minimum(z, _HIGH_LOGIT, out=z)
+        return z
+
+    def _recalibrated(self, p: FloatArray) -> FloatArray:
+        """The logistic recalibration of members' probabilities (``p`` itself if none)."""
+        if self.calibration_intercept == 0.0 and self.calibration_slope == 1.0:
+            return p
+        q = np.clip(p, 1e-15, 1.0 - 1e-15)
+        logit = self.calibration_intercept + self.calibration_slope * (np.log(q) - np.log1p(-q))
+        return np.asarray(0.5 + 0.5 * np.tanh(0.5 * logit))
+
+    def _logits(self, hidden: FloatArray) -> FloatArray:
+        """Every member's raw output log-odds from first-layer products ``hidden``
+        (``... x B*hidden``, without ``b1``; overwritten): ``... x B``."""
+        np.maximum(hidden, self._floor, out=hidden)
+        shape = hidden.shape[:-1]
+        # optimize=True: a BLAS contraction, about half the time of einsum's own loop.
+        z: FloatArray = np.einsum(
+            "rbh,bh->rb", hidden.reshape(-1, self.size, self._hidden), self.w2, optimize=True
+        )
+        z += self._out_bias
+        return z.reshape(*shape, self.size)
+
+    @staticmethod
+    def _probabilities(z: FloatArray) -> FloatArray:
+        """``sigmoid(z)`` as ``1 / (1 + exp(-z))``, in place (``z`` is consumed).
+
+        NumPy's exp is vectorised, its tanh is not: 2.3x faster, and this is the
+        costliest step for rows with gaps (one per member, per row and filling). Equal
+        to ``(1 + tanh(z / 2)) / 2`` within 1e-16 (closer for small probabilities);
+        ``exp`` overflowing to inf for ``z < -709`` gives the right 0.
+        """
+        np.negative(z, out=z)
+        with np.errstate(over="ignore"):
+            np.exp(z, out=z)
+        z += 1.0
+        np.reciprocal(z, out=z)
+        return z
+
+    def _marginalise(
+        self,
+        x: FloatArray,
+        missing: npt.NDArray[np.bool_],
+        rows: npt.NDArray[np.intp],
+        p: FloatArray,
+        within: FloatArray,
+    ) -> None:
+        """Fill ``p[rows]`` and ``within[rows]`` (raw, before the recalibration) for rows
+        with gaps, pattern by pattern over the pattern's distinct fillings.
+
+        A group is evaluated in parts of at most :data:`_FILLED_ROWS` row x filling pairs,
+        so memory stays bounded (and cached) whatever the call's size.
+        """
+        codes = missing[rows] @ (1 << np.arange(N_FEATURES))
+        _, first, inverse, counts = np.unique(
+            codes, return_index=True, return_inverse=True, return_counts=True
+        )
+        order = rows[np.argsort(inverse.reshape(-1), kind="stable")]
+        ends = np.cumsum(counts)
+        for pattern_row, end, count in zip(rows[first], ends, counts, strict=True):
+            pattern = missing[pattern_row]
+            known = ~pattern
+            fillings, weights = pattern_fillings(self._patterns, self.background, self.w1, pattern)
+            f = len(weights)
+            group = order[end - count : end]
+            step = max(1, _FILLED_ROWS // f)
+            for i in range(0, len(group), step):
+                part = group[i : i + step]
+                shape = (len(part), self.size)
+                base = x[np.ix_(part, known)] @ self.w1[known]
+                # Filling-major (f x r x B): each weighted mean over the fillings is one
+                # vector-matrix product.
+                z = self._logits(fillings[:, None, :] + base[None, :, :])
+                clipped = np.maximum(z, -_MAX_LOGIT)
+                np.minimum(clipped, _MAX_LOGIT, out=clipped)
+                flat = clipped.reshape(f, -1)
+                p[part] = (weights @ self._probabilities(z).reshape(f, -1)).reshape(shape)
+                # Weighted variance over the fillings, two passes (no cancellation).
+                flat -= weights @ flat
+                flat *= flat
+                within[part] = (weights @ flat).reshape(shape) @ self._mean_weights
 
     @property
     def output_block(self) -> FloatArray:
@@ -282,11 +443,19 @@ class RiskEnsemble:
     def interval(self, rows: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Lower and upper end of the band, per row: centre +- z sd in log-odds, where the
         variance is the members' (training data) plus the filled-in rows' (missing values)."""
-        members, within = self.member_spread(rows)
-        p = np.clip(members, _EPS, 1.0 - _EPS)
-        logit = np.log(p) - np.log1p(-p)
-        centre = logit.mean(axis=1)
-        spread = self._z * np.sqrt(logit.var(axis=1, ddof=1) + within)
-        lo = 0.5 + 0.5 * np.tanh(0.5 * (centre - spread))
-        hi = 0.5 + 0.5 * np.tanh(0.5 * (centre + spread))
-        return np.asarray(lo), np.asarray(hi)
+        x = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        lo, hi = np.empty(len(x)), np.empty(len(x))
+        # Blocks of rows keep the B*hidden-wide hidden layer and every n x B temporary in
+        # the core's cache instead of streaming them through memory: about a quarter of
+        # the CPU on complete rows (BENCHMARKS.md, "The interval columns ...").
+        for start in range(0, len(x), _BLOCK_ROWS):
+            block = slice(start, start + _BLOCK_ROWS)
+            logit, within = self._spread(x[block], log_odds=True)
+            centre = logit @ self._mean_weights
+            logit -= centre[:, None]
+            logit *= logit
+            within += logit @ self._var_weights
+            spread = self._z * np.sqrt(within, out=within)
+            lo[block] = 0.5 + 0.5 * np.tanh(0.5 * (centre - spread))
+            hi[block] = 0.5 + 0.5 * np.tanh(0.5 * (centre + spread))
+        return lo, hi

@@ -25,10 +25,6 @@ LOW = "probability_low"
 HIGH = "probability_high"
 #: Rows per call of the predictor (see ``_in_slices``).
 SLICE_ROWS = 16_384
-#: Rows with gaps per call of the interval: ``RiskEnsemble.interval`` repeats each such
-#: row over the K background rows for all B members (K x B x hidden floats per row,
-#: 40 kB with the default model), so 1,024 rows keep a call near 40 MB.
-INTERVAL_SLICE_ROWS = 1_024
 
 
 def risk_interval(predictor: Predictor, x: FloatArray) -> tuple[FloatArray, FloatArray] | None:
@@ -37,26 +33,17 @@ def risk_interval(predictor: Predictor, x: FloatArray) -> tuple[FloatArray, Floa
 
     The one batch path to the interval: ``RiskEnsemble.interval``, which
     ``/predict/batch`` and every bulk output call through here, and which
-    ``/predict`` (``Predictor.risk_one``) equals up to summation order.
-    ``interval`` fills gaps from the background for a whole call once any row of
-    it has one, so complete rows go in one call of their own (the same numbers,
-    64 times less work for them) and rows with gaps in bounded slices.
+    ``/predict`` (``Predictor.risk_one``) equals up to summation order. One call
+    for the whole chunk: ``interval`` works in blocks of rows, evaluates a complete
+    row once and a row with gaps over its pattern's distinct fillings in bounded
+    parts, so its memory does not grow with the chunk or the gaps.
     """
     ensemble = predictor.ensemble
     if ensemble is None:
         return None
-    low, high = np.empty(len(x)), np.empty(len(x))
-    gaps = np.isnan(x).any(axis=1)
-    complete = ~gaps
-    if complete.all():
-        return _as_floats(ensemble.interval(x)) if len(x) else (low, high)
-    if complete.any():
-        low[complete], high[complete] = _as_floats(ensemble.interval(x[complete]))
-    rows = np.flatnonzero(gaps)
-    for i in range(0, len(rows), INTERVAL_SLICE_ROWS):
-        part = rows[i : i + INTERVAL_SLICE_ROWS]
-        low[part], high[part] = _as_floats(ensemble.interval(x[part]))
-    return low, high
+    if not len(x):
+        return np.empty(0), np.empty(0)
+    return _as_floats(ensemble.interval(x))
 
 
 def _as_floats(bounds: tuple[Any, Any]) -> tuple[FloatArray, FloatArray]:

@@ -44,6 +44,7 @@ import numpy.typing as npt
 from model.arrays import FloatArray
 from model.features import FEATURE_NAMES, N_FEATURES
 from model.predictor import Predictor
+from model.uncertainty import recalibrated
 
 #: Coalitions evaluated per block (2^7): with the served 64 background rows and 16 hidden
 #: units (two seeds) the float32 block is 512 KiB, inside a core's L2 cache (1 MiB on the
@@ -142,17 +143,8 @@ def coalition_values(
         raw[high * n_low : (high + 1) * n_low] = z @ average
     raw *= 0.5
     raw += 0.5
-    return _recalibrate(predictor, raw), present
-
-
-def _recalibrate(predictor: Predictor, p: FloatArray) -> FloatArray:
-    """The Predictor's logistic recalibration ``g``, applied after the background average."""
-    a, b = predictor.calibration_intercept, predictor.calibration_slope
-    if a == 0.0 and b == 1.0:
-        return p
-    q = np.clip(p, 1e-15, 1.0 - 1e-15)
-    z = a + b * (np.log(q) - np.log1p(-q))
-    return np.asarray(0.5 + 0.5 * np.tanh(0.5 * z))
+    # The Predictor's recalibration g, applied after the background average.
+    return recalibrated(raw, predictor.calibration_intercept, predictor.calibration_slope), present
 
 
 def explain(predictor: Predictor, row: npt.ArrayLike) -> Explanation:

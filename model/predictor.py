@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from model.arrays import FloatArray
 from model.features import N_FEATURES
-from model.uncertainty import RiskEnsemble, pattern_fillings
+from model.uncertainty import RiskEnsemble, pattern_fillings, recalibrated
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,11 +254,7 @@ class Predictor:
 
     def _recalibrate_mean(self, p: FloatArray) -> FloatArray:
         """The local recalibration applied to a marginalised (averaged) probability."""
-        if not self._recalibrated:
-            return p
-        q = np.clip(p, 1e-15, 1.0 - 1e-15)
-        logit = np.log(q) - np.log1p(-q)
-        return _sigmoid_inplace(self.calibration_intercept + self.calibration_slope * logit)
+        return recalibrated(p, self.calibration_intercept, self.calibration_slope)
 
     def _pattern(self, missing: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
         assert self.background is not None

@@ -99,6 +99,19 @@ def pattern_fillings(
     return known
 
 
+def recalibrated(p: FloatArray, intercept: float, slope: float) -> FloatArray:
+    """The local logistic recalibration ``g`` of (averaged) probabilities:
+    ``logit g(p) = a + b logit p``, ``p`` clipped to ``[1e-15, 1 - 1e-15]``; ``p`` itself
+    when there is none. One definition for the point estimate (``Predictor``), the
+    interval's members and the explanation, so all three apply the same ``g``.
+    """
+    if intercept == 0.0 and slope == 1.0:
+        return p
+    q = np.clip(p, 1e-15, 1.0 - 1e-15)
+    z = intercept + slope * (np.log(q) - np.log1p(-q))
+    return np.asarray(0.5 + 0.5 * np.tanh(0.5 * z))
+
+
 def _log_odds(p: FloatArray) -> FloatArray:
     """Log-odds of probabilities clipped to ``[_EPS, 1 - _EPS]``, in place (``p`` is
     consumed): the interval's members."""
@@ -273,12 +286,7 @@ class RiskEnsemble:
         return z
 
     def _recalibrated(self, p: FloatArray) -> FloatArray:
-        """The logistic recalibration of members' probabilities (``p`` itself if none)."""
-        if self.calibration_intercept == 0.0 and self.calibration_slope == 1.0:
-            return p
-        q = np.clip(p, 1e-15, 1.0 - 1e-15)
-        logit = self.calibration_intercept + self.calibration_slope * (np.log(q) - np.log1p(-q))
-        return np.asarray(0.5 + 0.5 * np.tanh(0.5 * logit))
+        return recalibrated(p, self.calibration_intercept, self.calibration_slope)
 
     def _logits(self, hidden: FloatArray) -> FloatArray:
         """Every member's raw output log-odds from first-layer products ``hidden``

@@ -253,8 +253,6 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._draining = False
         #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
         self._upgrade_body: int | None = None
-        #: Content-Length of the request being parsed if it asks for an upgrade.
-        self._ignored_upgrade: int | None = None
         self._discard_input = False
 
     # -- connection ----------------------------------------------------------------------
@@ -313,7 +311,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def _feed(self, data: bytes) -> None:
-        """uvicorn's ``data_received``, except for an upgrade that is not a WebSocket's."""
+        """uvicorn's ``data_received``, except that an upgrade is never taken."""
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -345,21 +343,18 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         would), and anything after it is the next request, which the parser
         (resumed by httptools) reads as usual.
         """
-        length, self._ignored_upgrade = self._ignored_upgrade or 0, None
-        if length == 0:
-            if rest:
-                self.data_received(rest)
-            return
-        self._upgrade_body = length
-        self._reading_head = False
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.more_body = True
-        rest = self._take_upgrade_body(rest)
+        if self._upgrade_body is not None:  # set from Content-Length by on_headers_complete
+            self._reading_head = False
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.more_body = True
+            rest = self._take_upgrade_body(rest)
+            if not rest and self._upgrade_body is not None and self._body_timer is None:
+                self._body_timer = self.loop.call_later(
+                    self.limits.body_timeout, self._body_timed_out
+                )
         if rest:
             self.data_received(rest)
-        elif self._upgrade_body is not None and self._body_timer is None:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def _take_upgrade_body(self, data: bytes) -> bytes:
         """Pass the body bytes still due to the request; return what comes after them."""
@@ -383,7 +378,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = 0
         return rest
 
-    def _upgrade_we_ignore(self) -> tuple[bool, int]:
+    def _body_framing(self) -> tuple[bool, int]:
         """(chunked, Content-Length) of a request that asks for an upgrade (or a CONNECT)."""
         chunked, length = False, 0
         for name, value in self.headers:
@@ -400,14 +395,14 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._cancel_head_timer()
         if self.parser.should_upgrade():
-            chunked, length = self._upgrade_we_ignore()
+            chunked, length = self._body_framing()
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True
-                self._ignored_upgrade = 0
                 self._answer_now(_CHUNKED_UPGRADE_RESPONSE, keep_alive=False)
                 return
-            self._ignored_upgrade = length
+            # The parser stops at this head; _after_ignored_upgrade reads the body.
+            self._upgrade_body = length or None
         # Before the request's task exists, so the middleware sees the flags. Shed
         # requests do not count: counting them would let a burst of cheap 503s keep
         # the worker "full" and shed nearly everything (measured: 72 of 19,259

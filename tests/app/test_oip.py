@@ -17,7 +17,10 @@ import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 
+from app import protocol
 from app.main import create_app
+from app.oip import is_protocol_path
+from app.protocol import SHED_KEY
 from app.settings import Settings
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
@@ -431,6 +434,23 @@ def test_refusals_before_routing_get_the_protocol_error_shape(artifact_path: Pat
             400,
             {"error": "Invalid Content-Length header."},
         )
+
+
+def test_overload_refusals_below_v2_get_the_protocol_error_shape(artifact_path: Path) -> None:
+    """A request shed by app.protocol while an earlier one on its connection is still being
+    answered gets its 503 from the middleware; the protocol's own 503, 431 and 408 take the
+    shape the app tells it (tests/app/test_protocol.py has them on a socket)."""
+    app = create_app(Settings(model_path=artifact_path))
+
+    async def shedding(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, SHED_KEY: True} if scope["type"] == "http" else scope, receive, send)
+
+    with TestClient(shedding) as c:
+        answer = c.get("/v2/models/heart")
+        assert (answer.status_code, answer.headers["retry-after"]) == (503, "1")
+        assert answer.json()["error"].startswith("The service is at its concurrency limit")
+        assert list(c.get("/model").json()) == ["detail"]
+    assert protocol.oip_path is is_protocol_path
 
 
 def test_server_errors_below_v2_get_the_protocol_error_shape(

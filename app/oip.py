@@ -442,7 +442,11 @@ def encode_response(
     """The inference response's JSON bytes, and how many rows were predicted positive."""
     probabilities = service.predictor.probability(x)
     positive = probabilities >= service.threshold
-    wanted = OUTPUT_NAMES if request.outputs is None else tuple(o.name for o in request.outputs)
+    # The protocol: "if not specified all outputs ... will be returned". An empty list
+    # specifies none, and an answer without tensors is of no use: all, as Triton answers
+    # it (MLServer's runtimes take it for no list too; docs/open-inference-protocol.md).
+    requested = request.outputs
+    wanted = tuple(o.name for o in requested) if requested else OUTPUT_NAMES
     n = len(probabilities)
     outputs = []
     for name in wanted:

@@ -116,6 +116,16 @@ def test_infer_returns_only_the_requested_outputs(
     assert list(outputs(client.post(INFER, json=body))) == ["prediction"]
 
 
+def test_an_empty_outputs_list_returns_every_output(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    """``"outputs": []`` asks for nothing in particular, as no ``outputs`` does: an answer
+    without a tensor was of no use (Triton too answers it with every output)."""
+    every = outputs(client.post(INFER, json=matrix_request(rows)))
+    assert list(every) == ["probability", "prediction"]
+    assert outputs(client.post(INFER, json=matrix_request(rows, outputs=[]))) == every
+
+
 def test_binary_tensor_extension(
     client: TestClient, artifact_path: Path, rows: npt.NDArray[np.float64]
 ) -> None:

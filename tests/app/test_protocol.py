@@ -192,9 +192,12 @@ def test_the_head_is_sent_when_the_app_fails_after_it() -> None:
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"never sent" not in received
 
 
-async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
+async def _exchange_pieces(
+    pieces: list[bytes], answers: int, limits: ConnectionLimits | None = None
+) -> list[bytes]:
     """Send ``pieces`` (one write each, a pause between) to an app that answers each
-    request with its own body; read until ``answers`` responses (or the close)."""
+    request with its own body; return the first ``answers`` responses (fewer if the
+    connection closes first), each as the bytes received."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -211,7 +214,7 @@ async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": echo})
 
-    protocol, _ = _protocols(app)
+    protocol, _ = _protocols(app, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
@@ -220,16 +223,24 @@ async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
             writer.write(piece)
             await writer.drain()
             await asyncio.sleep(0.05)
-        received = b""
-        while received.count(b"HTTP/1.1 ") < answers or not received.endswith(b"]"):
-            chunk = await asyncio.wait_for(reader.read(1 << 16), 5)
-            if not chunk:
+        responses: list[bytes] = []
+        while len(responses) < answers:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                lines = head.lower().split(b"\r\n")
+                length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+                responses.append(head + await reader.readexactly(length))
+            except asyncio.IncompleteReadError:  # closed
                 break
-            received += chunk
         writer.close()
-        return received
+        return responses
     finally:
         server.close()
+
+
+async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
+    """What :func:`_exchange_pieces` received, in one piece."""
+    return b"".join(await _exchange_pieces(pieces, answers))
 
 
 def _h2c_post(body: bytes, *, chunked: bool = False) -> bytes:
@@ -292,45 +303,12 @@ def test_websocket_handshakes_are_served_as_http_and_release_their_slot() -> Non
 _TIGHT = ConnectionLimits(max_header_bytes=1024, header_timeout=0.3, body_timeout=0.3)
 
 
-async def _refused(
+def _refused(
     pieces: list[bytes], limits: ConnectionLimits, answers: int = 1
 ) -> list[tuple[bytes, Any]]:
-    """Send ``pieces`` (a pause between) to an app that reads the body and answers 200;
-    return the status line and JSON body of the first ``answers`` responses (fewer if the
-    connection closes first)."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        if ADMITTED_KEY in scope:
-            admitted.release()
-        while (await receive()).get("more_body", False):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    protocol, _ = _protocols(app, limits=limits)
-    listener = socket.create_server(("127.0.0.1", 0))
-    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
-    try:
-        reader, writer = await asyncio.open_connection(*listener.getsockname())
-        for piece in pieces:
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        responses: list[tuple[bytes, Any]] = []
-        while len(responses) < answers:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            except asyncio.IncompleteReadError:  # closed
-                break
-            lines = head.split(b"\r\n")
-            length = next(int(h[15:]) for h in lines if h.lower().startswith(b"content-length:"))
-            responses.append((lines[0], json.loads(await reader.readexactly(length))))
-        writer.close()
-        return responses
-    finally:
-        server.close()
+    """The status line and JSON body of each response :func:`_exchange_pieces` received."""
+    responses = asyncio.run(_exchange_pieces(pieces, answers, limits))
+    return [(r.partition(b"\r\n")[0], json.loads(r.partition(b"\r\n\r\n")[2])) for r in responses]
 
 
 _BIG_HEADER = b"x-big: " + b"a" * 2000 + b"\r\n"
@@ -395,7 +373,7 @@ def test_refusals_of_the_protocol_itself_take_the_error_shape_of_their_path(
     """Written before routing, these were ``{"detail": ...}`` below /v2 too, where the Open
     Inference Protocol requires ``{"error": ...}`` of every failed request."""
     monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)  # as the app does
-    [(line, body)] = asyncio.run(_refused(pieces, limits))
+    [(line, body)] = _refused(pieces, limits)
     assert line.startswith(b"HTTP/1.1 %d " % status), line
     assert list(body) == [key], body
 
@@ -408,6 +386,6 @@ def test_a_stalled_head_after_a_request_below_v2_is_not_taken_for_one(
     monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)
     first = b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n\r\n"
     shed = dataclasses.replace(_TIGHT, max_concurrent_requests=0)
-    (shed_line, shed_body), (line, body) = asyncio.run(_refused([first, b"\r\n"], shed, 2))
+    (shed_line, shed_body), (line, body) = _refused([first, b"\r\n"], shed, 2)
     assert shed_line.startswith(b"HTTP/1.1 503 ") and list(shed_body) == ["error"]
     assert line.startswith(b"HTTP/1.1 408 ") and list(body) == ["detail"]

@@ -102,6 +102,8 @@ class ServiceMiddleware:
         # Connections the protocol refuses never become requests; count them here too.
         protocol.refusal_observer = self.metrics.observe_refused_connection
         protocol.shed_observer = self._count_shed
+        # and the protocol's own refusals below /v2 take the protocol's error shape.
+        protocol.oip_path = is_protocol_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,8 +153,8 @@ class ServiceMiddleware:
             if SHED_KEY in scope:
                 kind = "overloaded"
                 retry = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
-                # As app.protocol's own 503 for the same overload: {"detail": ...} everywhere.
-                await _respond(send_with_id, 503, SHED_DETAIL, retry)
+                # As app.protocol's own 503 for the same overload, in the same shape.
+                await _respond(send_with_id, 503, SHED_DETAIL, retry, key=self._error_key(path))
                 return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
             app_scope = scope

@@ -12,8 +12,9 @@ produce:
 
 Tensor data come as JSON (flat row-major or nested) or as raw little-endian
 bytes after the JSON header (Triton's binary tensor extension, which
-``tritonclient`` uses by default). Every value passes the same range and code
-checks as ``/predict`` (:func:`model.features.invalid_cells`); a refusal is
+``tritonclient`` uses by default). Every value must fit its input's datatype
+and passes the same range and code checks as ``/predict``
+(:func:`model.features.invalid_cells`); a refusal is
 ``{"error": "..."}`` with status 400 naming the input, row and feature.
 Outputs are ``probability`` (FP64, [n]) and ``prediction`` (INT64, [n], the
 class at the model's threshold), always in JSON.
@@ -68,6 +69,24 @@ HEADER_LENGTH: Final[str] = "inference-header-content-length"
 _NUMPY_TYPES: Final[Mapping[str, str]] = dict(
     FP64="<f8", FP32="<f4", INT64="<i8", INT32="<i4", INT16="<i2", INT8="i1"
 )
+
+
+def _value_range(datatype: str) -> tuple[float, float, str]:
+    """The lowest and highest value of ``datatype``, and how an error message says so."""
+    dtype = np.dtype(_NUMPY_TYPES[datatype])
+    if dtype.kind == "f":
+        high = float(np.finfo(dtype).max)
+        return -high, high, f"-{high:g} to {high:g}"
+    ints = np.iinfo(dtype)
+    return float(ints.min), float(ints.max), f"{ints.min} to {ints.max}"
+
+
+#: The values JSON data (read as float64) of each datatype but FP64 may hold; binary data
+#: hold nothing else by construction. INT64's upper bound is 2**63 in float64, so 2**63
+#: itself passes here: every feature's range refuses it anyway.
+_VALUE_RANGES: Final[Mapping[str, tuple[float, float, str]]] = {
+    datatype: _value_range(datatype) for datatype in _NUMPY_TYPES if datatype != "FP64"
+}
 _MAX_REPORTED: Final[int] = 5
 _MAX_SHAPE_TEXT: Final[int] = 60
 #: Up to 19 digits: any longer does not fit a body anyway, and int() stays cheap.
@@ -224,21 +243,50 @@ def _tensors(
                 values = np.asarray(tensor.data, dtype=np.float64)
             except ValueError:  # ragged nested lists
                 raise ProtocolError(f"input {name!r}: nested data rows differ in length") from None
-            whole = (values == np.floor(values)) | np.isnan(values)  # null: not measured
-            if tensor.datatype.startswith("INT") and not bool(np.all(whole)):
-                raise ProtocolError(f"input {name!r} is {tensor.datatype} but holds fractions")
         expected = math.prod(tensor.shape)
         if values.size != expected:
             raise ProtocolError(
                 f"input {name!r} has {values.size} values but its shape "
                 f"{_shape_text(tensor.shape)} needs {expected}"
             )
-        tensors[name] = values.reshape(tensor.shape)
+        values = values.reshape(tensor.shape)
+        if size is None:  # JSON numbers, read as float64 whatever the datatype
+            _check_datatype(name, tensor.datatype, values)
+        tensors[name] = values
     if offset != len(binary):
         raise ProtocolError(
             f"{len(binary) - offset} bytes after the JSON header belong to no input"
         )
     return tensors
+
+
+def _check_datatype(name: str, datatype: str, values: np.ndarray[Any, Any]) -> None:
+    """Refuse JSON values that a tensor of ``datatype`` cannot hold.
+
+    JSON numbers are read as float64 whatever the declared type, so an INT8
+    input could hold a blood pressure of 130 and a FP32 one 1e39: the client
+    meant another type or sent the wrong column, and Triton or a binary tensor
+    of the same type could not carry these values. Fractions in an integer
+    type are refused too; null (NaN) is "not measured" in every type.
+    ``values`` has the input's shape (checked by :func:`_check_shape`).
+    """
+    if datatype.startswith("INT"):
+        whole = (values == np.floor(values)) | np.isnan(values)
+        if not bool(np.all(whole)):
+            raise ProtocolError(f"input {name!r} is {datatype} but holds fractions")
+    bounds = _VALUE_RANGES.get(datatype)
+    if bounds is None:
+        return
+    low, high, text = bounds
+    outside = (values < low) | (values > high)
+    if bool(outside.any()):
+        row, *column = (int(i) for i in np.argwhere(outside)[0])
+        value = values[outside][0]
+        shown = f"{value:g}" if datatype.startswith("FP") else str(int(value))
+        raise ProtocolError(
+            f"{_cell(name, row, column[0] if column else 0)}: {shown} is outside the "
+            f"{datatype} range ({text})"
+        )
 
 
 def _check_shape(name: str, shape: Sequence[int], max_rows: int) -> None:
@@ -303,16 +351,19 @@ def _column_inputs(tensors: Mapping[str, np.ndarray[Any, Any]]) -> FloatArray:
     return np.column_stack(columns).astype(np.float64, copy=False)
 
 
+def _cell(name: str, row: int, column: int) -> str:
+    """Where a value of input ``name`` is, as the client sent it: a feature input's
+    ``column`` is 0 (its one column), the matrix's names the feature."""
+    if name == MATRIX_INPUT:
+        return f"input '{MATRIX_INPUT}' row {row} column {column} ({FEATURE_NAMES[column]})"
+    return f"input '{name}' element {row}"
+
+
 def _describe_bad_cells(x: FloatArray, *, matrix: bool) -> str:
     problems = invalid_cells(x, allow_missing=True)
     parts = []
     for row, column, reason in problems[:_MAX_REPORTED]:
-        name = FEATURE_NAMES[column]
-        where = (
-            f"input '{MATRIX_INPUT}' row {row} column {column} ({name})"
-            if matrix
-            else f"input '{name}' element {row}"
-        )
+        where = _cell(MATRIX_INPUT if matrix else FEATURE_NAMES[column], row, column)
         value = x[row, column]
         got = "null" if np.isnan(value) else f"{value:g}"
         parts.append(f"{where}: {reason}, got {got}")
@@ -391,7 +442,11 @@ def encode_response(
     """The inference response's JSON bytes, and how many rows were predicted positive."""
     probabilities = service.predictor.probability(x)
     positive = probabilities >= service.threshold
-    wanted = OUTPUT_NAMES if request.outputs is None else tuple(o.name for o in request.outputs)
+    # The protocol: "if not specified all outputs ... will be returned". An empty list
+    # specifies none, and an answer without tensors is of no use: all, as Triton answers
+    # it (MLServer's runtimes take it for no list too; docs/open-inference-protocol.md).
+    requested = request.outputs
+    wanted = tuple(o.name for o in requested) if requested else OUTPUT_NAMES
     n = len(probabilities)
     outputs = []
     for name in wanted:

@@ -35,6 +35,12 @@ head, and uvicorn then handed the app an empty body, so every such POST got a
 ``_after_ignored_upgrade``). A WebSocket handshake is served the same way:
 the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
+The answers it writes itself (431, 408, 503, and a 400 below) are ready-made
+bytes in two shapes: ``{"error": ...}`` for a path below ``/v2``, as the Open
+Inference Protocol requires of every failed request there (the app says which
+paths those are: ``oip_path``), and the service's ``{"detail": ...}``
+elsewhere, or when the path has not arrived yet (see ``_target_path``).
+
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
 asyncio does not (see ``_no_delay``), and sends a response's head and body in
@@ -91,6 +97,9 @@ shed_observer: Callable[[str, str], None] | None = None
 #: Called with a reason ("header_too_large", "header_timeout") for connections refused
 #: before a request existed, so the app can count them; set by the app at start-up.
 refusal_observer: Callable[[str], None] | None = None
+#: Whether a path is the Open Inference Protocol's (``app.oip.is_protocol_path``), whose
+#: errors must be ``{"error": ...}``; set by the app at start-up (else ``{"detail"}`` always).
+oip_path: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +130,9 @@ def configured_limits() -> ConnectionLimits:
 
 
 def _error_bytes(
-    status: int, reason: str, detail: str, extra: str = "", *, close: bool = True
+    status: int, reason: str, message: str, extra: str = "", *, key: str, close: bool = True
 ) -> bytes:
-    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+    body = json.dumps({key: message}, separators=(",", ":")).encode()
     connection = "connection: close\r\n" if close else ""
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
@@ -131,23 +140,83 @@ def _error_bytes(
     ).encode() + body
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """An answer the protocol writes itself, ready-made in both error shapes.
+
+    These answers go out before the app (and its error handlers) could shape
+    them, yet below ``/v2`` the Open Inference Protocol requires ``{"error":
+    ...}`` of every failed request. Both are built once: choosing one per
+    request is a check of its path, never a new response.
+    """
+
+    detail: bytes
+    error: bytes
+
+    @classmethod
+    def build(
+        cls, status: int, reason: str, message: str, extra: str = "", *, close: bool = True
+    ) -> _Refusal:
+        return cls(
+            _error_bytes(status, reason, message, extra, key="detail", close=close),
+            _error_bytes(status, reason, message, extra, key="error", close=close),
+        )
+
+    def to(self, path: str) -> bytes:
+        """The bytes for a request to ``path`` (``""`` when the path is not known yet)."""
+        return self.error if oip_path is not None and oip_path(path) else self.detail
+
+
 SHED_DETAIL: Final[str] = (
     "The service is at its concurrency limit (HEART_MAX_CONCURRENT_REQUESTS); "
     f"retry after {RETRY_AFTER_SECONDS} s."
 )
-_SHED_RESPONSE: Final[bytes] = _error_bytes(
-    503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n", close=False
+_RETRY_AFTER: Final[str] = f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+_SHED: Final[_Refusal] = _Refusal.build(
+    503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER, close=False
 )
-_SHED_RESPONSE_CLOSE: Final[bytes] = _error_bytes(
-    503, "Service Unavailable", SHED_DETAIL, f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
-)
-_CHUNKED_UPGRADE_RESPONSE: Final[bytes] = _error_bytes(
+_SHED_CLOSE: Final[_Refusal] = _Refusal.build(503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER)
+_CHUNKED_UPGRADE: Final[_Refusal] = _Refusal.build(
     400,
     "Bad Request",
     "A request that asks to upgrade the connection (e.g. to HTTP/2) must send its body "
     "with Content-Length, not chunked: send it without the Upgrade header, or with "
     "Content-Length.",
 )
+
+
+@dataclass(frozen=True)
+class _LimitRefusals:
+    """The refusals that name a configured limit."""
+
+    header_too_large: _Refusal
+    header_timeout: _Refusal
+    body_timeout: _Refusal
+
+
+@lru_cache(maxsize=4)
+def _limit_refusals(limits: ConnectionLimits) -> _LimitRefusals:
+    """Built at a process's first such refusal (its limits are fixed), then reused."""
+    timeout = "Request Timeout"
+    return _LimitRefusals(
+        _Refusal.build(
+            431,
+            "Request Header Fields Too Large",
+            f"Request line and headers exceed {limits.max_header_bytes} bytes "
+            "(HEART_MAX_HEADER_BYTES).",
+        ),
+        _Refusal.build(
+            408,
+            timeout,
+            f"Request headers not received within {limits.header_timeout:g} s "
+            "(HEART_HEADER_TIMEOUT).",
+        ),
+        _Refusal.build(
+            408,
+            timeout,
+            f"Request body not received within {limits.body_timeout:g} s (HEART_BODY_TIMEOUT).",
+        ),
+    )
 
 
 #: Bodies up to this size are copied behind the head; larger ones are sent after it.
@@ -254,6 +323,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
         self._upgrade_body: int | None = None
         self._discard_input = False
+        # uvicorn sets it as each request begins; a refusal before the first one reads it.
+        self.url = b""
 
     # -- connection ----------------------------------------------------------------------
 
@@ -399,7 +470,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True
-                self._answer_now(_CHUNKED_UPGRADE_RESPONSE, keep_alive=False)
+                self._answer_now(_CHUNKED_UPGRADE.to(self._target_path()), keep_alive=False)
                 return
             # The parser stops at this head; _after_ignored_upgrade reads the body.
             self._upgrade_body = length or None
@@ -428,6 +499,18 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_body_timer()
         self._reading_head = True
         self._head_bytes = 0
+        # The next request's target is unknown until it arrives (see _target_path).
+        self.url = b""
+
+    def _target_path(self) -> str:
+        """The path of the request being read, as far as it has arrived (``""`` before).
+
+        httptools passes on what it has of the URL at the end of every read, so
+        a head refused before it is complete (431, 408) is answered in the
+        error shape of its path whenever the path has begun to arrive. The path
+        is taken as sent: not percent-decoded, nor taken out of an absolute URL.
+        """
+        return self.url.partition(b"?")[0].decode("latin-1")
 
     def _shed_now(self) -> None:
         """Answer 503 right here: no task, no app, a few microseconds.
@@ -438,10 +521,11 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         discarded by the finished cycle, and the connection stays open.
         """
         keep_alive = self.parser.should_keep_alive() and not self._draining
-        self._answer_now(_SHED_RESPONSE if keep_alive else _SHED_RESPONSE_CLOSE, keep_alive)
+        path = self._target_path()
+        self._answer_now((_SHED if keep_alive else _SHED_CLOSE).to(path), keep_alive)
         if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
             method = self.parser.get_method().decode("ascii", "replace")
-            shed_observer(method, self.url.partition(b"?")[0].decode("latin-1"))
+            shed_observer(method, path)
 
     def _answer_now(self, response: bytes, keep_alive: bool) -> None:
         """Send ``response`` from the protocol: the request gets no task and no app.
@@ -504,14 +588,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self._observe("header_too_large")
-        limit = self.limits.max_header_bytes
-        self._close_with(
-            _error_bytes(
-                431,
-                "Request Header Fields Too Large",
-                f"Request line and headers exceed {limit} bytes (HEART_MAX_HEADER_BYTES).",
-            )
-        )
+        refusal = _limit_refusals(self.limits).header_too_large
+        self._close_with(refusal.to(self._target_path()))
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -519,14 +597,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_bytes:
             self._observe("header_timeout")
-            seconds = self.limits.header_timeout
-            self._close_with(
-                _error_bytes(
-                    408,
-                    "Request Timeout",
-                    f"Request headers not received within {seconds:g} s (HEART_HEADER_TIMEOUT).",
-                )
-            )
+            refusal = _limit_refusals(self.limits).header_timeout
+            self._close_with(refusal.to(self._target_path()))
         else:  # an idle connection: nothing to answer
             self.transport.close()
 
@@ -537,14 +609,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle.scope[BODY_TIMEOUT_KEY] = True  # type: ignore[literal-required]
         if not cycle.response_started:
-            seconds = self.limits.body_timeout
-            self.transport.write(
-                _error_bytes(
-                    408,
-                    "Request Timeout",
-                    f"Request body not received within {seconds:g} s (HEART_BODY_TIMEOUT).",
-                )
-            )
+            refusal = _limit_refusals(self.limits).body_timeout
+            self.transport.write(refusal.to(cycle.scope["path"]))
             cycle.response_started = cycle.response_complete = True
         # The app sees a disconnect (connection_lost wakes its receive()).
         self.transport.close()

@@ -17,7 +17,10 @@ import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 
+from app import protocol
 from app.main import create_app
+from app.oip import is_protocol_path
+from app.protocol import SHED_KEY
 from app.settings import Settings
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
@@ -113,6 +116,16 @@ def test_infer_returns_only_the_requested_outputs(
     assert list(outputs(client.post(INFER, json=body))) == ["prediction"]
 
 
+def test_an_empty_outputs_list_returns_every_output(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    """``"outputs": []`` asks for nothing in particular, as no ``outputs`` does: an answer
+    without a tensor was of no use (Triton too answers it with every output)."""
+    every = outputs(client.post(INFER, json=matrix_request(rows)))
+    assert list(every) == ["probability", "prediction"]
+    assert outputs(client.post(INFER, json=matrix_request(rows, outputs=[]))) == every
+
+
 def test_binary_tensor_extension(
     client: TestClient, artifact_path: Path, rows: npt.NDArray[np.float64]
 ) -> None:
@@ -167,6 +180,9 @@ def test_out_of_range_values_are_refused_naming_row_and_feature(
         ({"shape": [3, 13]}, "has 26 values but its shape [3, 13] needs 39"),
         ({"shape": [2, 12]}, "has shape [2, 12], expected [n, 13]"),
         ({"datatype": "BYTES"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
+        # The protocol's other numeric types: no feature needs them (see the range test).
+        ({"datatype": "UINT8"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
+        ({"datatype": "FP16"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
         ({"name": "patients"}, "unknown input 'patients'"),
     ],
 )
@@ -187,6 +203,41 @@ def test_strict_numbers_like_predict(client: TestClient, rows: npt.NDArray[np.fl
     body = column_request(rows[:2])
     body["inputs"][1]["data"] = [0.5, 1]  # sex is INT64
     assert "input 'sex' is INT64 but holds fractions" in _error(client, body)
+
+
+#: The example patient, with whole numbers only (an ST depression of 1), so that it fits INT16.
+_WHOLE_PATIENT: list[float] = [54, 1, 4, 130, 245, 0, 2, 150, 0, 1, 2, 0, 3]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "column", "value", "expected"),
+    [
+        # A blood pressure of 130 is one, but no INT8.
+        ("INT8", 3, 130, "3 (resting_blood_pressure): 130 is outside the INT8 range (-128 to 127)"),
+        ("INT8", 0, -129, "0 (age): -129 is outside the INT8 range (-128 to 127)"),
+        ("INT16", 4, 40_000, "4 (serum_cholesterol): 40000 is outside the INT16 range"),
+        ("INT32", 4, 2**31, "4 (serum_cholesterol): 2147483648 is outside the INT32 range"),
+        ("INT64", 4, 2**64, "4 (serum_cholesterol): 18446744073709551616 is outside the INT64"),
+        ("FP32", 4, 1e39, "4 (serum_cholesterol): 1e+39 is outside the FP32 range (-3.40282e+38"),
+    ],
+)
+def test_values_outside_their_datatype_are_refused_naming_input_and_datatype(
+    client: TestClient, datatype: str, column: int, value: float, expected: str
+) -> None:
+    """JSON numbers are read as float64 whatever the datatype says: an INT8 input held a
+    blood pressure of 130 and was scored, though no INT8 tensor (binary, Triton's) can."""
+    row = list(_WHOLE_PATIENT)
+    row[column] = value
+    body = {"inputs": [{"name": "features", "shape": [1, 13], "datatype": datatype, "data": row}]}
+    assert _error(client, body).startswith(f"input 'features' row 0 column {expected}")
+    column_input = {"name": "serum_cholesterol", "shape": [2, 1], "datatype": "INT8"}
+    columns = column_request(np.array([_WHOLE_PATIENT] * 2))
+    columns["inputs"][4] = {**column_input, "data": [[127], [245]]}
+    assert _error(client, columns) == (
+        "input 'serum_cholesterol' element 1: 245 is outside the INT8 range (-128 to 127)"
+    )
+    body["inputs"][0].update(datatype="INT16", data=_WHOLE_PATIENT)  # a patient fits INT16
+    assert outputs(client.post(INFER, json=body))["prediction"]["shape"] == [1]
 
 
 def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
@@ -431,6 +482,23 @@ def test_refusals_before_routing_get_the_protocol_error_shape(artifact_path: Pat
             400,
             {"error": "Invalid Content-Length header."},
         )
+
+
+def test_overload_refusals_below_v2_get_the_protocol_error_shape(artifact_path: Path) -> None:
+    """A request shed by app.protocol while an earlier one on its connection is still being
+    answered gets its 503 from the middleware; the protocol's own 503, 431 and 408 take the
+    shape the app tells it (tests/app/test_protocol.py has them on a socket)."""
+    app = create_app(Settings(model_path=artifact_path))
+
+    async def shedding(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, SHED_KEY: True} if scope["type"] == "http" else scope, receive, send)
+
+    with TestClient(shedding) as c:
+        answer = c.get("/v2/models/heart")
+        assert (answer.status_code, answer.headers["retry-after"]) == (503, "1")
+        assert answer.json()["error"].startswith("The service is at its concurrency limit")
+        assert list(c.get("/model").json()) == ["detail"]
+    assert protocol.oip_path is is_protocol_path
 
 
 def test_server_errors_below_v2_get_the_protocol_error_shape(

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from app.protocol import ADMITTED_KEY, HardenedHttpToolsProtocol, admitted
+from app.oip import is_protocol_path
+from app.protocol import ADMITTED_KEY, ConnectionLimits, HardenedHttpToolsProtocol, admitted
 from app.testing import free_port
 
 
 def _protocols(
-    app: Any, state: ServerState | None = None
+    app: Any, state: ServerState | None = None, limits: ConnectionLimits | None = None
 ) -> tuple[Callable[[], HardenedHttpToolsProtocol], list[HardenedHttpToolsProtocol]]:
-    """A protocol factory for asyncio's ``create_server`` serving ``app``, and the list
-    of the connections' protocols it has made."""
+    """A protocol factory for asyncio's ``create_server`` serving ``app`` (with ``limits``
+    instead of the process's settings), and the list of the connections' protocols it made."""
     config = uvicorn.Config(app, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off")
     config.load()
     shared = state or ServerState()
@@ -26,6 +30,8 @@ def _protocols(
 
     def protocol() -> HardenedHttpToolsProtocol:
         accepted.append(HardenedHttpToolsProtocol(config=config, server_state=shared, app_state={}))
+        if limits is not None:
+            accepted[-1].limits = limits
         return accepted[-1]
 
     return protocol, accepted
@@ -186,9 +192,12 @@ def test_the_head_is_sent_when_the_app_fails_after_it() -> None:
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and b"never sent" not in received
 
 
-async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
+async def _exchange_pieces(
+    pieces: list[bytes], answers: int, limits: ConnectionLimits | None = None
+) -> list[bytes]:
     """Send ``pieces`` (one write each, a pause between) to an app that answers each
-    request with its own body; read until ``answers`` responses (or the close)."""
+    request with its own body; return the first ``answers`` responses (fewer if the
+    connection closes first), each as the bytes received."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -205,7 +214,7 @@ async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": echo})
 
-    protocol, _ = _protocols(app)
+    protocol, _ = _protocols(app, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
@@ -214,16 +223,24 @@ async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
             writer.write(piece)
             await writer.drain()
             await asyncio.sleep(0.05)
-        received = b""
-        while received.count(b"HTTP/1.1 ") < answers or not received.endswith(b"]"):
-            chunk = await asyncio.wait_for(reader.read(1 << 16), 5)
-            if not chunk:
+        responses: list[bytes] = []
+        while len(responses) < answers:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                lines = head.lower().split(b"\r\n")
+                length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+                responses.append(head + await reader.readexactly(length))
+            except asyncio.IncompleteReadError:  # closed
                 break
-            received += chunk
         writer.close()
-        return received
+        return responses
     finally:
         server.close()
+
+
+async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
+    """What :func:`_exchange_pieces` received, in one piece."""
+    return b"".join(await _exchange_pieces(pieces, answers))
 
 
 def _h2c_post(body: bytes, *, chunked: bool = False) -> bytes:
@@ -280,3 +297,95 @@ def test_websocket_handshakes_are_served_as_http_and_release_their_slot() -> Non
     assert b"101" not in received.partition(b"\r\n")[0]
     assert received.endswith(b"[abc]")
     assert admitted.count == before
+
+
+#: Short deadlines, so that the timeouts below take a fraction of a second.
+_TIGHT = ConnectionLimits(max_header_bytes=1024, header_timeout=0.3, body_timeout=0.3)
+
+
+def _refused(
+    pieces: list[bytes], limits: ConnectionLimits, answers: int = 1
+) -> list[tuple[bytes, Any]]:
+    """The status line and JSON body of each response :func:`_exchange_pieces` received."""
+    responses = asyncio.run(_exchange_pieces(pieces, answers, limits))
+    return [(r.partition(b"\r\n")[0], json.loads(r.partition(b"\r\n\r\n")[2])) for r in responses]
+
+
+_BIG_HEADER = b"x-big: " + b"a" * 2000 + b"\r\n"
+_PENDING_BODY = b"Host: x\r\nContent-Length: 10\r\n\r\nab"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "limits", "status", "key"),
+    [
+        # 431: the path came before the headers that broke the limit...
+        ([b"GET /v2/models/heart HTTP/1.1\r\n" + _BIG_HEADER], _TIGHT, 431, "error"),
+        ([b"GET /predict HTTP/1.1\r\n" + _BIG_HEADER], _TIGHT, 431, "detail"),
+        # ... or only its beginning did, in a request line beyond the limit.
+        ([b"GET /v2/models/" + b"a" * 2000], _TIGHT, 431, "error"),
+        ([b"GET /v2?" + b"a" * 2000], _TIGHT, 431, "error"),
+        ([b"GET /v2x/" + b"a" * 2000], _TIGHT, 431, "detail"),
+        # 408 for a head that stalls: the path as far as it arrived, if it has.
+        ([b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n"], _TIGHT, 408, "error"),
+        ([b"GET /v2/mo"], _TIGHT, 408, "error"),
+        ([b"GET /predict HTTP/1.1\r\n"], _TIGHT, 408, "detail"),
+        ([b"GE"], _TIGHT, 408, "detail"),
+        # 408 for a body that stalls.
+        ([b"POST /v2/models/heart/infer HTTP/1.1\r\n" + _PENDING_BODY], _TIGHT, 408, "error"),
+        ([b"POST /predict HTTP/1.1\r\n" + _PENDING_BODY], _TIGHT, 408, "detail"),
+        # 503 from the protocol itself (the limit 0 sheds every request but the probes),
+        # on a connection kept open and on one that closes.
+        (
+            [b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n\r\n"],
+            dataclasses.replace(_TIGHT, max_concurrent_requests=0),
+            503,
+            "error",
+        ),
+        (
+            [b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+            dataclasses.replace(_TIGHT, max_concurrent_requests=0),
+            503,
+            "error",
+        ),
+        (
+            [b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n"],
+            dataclasses.replace(_TIGHT, max_concurrent_requests=0),
+            503,
+            "detail",
+        ),
+        # 400 for an upgrade request with a chunked body.
+        (
+            [_h2c_post(b"0\r\n\r\n", chunked=True).replace(b"/predict", b"/v2")],
+            _TIGHT,
+            400,
+            "error",
+        ),
+        ([_h2c_post(b"0\r\n\r\n", chunked=True)], _TIGHT, 400, "detail"),
+    ],
+)
+def test_refusals_of_the_protocol_itself_take_the_error_shape_of_their_path(
+    pieces: list[bytes],
+    limits: ConnectionLimits,
+    status: int,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written before routing, these were ``{"detail": ...}`` below /v2 too, where the Open
+    Inference Protocol requires ``{"error": ...}`` of every failed request."""
+    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)  # as the app does
+    [(line, body)] = _refused(pieces, limits)
+    assert line.startswith(b"HTTP/1.1 %d " % status), line
+    assert list(body) == [key], body
+
+
+def test_a_stalled_head_after_a_request_below_v2_is_not_taken_for_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request's path is not the next one's: an empty line (which the parser skips) sent
+    after a /v2 request, then nothing, times out as a request whose path is unknown."""
+    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)
+    first = b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n\r\n"
+    shed = dataclasses.replace(_TIGHT, max_concurrent_requests=0)
+    (shed_line, shed_body), (line, body) = _refused([first, b"\r\n"], shed, 2)
+    assert shed_line.startswith(b"HTTP/1.1 503 ") and list(shed_body) == ["error"]
+    assert line.startswith(b"HTTP/1.1 408 ") and list(body) == ["detail"]

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,6 +102,7 @@ def test_beyond_the_limit_requests_get_503_with_retry_after_but_probes_do_not(
         status, raw = probe.request(
             target(server), "POST", "/predict", json.dumps(probe.PATIENT).encode()
         )
+        v2_status, v2_raw = probe.request(target(server), "GET", "/v2/models/heart")
         health, _ = probe.request(target(server), "GET", "/health")
         ready, _ = probe.request(target(server), "GET", "/ready")
         keep_alive = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -118,7 +120,34 @@ def test_beyond_the_limit_requests_get_503_with_retry_after_but_probes_do_not(
     assert status == 503, raw
     assert b"\r\nretry-after: 1\r\n" in raw.lower()
     assert b"HEART_MAX_CONCURRENT_REQUESTS" in raw
+    assert list(_body(raw)) == ["detail"]
+    assert (v2_status, list(_body(v2_raw))) == (503, ["error"])  # the protocol's shape
     assert (health, ready) == (200, 200)
+
+
+def test_the_servers_own_refusals_below_v2_have_the_protocols_error_shape(
+    server: RunningServer,
+) -> None:
+    """431, 408 and 503 are written by app.protocol before any routing: below /v2 they too
+    must be the Open Inference Protocol's ``{"error": ...}``, elsewhere ``{"detail": ...}``."""
+    for path, key in (("/v2/models/heart/infer", "error"), ("/predict", "detail")):
+        status, raw = probe.request(
+            target(server), "POST", path, headers=f"X-Big: {'a' * 9000}\r\n"
+        )
+        assert (status, list(_body(raw))) == (431, [key]), raw
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode())  # then nothing
+            status, raw, _ = probe.read_response(sock, 10)
+        assert (status, list(_body(raw))) == (408, [key]), raw
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            post = _post(json.dumps(probe.PATIENT).encode()).replace(b"/predict", path.encode())
+            sock.sendall(post[:-5])  # the body cut short
+            status, raw, _ = probe.read_response(sock, 10)
+        assert (status, list(_body(raw))) == (408, [key]), raw
+
+
+def _body(raw: bytes) -> Any:
+    return json.loads(raw.partition(b"\r\n\r\n")[2])
 
 
 def _post(body: bytes) -> bytes:

@@ -46,6 +46,12 @@ class ColumnTypeError(InputError):
         super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
 
 
+class TextInNumbersError(Exception):
+    """A CSV feature column read as numbers held text, or a cell that only its text can
+    tell apart (``inf`` or ``NaN`` from a number beyond a double): read the feature columns
+    again as text (``text_features=True``) to judge and name every such cell."""
+
+
 def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
     """The format named by ``given``, else by the file name's extension."""
     if given in ("csv", "parquet"):
@@ -105,8 +111,10 @@ def feature_columns(
 ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
     """The 13 feature columns present, as float64 (NaN where empty), and their text cells.
 
-    ``from_text``: the batch was parsed from CSV, so a NaN in a number column was
-    the text ``NaN`` (null is what an empty cell becomes), and is refused.
+    ``from_text``: the batch was parsed from CSV, so a NaN or infinity in a number
+    column came from text (null is what an empty cell becomes): ``NaN`` or ``inf``,
+    refused, or a number beyond a double, out of range; only the text tells which, so
+    that raises :class:`TextInNumbersError`.
     """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
@@ -130,12 +138,37 @@ class TableTooLargeError(Exception):
     """The body holds more rows, or decompresses to more bytes, than one request may."""
 
 
+def body_features(
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
+    """An uploaded body's feature columns and text cells, as :func:`feature_columns` gives
+    them, once its header has passed :func:`require_columns`.
+
+    A CSV body is read with its feature columns as numbers, the fast way; where a cell
+    turns out to need its text (see :class:`TextInNumbersError`), it is read again with
+    them as text, to judge and name every such cell: the two reads ``heart-score``
+    makes of a file. Raises as :func:`parse_body` does.
+    """
+    try:
+        table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes)
+        require_columns(table.schema.names)
+        return feature_columns(table, from_text=fmt == "csv")
+    except TextInNumbersError:
+        table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes, text_features=True)
+        return feature_columns(table, from_text=True)
+
+
 def parse_body(
     body: bytes,
     fmt: Literal["csv", "arrow"],
     *,
     max_rows: int | None = None,
     max_bytes: int | None = None,
+    text_features: bool = False,
 ) -> pa.Table:
     """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`).
 
@@ -144,6 +177,10 @@ def parse_body(
     stream of a few megabytes can hold millions of rows, so the Arrow limits are
     checked on each message's metadata before any batch is decompressed; a CSV
     body cannot hold more than its size allows, so it is counted once parsed.
+
+    CSV feature columns are read as numbers, and a cell of text there raises
+    :class:`TextInNumbersError`; with ``text_features`` they are read as text
+    (:func:`body_features` does both).
     """
     try:
         if fmt == "arrow":
@@ -154,19 +191,14 @@ def parse_body(
                 # A header alone, without its line end, is still a header (pyarrow
                 # calls it an empty file): a table of no rows, as with the line end.
                 body += b"\n"
-            try:
-                table = pacsv.read_csv(
-                    pa.BufferReader(body), convert_options=_csv_convert(text=False)
-                )
-            except pa.ArrowInvalid as exc:
-                if "conversion error" not in str(exc):
-                    raise
-                table = pacsv.read_csv(
-                    pa.BufferReader(body), convert_options=_csv_convert(text=True)
-                )
+            table = pacsv.read_csv(
+                pa.BufferReader(body), convert_options=_csv_convert(text=text_features)
+            )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
+        if fmt == "csv" and "conversion error" in str(exc):
+            raise TextInNumbersError(_without_values(exc)) from None
         kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
         raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
     if max_rows is not None and table.num_rows > max_rows:
@@ -341,10 +373,6 @@ def _batches(
             reader.close()
 
 
-class TextInNumbersError(Exception):
-    """A feature cell held text: re-read with ``text_features=True`` to find every such cell."""
-
-
 def _without_values(exc: BaseException) -> str:
     """pyarrow quotes the offending cell (conversion errors) or the whole row (a row with
     the wrong number of cells); both are health data, so keep only what and where."""
@@ -360,30 +388,49 @@ def _as_float(
     Only the documented markers mean "not measured": null (and, in CSV, an empty
     cell, ``NA`` or ``null``, which the reader turns into null). A NaN float in
     a binary column is another way to write null; but the text ``NaN`` or
-    ``inf`` is no measurement, so a non-finite value parsed from text
-    (``from_text``: a CSV column read as numbers, or any text column) is
-    refused as not a number, as the JSON API refuses NaN. Booleans are not
-    numbers either: the JSON API refuses ``"sex": true``.
+    ``inf`` is no measurement, so a non-finite value parsed from text is refused
+    as not a number, as the JSON API refuses NaN, while a number too large for a
+    double is a number out of range (:func:`model.columns.csv_number`). From a CSV
+    column read as numbers (``from_text``) the two cannot be told apart, hence
+    :class:`TextInNumbersError`. Booleans are not numbers either: the JSON API
+    refuses ``"sex": true``.
     """
     kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         values = _float64_numpy(column)
-        return values, _non_finite_text(column, values) if from_text else None
+        if from_text and _non_finite_text(column, values) is not None:
+            raise TextInNumbersError("a non-finite number read from CSV")
+        return values, None
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan), None
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        import pyarrow.compute as pc
-
-        trimmed = pc.utf8_trim_whitespace(column)
-        try:
-            parsed = pc.cast(trimmed, pa.float64())
-        except pa.ArrowInvalid:
-            return _parse_cells(trimmed.to_pylist())
-        values = _float64_numpy(parsed)
-        return values, _non_finite_text(parsed, values)
+        return _text_as_float(column)
     # Any other type (booleans, dates, lists, ...) cannot hold a measurement.
     n = len(column)
     return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+
+
+def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
+    """A text column parsed cell by cell, as :func:`model.columns.csv_number` reads a cell:
+    pyarrow's cast first, and the cells it cannot read, or reads as NaN or an infinity
+    (``inf`` and a 400-digit integer alike), judged by their text."""
+    import pyarrow.compute as pc
+
+    trimmed = pc.utf8_trim_whitespace(column)
+    try:
+        parsed = pc.cast(trimmed, pa.float64())
+    except pa.ArrowInvalid:
+        return _parse_cells(trimmed.to_pylist())
+    values = _float64_numpy(parsed)
+    odd = _non_finite_text(parsed, values)
+    if odd is None:
+        return values, None
+    where = np.flatnonzero(odd)
+    judged, text = _parse_cells(trimmed.take(pa.array(where)).to_pylist())
+    values = values.copy()
+    values[where] = judged
+    odd[where] = text
+    return values, odd if odd.any() else None
 
 
 def _non_finite_text(column: Any, values: npt.NDArray[np.float64]) -> Any:

@@ -349,6 +349,31 @@ def test_no_column_type_is_a_500_or_leaks_its_cells(
     assert "Traceback" not in logged
 
 
+def test_a_csv_number_beyond_a_double_is_out_of_range_not_text(client: TestClient) -> None:
+    """pyarrow reads a 400-digit integer as inf, as it reads the text 'inf': the first is a
+    number out of range, the second text, and only the cell's text tells them apart."""
+    header, *rows = registry(4, seed=4).to_csv(index=False).splitlines()
+    column = header.split(",").index("serum_cholesterol")
+    digits = "9" * 395 + "98765"
+
+    def with_cell(row: str, cell: str) -> str:
+        cells = row.split(",")
+        cells[column] = cell
+        return ",".join(cells)
+
+    cells = [digits, f"-{digits}", "1e400", "inf"]
+    body = "\n".join([header, *map(with_cell, rows, cells)]).encode()
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 0, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
+        (["body", "patients", 1, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
+        (["body", "patients", 2, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
+        (["body", "patients", 3, "serum_cholesterol"], "is not a number"),
+    ]
+    assert "98765" not in r.text
+
+
 def test_a_csv_row_of_the_wrong_width_is_not_echoed(client: TestClient) -> None:
     header, *rows = registry(3).to_csv(index=False).splitlines()
     rows[1] += f",{SECRET}"  # one cell too many: pyarrow quotes the whole row

@@ -228,3 +228,22 @@ def test_only_plain_numbers_are_read_from_csv(tmp_path: Path, artifact_path: Pat
     assert listed["row"].tolist() == [0, 1, 2, 3, 4]
     assert set(listed["reason"]) == {"is not a number"}
     assert pd.read_csv(out)["probability"].notna().tolist() == [False] * 5 + [True, True]
+
+
+def test_a_number_beyond_a_double_is_out_of_range_not_text(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    """A 400-digit integer is a number too large for the range, not 'is not a number'; the
+    text 'inf', which pyarrow reads as the same infinity, still is."""
+    df = registry(4, seed=3).astype({"resting_blood_pressure": object})
+    df["resting_blood_pressure"] = ["1" * 400, "-1e400", "inf", "130"]
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert listed[["row", "reason"]].values.tolist() == [
+        [0, "must be between 60 and 260 mm Hg"],
+        [1, "must be between 60 and 260 mm Hg"],
+        [2, "is not a number"],
+    ]

@@ -167,6 +167,7 @@ def _score_table(
     from scoring.files import (
         ColumnTypeError,
         InputError,
+        RowWidthError,
         TableTooLargeError,
         body_features,
         scores_batch,
@@ -180,6 +181,18 @@ def _score_table(
         batch = validate_columns(features, not_numbers=not_numbers)
     except TableTooLargeError as exc:
         raise HTTPException(413, detail=f"Table too large: {exc}.") from None
+    except RowWidthError as exc:
+        # A row, not a cell: the loc of the cell errors, without a column.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "patients", exc.row),
+                    "msg": exc.reason,
+                    "input": None,
+                }
+            ]
+        ) from None
     except ColumnTypeError as exc:
         raise RequestValidationError(
             [

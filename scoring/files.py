@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,23 @@ class ColumnTypeError(InputError):
     def __init__(self, column: str, kind: pa.DataType) -> None:
         self.column = column
         super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
+
+
+class RowWidthError(InputError):
+    """A CSV row with more or fewer cells than the header: which cell belongs to which
+    column would be a guess. Names the row, counted from 0 with the header not counted
+    as every other message and ``heart-score``'s output count rows; never its cells."""
+
+    def __init__(self, where: str, row: int, cells: int, expected: int) -> None:
+        self.row, self.cells, self.expected = row, cells, expected
+        super().__init__(
+            f"{where}: row {row} {self.reason} (rows are counted from 0, the header not counted)"
+        )
+
+    @property
+    def reason(self) -> str:
+        """What is wrong with the row, without the row: for an answer whose ``loc`` names it."""
+        return f"has {self.cells} cells where the header has {self.expected}"
 
 
 class TextInNumbersError(Exception):
@@ -180,8 +197,10 @@ def parse_body(
 
     CSV feature columns are read as numbers, and a cell of text there raises
     :class:`TextInNumbersError`; with ``text_features`` they are read as text
-    (:func:`body_features` does both).
+    (:func:`body_features` does both). A row of the wrong width raises
+    :class:`RowWidthError`, naming it.
     """
+    widths = _RowWidths()
     try:
         if fmt == "arrow":
             _check_stream_size(body, max_rows, max_bytes)
@@ -192,15 +211,21 @@ def parse_body(
                 # calls it an empty file): a table of no rows, as with the line end.
                 body += b"\n"
             table = pacsv.read_csv(
-                pa.BufferReader(body), convert_options=_csv_convert(text=text_features)
+                pa.BufferReader(body),
+                parse_options=widths.options(),
+                convert_options=_csv_convert(text=text_features),
             )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
-        if fmt == "csv" and "conversion error" in str(exc):
-            raise TextInNumbersError(_without_values(exc)) from None
-        kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
-        raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
+        if fmt == "csv":
+            source = body
+            raise _csv_error(
+                exc, widths, lambda: pa.BufferReader(source), "the body is not valid CSV"
+            ) from None
+        raise InputError(
+            f"the body is not a valid Arrow IPC stream: {_without_values(exc)}"
+        ) from None
     if max_rows is not None and table.num_rows > max_rows:
         raise TableTooLargeError(_too_many_rows(max_rows))
     return table
@@ -329,16 +354,24 @@ def count_rows(path: str | os.PathLike[str], fmt: Format) -> int | None:
 
 
 def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
+    widths = _RowWidths()
     try:
         if fmt == "parquet":
             return list(pq.ParquetFile(path).schema_arrow.names)
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            parse_options=widths.options(),
+        )
         try:
             return list(reader.schema.names)
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {path} as {fmt}: {_without_values(exc)}") from None
+        where = f"cannot read {path} as {fmt}"
+        if fmt == "parquet":
+            raise InputError(f"{where}: {_without_values(exc)}") from None
+        raise _csv_error(exc, widths, lambda: os.fspath(path), where) from None
 
 
 def _batches(
@@ -358,19 +391,85 @@ def _batches(
     convert = _csv_convert(text=text_features)
     convert.include_columns = columns
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
+    widths = _RowWidths()
     reader = None
     try:
         # Opening already parses the first block, so it can fail like any later one.
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        reader = pacsv.open_csv(
+            path, read_options=read, parse_options=widths.options(), convert_options=convert
+        )
         for batch in reader:
             yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
     except pa.ArrowInvalid as exc:
-        if "conversion error" in str(exc):
-            raise TextInNumbersError(_without_values(exc)) from None
-        raise InputError(f"cannot parse {path} as CSV: {_without_values(exc)}") from None
+        raise _csv_error(
+            exc, widths, lambda: os.fspath(path), f"cannot parse {path} as CSV"
+        ) from None
     finally:
         if reader is not None:
             reader.close()
+
+
+class _RowWidths:
+    """pyarrow's ``invalid_row_handler``: keeps the first row whose cell count is not the
+    header's, and stops the read there.
+
+    pyarrow's own message quotes that row (health data, so it is cut off) and, when
+    it reads in parallel, does not know the row's number; this keeps the counts and,
+    from a single-threaded read, the number, so the message can name the row.
+    """
+
+    def __init__(self) -> None:
+        #: (pyarrow's row number, counting the header as 1, or None; cells; header's cells)
+        self.first: tuple[int | None, int, int] | None = None
+
+    def __call__(self, row: Any) -> str:
+        if self.first is None:
+            self.first = (row.number, row.actual_columns, row.expected_columns)
+        return "error"
+
+    def options(self) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(invalid_row_handler=self)
+
+    def error(self, source: Callable[[], Any], where: str) -> InputError:
+        """The row named, read again on one thread when the first read did not number it
+        (it may also not have been the first such row of the file)."""
+        assert self.first is not None
+        if self.first[0] is None:
+            again = _RowWidths()
+            try:
+                one = pacsv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
+                # One column, as text: only the parser's row widths matter, no conversion.
+                only = pacsv.ConvertOptions(
+                    include_columns=[FEATURE_NAMES[0]],
+                    include_missing_columns=True,
+                    column_types={FEATURE_NAMES[0]: pa.string()},
+                )
+                for _ in pacsv.open_csv(
+                    source(), read_options=one, parse_options=again.options(), convert_options=only
+                ):
+                    pass
+            except (pa.ArrowException, OSError):
+                pass
+            if again.first is not None and again.first[0] is not None:
+                self.first = again.first
+        number, cells, expected = self.first
+        if number is None:
+            return InputError(f"{where}: a row has {cells} cells where the header has {expected}")
+        # pyarrow counts records from 1 with the header, and skips empty lines as the output does.
+        return RowWidthError(where, number - 2, cells, expected)
+
+
+def _csv_error(
+    exc: BaseException, widths: _RowWidths, source: Callable[[], Any], where: str
+) -> Exception:
+    """What a failed CSV read means: a feature cell of text (:class:`TextInNumbersError`:
+    read again as text), a row of the wrong width (:class:`RowWidthError`), or a file that
+    is no CSV; ``source`` opens the input again, ``where`` starts the message."""
+    if "conversion error" in str(exc):
+        return TextInNumbersError(_without_values(exc))
+    if widths.first is not None:
+        return widths.error(source, where)
+    return InputError(f"{where}: {_without_values(exc)}")
 
 
 def _without_values(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -247,3 +248,27 @@ def test_a_number_beyond_a_double_is_out_of_range_not_text(
         [1, "must be between 60 and 260 mm Hg"],
         [2, "is not a number"],
     ]
+
+
+@pytest.mark.parametrize("threads", ["0", "1"])
+@pytest.mark.parametrize("row", [5, 19_000])  # in the first block read for the header; later
+def test_a_row_of_the_wrong_width_is_named_and_exit_2(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    row: int,
+    threads: str,
+) -> None:
+    """pyarrow's message quotes the row and, reading on several threads, has no number."""
+    monkeypatch.setattr(pa, "set_cpu_count", lambda n: None)  # --threads: not for the session
+    header, *rows = registry(20_000, seed=4).to_csv(index=False).splitlines()
+    rows[row] += ",987654321"
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    inp.write_text("\n".join([header, *rows]) + "\n")
+    assert inp.stat().st_size > 1 << 20  # more than one block of the reader
+    args = [str(inp), str(out), "--model", str(artifact_path), "--threads", threads]
+    assert main(args) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert f"row {row} has 15 cells where the header has 14 (rows are counted from 0" in err
+    assert "987654321" not in err and not out.exists()

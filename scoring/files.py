@@ -371,6 +371,9 @@ def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
         where = f"cannot read {path} as {fmt}"
         if fmt == "parquet":
             raise InputError(f"{where}: {_without_values(exc)}") from None
+        header = _header_alone(path, exc)
+        if header is not None:
+            return list(header.schema.names)
         raise _csv_error(exc, widths, lambda: os.fspath(path), where) from None
 
 
@@ -401,6 +404,8 @@ def _batches(
         for batch in reader:
             yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
     except pa.ArrowInvalid as exc:
+        if _header_alone(path, exc) is not None:
+            return  # a header without rows: no batch, and the output of an empty input
         raise _csv_error(
             exc, widths, lambda: os.fspath(path), f"cannot parse {path} as CSV"
         ) from None
@@ -470,6 +475,32 @@ def _csv_error(
     if widths.first is not None:
         return widths.error(source, where)
     return InputError(f"{where}: {_without_values(exc)}")
+
+
+def _header_alone(path: str | os.PathLike[str], exc: BaseException) -> pa.Table | None:
+    """The table of no rows that a CSV file holding only its header line, without the line
+    end, stands for; ``None`` if ``exc`` is not pyarrow calling the file empty, or the file
+    holds nothing (or more than one line) after all.
+
+    pyarrow calls such a file empty; ``/predict/table`` reads the same bytes as a header
+    (:func:`parse_body`), and so does ``heart-score``, through that same function: a
+    query that matched nobody exported as a bare header is still a table.
+    """
+    if "Empty CSV file" not in str(exc):
+        return None
+    try:
+        # As open_csv reads a path: decompressed by its extension (.csv.gz, ...).
+        with pa.input_stream(os.fspath(path), compression="detect") as stream:
+            head = stream.read(_CSV_BLOCK_BYTES + 1)
+    except (pa.ArrowException, OSError):
+        return None
+    if len(head) > _CSV_BLOCK_BYTES or not head.strip():
+        return None
+    try:
+        table = parse_body(head, "csv")
+    except (InputError, TextInNumbersError):
+        return None
+    return table if table.num_rows == 0 else None
 
 
 def _without_values(exc: BaseException) -> str:

@@ -158,6 +158,29 @@ def test_empty_input_gives_an_empty_output_with_the_columns(
     ]
 
 
+@pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
+def test_a_header_without_its_line_end_is_an_input_of_no_rows(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """pyarrow calls such a file empty; /predict/table reads it as a header (837c5ca), and
+    heart-score reads it the same way: no rows in, an output of only the header, exit 0."""
+    import gzip
+
+    header = registry(0).to_csv(index=False).rstrip("\n").encode()
+    assert b"\n" not in header and KEY in header.decode()
+    inp, out = tmp_path / name, tmp_path / "out.csv"
+    inp.write_bytes(gzip.compress(header) if name.endswith(".gz") else header)
+    args = [str(inp), str(out), "--key", KEY, "--model", str(artifact_path)]
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    assert out.read_text().splitlines() == [
+        ",".join(f'"{c}"' for c in [KEY, "probability", "prediction", LOW, HIGH])
+    ]
+    # A file with no header at all is still no table: nothing to score, exit 2.
+    (tmp_path / "nothing.csv").write_bytes(b"")
+    assert main([str(tmp_path / "nothing.csv"), str(out), "--model", str(artifact_path)]) == 2
+    assert "Empty CSV file" in capsys.readouterr().err
+
+
 def test_without_a_key_rows_are_numbered(tmp_path: Path, artifact_path: Path) -> None:
     inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
     registry(300).to_csv(inp, index=False)

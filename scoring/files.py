@@ -39,11 +39,19 @@ class InputError(ValueError):
 
 
 class ColumnTypeError(InputError):
-    """A feature column pyarrow could not turn into numbers; names the column, never a cell."""
+    """A feature column whose type holds no numbers (a timestamp, a list, bytes, ...), or
+    that pyarrow could not turn into numbers: refused once, by its name and type, since
+    no cell of it could be scored. Never quotes a cell."""
 
-    def __init__(self, column: str, kind: pa.DataType) -> None:
+    def __init__(self, column: str, kind: pa.DataType, *, numeric_type: bool = False) -> None:
         self.column = column
-        super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
+        if numeric_type:  # a type that holds numbers, but these could not be read
+            super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
+            return
+        super().__init__(
+            f"column {column!r} has the type {kind}, which holds no numbers: send integers, "
+            "floats or decimals (dictionary-encoded or not), or text that reads as numbers"
+        )
 
 
 class RowWidthError(InputError):
@@ -131,7 +139,8 @@ def feature_columns(
     ``from_text``: the batch was parsed from CSV, so a NaN or infinity in a number
     column came from text (null is what an empty cell becomes): ``NaN`` or ``inf``,
     refused, or a number beyond a double, out of range; only the text tells which, so
-    that raises :class:`TextInNumbersError`.
+    that raises :class:`TextInNumbersError`. A column whose type holds no numbers
+    raises :class:`ColumnTypeError` (see :func:`_as_float` for what each type is).
     """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
@@ -143,9 +152,11 @@ def feature_columns(
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks()
             features[name], text = _as_float(column, from_text=from_text)
+        except _NoNumbersError:
+            raise ColumnTypeError(name, column.type) from None
         except pa.ArrowException:
             # pyarrow's message may quote the cell: a health value, kept out of answers and logs.
-            raise ColumnTypeError(name, column.type) from None
+            raise ColumnTypeError(name, column.type, numeric_type=True) from None
         if text is not None:
             not_numbers[name] = text
     return features, not_numbers
@@ -510,9 +521,11 @@ def _without_values(exc: BaseException) -> str:
     return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text, flags=re.DOTALL)
 
 
-def _as_float(
-    column: pa.Array | pa.ChunkedArray, *, from_text: bool = False
-) -> tuple[npt.NDArray[np.float64], Any]:
+class _NoNumbersError(Exception):
+    """A column whose type holds no measurement in any cell: refused once, as a column."""
+
+
+def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray[np.float64], Any]:
     """A feature column as float64 with NaN for empty cells, plus a mask of text cells.
 
     Only the documented markers mean "not measured": null (and, in CSV, an empty
@@ -522,22 +535,35 @@ def _as_float(
     as not a number, as the JSON API refuses NaN, while a number too large for a
     double is a number out of range (:func:`model.columns.csv_number`). From a CSV
     column read as numbers (``from_text``) the two cannot be told apart, hence
-    :class:`TextInNumbersError`. Booleans are not numbers either: the JSON API
-    refuses ``"sex": true``.
+    :class:`TextInNumbersError`.
+
+    What each Arrow type is, as a user who exported it means it: integers, floats
+    and decimals (a database's NUMERIC) are numbers, range-checked like any other;
+    a dictionary-encoded column (pandas' category) is its values; text is parsed
+    cell by cell as a CSV cell is; a null-typed column is all "not measured".
+    Booleans are refused cell by cell, as the JSON API refuses ``"sex": true``.
+    Any other type (timestamps, dates, times, durations, binary, lists, structs,
+    maps, ...) holds no measurement in any cell, so the column is refused once,
+    by name and type (:class:`_NoNumbersError`), rather than each of its cells.
     """
     kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+    if pa.types.is_dictionary(kind):
+        return _dictionary_as_float(column, from_text=from_text)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         values = _float64_numpy(column)
         if from_text and _non_finite_text(column, values) is not None:
             raise TextInNumbersError("a non-finite number read from CSV")
         return values, None
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan), None
+    if pa.types.is_boolean(kind):
+        present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        return np.full(len(column), np.nan), present
+    if pa.types.is_string_view(kind):
+        column = column.cast(pa.large_string())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return _text_as_float(column)
-    # Any other type (booleans, dates, lists, ...) cannot hold a measurement.
-    n = len(column)
-    return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+    raise _NoNumbersError
 
 
 def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
@@ -561,6 +587,33 @@ def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
     values[where] = judged
     odd[where] = text
     return values, odd if odd.any() else None
+
+
+def _dictionary_as_float(
+    column: pa.DictionaryArray, *, from_text: bool
+) -> tuple[npt.NDArray[np.float64], Any]:
+    """A dictionary-encoded column as its values: the dictionary read once, as a column of
+    its own type (so a dictionary of timestamps is refused as timestamps), then looked up
+    by each cell's index. Decoding first would copy every cell's value, which a small
+    stream of long text can make gigabytes; the lookup is 8 bytes a row."""
+    column.validate(full=True)  # every index inside the dictionary, from any client
+    values, text = _as_float(column.dictionary, from_text=from_text)
+    indices = column.indices
+    n = len(indices)
+    if n == 0:
+        return np.empty(0), None
+    kind = np.dtype(str(indices.type))
+    codes = np.frombuffer(
+        indices.buffers()[1], dtype=kind, count=n, offset=indices.offset * kind.itemsize
+    )
+    present = _present(indices)
+    if present is not None:
+        codes = np.where(present, codes, len(values))  # the entry after the last: NaN
+    looked_up = np.append(values, np.nan)[codes]
+    if text is None:
+        return looked_up, None
+    cells = np.append(text, False)[codes]
+    return looked_up, cells if cells.any() else None
 
 
 def _non_finite_text(column: Any, values: npt.NDArray[np.float64]) -> Any:

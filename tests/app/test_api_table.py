@@ -349,6 +349,78 @@ def test_no_column_type_is_a_500_or_leaks_its_cells(
     assert "Traceback" not in logged
 
 
+def _encoded(df: pd.DataFrame, encode: str) -> pa.Table:
+    """``df`` as Arrow with three feature columns dictionary-encoded, or as decimals."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name in ("age", "serum_cholesterol", "thal"):
+        column = table.column(name)
+        if encode == "dictionary":
+            column = column.dictionary_encode()
+        else:
+            column = column.cast(pa.decimal128(12, 2))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+@pytest.mark.parametrize("encode", ["dictionary", "decimal"])
+def test_dictionary_and_decimal_columns_are_numbers(client: TestClient, encode: str) -> None:
+    """pandas' category and a database's NUMERIC are numbers written another way: scored
+    as the plain column is, and range-checked like it; no longer 'is not a number' for every
+    cell."""
+    df = registry(60, seed=9, missing=0.1)
+    plain = _sent(client, arrow_body(df))
+    r = _sent(client, arrow_body_of(_encoded(df, encode)))
+    assert r.status_code == 200, r.text
+    got, want = read_arrow(r.content), read_arrow(plain.content)
+    assert got["prediction"].tolist() == want["prediction"].tolist()
+    for name in ("probability", "probability_low", "probability_high"):
+        assert_same_probabilities(got[name], want[name])
+    df.loc[4, "serum_cholesterol"] = 7_000
+    r = _sent(client, arrow_body_of(_encoded(df, encode)))
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 4, "serum_cholesterol"], "must be between 80 and 700 mg/dl")
+    ]
+
+
+NO_NUMBERS: dict[str, pa.Array] = {
+    "timestamp": pa.array([1, 2, 3], pa.timestamp("s")),
+    "date": pa.array([1, 2, 3], pa.date32()),
+    "time": pa.array([1, 2, 3], pa.time32("s")),
+    "duration": pa.array([1, 2, 3], pa.duration("s")),
+    "binary": pa.array([b"245"] * 3, pa.binary()),
+    "list": pa.array([[245]] * 3, pa.list_(pa.int64())),
+    "struct": pa.array([{"v": 245}] * 3, pa.struct([("v", pa.int64())])),
+    "map": pa.array([[("v", 245)]] * 3, pa.map_(pa.string(), pa.int64())),
+    "dictionary-of-timestamps": pa.array([1, 2, 3], pa.timestamp("s")).dictionary_encode(),
+}
+
+
+@pytest.mark.parametrize("values", NO_NUMBERS.values(), ids=NO_NUMBERS.keys())
+def test_a_column_of_a_type_without_numbers_is_refused_once(
+    client: TestClient, values: pa.Array
+) -> None:
+    """Not a 'not a number' for every row: one error, naming the column and its type."""
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["detail"]
+    assert problem["loc"] == ["body", "columns", "serum_cholesterol"]
+    assert problem["msg"].startswith(
+        f"column 'serum_cholesterol' has the type {values.type}, which holds no numbers"
+    )
+
+
+def test_a_string_view_column_is_read_as_text(client: TestClient) -> None:
+    table = pa.Table.from_pandas(registry(3, seed=3), preserve_index=False)
+    text = pa.array(["245", " 180 ", "high"], pa.string_view())
+    index = table.schema.get_field_index("serum_cholesterol")
+    r = _sent(client, arrow_body_of(table.set_column(index, "serum_cholesterol", text)))
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 2, "serum_cholesterol"], "is not a number")
+    ]
+
+
 def test_a_csv_number_beyond_a_double_is_out_of_range_not_text(client: TestClient) -> None:
     """pyarrow reads a 400-digit integer as inf, as it reads the text 'inf': the first is a
     number out of range, the second text, and only the cell's text tells them apart."""

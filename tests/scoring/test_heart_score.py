@@ -295,3 +295,35 @@ def test_a_row_of_the_wrong_width_is_named_and_exit_2(
     err = capsys.readouterr().err
     assert f"row {row} has 15 cells where the header has 14 (rows are counted from 0" in err
     assert "987654321" not in err and not out.exists()
+
+
+def test_parquet_dictionary_and_decimal_columns_are_numbers_and_a_timestamp_is_refused(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upload's reading of each Arrow type, in a Parquet file: a category column (of
+    text, the kind Parquet keeps dictionary-encoded) and a decimal are scored as numbers;
+    a timestamp column is refused once, by name and type."""
+    df = registry(40, seed=2)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name, change in [
+        ("thal", lambda c: c.cast(pa.int64()).cast(pa.string()).dictionary_encode()),
+        ("age", lambda c: c.cast(pa.decimal128(10, 1))),
+    ]:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, change(table.column(name)))
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, inp)
+    assert pa.types.is_dictionary(pq.ParquetFile(inp).schema_arrow.field("thal").type)
+    assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_OK
+    assert_same_probabilities(
+        pq.read_table(out)["probability"].to_numpy(), _expected(artifact_path, df)
+    )
+
+    index = table.schema.get_field_index("thal")
+    dates = pa.array(range(40), pa.timestamp("ms"))  # Parquet keeps ms (s becomes ms)
+    pq.write_table(table.set_column(index, "thal", dates), inp)
+    out.unlink()
+    assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "column 'thal' has the type timestamp[ms], which holds no numbers" in err
+    assert not out.exists()

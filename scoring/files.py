@@ -230,9 +230,8 @@ def parse_body(
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
         if fmt == "csv":
-            source = body
             raise _csv_error(
-                exc, widths, lambda: pa.BufferReader(source), "the body is not valid CSV"
+                exc, widths, lambda: pa.BufferReader(body), "the body is not valid CSV"
             ) from None
         raise InputError(
             f"the body is not a valid Arrow IPC stream: {_without_values(exc)}"

@@ -33,12 +33,7 @@ from app.runtime import runtime_of
 from app.schemas import ErrorMessage
 from app.service import PredictionService
 from model.arrays import FloatArray
-from model.columns import (
-    DuplicateColumnsError,
-    MissingColumnsError,
-    require_columns,
-    validate_columns,
-)
+from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 from scoring.core import score_batch
 
 TABLE_PATH: Final[str] = "/predict/table"
@@ -172,20 +167,32 @@ def _score_table(
     from scoring.files import (
         ColumnTypeError,
         InputError,
+        RowWidthError,
         TableTooLargeError,
-        feature_columns,
-        parse_body,
+        body_features,
         scores_batch,
         serialize,
     )
 
     try:
-        table = parse_body(body, fmt, max_rows=limits.rows, max_bytes=limits.arrow_bytes)
-        require_columns(table.schema.names)
-        features, not_numbers = feature_columns(table, from_text=fmt == "csv")
+        features, not_numbers = body_features(
+            body, fmt, max_rows=limits.rows, max_bytes=limits.arrow_bytes
+        )
         batch = validate_columns(features, not_numbers=not_numbers)
     except TableTooLargeError as exc:
         raise HTTPException(413, detail=f"Table too large: {exc}.") from None
+    except RowWidthError as exc:
+        # A row, not a cell: the loc of the cell errors, without a column.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "patients", exc.row),
+                    "msg": exc.reason,
+                    "input": None,
+                }
+            ]
+        ) from None
     except ColumnTypeError as exc:
         raise RequestValidationError(
             [

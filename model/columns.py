@@ -13,7 +13,9 @@ NumPy only: the service imports this without the ``bulk`` extra.
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,10 +50,18 @@ def csv_number(cell: str) -> float:
     ``NaN``, ``inf``, and digits of any script (Arabic-Indic, full-width). A registry
     cell like that is a typo or an export gone wrong, not a measurement, so
     ``heart-score``, ``/predict/table`` and ``heart-train recalibrate`` all refuse it.
+
+    A plain number beyond a double (an integer of 400 digits) is still a number: it
+    comes back as the largest double of its sign, not as an infinity, so that the
+    domain rule of :mod:`model.features` refuses it as out of range ("must be between
+    80 and 700 mg/dl") rather than as text or as a missing value.
     """
     if _CSV_NUMBER.fullmatch(cell) is None:
         raise ValueError("not a plain number")
-    return float(cell)
+    value = float(cell)
+    if math.isinf(value):
+        return math.copysign(sys.float_info.max, value)
+    return value
 
 
 class MissingColumnsError(ValueError):

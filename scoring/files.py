@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,11 +39,42 @@ class InputError(ValueError):
 
 
 class ColumnTypeError(InputError):
-    """A feature column pyarrow could not turn into numbers; names the column, never a cell."""
+    """A feature column whose type holds no numbers (a timestamp, a list, bytes, ...), or
+    that pyarrow could not turn into numbers: refused once, by its name and type, since
+    no cell of it could be scored. Never quotes a cell."""
 
-    def __init__(self, column: str, kind: pa.DataType) -> None:
+    def __init__(self, column: str, kind: pa.DataType, *, numeric_type: bool = False) -> None:
         self.column = column
-        super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
+        if numeric_type:  # a type that holds numbers, but these could not be read
+            super().__init__(f"column {column!r} of type {kind} cannot be read as numbers")
+            return
+        super().__init__(
+            f"column {column!r} has the type {kind}, which holds no numbers: send integers, "
+            "floats or decimals (dictionary-encoded or not), or text that reads as numbers"
+        )
+
+
+class RowWidthError(InputError):
+    """A CSV row with more or fewer cells than the header: which cell belongs to which
+    column would be a guess. Names the row, counted from 0 with the header not counted
+    as every other message and ``heart-score``'s output count rows; never its cells."""
+
+    def __init__(self, where: str, row: int, cells: int, expected: int) -> None:
+        self.row, self.cells, self.expected = row, cells, expected
+        super().__init__(
+            f"{where}: row {row} {self.reason} (rows are counted from 0, the header not counted)"
+        )
+
+    @property
+    def reason(self) -> str:
+        """What is wrong with the row, without the row: for an answer whose ``loc`` names it."""
+        return f"has {self.cells} cells where the header has {self.expected}"
+
+
+class TextInNumbersError(Exception):
+    """A CSV feature column read as numbers held text, or a cell that only its text can
+    tell apart (``inf`` or ``NaN`` from a number beyond a double): read the feature columns
+    again as text (``text_features=True``) to judge and name every such cell."""
 
 
 def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
@@ -105,8 +136,11 @@ def feature_columns(
 ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
     """The 13 feature columns present, as float64 (NaN where empty), and their text cells.
 
-    ``from_text``: the batch was parsed from CSV, so a NaN in a number column was
-    the text ``NaN`` (null is what an empty cell becomes), and is refused.
+    ``from_text``: the batch was parsed from CSV, so a NaN or infinity in a number
+    column came from text (null is what an empty cell becomes): ``NaN`` or ``inf``,
+    refused, or a number beyond a double, out of range; only the text tells which, so
+    that raises :class:`TextInNumbersError`. A column whose type holds no numbers
+    raises :class:`ColumnTypeError` (see :func:`_as_float` for what each type is).
     """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
@@ -118,9 +152,11 @@ def feature_columns(
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks()
             features[name], text = _as_float(column, from_text=from_text)
+        except _NoNumbersError:
+            raise ColumnTypeError(name, column.type) from None
         except pa.ArrowException:
             # pyarrow's message may quote the cell: a health value, kept out of answers and logs.
-            raise ColumnTypeError(name, column.type) from None
+            raise ColumnTypeError(name, column.type, numeric_type=True) from None
         if text is not None:
             not_numbers[name] = text
     return features, not_numbers
@@ -130,12 +166,37 @@ class TableTooLargeError(Exception):
     """The body holds more rows, or decompresses to more bytes, than one request may."""
 
 
+def body_features(
+    body: bytes,
+    fmt: Literal["csv", "arrow"],
+    *,
+    max_rows: int | None = None,
+    max_bytes: int | None = None,
+) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
+    """An uploaded body's feature columns and text cells, as :func:`feature_columns` gives
+    them, once its header has passed :func:`require_columns`.
+
+    A CSV body is read with its feature columns as numbers, the fast way; where a cell
+    turns out to need its text (see :class:`TextInNumbersError`), it is read again with
+    them as text, to judge and name every such cell: the two reads ``heart-score``
+    makes of a file. Raises as :func:`parse_body` does.
+    """
+    try:
+        table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes)
+        require_columns(table.schema.names)
+        return feature_columns(table, from_text=fmt == "csv")
+    except TextInNumbersError:
+        table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes, text_features=True)
+        return feature_columns(table, from_text=True)
+
+
 def parse_body(
     body: bytes,
     fmt: Literal["csv", "arrow"],
     *,
     max_rows: int | None = None,
     max_bytes: int | None = None,
+    text_features: bool = False,
 ) -> pa.Table:
     """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`).
 
@@ -144,7 +205,13 @@ def parse_body(
     stream of a few megabytes can hold millions of rows, so the Arrow limits are
     checked on each message's metadata before any batch is decompressed; a CSV
     body cannot hold more than its size allows, so it is counted once parsed.
+
+    CSV feature columns are read as numbers, and a cell of text there raises
+    :class:`TextInNumbersError`; with ``text_features`` they are read as text
+    (:func:`body_features` does both). A row of the wrong width raises
+    :class:`RowWidthError`, naming it.
     """
+    widths = _RowWidths()
     try:
         if fmt == "arrow":
             _check_stream_size(body, max_rows, max_bytes)
@@ -154,21 +221,21 @@ def parse_body(
                 # A header alone, without its line end, is still a header (pyarrow
                 # calls it an empty file): a table of no rows, as with the line end.
                 body += b"\n"
-            try:
-                table = pacsv.read_csv(
-                    pa.BufferReader(body), convert_options=_csv_convert(text=False)
-                )
-            except pa.ArrowInvalid as exc:
-                if "conversion error" not in str(exc):
-                    raise
-                table = pacsv.read_csv(
-                    pa.BufferReader(body), convert_options=_csv_convert(text=True)
-                )
+            table = pacsv.read_csv(
+                pa.BufferReader(body),
+                parse_options=widths.options(),
+                convert_options=_csv_convert(text=text_features),
+            )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
-        kind = "a valid Arrow IPC stream" if fmt == "arrow" else "valid CSV"
-        raise InputError(f"the body is not {kind}: {_without_values(exc)}") from None
+        if fmt == "csv":
+            raise _csv_error(
+                exc, widths, lambda: pa.BufferReader(body), "the body is not valid CSV"
+            ) from None
+        raise InputError(
+            f"the body is not a valid Arrow IPC stream: {_without_values(exc)}"
+        ) from None
     if max_rows is not None and table.num_rows > max_rows:
         raise TableTooLargeError(_too_many_rows(max_rows))
     return table
@@ -297,16 +364,27 @@ def count_rows(path: str | os.PathLike[str], fmt: Format) -> int | None:
 
 
 def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
+    widths = _RowWidths()
     try:
         if fmt == "parquet":
             return list(pq.ParquetFile(path).schema_arrow.names)
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            parse_options=widths.options(),
+        )
         try:
             return list(reader.schema.names)
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read {path} as {fmt}: {_without_values(exc)}") from None
+        where = f"cannot read {path} as {fmt}"
+        if fmt == "parquet":
+            raise InputError(f"{where}: {_without_values(exc)}") from None
+        header = _header_alone(path, exc)
+        if header is not None:
+            return list(header.schema.names)
+        raise _csv_error(exc, widths, lambda: os.fspath(path), where) from None
 
 
 def _batches(
@@ -326,23 +404,113 @@ def _batches(
     convert = _csv_convert(text=text_features)
     convert.include_columns = columns
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
+    widths = _RowWidths()
     reader = None
     try:
         # Opening already parses the first block, so it can fail like any later one.
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        reader = pacsv.open_csv(
+            path, read_options=read, parse_options=widths.options(), convert_options=convert
+        )
         for batch in reader:
             yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
     except pa.ArrowInvalid as exc:
-        if "conversion error" in str(exc):
-            raise TextInNumbersError(_without_values(exc)) from None
-        raise InputError(f"cannot parse {path} as CSV: {_without_values(exc)}") from None
+        if _header_alone(path, exc) is not None:
+            return  # a header without rows: no batch, and the output of an empty input
+        raise _csv_error(
+            exc, widths, lambda: os.fspath(path), f"cannot parse {path} as CSV"
+        ) from None
     finally:
         if reader is not None:
             reader.close()
 
 
-class TextInNumbersError(Exception):
-    """A feature cell held text: re-read with ``text_features=True`` to find every such cell."""
+class _RowWidths:
+    """pyarrow's ``invalid_row_handler``: keeps the first row whose cell count is not the
+    header's, and stops the read there.
+
+    pyarrow's own message quotes that row (health data, so it is cut off) and, when
+    it reads in parallel, does not know the row's number; this keeps the counts and,
+    from a single-threaded read, the number, so the message can name the row.
+    """
+
+    def __init__(self) -> None:
+        #: (pyarrow's row number, counting the header as 1, or None; cells; header's cells)
+        self.first: tuple[int | None, int, int] | None = None
+
+    def __call__(self, row: Any) -> str:
+        if self.first is None:
+            self.first = (row.number, row.actual_columns, row.expected_columns)
+        return "error"
+
+    def options(self) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(invalid_row_handler=self)
+
+    def error(self, source: Callable[[], Any], where: str) -> InputError:
+        """The row named, read again on one thread when the first read did not number it
+        (it may also not have been the first such row of the file)."""
+        assert self.first is not None
+        if self.first[0] is None:
+            again = _RowWidths()
+            try:
+                one = pacsv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
+                # One column, as text: only the parser's row widths matter, no conversion.
+                only = pacsv.ConvertOptions(
+                    include_columns=[FEATURE_NAMES[0]],
+                    include_missing_columns=True,
+                    column_types={FEATURE_NAMES[0]: pa.string()},
+                )
+                for _ in pacsv.open_csv(
+                    source(), read_options=one, parse_options=again.options(), convert_options=only
+                ):
+                    pass
+            except (pa.ArrowException, OSError):
+                pass
+            if again.first is not None and again.first[0] is not None:
+                self.first = again.first
+        number, cells, expected = self.first
+        if number is None:
+            return InputError(f"{where}: a row has {cells} cells where the header has {expected}")
+        # pyarrow counts records from 1 with the header, and skips empty lines as the output does.
+        return RowWidthError(where, number - 2, cells, expected)
+
+
+def _csv_error(
+    exc: BaseException, widths: _RowWidths, source: Callable[[], Any], where: str
+) -> Exception:
+    """What a failed CSV read means: a feature cell of text (:class:`TextInNumbersError`:
+    read again as text), a row of the wrong width (:class:`RowWidthError`), or a file that
+    is no CSV; ``source`` opens the input again, ``where`` starts the message."""
+    if "conversion error" in str(exc):
+        return TextInNumbersError(_without_values(exc))
+    if widths.first is not None:
+        return widths.error(source, where)
+    return InputError(f"{where}: {_without_values(exc)}")
+
+
+def _header_alone(path: str | os.PathLike[str], exc: BaseException) -> pa.Table | None:
+    """The table of no rows that a CSV file holding only its header line, without the line
+    end, stands for; ``None`` if ``exc`` is not pyarrow calling the file empty, or the file
+    holds nothing (or more than one line) after all.
+
+    pyarrow calls such a file empty; ``/predict/table`` reads the same bytes as a header
+    (:func:`parse_body`), and so does ``heart-score``, through that same function: a
+    query that matched nobody exported as a bare header is still a table.
+    """
+    if "Empty CSV file" not in str(exc):
+        return None
+    try:
+        # As open_csv reads a path: decompressed by its extension (.csv.gz, ...).
+        with pa.input_stream(os.fspath(path), compression="detect") as stream:
+            head = stream.read(_CSV_BLOCK_BYTES + 1)
+    except (pa.ArrowException, OSError):
+        return None
+    if len(head) > _CSV_BLOCK_BYTES or not head.strip():
+        return None
+    try:
+        table = parse_body(head, "csv")
+    except (InputError, TextInNumbersError):
+        return None
+    return table if table.num_rows == 0 else None
 
 
 def _without_values(exc: BaseException) -> str:
@@ -352,38 +520,99 @@ def _without_values(exc: BaseException) -> str:
     return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text, flags=re.DOTALL)
 
 
-def _as_float(
-    column: pa.Array | pa.ChunkedArray, *, from_text: bool = False
-) -> tuple[npt.NDArray[np.float64], Any]:
+class _NoNumbersError(Exception):
+    """A column whose type holds no measurement in any cell: refused once, as a column."""
+
+
+def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray[np.float64], Any]:
     """A feature column as float64 with NaN for empty cells, plus a mask of text cells.
 
     Only the documented markers mean "not measured": null (and, in CSV, an empty
     cell, ``NA`` or ``null``, which the reader turns into null). A NaN float in
     a binary column is another way to write null; but the text ``NaN`` or
-    ``inf`` is no measurement, so a non-finite value parsed from text
-    (``from_text``: a CSV column read as numbers, or any text column) is
-    refused as not a number, as the JSON API refuses NaN. Booleans are not
-    numbers either: the JSON API refuses ``"sex": true``.
+    ``inf`` is no measurement, so a non-finite value parsed from text is refused
+    as not a number, as the JSON API refuses NaN, while a number too large for a
+    double is a number out of range (:func:`model.columns.csv_number`). From a CSV
+    column read as numbers (``from_text``) the two cannot be told apart, hence
+    :class:`TextInNumbersError`.
+
+    What each Arrow type is, as a user who exported it means it: integers, floats
+    and decimals (a database's NUMERIC) are numbers, range-checked like any other;
+    a dictionary-encoded column (pandas' category) is its values; text is parsed
+    cell by cell as a CSV cell is; a null-typed column is all "not measured".
+    Booleans are refused cell by cell, as the JSON API refuses ``"sex": true``.
+    Any other type (timestamps, dates, times, durations, binary, lists, structs,
+    maps, ...) holds no measurement in any cell, so the column is refused once,
+    by name and type (:class:`_NoNumbersError`), rather than each of its cells.
     """
     kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+    if pa.types.is_dictionary(kind):
+        return _dictionary_as_float(column, from_text=from_text)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         values = _float64_numpy(column)
-        return values, _non_finite_text(column, values) if from_text else None
+        if from_text and _non_finite_text(column, values) is not None:
+            raise TextInNumbersError("a non-finite number read from CSV")
+        return values, None
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan), None
+    if pa.types.is_boolean(kind):
+        present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        return np.full(len(column), np.nan), present
+    if pa.types.is_string_view(kind):
+        column = column.cast(pa.large_string())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        import pyarrow.compute as pc
+        return _text_as_float(column)
+    raise _NoNumbersError
 
-        trimmed = pc.utf8_trim_whitespace(column)
-        try:
-            parsed = pc.cast(trimmed, pa.float64())
-        except pa.ArrowInvalid:
-            return _parse_cells(trimmed.to_pylist())
-        values = _float64_numpy(parsed)
-        return values, _non_finite_text(parsed, values)
-    # Any other type (booleans, dates, lists, ...) cannot hold a measurement.
-    n = len(column)
-    return np.full(n, np.nan), ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+
+def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
+    """A text column parsed cell by cell, as :func:`model.columns.csv_number` reads a cell:
+    pyarrow's cast first, and the cells it cannot read, or reads as NaN or an infinity
+    (``inf`` and a 400-digit integer alike), judged by their text."""
+    import pyarrow.compute as pc
+
+    trimmed = pc.utf8_trim_whitespace(column)
+    try:
+        parsed = pc.cast(trimmed, pa.float64())
+    except pa.ArrowInvalid:
+        return _parse_cells(trimmed.to_pylist())
+    values = _float64_numpy(parsed)
+    odd = _non_finite_text(parsed, values)
+    if odd is None:
+        return values, None
+    where = np.flatnonzero(odd)
+    judged, text = _parse_cells(trimmed.take(pa.array(where)).to_pylist())
+    values = values.copy()
+    values[where] = judged
+    odd[where] = text
+    return values, odd if odd.any() else None
+
+
+def _dictionary_as_float(
+    column: pa.DictionaryArray, *, from_text: bool
+) -> tuple[npt.NDArray[np.float64], Any]:
+    """A dictionary-encoded column as its values: the dictionary read once, as a column of
+    its own type (so a dictionary of timestamps is refused as timestamps), then looked up
+    by each cell's index. Decoding first would copy every cell's value, which a small
+    stream of long text can make gigabytes; the lookup is 8 bytes a row."""
+    column.validate(full=True)  # every index inside the dictionary, from any client
+    values, text = _as_float(column.dictionary, from_text=from_text)
+    indices = column.indices
+    n = len(indices)
+    if n == 0:
+        return np.empty(0), None
+    kind = np.dtype(str(indices.type))
+    codes = np.frombuffer(
+        indices.buffers()[1], dtype=kind, count=n, offset=indices.offset * kind.itemsize
+    )
+    present = _present(indices)
+    if present is not None:
+        codes = np.where(present, codes, len(values))  # the entry after the last: NaN
+    looked_up = np.append(values, np.nan)[codes]
+    if text is None:
+        return looked_up, None
+    cells = np.append(text, False)[codes]
+    return looked_up, cells if cells.any() else None
 
 
 def _non_finite_text(column: Any, values: npt.NDArray[np.float64]) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.columns import NOT_A_NUMBER, MissingColumnsError, validate_columns
+from model.columns import NOT_A_NUMBER, MissingColumnsError, csv_number, validate_columns
 from model.features import FEATURE_BY_NAME, FEATURE_NAMES, FEATURES, invalid_cells
 from scoring.synthetic import registry
 
@@ -67,6 +67,23 @@ def test_text_cells_are_refused_as_text_not_as_missing() -> None:
     batch = validate_columns(cols, not_numbers={"serum_cholesterol": text})
     assert [(p.row, p.column, p.reason) for p in batch.problems] == [
         (3, "serum_cholesterol", NOT_A_NUMBER)
+    ]
+
+
+def test_a_plain_number_beyond_a_double_is_a_number_out_of_range() -> None:
+    """float('1' * 400) is inf, which the domain rule calls 'must be a finite number' and
+    the CSV readers called text; it is a number, too large for any feature's range."""
+    huge, negative = csv_number("1" * 400), csv_number("-1e400")
+    assert np.isfinite(huge) and huge > 1e300 and np.isfinite(negative) and negative < -1e300
+    assert csv_number("1e-400") == 0.0
+    with pytest.raises(ValueError):
+        csv_number("inf")  # text, as before
+    cols = _columns(n=3)
+    cols["serum_cholesterol"][1], cols["thal"][2] = huge, negative
+    batch = validate_columns(cols)
+    assert [(p.row, p.column, p.reason) for p in batch.problems] == [
+        (1, "serum_cholesterol", "must be between 80 and 700 mg/dl"),
+        (2, "thal", "must be one of 3 (normal), 6 (fixed defect), 7 (reversible defect)"),
     ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -157,6 +158,29 @@ def test_empty_input_gives_an_empty_output_with_the_columns(
     ]
 
 
+@pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
+def test_a_header_without_its_line_end_is_an_input_of_no_rows(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """pyarrow calls such a file empty; /predict/table reads it as a header (837c5ca), and
+    heart-score reads it the same way: no rows in, an output of only the header, exit 0."""
+    import gzip
+
+    header = registry(0).to_csv(index=False).rstrip("\n").encode()
+    assert b"\n" not in header and KEY in header.decode()
+    inp, out = tmp_path / name, tmp_path / "out.csv"
+    inp.write_bytes(gzip.compress(header) if name.endswith(".gz") else header)
+    args = [str(inp), str(out), "--key", KEY, "--model", str(artifact_path)]
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    assert out.read_text().splitlines() == [
+        ",".join(f'"{c}"' for c in [KEY, "probability", "prediction", LOW, HIGH])
+    ]
+    # A file with no header at all is still no table: nothing to score, exit 2.
+    (tmp_path / "nothing.csv").write_bytes(b"")
+    assert main([str(tmp_path / "nothing.csv"), str(out), "--model", str(artifact_path)]) == 2
+    assert "Empty CSV file" in capsys.readouterr().err
+
+
 def test_without_a_key_rows_are_numbered(tmp_path: Path, artifact_path: Path) -> None:
     inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
     registry(300).to_csv(inp, index=False)
@@ -228,3 +252,78 @@ def test_only_plain_numbers_are_read_from_csv(tmp_path: Path, artifact_path: Pat
     assert listed["row"].tolist() == [0, 1, 2, 3, 4]
     assert set(listed["reason"]) == {"is not a number"}
     assert pd.read_csv(out)["probability"].notna().tolist() == [False] * 5 + [True, True]
+
+
+def test_a_number_beyond_a_double_is_out_of_range_not_text(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    """A 400-digit integer is a number too large for the range, not 'is not a number'; the
+    text 'inf', which pyarrow reads as the same infinity, still is."""
+    df = registry(4, seed=3).astype({"resting_blood_pressure": object})
+    df["resting_blood_pressure"] = ["1" * 400, "-1e400", "inf", "130"]
+    inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
+    assert code == EXIT_ROWS_REFUSED
+    listed = pd.read_csv(errors)
+    assert listed[["row", "reason"]].values.tolist() == [
+        [0, "must be between 60 and 260 mm Hg"],
+        [1, "must be between 60 and 260 mm Hg"],
+        [2, "is not a number"],
+    ]
+
+
+@pytest.mark.parametrize("threads", ["0", "1"])
+@pytest.mark.parametrize("row", [5, 19_000])  # in the first block read for the header; later
+def test_a_row_of_the_wrong_width_is_named_and_exit_2(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    row: int,
+    threads: str,
+) -> None:
+    """pyarrow's message quotes the row and, reading on several threads, has no number."""
+    monkeypatch.setattr(pa, "set_cpu_count", lambda n: None)  # --threads: not for the session
+    header, *rows = registry(20_000, seed=4).to_csv(index=False).splitlines()
+    rows[row] += ",987654321"
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    inp.write_text("\n".join([header, *rows]) + "\n")
+    assert inp.stat().st_size > 1 << 20  # more than one block of the reader
+    args = [str(inp), str(out), "--model", str(artifact_path), "--threads", threads]
+    assert main(args) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert f"row {row} has 15 cells where the header has 14 (rows are counted from 0" in err
+    assert "987654321" not in err and not out.exists()
+
+
+def test_parquet_dictionary_and_decimal_columns_are_numbers_and_a_timestamp_is_refused(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upload's reading of each Arrow type, in a Parquet file: a category column (of
+    text, the kind Parquet keeps dictionary-encoded) and a decimal are scored as numbers;
+    a timestamp column is refused once, by name and type."""
+    df = registry(40, seed=2)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name, change in [
+        ("thal", lambda c: c.cast(pa.int64()).cast(pa.string()).dictionary_encode()),
+        ("age", lambda c: c.cast(pa.decimal128(10, 1))),
+    ]:
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, change(table.column(name)))
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, inp)
+    assert pa.types.is_dictionary(pq.ParquetFile(inp).schema_arrow.field("thal").type)
+    assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_OK
+    assert_same_probabilities(
+        pq.read_table(out)["probability"].to_numpy(), _expected(artifact_path, df)
+    )
+
+    index = table.schema.get_field_index("thal")
+    dates = pa.array(range(40), pa.timestamp("ms"))  # Parquet keeps ms (s becomes ms)
+    pq.write_table(table.set_column(index, "thal", dates), inp)
+    out.unlink()
+    assert main([str(inp), str(out), "--model", str(artifact_path)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "column 'thal' has the type timestamp[ms], which holds no numbers" in err
+    assert not out.exists()

@@ -178,6 +178,11 @@ def test_missing_markers_are_heart_scores(hungarian_half: Path, tmp_path: Path) 
         (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
         with pytest.raises(DataError, match=f"column serum_cholesterol: '{text}' is not a number"):
             read_local_csv(tmp_path / "marked.csv")
+    # A number too large for a double is a number, out of range (not "must be finite").
+    edited[0] = ",".join([*rows[0].split(",")[:col], "1" * 400, *rows[0].split(",")[col + 1 :]])
+    (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
+    with pytest.raises(DataError, match="serum_cholesterol: must be between 80 and 700 mg/dl"):
+        read_local_csv(tmp_path / "marked.csv")
 
 
 def test_repeated_splits_use_each_split_both_ways_and_score_the_served_path() -> None:

@@ -40,6 +40,16 @@ SUBGROUPS: Final[tuple[Group, ...]] = (
 )
 
 
+def group_auc(y: IntArray, p: FloatArray) -> float | None:
+    """ROC AUC of one group, or None where every patient has the same outcome (no ranking)."""
+    return float(roc_auc_score(y, p)) if np.unique(y).size == 2 else None
+
+
+def subgroup_aucs(x: FloatArray, y: IntArray, p: FloatArray) -> dict[str, float | None]:
+    """Per group, the ROC AUC of ``p``: what the seed spread tracks for every refit."""
+    return {name: group_auc(y[select(x)], p[select(x)]) for name, select in SUBGROUPS}
+
+
 def subgroup_figures(
     x: FloatArray,
     y: IntArray,
@@ -61,7 +71,7 @@ def subgroup_figures(
         for model, p in probabilities.items():
             pg = p[rows]
             models[model] = {
-                "roc_auc": float(roc_auc_score(yg, pg)) if both else None,
+                "roc_auc": group_auc(yg, pg),
                 "roc_auc_95ci": bootstrap_auc_interval(yg, pg, n_boot=n_boot, seed=seed)
                 if both
                 else None,

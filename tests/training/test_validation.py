@@ -179,6 +179,12 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
             assert spread["roc_auc"][0] == block["models"][model]["roc_auc"]
         assert "seed_spread" not in block["models"]["logistic"]
         groups = block["subgroups"]
+        # ...and so are its subgroup figures, group by group.
+        by_seed = block["models"]["network"]["seed_spread"]["subgroup_roc_auc"]
+        assert list(by_seed) == list(groups)
+        for name, aucs in by_seed.items():
+            assert len(aucs) == 3
+            assert aucs[0] == groups[name]["models"]["network"]["roc_auc"]
         n = result["sites"][held]["n"]
         assert groups["women"]["n"] + groups["men"]["n"] == n
         assert groups["under 55"]["n"] + groups["55 and over"]["n"] == n

@@ -113,9 +113,11 @@ def read_chunks(
 ) -> Iterator[Chunk]:
     """Yield the input chunk by chunk, feature columns as float64 (NaN where empty).
 
-    ``text_features`` reads CSV feature columns as text and parses them cell by
-    cell, so a cell like ``"abc"`` is reported instead of stopping the read;
-    the caller switches to it only when the fast read hits such a cell.
+    Key columns keep a Parquet file's declared types; from CSV they are text, as
+    written (see :func:`_csv_convert`). ``text_features`` reads CSV feature columns
+    as text and parses them cell by cell, so a cell like ``"abc"`` is reported
+    instead of stopping the read; the caller switches to it only when the fast read
+    hits such a cell.
     """
     names = _column_names(path, fmt)
     unknown = [k for k in keys if k not in names]
@@ -124,7 +126,7 @@ def read_chunks(
         raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
     offset = 0
-    for batch in _batches(path, fmt, wanted, chunk_rows, threads, text_features):
+    for batch in _batches(path, fmt, wanted, keys, chunk_rows, threads, text_features):
         features, not_numbers = feature_columns(batch, from_text=fmt == "csv")
         key_arrays = [batch.column(k) for k in keys]
         yield Chunk(offset, batch.num_rows, features, not_numbers, key_arrays)
@@ -334,14 +336,24 @@ def _indirect(buf: memoryview, at: int) -> int:
     return int(at + struct.unpack_from("<I", buf, at)[0])
 
 
-def _csv_convert(*, text: bool) -> pacsv.ConvertOptions:
-    """Feature columns as numbers (or as text, to find the cells that are not), and only
-    the documented markers as null: pyarrow's default list also has ``NaN``, ``N/A``,
-    ``#N/A``, ``NULL`` and more, which would pass unannounced for "not measured"."""
+def _csv_convert(*, text: bool, keys: Sequence[str] = ()) -> pacsv.ConvertOptions:
+    """Feature columns as numbers (or as text, to find the cells that are not), key columns
+    as text, and only the documented markers as null: pyarrow's default list also has
+    ``NaN``, ``N/A``, ``#N/A``, ``NULL`` and more, which would pass unannounced for "not
+    measured".
+
+    A key is an identifier, copied to the output, never computed with. Left to pyarrow,
+    its type would be guessed from the file's first block: ``007`` would become 7, the
+    same registry's key an integer in one file and text in the next, and an id like
+    ``A17`` after the first block a conversion error that no second read could avoid.
+    Read as text, it is written as it was read, and as an empty input writes it
+    (:func:`empty_batch`). A key that is also a feature is read as text too, and its
+    cells are then parsed one by one as a feature read as text is.
+    """
+    types = {name: pa.string() if text else pa.float64() for name in FEATURE_NAMES}
+    types.update((name, pa.string()) for name in keys)
     return pacsv.ConvertOptions(
-        column_types={name: pa.string() if text else pa.float64() for name in FEATURE_NAMES},
-        null_values=list(MISSING_MARKERS),
-        strings_can_be_null=True,
+        column_types=types, null_values=list(MISSING_MARKERS), strings_can_be_null=True
     )
 
 
@@ -391,6 +403,7 @@ def _batches(
     path: str | os.PathLike[str],
     fmt: Format,
     columns: list[str],
+    keys: Sequence[str],
     chunk_rows: int,
     threads: bool,
     text_features: bool,
@@ -401,7 +414,7 @@ def _batches(
             batch_size=chunk_rows, columns=columns, use_threads=threads
         )
         return
-    convert = _csv_convert(text=text_features)
+    convert = _csv_convert(text=text_features, keys=keys)
     convert.include_columns = columns
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
     widths = _RowWidths()
@@ -754,7 +767,10 @@ class Writer:
 def empty_batch(
     path: str | os.PathLike[str], fmt: Format, keys: Sequence[str], predictor: Predictor
 ) -> pa.RecordBatch:
-    """The output of an input without rows: the right columns, no rows, so a file still exists."""
+    """The output of an input without rows: the right columns, no rows, so a file still exists.
+
+    The keys have the types a file with rows gives them: Parquet's declared ones, and
+    text for CSV, since every read of a CSV key is text (:func:`_csv_convert`)."""
     if fmt == "parquet":
         schema = pq.ParquetFile(path).schema_arrow
         types = {name: schema.field(name).type for name in keys}

@@ -165,6 +165,28 @@ def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
     assert "650" not in r.text and "high" not in r.text
 
 
+def test_an_ignored_column_that_turns_to_text_after_the_first_block_is_ignored(
+    client: TestClient,
+) -> None:
+    """heart-score once crashed on a key that read as integers in the first block and held
+    text later (pyarrow streams a file, fixing each type from its first block). The upload
+    has no key: it reads its body whole, and that read settles an ignored column's type
+    over every block, in both reads of the features (as numbers, then as text to name a
+    text cell). A guard: a streaming read here would bring the crash back."""
+    df = registry(17_000, seed=6).astype({"patient_id": str, "thal": object})
+    df.loc[16_500, "patient_id"] = "A17"
+    body = df.to_csv(index=False).encode()
+    assert 1 << 20 < len(body) < 2 << 20  # beyond one block, within HEART_MAX_BODY_BYTES
+    r = client.post("/predict/table", content=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert len(pd.read_csv(io.BytesIO(r.content))) == 17_000
+    df.loc[16_600, "thal"] = "high"
+    body = df.to_csv(index=False).encode()
+    r = client.post("/predict/table", content=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "patients", 16_600, "thal"]]
+
+
 def test_missing_column_and_garbage_body_are_422(client: TestClient) -> None:
     r = client.post(
         "/predict/table",

@@ -44,7 +44,11 @@ def test_scores_equal_the_predictor(
     assert code == EXIT_OK
     got = pd.read_parquet(out) if dst == "parquet" else pd.read_csv(out)
     assert list(got.columns) == [KEY, "probability", "prediction", LOW, HIGH]
-    assert got[KEY].tolist() == frame[KEY].tolist()
+    # A Parquet key keeps its declared type (int64 here); a CSV key is text, as written.
+    keys = frame[KEY] if src == "parquet" or dst == "csv" else frame[KEY].astype(str)
+    assert got[KEY].tolist() == keys.tolist()
+    if dst == "parquet":
+        assert pq.read_schema(out).field(KEY).type == (pa.int64() if src == dst else pa.string())
     expected = _expected(artifact_path, frame)
     # CSV holds the shortest text that reads back as the same double, so CSV loses nothing;
     # BLAS sums a row's products in an order that depends on the chunk's row count, so a
@@ -327,3 +331,46 @@ def test_parquet_dictionary_and_decimal_columns_are_numbers_and_a_timestamp_is_r
     err = capsys.readouterr().err
     assert "column 'thal' has the type timestamp[ms], which holds no numbers" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("feature_text", [False, True])  # the fast read, and the read again
+@pytest.mark.parametrize("dst", ["parquet", "csv"])
+def test_a_csv_key_is_copied_as_text_whatever_its_first_block_looks_like(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    dst: str,
+    feature_text: bool,
+) -> None:
+    """A key that reads as integers in the file's first block and holds text later (an id
+    like A17 at row 19,500) once crashed both reads with a traceback: pyarrow fixes a
+    column's type from the first block. A key is an identifier: read as text, it is copied
+    as written (007 stays 007), and has the type string in every output, as an empty
+    input's key always had."""
+    df = registry(20_000, seed=5).astype({KEY: str})
+    df.loc[3, KEY] = "007"
+    df.loc[19_500, KEY] = "A17"
+    if feature_text:  # a text feature cell: scored by the read of the features as text
+        df = df.astype({"thal": object})
+        df.loc[19_600, "thal"] = "high"
+    inp, out, errors = tmp_path / "in.csv", tmp_path / f"out.{dst}", tmp_path / "errors.csv"
+    df.to_csv(inp, index=False)
+    assert inp.stat().st_size > 1 << 20  # more than one block of the reader
+    args = [str(inp), str(out), "--key", KEY, "--errors", str(errors)]
+    code = main([*args, "--model", str(artifact_path)])
+    assert code == (EXIT_ROWS_REFUSED if feature_text else EXIT_OK), capsys.readouterr().err
+    if dst == "parquet":
+        assert pq.read_schema(out).field(KEY).type == pa.string()
+        got = pd.read_parquet(out)
+    else:
+        got = pd.read_csv(out, dtype={KEY: str})
+    assert got[KEY].tolist() == df[KEY].tolist()
+    if feature_text:
+        listed = pd.read_csv(errors, dtype={KEY: str})
+        assert listed[["row", KEY, "column"]].values.tolist() == [[19_600, "19600", "thal"]]
+
+    # No rows: the key's type is the same string.
+    inp.write_text(df.head(0).to_csv(index=False))
+    assert main([*args, "--model", str(artifact_path)]) == EXIT_OK
+    if dst == "parquet":
+        assert pq.read_schema(out).field(KEY).type == pa.string()

@@ -501,8 +501,11 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
         parameters={
             "feature_order": list(FEATURE_NAMES),
             "threshold": service.threshold,
+            # The input above says FP64, the model's own type, but clients send their
+            # columns' types: list the ones read, from the table the schema checks.
+            "datatypes": list(DATATYPES),
             "column_layout": f"or one input of shape [-1] per feature, named after it "
-            f"({N_FEATURES} inputs, FP64/FP32/INT64/INT32)",
+            f"({N_FEATURES} inputs); any input may have any of the 'datatypes'",
         },
     )
 

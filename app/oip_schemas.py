@@ -36,10 +36,11 @@ Parameters = dict[str, Any]
 
 #: The protocol's datatypes this service reads, each with the NumPy type of its binary
 #: tensor data (Triton's extension: little-endian). The one table that the schema, the
-#: binary decoder and the range check of JSON data all read, so that none of them can
-#: accept a datatype another refuses. Every numeric type a NumPy array or pandas column
-#: can have is here (tritonclient and MLServer's codecs name the datatype after it);
-#: BOOL (true/false is no feature's value), BF16 (NumPy has no such type) and BYTES are not.
+#: binary decoder, the range check of JSON data and the model metadata all read, so that
+#: none of them can accept or advertise a datatype another refuses. Every numeric type a
+#: NumPy array or pandas column can have is here (tritonclient and MLServer's codecs name
+#: the datatype after it); BOOL (true/false is no feature's value), BF16 (NumPy has no
+#: such type) and BYTES are not.
 DATATYPES: Final[Mapping[str, str]] = {
     "FP64": "<f8",
     "FP32": "<f4",

@@ -317,6 +317,64 @@ def test_binary_half_precision_keeps_its_gaps_and_fractions(
     np.testing.assert_allclose(answer["probability"]["data"], expected, rtol=0, atol=1e-12)
 
 
+#: Every datatype of the protocol's specification ("Tensor Data Types"), with the NumPy
+#: type a client's binary data of it come from (None: NumPy has none).
+_PROTOCOL_DATATYPES: dict[str, type[np.generic] | None] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BF16": None,
+    "BYTES": None,
+}
+
+
+def test_the_metadata_lists_exactly_the_datatypes_accepted(client: TestClient) -> None:
+    """The metadata said FP64/FP32/INT64/INT32 while INT16 and INT8 were accepted too: a
+    client reading it would convert columns it need not. Each of the protocol's datatypes
+    is tried for one column (age 54 fits them all), as JSON and as binary data."""
+    listed = client.get("/v2/models/heart").json()["parameters"]["datatypes"]
+    assert len(set(listed)) == len(listed)
+    assert set(listed) <= set(_PROTOCOL_DATATYPES)
+    x = np.array([_WHOLE_PATIENT])
+    base, _ = _request(x, "FP64", binary=False, layout="columns")
+    accepted = []
+    for datatype, dtype in _PROTOCOL_DATATYPES.items():
+        body = json.loads(base)
+        body["inputs"][0]["datatype"] = datatype
+        json_answer = client.post(INFER, json=body)
+        if json_answer.status_code == 200:
+            accepted.append(datatype)
+        else:
+            assert json_answer.status_code == 400, json_answer.text
+            assert "('age').datatype: Input should be" in json_answer.json()["error"]
+        if dtype is not None:  # the same column as binary data of that type
+            raw = np.array([54], dtype=dtype).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+            body["inputs"][0] = {
+                "name": "age",
+                "shape": [1],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+            header = json.dumps(body).encode()
+            binary_answer = client.post(
+                INFER,
+                content=header + raw,
+                headers={"Inference-Header-Content-Length": str(len(header))},
+            )
+            assert binary_answer.status_code == json_answer.status_code, datatype
+    assert sorted(accepted) == sorted(listed)
+    assert "datatypes" in client.get("/v2/models/heart").json()["parameters"]["column_layout"]
+
+
 def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
     columns = column_request(rows[:2])
     assert "missing input(s) 'thal'" in _error(client, {"inputs": columns["inputs"][:-1]})

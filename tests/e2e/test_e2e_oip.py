@@ -50,6 +50,7 @@ def test_probes_and_metadata(client: Any, artifact_path: Path) -> None:
     metadata = client.get_model_metadata("heart")
     assert metadata["versions"] == [load_artifact(artifact_path).model_version]
     assert metadata["inputs"][0] == {"name": "features", "datatype": "FP64", "shape": [-1, 13]}
+    assert {"FP16", "INT8", "UINT8"} <= set(metadata["parameters"]["datatypes"])
     assert client.get_server_metadata()["name"] == "heart-risk"
 
 

@@ -12,7 +12,8 @@ produce:
 
 Tensor data come as JSON (flat row-major or nested) or as raw little-endian
 bytes after the JSON header (Triton's binary tensor extension, which
-``tritonclient`` uses by default). Every value must fit its input's datatype
+``tritonclient`` uses by default), of any numeric datatype a NumPy or pandas
+column has (:data:`app.oip_schemas.DATATYPES`). Every value must fit its input's datatype
 and passes the same range and code checks as ``/predict``
 (:func:`model.features.invalid_cells`); a refusal is
 ``{"error": "..."}`` with status 400 naming the input, row and feature.
@@ -38,6 +39,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.oip_schemas import (
+    DATATYPES,
     InferenceErrorResponse,
     InferenceRequest,
     InferenceResponse,
@@ -66,14 +68,11 @@ PREDICTION_OUTPUT: Final[str] = "prediction"
 OUTPUT_NAMES: Final[tuple[str, str]] = (PROBABILITY_OUTPUT, PREDICTION_OUTPUT)
 #: Triton's binary extension: the JSON header's length, the rest of the body is tensor bytes.
 HEADER_LENGTH: Final[str] = "inference-header-content-length"
-_NUMPY_TYPES: Final[Mapping[str, str]] = dict(
-    FP64="<f8", FP32="<f4", INT64="<i8", INT32="<i4", INT16="<i2", INT8="i1"
-)
 
 
 def _value_range(datatype: str) -> tuple[float, float, str]:
     """The lowest and highest value of ``datatype``, and how an error message says so."""
-    dtype = np.dtype(_NUMPY_TYPES[datatype])
+    dtype = np.dtype(DATATYPES[datatype])
     if dtype.kind == "f":
         high = float(np.finfo(dtype).max)
         return -high, high, f"-{high:g} to {high:g}"
@@ -82,10 +81,11 @@ def _value_range(datatype: str) -> tuple[float, float, str]:
 
 
 #: The values JSON data (read as float64) of each datatype but FP64 may hold; binary data
-#: hold nothing else by construction. INT64's upper bound is 2**63 in float64, so 2**63
-#: itself passes here: every feature's range refuses it anyway.
+#: hold nothing else by construction. The upper bounds of INT64 and UINT64 are 2**63 and
+#: 2**64 in float64, so those values themselves pass here: every feature's range refuses
+#: them anyway.
 _VALUE_RANGES: Final[Mapping[str, tuple[float, float, str]]] = {
-    datatype: _value_range(datatype) for datatype in _NUMPY_TYPES if datatype != "FP64"
+    datatype: _value_range(datatype) for datatype in DATATYPES if datatype != "FP64"
 }
 _MAX_REPORTED: Final[int] = 5
 _MAX_SHAPE_TEXT: Final[int] = 60
@@ -228,7 +228,7 @@ def _tensors(
                     f"input {name!r}: binary_data_size {_cut(str(size))} does not fit the "
                     f"{len(binary)} bytes after the JSON header"
                 )
-            dtype = np.dtype(_NUMPY_TYPES[tensor.datatype])
+            dtype = np.dtype(DATATYPES[tensor.datatype])
             if size % dtype.itemsize:
                 raise ProtocolError(
                     f"input {name!r}: {size} bytes are not a whole number of "
@@ -264,13 +264,15 @@ def _check_datatype(name: str, datatype: str, values: np.ndarray[Any, Any]) -> N
     """Refuse JSON values that a tensor of ``datatype`` cannot hold.
 
     JSON numbers are read as float64 whatever the declared type, so an INT8
-    input could hold a blood pressure of 130 and a FP32 one 1e39: the client
-    meant another type or sent the wrong column, and Triton or a binary tensor
-    of the same type could not carry these values. Fractions in an integer
-    type are refused too; null (NaN) is "not measured" in every type.
-    ``values`` has the input's shape (checked by :func:`_check_shape`).
+    input could hold a blood pressure of 130, a UINT8 one -1 and a FP32 one
+    1e39: the client meant another type or sent the wrong column, and Triton
+    or a binary tensor of the same type could not carry these values.
+    Fractions in an integer type are refused too; null (NaN) is "not
+    measured" in every type. ``values`` has the input's shape (checked by
+    :func:`_check_shape`).
     """
-    if datatype.startswith("INT"):
+    integer = np.dtype(DATATYPES[datatype]).kind in "iu"
+    if integer:
         whole = (values == np.floor(values)) | np.isnan(values)
         if not bool(np.all(whole)):
             raise ProtocolError(f"input {name!r} is {datatype} but holds fractions")
@@ -282,7 +284,7 @@ def _check_datatype(name: str, datatype: str, values: np.ndarray[Any, Any]) -> N
     if bool(outside.any()):
         row, *column = (int(i) for i in np.argwhere(outside)[0])
         value = values[outside][0]
-        shown = f"{value:g}" if datatype.startswith("FP") else str(int(value))
+        shown = str(int(value)) if integer else f"{value:g}"
         raise ProtocolError(
             f"{_cell(name, row, column[0] if column else 0)}: {shown} is outside the "
             f"{datatype} range ({text})"
@@ -499,8 +501,11 @@ def _metadata(service: PredictionService) -> ModelMetadataResponse:
         parameters={
             "feature_order": list(FEATURE_NAMES),
             "threshold": service.threshold,
+            # The input above says FP64, the model's own type, but clients send their
+            # columns' types: list the ones read, from the table the schema checks.
+            "datatypes": list(DATATYPES),
             "column_layout": f"or one input of shape [-1] per feature, named after it "
-            f"({N_FEATURES} inputs, FP64/FP32/INT64/INT32)",
+            f"({N_FEATURES} inputs); any input may have any of the 'datatypes'",
         },
     )
 

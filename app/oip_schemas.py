@@ -8,7 +8,8 @@ tensor data must be JSON numbers (no strings, no booleans).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,31 @@ Value = Number | None
 #: The protocol allows tensor data flat (row-major) or nested; ours are at most 2-D.
 TensorData = list[Value] | list[list[Value]]
 Parameters = dict[str, Any]
+
+#: The protocol's datatypes this service reads, each with the NumPy type of its binary
+#: tensor data (Triton's extension: little-endian). The one table that the schema, the
+#: binary decoder, the range check of JSON data and the model metadata all read, so that
+#: none of them can accept or advertise a datatype another refuses. Every numeric type a
+#: NumPy array or pandas column can have is here (tritonclient and MLServer's codecs name
+#: the datatype after it); BOOL (true/false is no feature's value), BF16 (NumPy has no
+#: such type) and BYTES are not.
+DATATYPES: Final[Mapping[str, str]] = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT64": "<u8",
+    "UINT32": "<u4",
+    "UINT16": "<u2",
+    "UINT8": "u1",
+}
+if TYPE_CHECKING:
+    Datatype = str
+else:  # Literal["FP64", "FP32", ...]: the schema's enum, and its refusal lists them all
+    Datatype = Literal[tuple(DATATYPES)]
 
 
 class MetadataTensor(BaseModel):
@@ -79,7 +105,7 @@ class RequestInput(BaseModel):
 
     name: str = Field(description="'features', or one feature's name (column layout).")
     shape: list[Annotated[int, Field(strict=True, ge=0)]]
-    datatype: Literal["FP64", "FP32", "INT64", "INT32", "INT16", "INT8"]
+    datatype: Datatype
     parameters: Parameters | None = OPTIONAL
     data: TensorData | None = Field(
         default=None,

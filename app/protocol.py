@@ -35,11 +35,13 @@ head, and uvicorn then handed the app an empty body, so every such POST got a
 ``_after_ignored_upgrade``). A WebSocket handshake is served the same way:
 the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
-The answers it writes itself (431, 408, 503, and a 400 below) are ready-made
-bytes in two shapes: ``{"error": ...}`` for a path below ``/v2``, as the Open
-Inference Protocol requires of every failed request there (the app says which
-paths those are: ``oip_path``), and the service's ``{"detail": ...}``
-elsewhere, or when the path has not arrived yet (see ``_target_path``).
+The answers it writes itself (431, 408, 503, and two 400s: for an upgrade
+request with a chunked body, and for a request the parser refuses, which
+uvicorn answered in plain text) are ready-made bytes in two shapes:
+``{"error": ...}`` for a path below ``/v2``, as the Open Inference Protocol
+requires of every failed request there (the app says which paths those are:
+``oip_path``), and the service's ``{"detail": ...}`` elsewhere, or when the
+path has not arrived yet (see ``_target_path``).
 
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
@@ -176,6 +178,14 @@ _SHED: Final[_Refusal] = _Refusal.build(
     503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER, close=False
 )
 _SHED_CLOSE: Final[_Refusal] = _Refusal.build(503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER)
+#: What uvicorn says (and logs) of a request its parser refuses.
+_UVICORN_INVALID: Final[str] = "Invalid HTTP request received."
+_INVALID_REQUEST: Final[_Refusal] = _Refusal.build(
+    400,
+    "Bad Request",
+    f"{_UVICORN_INVALID} The request line, a header or the body's framing "
+    "(Content-Length, chunks) is not valid HTTP/1.1.",
+)
 _CHUNKED_UPGRADE: Final[_Refusal] = _Refusal.build(
     400,
     "Bad Request",
@@ -387,11 +397,27 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            self.logger.warning(_UVICORN_INVALID)
+            self.send_400_response(_UVICORN_INVALID)
         except httptools.HttpParserUpgrade as upgrade:
             self._after_ignored_upgrade(data[upgrade.args[0] :])
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request its parser refuses, as JSON in the path's error shape.
+
+        uvicorn wrote it as ``text/plain`` on every path, where the service's
+        other errors are ``{"detail": ...}`` and the Open Inference Protocol
+        requires ``{"error": ...}`` below /v2: a client reading the refusal as
+        JSON failed on it instead of reporting it. The path is taken as far as
+        it arrived (:meth:`_target_path`), as for the 431 and 408. The message
+        is a fixed sentence, never the request's bytes; the connection is
+        closed, as uvicorn does, since the parser cannot resume after an error.
+        """
+        if msg == _UVICORN_INVALID:
+            refusal = _INVALID_REQUEST
+        else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
+            refusal = _Refusal.build(400, "Bad Request", msg)
+        self._close_with(refusal.to(self._target_path()))
 
     def _should_upgrade_to_ws(self) -> bool:
         """Never: the service has no WebSocket route, so a handshake is served as the plain

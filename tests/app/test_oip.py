@@ -180,9 +180,9 @@ def test_out_of_range_values_are_refused_naming_row_and_feature(
         ({"shape": [3, 13]}, "has 26 values but its shape [3, 13] needs 39"),
         ({"shape": [2, 12]}, "has shape [2, 12], expected [n, 13]"),
         ({"datatype": "BYTES"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
-        # The protocol's other numeric types: no feature needs them (see the range test).
-        ({"datatype": "UINT8"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
-        ({"datatype": "FP16"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
+        # The protocol's types that are no NumPy number (see the datatypes test below).
+        ({"datatype": "BOOL"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
+        ({"datatype": "BF16"}, "inputs[0] ('features').datatype: Input should be 'FP64'"),
         ({"name": "patients"}, "unknown input 'patients'"),
     ],
 )
@@ -219,6 +219,13 @@ _WHOLE_PATIENT: list[float] = [54, 1, 4, 130, 245, 0, 2, 150, 0, 1, 2, 0, 3]
         ("INT32", 4, 2**31, "4 (serum_cholesterol): 2147483648 is outside the INT32 range"),
         ("INT64", 4, 2**64, "4 (serum_cholesterol): 18446744073709551616 is outside the INT64"),
         ("FP32", 4, 1e39, "4 (serum_cholesterol): 1e+39 is outside the FP32 range (-3.40282e+38"),
+        ("FP16", 4, 70_000, "4 (serum_cholesterol): 70000 is outside the FP16 range (-65504 to"),
+        # Unsigned: a negative value is out of range, whatever the feature allows.
+        ("UINT8", 0, -1, "0 (age): -1 is outside the UINT8 range (0 to 255)"),
+        ("UINT8", 4, 256, "4 (serum_cholesterol): 256 is outside the UINT8 range (0 to 255)"),
+        ("UINT16", 4, 65_536, "4 (serum_cholesterol): 65536 is outside the UINT16 range"),
+        ("UINT32", 9, -1, "9 (st_depression): -1 is outside the UINT32 range (0 to 4294967295)"),
+        ("UINT64", 9, -1, "9 (st_depression): -1 is outside the UINT64 range (0 to 18446744"),
     ],
 )
 def test_values_outside_their_datatype_are_refused_naming_input_and_datatype(
@@ -238,6 +245,134 @@ def test_values_outside_their_datatype_are_refused_naming_input_and_datatype(
     )
     body["inputs"][0].update(datatype="INT16", data=_WHOLE_PATIENT)  # a patient fits INT16
     assert outputs(client.post(INFER, json=body))["prediction"]["shape"] == [1]
+
+
+#: Two patients of whole numbers within 0 to 255, so that they fit every datatype but INT8.
+_SMALL_PATIENTS = np.array([_WHOLE_PATIENT, [63, 0, 3, 140, 199, 1, 0, 120, 1, 2, 1, 2, 7]])
+
+
+def _request(
+    x: npt.NDArray[Any], datatype: str, *, binary: bool, layout: str
+) -> tuple[bytes, dict[str, str]]:
+    """``x`` as tritonclient or MLServer send a NumPy array or DataFrame of its dtype: one
+    ``features`` input or one input per column, as JSON data or binary (little-endian)."""
+    if layout == "matrix":
+        named = [("features", x)]
+    else:
+        named = [(name, x[:, j]) for j, name in enumerate(FEATURE_NAMES)]
+    tensors: list[dict[str, Any]] = []
+    raw = b""
+    for name, values in named:
+        tensor: dict[str, Any] = {"name": name, "shape": list(values.shape), "datatype": datatype}
+        if binary:
+            data = values.astype(values.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            raw += data
+        else:
+            tensor["data"] = values.tolist()
+        tensors.append(tensor)
+    header = json.dumps({"inputs": tensors}).encode()
+    if not binary:
+        return header, {"content-type": "application/json"}
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize("layout", ["matrix", "columns"])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize(
+    ("datatype", "dtype"),
+    [
+        ("UINT8", np.uint8),
+        ("UINT16", np.uint16),
+        ("UINT32", np.uint32),
+        ("UINT64", np.uint64),
+        ("FP16", np.float16),
+    ],
+)
+def test_unsigned_and_half_precision_tensors_are_read(
+    client: TestClient,
+    artifact_path: Path,
+    datatype: str,
+    dtype: type[np.generic],
+    binary: bool,
+    layout: str,
+) -> None:
+    """A pandas or NumPy ``uint8`` (or ``float16``) column, as tritonclient and MLServer's
+    pandas codec send it, got a 400 although its values are honest numbers."""
+    x = _SMALL_PATIENTS.astype(dtype)
+    body, headers = _request(x, datatype, binary=binary, layout=layout)
+    expected = load_artifact(artifact_path).probability(x.astype(np.float64))
+    answer = outputs(client.post(INFER, content=body, headers=headers))
+    np.testing.assert_allclose(answer["probability"]["data"], expected, rtol=0, atol=1e-12)
+
+
+def test_binary_half_precision_keeps_its_gaps_and_fractions(
+    client: TestClient, artifact_path: Path
+) -> None:
+    """NaN is "not measured" in an FP16 tensor too, and its fractions are read as sent."""
+    x = np.array([[*_WHOLE_PATIENT[:9], 0.8, 2, np.nan, np.nan]], dtype=np.float16)
+    body, headers = _request(x, "FP16", binary=True, layout="matrix")
+    expected = load_artifact(artifact_path).probability(x.astype(np.float64))
+    answer = outputs(client.post(INFER, content=body, headers=headers))
+    np.testing.assert_allclose(answer["probability"]["data"], expected, rtol=0, atol=1e-12)
+
+
+#: Every datatype of the protocol's specification ("Tensor Data Types"), with the NumPy
+#: type a client's binary data of it come from (None: NumPy has none).
+_PROTOCOL_DATATYPES: dict[str, type[np.generic] | None] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BF16": None,
+    "BYTES": None,
+}
+
+
+def test_the_metadata_lists_exactly_the_datatypes_accepted(client: TestClient) -> None:
+    """The metadata said FP64/FP32/INT64/INT32 while INT16 and INT8 were accepted too: a
+    client reading it would convert columns it need not. Each of the protocol's datatypes
+    is tried for one column (age 54 fits them all), as JSON and as binary data."""
+    listed = client.get("/v2/models/heart").json()["parameters"]["datatypes"]
+    assert len(set(listed)) == len(listed)
+    assert set(listed) <= set(_PROTOCOL_DATATYPES)
+    x = np.array([_WHOLE_PATIENT])
+    base, _ = _request(x, "FP64", binary=False, layout="columns")
+    accepted = []
+    for datatype, dtype in _PROTOCOL_DATATYPES.items():
+        body = json.loads(base)
+        body["inputs"][0]["datatype"] = datatype
+        json_answer = client.post(INFER, json=body)
+        if json_answer.status_code == 200:
+            accepted.append(datatype)
+        else:
+            assert json_answer.status_code == 400, json_answer.text
+            assert "('age').datatype: Input should be" in json_answer.json()["error"]
+        if dtype is not None:  # the same column as binary data of that type
+            raw = np.array([54], dtype=dtype).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+            body["inputs"][0] = {
+                "name": "age",
+                "shape": [1],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+            header = json.dumps(body).encode()
+            binary_answer = client.post(
+                INFER,
+                content=header + raw,
+                headers={"Inference-Header-Content-Length": str(len(header))},
+            )
+            assert binary_answer.status_code == json_answer.status_code, datatype
+    assert sorted(accepted) == sorted(listed)
+    assert "datatypes" in client.get("/v2/models/heart").json()["parameters"]["column_layout"]
 
 
 def test_layout_errors(client: TestClient, rows: npt.NDArray[np.float64]) -> None:

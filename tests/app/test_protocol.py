@@ -313,6 +313,7 @@ def _refused(
 
 _BIG_HEADER = b"x-big: " + b"a" * 2000 + b"\r\n"
 _PENDING_BODY = b"Host: x\r\nContent-Length: 10\r\n\r\nab"
+_BAD_CHUNK = b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n"
 
 
 @pytest.mark.parametrize(
@@ -361,6 +362,14 @@ _PENDING_BODY = b"Host: x\r\nContent-Length: 10\r\n\r\nab"
             "error",
         ),
         ([_h2c_post(b"0\r\n\r\n", chunked=True)], _TIGHT, 400, "detail"),
+        # 400 for a request the parser refuses: in a header, the body's framing, the
+        # request line; and TLS sent to the plain HTTP port (no path).
+        ([b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"], _TIGHT, 400, "error"),
+        ([b"GET /predict HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"], _TIGHT, 400, "detail"),
+        ([b"POST /v2/models/heart/infer HTTP/1.1\r\n" + _BAD_CHUNK], _TIGHT, 400, "error"),
+        ([b"POST /predict HTTP/1.1\r\n" + _BAD_CHUNK], _TIGHT, 400, "detail"),
+        ([b"GET /v2 HTTP/9.9\r\n\r\n"], _TIGHT, 400, "error"),
+        ([b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"], _TIGHT, 400, "detail"),
     ],
 )
 def test_refusals_of_the_protocol_itself_take_the_error_shape_of_their_path(
@@ -389,3 +398,27 @@ def test_a_stalled_head_after_a_request_below_v2_is_not_taken_for_one(
     (shed_line, shed_body), (line, body) = _refused([first, b"\r\n"], shed, 2)
     assert shed_line.startswith(b"HTTP/1.1 503 ") and list(shed_body) == ["error"]
     assert line.startswith(b"HTTP/1.1 408 ") and list(body) == ["detail"]
+
+
+def test_a_request_the_parser_refuses_gets_json_without_its_contents_and_a_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn answered it ``text/plain`` on every path, so a client reading the refusal as
+    JSON failed on it; the answer must still not echo the request, and close the
+    connection (the parser cannot resume). A request's path is not the next one's."""
+    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)
+    secret = b"x-patient: age 54 cholesterol 245"
+    bad = b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n" + secret + b"\r\nno colon\r\n\r\n"
+    [refusal] = asyncio.run(_exchange_pieces([bad], answers=2))  # one answer, then closed
+    head, _, body = refusal.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    assert lines[0] == b"http/1.1 400 bad request"
+    assert b"content-type: application/json" in lines and b"connection: close" in lines
+    message = json.loads(body)["error"]
+    assert message.startswith("Invalid HTTP request received.")
+    assert secret not in refusal and b"heart" not in refusal
+    # After a request below /v2 on the same connection, garbage has no path of its own.
+    good = b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    answered, refused = asyncio.run(_exchange_pieces([good, b"garbage\r\n\r\n"], answers=3))
+    assert answered.startswith(b"HTTP/1.1 200 ")
+    assert list(json.loads(refused.partition(b"\r\n\r\n")[2])) == ["detail"]

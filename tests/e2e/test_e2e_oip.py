@@ -1,8 +1,9 @@
 """A client we did not write, tritonclient, speaks the Open Inference Protocol to a live server.
 
 It exercises what Triton users run: server and model probes, model metadata,
-inference with JSON and with binary tensors (its default), FP32 and FP64, and
-its error path, against ``heart-api serve`` in a subprocess.
+inference with JSON and with binary tensors (its default), FP64, FP32 and FP16,
+integer columns signed and unsigned, and its error path, against ``heart-api serve``
+in a subprocess.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests._tools import assert_example_patient_answer, doc_python_block
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in the dev extra")
 InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
+triton_to_np_dtype = pytest.importorskip("tritonclient.utils").triton_to_np_dtype
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -48,11 +50,15 @@ def test_probes_and_metadata(client: Any, artifact_path: Path) -> None:
     metadata = client.get_model_metadata("heart")
     assert metadata["versions"] == [load_artifact(artifact_path).model_version]
     assert metadata["inputs"][0] == {"name": "features", "datatype": "FP64", "shape": [-1, 13]}
+    assert {"FP16", "INT8", "UINT8"} <= set(metadata["parameters"]["datatypes"])
     assert client.get_server_metadata()["name"] == "heart-risk"
 
 
+_FLOATS = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float16}
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+@pytest.mark.parametrize("datatype", list(_FLOATS))
 def test_infer_every_patient(
     client: Any,
     artifact_path: Path,
@@ -60,7 +66,7 @@ def test_infer_every_patient(
     binary: bool,
     datatype: str,
 ) -> None:
-    x = heart_data[0].astype(np.float64 if datatype == "FP64" else np.float32)
+    x = heart_data[0].astype(_FLOATS[datatype])
     features = httpclient.InferInput("features", list(x.shape), datatype)
     features.set_data_from_numpy(x, binary_data=binary)
     requested = [
@@ -77,19 +83,25 @@ def test_infer_every_patient(
     assert result.get_response()["id"] == "batch-1"
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("codes", ["INT64", "UINT8"])
 def test_column_inputs_as_the_pandas_codec_sends_them(
     client: Any,
     artifact_path: Path,
     heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+    codes: str,
+    binary: bool,
 ) -> None:
+    """Coded columns as int64 (pandas' default) or uint8 (a compact DataFrame's)."""
     from model.features import FEATURES
 
     x = heart_data[0][:30]
     inputs = []
     for j, feature in enumerate(FEATURES):
-        column = x[:, j].astype(np.int64 if feature.codes else np.float64)
-        tensor = httpclient.InferInput(feature.name, [len(x)], "INT64" if feature.codes else "FP64")
-        tensor.set_data_from_numpy(column, binary_data=False)
+        datatype = codes if feature.codes else "FP64"
+        column = x[:, j].astype(triton_to_np_dtype(datatype))
+        tensor = httpclient.InferInput(feature.name, [len(x)], datatype)
+        tensor.set_data_from_numpy(column, binary_data=binary)
         inputs.append(tensor)
     result = client.infer("heart", inputs)
     expected = load_artifact(artifact_path).probability(x)

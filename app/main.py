@@ -19,8 +19,9 @@ import os
 from collections.abc import AsyncIterator
 from typing import Final
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from prometheus_client import disable_created_metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -92,9 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.api_key_required = settings.api_key is not None
     app.max_batch_size = settings.max_batch_size
     app.state.runtime = runtime
-    app.include_router(router)
-    app.include_router(oip.router)
-    app.include_router(columnar_router)
+    add_routes(app, router, oip.router, columnar_router)
     add_offline_docs(app)
     # Both answer in the Open Inference Protocol's {"error": ...} below /v2, else as FastAPI does.
     app.add_exception_handler(RequestValidationError, oip.validation_error_handler)
@@ -110,6 +109,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         is_protocol_path=oip.is_protocol_path,
     )
     return app
+
+
+def add_routes(app: FastAPI, *routers: APIRouter) -> None:
+    """Put the routers' routes on the app's own router, as if declared on the app.
+
+    Since FastAPI 0.137, ``include_router`` keeps each router as one lazy node
+    that matches a request twice (once to pick the node, once inside it) and
+    adds a layer of scope bookkeeping: measured in one process, that cost
+    /predict about 15 us of its 140 (BENCHMARKS.md, "Routes on the app's own
+    router"). Our routers carry their prefix and tags on their routes already
+    and set no inclusion options (dependencies, body limits), so the routes are
+    the same objects either way, and the OpenAPI document is unchanged (tested).
+    """
+    for included in routers:
+        for route in included.routes:
+            if not isinstance(route, APIRoute):  # e.g. a nested router: include it instead
+                raise TypeError(f"{route!r} is not a path operation; use include_router")
+            app.router.routes.append(route)
 
 
 @contextlib.asynccontextmanager

@@ -148,3 +148,26 @@ def test_metrics_summary_is_json_only(doc: dict[str, Any]) -> None:
 def test_every_operation_documents_a_client_error(doc: dict[str, Any]) -> None:
     for name, op in operations(doc).items():
         assert any(code.startswith("4") for code in op["responses"]), name
+
+
+def test_routes_sit_on_the_apps_router_and_a_nested_router_is_refused() -> None:
+    """``add_routes`` flattens our routers (FastAPI's lazy inclusion costs /predict time);
+    a router it cannot flatten faithfully must fail loudly, not lose its options."""
+    from fastapi import APIRouter, FastAPI
+    from fastapi.routing import APIRoute
+
+    from app.main import add_routes
+
+    app = create_app(Settings())
+    ours = [r for r in app.router.routes if isinstance(r, APIRoute)]
+    assert {"/predict", "/predict/table", "/v2/models/heart/infer"} <= {r.path for r in ours}
+    assert all(
+        isinstance(r, APIRoute) or r.path.startswith(("/docs", "/openapi", "/redoc"))
+        for r in app.router.routes
+        if hasattr(r, "path")
+    )
+    outer, inner = APIRouter(), APIRouter()
+    inner.add_api_route("/x", lambda: None)
+    outer.include_router(inner, prefix="/p")
+    with pytest.raises(TypeError, match="include_router"):
+        add_routes(FastAPI(), outer)

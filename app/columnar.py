@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -46,6 +47,8 @@ FORMATS: Final[dict[str, Literal["csv", "arrow", "json"]]] = {
     JSON: "json",
 }
 FORMATS_MEDIA: Final[dict[str, str]] = {fmt: media for media, fmt in FORMATS.items()}
+#: A q-value of RFC 9110 12.4.2: 0 to 1 with at most three decimals.
+_QVALUE: Final = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 #: At most this many bad cells are listed in a 422: enough to fix a file, bounded for a huge one.
 MAX_LISTED_ERRORS: Final[int] = 1000
 BULK_HINT: Final[str] = (
@@ -269,20 +272,32 @@ def _media_type(header: str | None) -> str:
 
 
 def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "json"]:
-    """The first format the client lists that we write (q-values in order), else 406."""
+    """The first format the client lists that we write (q-values in order), else 406.
+
+    A media range whose q is not a qvalue of RFC 9110 12.4.2 (0 to 1, at most
+    three decimals: ``q=nan``, ``q=inf``, ``q=-1``, ``q=2``, ``q=abc``) is
+    ignored, as a non-numeric q always was: Python's ``float`` read ``nan`` and
+    ``inf``, which sorted first, so ``text/csv;q=nan, application/json;q=0.5``
+    was answered in CSV. Ignoring the range rather than the whole header (or
+    the parameter alone, which would make it q=1) keeps the client's valid
+    choices; when nothing valid is left, the 406 says which q was refused.
+    ``Q=`` counts as ``q=``: parameter names are case-insensitive (RFC 9110 5.6.6).
+    """
     if not accept:
         return FORMATS[default]
     offers: list[tuple[float, int, str]] = []
+    invalid: list[str] = []
     for position, part in enumerate(accept.split(",")):
         media, _, params = part.strip().partition(";")
         quality = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
-            if key == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
+            if key.strip().lower() == "q":
+                value = value.strip()
+                quality = float(value) if _QVALUE.fullmatch(value) else -1.0
+        if quality < 0:
+            invalid.append(part.strip())
+            continue
         offers.append((-quality, position, media.strip().lower()))
     for negative_quality, _, media in sorted(offers):
         if negative_quality == 0:
@@ -293,6 +308,12 @@ def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "
             if media == "text/*":
                 return "csv"
             return FORMATS[default] if media == "*/*" else "arrow" if default == ARROW else "json"
+    ignored = (
+        f" (Accept's {invalid[0][:40]!r} was ignored: its q must be a number from 0 to 1 "
+        "with at most 3 decimals)"
+        if invalid
+        else ""
+    )
     raise HTTPException(
-        406, detail=f"Not acceptable: this endpoint writes {CSV}, {ARROW} or {JSON}."
+        406, detail=f"Not acceptable: this endpoint writes {CSV}, {ARROW} or {JSON}{ignored}."
     )

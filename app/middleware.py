@@ -42,6 +42,9 @@ _JSON_TYPE: Final = re.compile(rb"\s*application/([a-z0-9.+-]*\+)?json\s*(;.*)?"
 UNMATCHED_ROUTE: Final[str] = "unmatched"
 #: nginx's code for "the client closed the connection before the response": not a 5xx.
 CLIENT_CLOSED: Final[int] = 499
+#: On a refusal that leaves a large body unread: uvicorn closes the connection after it.
+_CLOSE: Final[tuple[tuple[bytes, bytes], ...]] = ((b"connection", b"close"),)
+_CLOSE_HEADERS: Final[dict[str, str]] = {"Connection": "close"}
 
 
 class RequestIds:
@@ -163,7 +166,9 @@ class ServiceMiddleware:
                 # use; FastAPI routes only GET. The server drops the body of a HEAD.
                 app_scope = {**scope, "method": "GET"}
             if refusal is not None:
-                await _respond(send_with_id, *refusal, key=self._error_key(path))
+                code, detail = refusal
+                close = _CLOSE if self._leaves_large_body(code, content_length, chunked) else ()
+                await _respond(send_with_id, code, detail, close, key=self._error_key(path))
             elif chunked and content_length is None:
                 await self.app(app_scope, self._limited(receive), send_with_id)
             else:
@@ -215,6 +220,24 @@ class ServiceMiddleware:
             await send(message)
 
         return send_quietly
+
+    def _leaves_large_body(self, code: int, content_length: bytes | None, chunked: bool) -> bool:
+        """Whether a refusal leaves unread a body larger than the limit, or of unknown size.
+
+        Such a refusal closes the connection after its answer (RFC 9110 15.5.14
+        allows it): kept open, the connection waited for the whole declared
+        body (``Content-Length: 99999999999``), and the parser churned through
+        whatever the client kept sending, until the body deadline. A body within
+        the limit (a 401 or 415) is discarded as it arrives and the connection kept.
+        """
+        if code in (400, 413) or chunked:
+            return True
+        if content_length is None:
+            return False
+        try:
+            return int(content_length) > self.max_body_bytes
+        except ValueError:  # the parser refuses it first; if not, its end is unknown
+            return True
 
     def _refuse(
         self,
@@ -275,7 +298,9 @@ class ServiceMiddleware:
                 if received > limit:
                     # HTTPException passes through FastAPI's body reading untouched
                     # and is rendered by its handler as {"detail": ...}.
-                    raise HTTPException(*self._too_large(None))
+                    # With Connection: close, as a refusal before reading (_leaves_large_body):
+                    # the rest of the body is never read.
+                    raise HTTPException(*self._too_large(None), headers=_CLOSE_HEADERS)
             return message
 
         return receive_limited

@@ -71,11 +71,34 @@ HEADER_LENGTH: Final[str] = "inference-header-content-length"
 
 
 def _value_range(datatype: str) -> tuple[float, float, str]:
-    """The lowest and highest value of ``datatype``, and how an error message says so."""
+    """The lowest and highest float64 a value of ``datatype`` may be, and how an error
+    message says what the range is.
+
+    For FP32 and FP16 that is every float64 that rounds to a finite value of the
+    type, as a tensor of it would hold the value: a JSON number is the nearest
+    double to its text, so the float32 maximum's own shortest text,
+    ``3.4028235e38``, is a little above the maximum and was refused, with a
+    message whose 6-digit bounds (``3.40282e+38``) looked like the value
+    itself. Only what would overflow to infinity (from halfway past the
+    maximum to the next power of two) is refused now, and the message gives
+    the maximum with enough digits (``3.4028235e+38``, ``65504``).
+    """
     dtype = np.dtype(DATATYPES[datatype])
     if dtype.kind == "f":
-        high = float(np.finfo(dtype).max)
-        return -high, high, f"-{high:g} to {high:g}"
+        floats = np.finfo(dtype)
+        maximum = dtype.type(floats.max)
+        # Half the gap between the maximum and the next power of two, which rounds to
+        # infinity (the maximum's last bit is 1, so a tie rounds away from it).
+        overflow = float(maximum) + 2.0 ** (floats.maxexp - 2 - floats.nmant)
+        high = math.nextafter(overflow, 0.0)
+        # Exact where it is a short whole number (FP16's 65504: its shortest text would be
+        # 65500), else the shortest text that reads back as the maximum (3.4028235e+38).
+        shown = (
+            str(int(maximum))
+            if float(maximum) < 1e9
+            else np.format_float_scientific(maximum, unique=True, trim="-")
+        )
+        return -high, high, f"-{shown} to {shown}"
     ints = np.iinfo(dtype)
     return float(ints.min), float(ints.max), f"{ints.min} to {ints.max}"
 
@@ -284,7 +307,8 @@ def _check_datatype(name: str, datatype: str, values: np.ndarray[Any, Any]) -> N
     if bool(outside.any()):
         row, *column = (int(i) for i in np.argwhere(outside)[0])
         value = values[outside][0]
-        shown = str(int(value)) if integer else f"{value:g}"
+        # A float as sent (its shortest text), not rounded to 6 digits like the bounds were.
+        shown = str(int(value)) if integer else repr(float(value)).removesuffix(".0")
         raise ProtocolError(
             f"{_cell(name, row, column[0] if column else 0)}: {shown} is outside the "
             f"{datatype} range ({text})"

@@ -13,6 +13,7 @@ import csv
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="COLUMN",
-        help="input column copied to the output to identify rows (repeatable; default: "
-        "a 0-based 'row' number)",
+        help="input column copied to the output to identify rows (repeatable, each column "
+        "once; default: a 0-based 'row' number)",
     )
     parser.add_argument(
         "--errors", type=Path, help="CSV listing every refused cell: row, key(s), column, reason"
@@ -93,6 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chunk_rows < 1:
         print("heart-score: --chunk-rows must be at least 1", file=sys.stderr)
         return EXIT_UNUSABLE
+    if repeated := _repeated(args.key):
+        # Silently written once, `--key site --key site` (a slip for `--key site --key id`)
+        # gave an output whose rows the user could not tell apart as intended.
+        print(
+            f"heart-score: --key given more than once for: {', '.join(repeated)}; "
+            "name each key column once",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     try:
         in_fmt = detect_format(args.input, args.input_format)
         out_fmt = detect_format(args.output, args.output_format)
@@ -122,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _repeated(keys: Sequence[str]) -> list[str]:
+    """The key columns named more than once, in order (refused: see ``main``)."""
+    return [k for k, n in Counter(keys).items() if n > 1]
+
+
 def _run(
     args: argparse.Namespace,
     predictor: Any,
@@ -135,7 +150,7 @@ def _run(
     from scoring.core import score_batch
     from scoring.files import Writer, count_rows, empty_batch, output_batch, read_chunks
 
-    keys: list[str] = list(dict.fromkeys(args.key))
+    keys: list[str] = args.key
     writer = Writer(args.output, out_fmt)
     errors = _ErrorsFile(args.errors, keys) if args.errors else None
     progress = _Progress(count_rows(args.input, in_fmt) if show else None, enabled=show)

@@ -259,6 +259,37 @@ def test_wrong_media_types(client: TestClient) -> None:
     assert r.status_code == 415  # the JSON endpoint still refuses CSV
 
 
+@pytest.mark.parametrize("q", ["nan", "inf", "-inf", "-1", "2", "1.5", "0.1234", "1_0", "abc", ""])
+def test_a_range_with_an_invalid_q_is_ignored(client: TestClient, q: str) -> None:
+    """RFC 9110 12.4.2: q is 0 to 1 with at most 3 decimals. Python's float read ``nan`` and
+    ``inf`` (ranked first), ``2`` (above 1) and ``-1`` (kept, last): each made its range win
+    or count; now such a range is ignored, and alone it is a 406 that names it."""
+    body = registry(2, seed=3).to_csv(index=False).encode()
+    headers = {"Content-Type": "text/csv", "Accept": f"text/csv;q={q}, application/json;q=0.5"}
+    r = client.post("/predict/table", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    headers["Accept"] = f"text/csv;q={q}"
+    r = client.post("/predict/table", content=body, headers=headers)
+    assert r.status_code == 406, r.text
+    assert f"'text/csv;q={q}' was ignored: its q must be a number from 0 to 1" in r.json()["detail"]
+
+
+def test_valid_q_values_rank_the_answer(client: TestClient) -> None:
+    """The qvalues RFC 9110 allows, however spelled: ``Q=`` is ``q=``, ``1.000`` is 1."""
+    body = registry(2, seed=3).to_csv(index=False).encode()
+    for accept, answer in [
+        ("application/json;Q=0.1, text/csv;q=0.5", "text/csv; charset=utf-8"),
+        ("text/csv;q=0.999, application/json;q=1.000", "application/json"),
+        ("text/csv;q=0, application/json;q=1.", "application/json"),
+        ("text/csv ; q=0.5 , application/json;q=0.25", "text/csv; charset=utf-8"),
+    ]:
+        headers = {"Content-Type": "text/csv", "Accept": accept}
+        r = client.post("/predict/table", content=body, headers=headers)
+        assert r.status_code == 200, (accept, r.text)
+        assert r.headers["content-type"] == answer, accept
+
+
 def test_without_the_bulk_extra_415_names_it(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

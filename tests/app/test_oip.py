@@ -218,7 +218,7 @@ _WHOLE_PATIENT: list[float] = [54, 1, 4, 130, 245, 0, 2, 150, 0, 1, 2, 0, 3]
         ("INT16", 4, 40_000, "4 (serum_cholesterol): 40000 is outside the INT16 range"),
         ("INT32", 4, 2**31, "4 (serum_cholesterol): 2147483648 is outside the INT32 range"),
         ("INT64", 4, 2**64, "4 (serum_cholesterol): 18446744073709551616 is outside the INT64"),
-        ("FP32", 4, 1e39, "4 (serum_cholesterol): 1e+39 is outside the FP32 range (-3.40282e+38"),
+        ("FP32", 4, 1e39, "4 (serum_cholesterol): 1e+39 is outside the FP32 range (-3.4028235e+38"),
         ("FP16", 4, 70_000, "4 (serum_cholesterol): 70000 is outside the FP16 range (-65504 to"),
         # Unsigned: a negative value is out of range, whatever the feature allows.
         ("UINT8", 0, -1, "0 (age): -1 is outside the UINT8 range (0 to 255)"),
@@ -245,6 +245,33 @@ def test_values_outside_their_datatype_are_refused_naming_input_and_datatype(
     )
     body["inputs"][0].update(datatype="INT16", data=_WHOLE_PATIENT)  # a patient fits INT16
     assert outputs(client.post(INFER, json=body))["prediction"]["shape"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "largest", "overflows", "bounds"),
+    [
+        ("FP32", 3.4028235e38, 3.4028236e38, "-3.4028235e+38 to 3.4028235e+38"),
+        ("FP16", 65519.99, 65520.0, "-65504 to 65504"),
+    ],
+)
+def test_float_data_is_refused_only_where_its_type_would_overflow(
+    client: TestClient, datatype: str, largest: float, overflows: float, bounds: str
+) -> None:
+    """A JSON number is the double nearest its text, so float32's maximum as its shortest
+    text (``3.4028235e38``) is a little above it, though a FP32 tensor holds it: it was
+    refused as outside "(-3.40282e+38 to 3.40282e+38)", bounds that read as the value
+    itself. A value is refused for its datatype only if it would round to infinity."""
+    for sign in (1, -1):
+        row = list(_WHOLE_PATIENT)
+        row[4] = sign * largest  # the datatype takes it; the feature's own range does not
+        body = {"inputs": [{"name": "features", "shape": [1, 13], "datatype": datatype}]}
+        body["inputs"][0]["data"] = row
+        assert "(serum_cholesterol): must be between 80 and 700 mg/dl" in _error(client, body)
+        row[4] = sign * overflows
+        shown = repr(sign * overflows).removesuffix(".0")
+        assert _error(client, body).endswith(
+            f"(serum_cholesterol): {shown} is outside the {datatype} range ({bounds})"
+        )
 
 
 #: Two patients of whole numbers within 0 to 255, so that they fit every datatype but INT8.

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from app import Settings, create_app
 from app.oip import is_protocol_path
 from app.protocol import ADMITTED_KEY, ConnectionLimits, HardenedHttpToolsProtocol, admitted
 from app.testing import free_port
@@ -422,3 +425,81 @@ def test_a_request_the_parser_refuses_gets_json_without_its_contents_and_a_close
     answered, refused = asyncio.run(_exchange_pieces([good, b"garbage\r\n\r\n"], answers=3))
     assert answered.startswith(b"HTTP/1.1 200 ")
     assert list(json.loads(refused.partition(b"\r\n\r\n")[2])) == ["detail"]
+
+
+#: The service's answers below, with the deadlines out of the way: a close within the test's
+#: few seconds is the service's own, never the body deadline's.
+_PATIENT_LIMITS = ConnectionLimits(header_timeout=60.0, body_timeout=60.0)
+_KEY = "test-key-0123456789abcdef"
+
+
+async def _service_answers(app: Any, pieces: list[bytes]) -> tuple[bytes, bool]:
+    """Send ``pieces`` to the service's ``app`` (started) on the hardened protocol: what
+    came back within 3 s, and whether the server closed the connection by then."""
+    protocol, _ = _protocols(app, limits=_PATIENT_LIMITS)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        async with app.router.lifespan_context(app):
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            received, closed = b"", False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3):
+                    while chunk := await reader.read(65536):
+                        received += chunk
+                    closed = True
+            writer.close()
+            return received, closed
+    finally:
+        server.close()
+
+
+def _service(artifact_path: Path, **settings: Any) -> Any:
+    return create_app(Settings(model_path=artifact_path, max_body_bytes=2048, **settings))
+
+
+_JSON_HEAD = b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+_HUGE = b"Content-Length: 99999999999\r\n\r\n"
+_OVER = b"Transfer-Encoding: chunked\r\n\r\n" + b"c00\r\n" + b" " * 0xC00 + b"\r\n"
+
+
+@pytest.mark.parametrize("path", [b"/predict", b"/v2/models/heart/infer"])
+@pytest.mark.parametrize(
+    ("framing", "key"),
+    [
+        pytest.param(_HUGE, None, id="content-length"),
+        pytest.param(_OVER, None, id="chunked"),
+        pytest.param(_HUGE, _KEY, id="unauthenticated"),
+    ],
+)
+def test_a_body_refused_unread_closes_the_connection(
+    artifact_path: Path, path: bytes, framing: bytes, key: str | None
+) -> None:
+    """A 413 (or, with an API key configured, the 401 that comes first) left the connection
+    open, waiting for the declared 100 GB (or the rest of a chunked body over the limit)
+    that would never be read, while the parser churned through whatever the client sent,
+    until the body deadline. The answer says ``Connection: close``, and the server closes."""
+    app = _service(artifact_path, api_key=key)
+    received, closed = asyncio.run(_service_answers(app, [b"POST " + path + _JSON_HEAD + framing]))
+    head = received.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert head[0] == (
+        b"http/1.1 401 unauthorized" if key else b"http/1.1 413 request entity too large"
+    )
+    assert b"connection: close" in head
+    assert closed
+
+
+def test_a_refusal_that_leaves_only_a_small_body_keeps_the_connection(artifact_path: Path) -> None:
+    """A body within the limit (here a 415's) is discarded as it arrives: the client's next
+    request on the connection is answered."""
+    app = _service(artifact_path)
+    small = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+    pieces = [small + b"Content-Length: 100\r\n\r\n", b" " * 100, b"GET /health HTTP/1.1\r\n\r\n"]
+    received, closed = asyncio.run(_service_answers(app, pieces))
+    assert received.startswith(b"HTTP/1.1 415 ")
+    assert b"connection: close" not in received.lower()
+    assert b"HTTP/1.1 200 OK" in received and not closed

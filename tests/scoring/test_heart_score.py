@@ -134,6 +134,20 @@ def test_a_repeated_feature_or_key_column_is_named_and_exit_2(
     assert not out.exists()
 
 
+def test_a_key_named_twice_is_refused_with_exit_2(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--key id --key id`` was written as one column with exit 0, where the docs list a
+    repeated key among the exit-2 cases; most likely a slip for two different keys."""
+    inp, out = tmp_path / "in.parquet", tmp_path / "out.csv"
+    registry(5).to_parquet(inp)
+    args = [str(inp), str(out), "--key", KEY, "--key", KEY, "--model", str(artifact_path)]
+    assert main(args) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert f"--key given more than once for: {KEY}; name each key column once" in err
+    assert not out.exists()
+
+
 def test_unknown_key_and_unknown_format_exit_2(tmp_path: Path, artifact_path: Path) -> None:
     inp = tmp_path / "in.parquet"
     registry(10).to_parquet(inp)

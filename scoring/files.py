@@ -77,6 +77,33 @@ class TextInNumbersError(Exception):
     again as text (``text_features=True``) to judge and name every such cell."""
 
 
+def schema_names(schema: pa.Schema) -> list[str | None]:
+    """Every column's name, in order, with ``None`` for a name that is not UTF-8.
+
+    pyarrow decodes all names at once (``schema.names``), and one name that is not
+    UTF-8 (a Windows-1252 CSV header, an Arrow field written from bytes) fails the
+    lot; each field's name is decoded apart instead. Such a name is no feature (they
+    are ASCII) and no key (named on the command line), so the column is ignored
+    like any other extra column, and its bytes are never shown.
+    """
+    try:
+        return list(schema.names)
+    except UnicodeDecodeError:
+        pass
+    names: list[str | None] = []
+    for i in range(len(schema)):
+        try:
+            names.append(schema.field(i).name)
+        except UnicodeDecodeError:
+            names.append(None)
+    return names
+
+
+def _named(names: Sequence[str | None]) -> list[str]:
+    """The names that could be decoded: the only ones a feature or a key can have."""
+    return [name for name in names if name is not None]
+
+
 def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
     """The format named by ``given``, else by the file name's extension."""
     if given in ("csv", "parquet"):
@@ -119,16 +146,22 @@ def read_chunks(
     instead of stopping the read; the caller switches to it only when the fast read
     hits such a cell.
     """
-    names = _column_names(path, fmt)
+    header = _column_names(path, fmt)
+    names = _named(header)
     unknown = [k for k in keys if k not in names]
     require_columns(names, also=[k for k in keys if k not in unknown])
     if unknown:
         raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
     offset = 0
-    for batch in _batches(path, fmt, wanted, keys, chunk_rows, threads, text_features):
+    batches = _batches(path, fmt, wanted, keys, header, chunk_rows, threads, text_features)
+    for batch in batches:
         features, not_numbers = feature_columns(batch, from_text=fmt == "csv")
         key_arrays = [batch.column(k) for k in keys]
+        if fmt == "parquet":  # pyarrow checked a CSV key's text as it read it
+            for name, array in zip(keys, key_arrays, strict=True):
+                if not _is_utf8_text(array):
+                    raise _key_not_utf8(f"cannot read {path} as parquet", name)
         yield Chunk(offset, batch.num_rows, features, not_numbers, key_arrays)
         offset += batch.num_rows
 
@@ -146,8 +179,9 @@ def feature_columns(
     """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
+    present = set(_named(schema_names(batch.schema)))
     for name in FEATURE_NAMES:
-        if name not in batch.schema.names:
+        if name not in present:
             continue
         column = batch.column(name)
         try:
@@ -185,7 +219,7 @@ def body_features(
     """
     try:
         table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes)
-        require_columns(table.schema.names)
+        require_columns(_named(schema_names(table.schema)))
         return feature_columns(table, from_text=fmt == "csv")
     except TextInNumbersError:
         table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes, text_features=True)
@@ -213,7 +247,6 @@ def parse_body(
     (:func:`body_features` does both). A row of the wrong width raises
     :class:`RowWidthError`, naming it.
     """
-    widths = _RowWidths()
     try:
         if fmt == "arrow":
             _check_stream_size(body, max_rows, max_bytes)
@@ -224,16 +257,14 @@ def parse_body(
                 # calls it an empty file): a table of no rows, as with the line end.
                 body += b"\n"
             table = pacsv.read_csv(
-                pa.BufferReader(body),
-                parse_options=widths.options(),
-                convert_options=_csv_convert(text=text_features),
+                pa.BufferReader(body), convert_options=_csv_convert(text=text_features)
             )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
         if fmt == "csv":
             raise _csv_error(
-                exc, widths, lambda: pa.BufferReader(body), "the body is not valid CSV"
+                exc, lambda: pa.BufferReader(body), "the body is not valid CSV"
             ) from None
         raise InputError(
             f"the body is not a valid Arrow IPC stream: {_without_values(exc)}"
@@ -337,10 +368,14 @@ def _indirect(buf: memoryview, at: int) -> int:
 
 
 def _csv_convert(*, text: bool, keys: Sequence[str] = ()) -> pacsv.ConvertOptions:
-    """Feature columns as numbers (or as text, to find the cells that are not), key columns
-    as text, and only the documented markers as null: pyarrow's default list also has
-    ``NaN``, ``N/A``, ``#N/A``, ``NULL`` and more, which would pass unannounced for "not
-    measured".
+    """Feature columns as numbers (or as their bytes, to find the cells that are not), key
+    columns as text, and only the documented markers as null: pyarrow's default list also
+    has ``NaN``, ``N/A``, ``#N/A``, ``NULL`` and more, which would pass unannounced for
+    "not measured".
+
+    Read to be judged cell by cell, a feature column is binary, not text: pyarrow
+    refuses a whole text column for one cell that is not UTF-8 (a Latin-1 ``24\xe9``),
+    and that cell is just one more cell that is not a number (:func:`_utf8_text`).
 
     A key is an identifier, copied to the output, never computed with. Left to pyarrow,
     its type would be guessed from the file's first block: ``007`` would become 7, the
@@ -350,7 +385,7 @@ def _csv_convert(*, text: bool, keys: Sequence[str] = ()) -> pacsv.ConvertOption
     (:func:`empty_batch`). A key that is also a feature is read as text too, and its
     cells are then parsed one by one as a feature read as text is.
     """
-    types = {name: pa.string() if text else pa.float64() for name in FEATURE_NAMES}
+    types = {name: pa.binary() if text else pa.float64() for name in FEATURE_NAMES}
     types.update((name, pa.string()) for name in keys)
     return pacsv.ConvertOptions(
         column_types=types, null_values=list(MISSING_MARKERS), strings_can_be_null=True
@@ -369,34 +404,49 @@ def serialize(batch: pa.RecordBatch, fmt: Literal["csv", "arrow"]) -> bytes:
 
 
 def count_rows(path: str | os.PathLike[str], fmt: Format) -> int | None:
-    """Rows in the input when that is known without reading it (Parquet), else ``None``."""
+    """Rows in the input when that is known without reading it (Parquet), else ``None``
+    (also for a file that cannot be opened: reading it says why, see :func:`read_chunks`)."""
     if fmt == "parquet":
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        try:
+            return int(_parquet_file(path).metadata.num_rows)
+        except InputError:
+            return None
     return None
 
 
-def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str]:
-    widths = _RowWidths()
+def _parquet_file(path: str | os.PathLike[str], **options: Any) -> pq.ParquetFile:
+    """``pq.ParquetFile``, or :class:`InputError` saying why the file cannot be opened.
+
+    Opening decodes every column's name (pyarrow maps them all for ``columns=``), so
+    one name that is not UTF-8, which the Parquet format does not allow, makes the
+    file unreadable here, unlike an extra CSV or Arrow column (:func:`schema_names`).
+    """
     try:
-        if fmt == "parquet":
-            return list(pq.ParquetFile(path).schema_arrow.names)
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=1 << 16),
-            parse_options=widths.options(),
-        )
+        return pq.ParquetFile(path, **options)
+    except UnicodeDecodeError:
+        raise InputError(
+            f"cannot read {path} as parquet: a column name is not UTF-8 text, which "
+            "Parquet requires; rename the column where the file is written"
+        ) from None
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"cannot read {path} as parquet: {_without_values(exc)}") from None
+
+
+def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str | None]:
+    """The input's columns, as :func:`schema_names` gives them."""
+    if fmt == "parquet":
+        return schema_names(_parquet_file(path).schema_arrow)
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
         try:
-            return list(reader.schema.names)
+            return schema_names(reader.schema)
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        where = f"cannot read {path} as {fmt}"
-        if fmt == "parquet":
-            raise InputError(f"{where}: {_without_values(exc)}") from None
         header = _header_alone(path, exc)
         if header is not None:
-            return list(header.schema.names)
-        raise _csv_error(exc, widths, lambda: os.fspath(path), where) from None
+            return schema_names(header.schema)
+        raise _csv_error(exc, lambda: os.fspath(path), f"cannot read {path} as csv") from None
 
 
 def _batches(
@@ -404,100 +454,119 @@ def _batches(
     fmt: Format,
     columns: list[str],
     keys: Sequence[str],
+    header: Sequence[str | None],
     chunk_rows: int,
     threads: bool,
     text_features: bool,
 ) -> Iterator[pa.RecordBatch]:
     if fmt == "parquet":
         # Without pre-buffering a row group is decoded column by column: half the peak memory.
-        yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(
+        batches = _parquet_file(path, pre_buffer=False).iter_batches(
             batch_size=chunk_rows, columns=columns, use_threads=threads
         )
+        try:
+            yield from batches
+        except (OSError, pa.ArrowException) as exc:
+            # pyarrow checks the text of a dictionary-encoded column as it decodes it
+            # ("Invalid UTF8 payload"), and a damaged file fails here too.
+            raise InputError(f"cannot read {path} as parquet: {_without_values(exc)}") from None
         return
     convert = _csv_convert(text=text_features, keys=keys)
     convert.include_columns = columns
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
-    widths = _RowWidths()
     reader = None
     try:
         # Opening already parses the first block, so it can fail like any later one.
-        reader = pacsv.open_csv(
-            path, read_options=read, parse_options=widths.options(), convert_options=convert
-        )
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
         for batch in reader:
             yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
     except pa.ArrowInvalid as exc:
         if _header_alone(path, exc) is not None:
             return  # a header without rows: no batch, and the output of an empty input
         raise _csv_error(
-            exc, widths, lambda: os.fspath(path), f"cannot parse {path} as CSV"
+            exc, lambda: os.fspath(path), f"cannot parse {path} as CSV", header
         ) from None
     finally:
         if reader is not None:
             reader.close()
 
 
-class _RowWidths:
-    """pyarrow's ``invalid_row_handler``: keeps the first row whose cell count is not the
-    header's, and stops the read there.
-
-    pyarrow's own message quotes that row (health data, so it is cut off) and, when
-    it reads in parallel, does not know the row's number; this keeps the counts and,
-    from a single-threaded read, the number, so the message can name the row.
-    """
-
-    def __init__(self) -> None:
-        #: (pyarrow's row number, counting the header as 1, or None; cells; header's cells)
-        self.first: tuple[int | None, int, int] | None = None
-
-    def __call__(self, row: Any) -> str:
-        if self.first is None:
-            self.first = (row.number, row.actual_columns, row.expected_columns)
-        return "error"
-
-    def options(self) -> pacsv.ParseOptions:
-        return pacsv.ParseOptions(invalid_row_handler=self)
-
-    def error(self, source: Callable[[], Any], where: str) -> InputError:
-        """The row named, read again on one thread when the first read did not number it
-        (it may also not have been the first such row of the file)."""
-        assert self.first is not None
-        if self.first[0] is None:
-            again = _RowWidths()
-            try:
-                one = pacsv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
-                # One column, as text: only the parser's row widths matter, no conversion.
-                only = pacsv.ConvertOptions(
-                    include_columns=[FEATURE_NAMES[0]],
-                    include_missing_columns=True,
-                    column_types={FEATURE_NAMES[0]: pa.string()},
-                )
-                for _ in pacsv.open_csv(
-                    source(), read_options=one, parse_options=again.options(), convert_options=only
-                ):
-                    pass
-            except (pa.ArrowException, OSError):
-                pass
-            if again.first is not None and again.first[0] is not None:
-                self.first = again.first
-        number, cells, expected = self.first
-        if number is None:
-            return InputError(f"{where}: a row has {cells} cells where the header has {expected}")
-        # pyarrow counts records from 1 with the header, and skips empty lines as the output does.
-        return RowWidthError(where, number - 2, cells, expected)
+#: pyarrow's message for a row whose cell count is not the header's, up to where it
+#: quotes the row: the row's number (counting the header as 1) when pyarrow read on
+#: one thread, the header's cells and the row's. Matched at the start only, so the
+#: quoted row, health data, can never be mistaken for it.
+_ROW_WIDTH = re.compile(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) columns, got (\d+)")
+#: pyarrow's message for a cell its column's type cannot hold: the column's place in
+#: the file (from 0), and the type. Matched at the start, as above.
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+)")
 
 
 def _csv_error(
-    exc: BaseException, widths: _RowWidths, source: Callable[[], Any], where: str
+    exc: BaseException,
+    source: Callable[[], Any],
+    where: str,
+    header: Sequence[str | None] = (),
 ) -> Exception:
     """What a failed CSV read means: a feature cell of text (:class:`TextInNumbersError`:
-    read again as text), a row of the wrong width (:class:`RowWidthError`), or a file that
-    is no CSV; ``source`` opens the input again, ``where`` starts the message."""
-    if "conversion error" in str(exc):
-        return TextInNumbersError(_without_values(exc))
-    if widths.first is not None:
-        return widths.error(source, where)
+    read again as text), a key column that is not UTF-8, a row of the wrong width
+    (:class:`RowWidthError`), or a file that is no CSV; ``source`` opens the input again,
+    ``where`` starts the message, ``header`` names the columns by place."""
+    message = str(exc)
+    conversion = _CONVERSION.match(message)
+    if conversion is not None:
+        if conversion[2] != "string":
+            return TextInNumbersError(_without_values(exc))
+        # Only keys are read as text (features, read to be judged, are binary), and
+        # text fails only on bytes that are not UTF-8.
+        place = int(conversion[1])
+        return _key_not_utf8(where, header[place] if place < len(header) else None)
+    width = _ROW_WIDTH.match(message)
+    if width is not None:
+        return _row_width_error(width, source, where)
     return InputError(f"{where}: {_without_values(exc)}")
+
+
+def _key_not_utf8(where: str, name: str | None) -> InputError:
+    """A key column holding bytes that are not UTF-8: it is copied to the output as text,
+    which those bytes are not, and a key replaced or dropped would no longer identify
+    its row; the whole input is refused, naming the column, never the bytes."""
+    column = f"the key column {name!r}" if name is not None else "a column read as text"
+    return InputError(
+        f"{where}: {column} is not UTF-8 text, so it cannot be copied to the output as "
+        "text; write the file as UTF-8"
+    )
+
+
+def _row_width_error(width: re.Match[str], source: Callable[[], Any], where: str) -> InputError:
+    """The first row whose cell count is not the header's, named by its number.
+
+    Read from pyarrow's message rather than through its ``invalid_row_handler``:
+    pyarrow decodes the row's text before it calls a handler, and for a row that is
+    not UTF-8 (a Latin-1 name, a gzip body sent as CSV) that decoding fails inside
+    pyarrow, which prints "Exception ignored" and a traceback to stderr and never
+    calls the handler. The message has the number only from a read on one thread
+    (on several it may not even be the first such row), so the input is then read
+    again that way, parsing only: no column is converted, so no cell stops it first.
+    """
+    number, expected, cells = width.groups()
+    if number is None:
+        one = pacsv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
+        only = pacsv.ConvertOptions(
+            include_columns=[FEATURE_NAMES[0]],
+            include_missing_columns=True,
+            column_types={FEATURE_NAMES[0]: pa.binary()},
+        )
+        try:
+            for _ in pacsv.open_csv(source(), read_options=one, convert_options=only):
+                pass
+        except (pa.ArrowException, OSError) as exc:
+            again = _ROW_WIDTH.match(str(exc))
+            if again is not None and again[1] is not None:
+                number, expected, cells = again.groups()
+    if number is None:
+        return InputError(f"{where}: a row has {cells} cells where the header has {expected}")
+    # pyarrow counts records from 1 with the header, and skips empty lines as the output does.
+    return RowWidthError(where, int(number) - 2, int(cells), int(expected))
 
 
 def _header_alone(path: str | os.PathLike[str], exc: BaseException) -> pa.Table | None:
@@ -575,16 +644,81 @@ def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray
         column = column.cast(pa.large_string())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return _text_as_float(column)
+    if from_text and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        return _text_as_float(column)  # a CSV feature read to be judged (see _csv_convert)
     raise _NoNumbersError
 
 
-def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
-    """A text column parsed cell by cell, as :func:`model.columns.csv_number` reads a cell:
-    pyarrow's cast first, and the cells it cannot read, or reads as NaN or an infinity
-    (``inf`` and a 400-digit integer alike), judged by their text."""
+#: Each text type and the binary type of the same layout: a view of one as the other
+#: copies nothing and checks nothing.
+_TEXT_AS_BYTES: dict[pa.DataType, pa.DataType] = {
+    pa.string(): pa.binary(),
+    pa.large_string(): pa.large_binary(),
+    pa.string_view(): pa.binary_view(),
+}
+
+
+def _utf8_text(column: pa.Array) -> tuple[pa.Array, npt.NDArray[np.bool_] | None]:
+    """A text or binary column as text that is valid UTF-8, and which cells were not (null
+    in the text returned; ``None``: every cell was).
+
+    A text column from a client or a file is not checked by pyarrow (it checks UTF-8
+    lazily), and its text functions refuse the whole column for one such cell; a
+    cell that is not UTF-8 (a Latin-1 ``24é``) is no number, so it is refused as any
+    other text in a feature is, by row and column. Its bytes are never shown.
+    """
+    large = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+    raw = column.view(pa.large_binary() if large else pa.binary())
+    raw.validate(full=True)  # the offsets, from any client, before a cell is read by them
+    text_type = pa.large_string() if large else pa.string()
+    try:
+        return raw.cast(text_type), None  # the cast checks UTF-8, in C++
+    except pa.ArrowInvalid:
+        pass
+    bad = np.fromiter(
+        (cell is not None and not _is_utf8(cell) for cell in raw.to_pylist()),
+        dtype=np.bool_,
+        count=len(raw),
+    )
     import pyarrow.compute as pc
 
-    trimmed = pc.utf8_trim_whitespace(column)
+    kept = pc.if_else(pa.array(bad), pa.scalar(None, raw.type), raw)
+    return kept.cast(text_type), bad
+
+
+def _is_utf8_text(column: pa.Array) -> bool:
+    """False for a text column holding bytes that are not UTF-8 (which Parquet and Arrow
+    do not check as they read); True for any column that is not text."""
+    if _TEXT_AS_BYTES.get(column.type) is None:
+        return True
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _is_utf8(cell: bytes) -> bool:
+    try:
+        cell.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
+    """A text (or binary) column parsed cell by cell, as :func:`model.columns.csv_number`
+    reads a cell: pyarrow's cast first, and the cells it cannot read, or reads as NaN or
+    an infinity (``inf`` and a 400-digit integer alike), judged by their text. A cell
+    that is not UTF-8 is not a number (:func:`_utf8_text`)."""
+    import pyarrow.compute as pc
+
+    text, not_utf8 = _utf8_text(column)
+    if not_utf8 is not None:
+        values, cells = _text_as_float(text)
+        cells = not_utf8 if cells is None else cells | not_utf8
+        return values, cells if cells.any() else None
+    trimmed = pc.utf8_trim_whitespace(text)
     try:
         parsed = pc.cast(trimmed, pa.float64())
     except pa.ArrowInvalid:
@@ -608,8 +742,17 @@ def _dictionary_as_float(
     its own type (so a dictionary of timestamps is refused as timestamps), then looked up
     by each cell's index. Decoding first would copy every cell's value, which a small
     stream of long text can make gigabytes; the lookup is 8 bytes a row."""
-    column.validate(full=True)  # every index inside the dictionary, from any client
-    values, text = _as_float(column.dictionary, from_text=from_text)
+    dictionary = column.dictionary
+    as_bytes = _TEXT_AS_BYTES.get(dictionary.type)
+    # Every index inside the dictionary, from any client. Text is checked as bytes: an
+    # entry that is not UTF-8 is a cell that is not a number, not a broken column.
+    checked = (
+        column
+        if as_bytes is None
+        else pa.DictionaryArray.from_arrays(column.indices, dictionary.view(as_bytes))
+    )
+    checked.validate(full=True)
+    values, text = _as_float(dictionary, from_text=from_text)
     indices = column.indices
     n = len(indices)
     if n == 0:

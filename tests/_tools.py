@@ -87,3 +87,18 @@ def assert_example_patient_answer(stdout: str, artifact: Path) -> None:
     expected = predictor.probability_one(as_row(example_patient()))
     assert float(probability) == pytest.approx(expected, abs=1e-12)
     assert int(predicted) == int(expected >= predictor.threshold)
+
+
+def text_not_utf8(cells: Sequence[bytes], *, large: bool = False) -> Any:
+    """An Arrow text column holding exactly these bytes, UTF-8 or not: pyarrow checks a
+    text column's UTF-8 only when asked (``validate(full=True)``), so a client's Arrow
+    stream or a Parquet file can carry such cells, and a test builds them the same way."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.cumsum([0, *map(len, cells)]).astype(np.int64 if large else np.int32)
+    return pa.Array.from_buffers(
+        pa.large_string() if large else pa.string(),
+        len(cells),
+        [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(cells))],
+    )

@@ -7,6 +7,7 @@ every test that needs a model uses that result or loads that file.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,14 @@ def artifact_payload(artifact_path: Path) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def heart_data() -> tuple[FloatArray, IntArray]:
     return load_dataset()
+
+
+@pytest.fixture
+def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What Python would print as "Exception ignored in: ..." with a traceback during the
+    test (an exception raised where no caller can catch it, such as in a callback from C
+    code), recorded instead: on the service's stderr only JSON lines may appear, and
+    heart-score's refusal is one line."""
+    seen: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(f"{u.exc_type.__name__}"))
+    return seen

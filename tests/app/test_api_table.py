@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from app.service import PredictionService
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
+from tests._tools import text_not_utf8
 from tests.scoring.same import assert_same_probabilities
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -707,3 +710,169 @@ def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> N
             "must be a finite number: it is required and may not be missing",
         ),
     ]
+
+
+# ----- text that is not UTF-8: a cell that is no number, a column ignored, a row named -----
+
+
+def _with_cell(header: str, row: str, column: str, cell: str) -> str:
+    cells = row.split(",")
+    cells[header.split(",").index(column)] = cell
+    return ",".join(cells)
+
+
+def test_a_csv_feature_cell_that_is_not_utf8_is_not_a_number(
+    client: TestClient,
+    unraisable: list[str],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Latin-1 export with "24é" (the byte 0xE9, which no UTF-8 text starts with) in a
+    feature: pyarrow refused the whole column when it was read again as text, and the
+    upload answered 500. The cell is one more cell that is not a number."""
+    header, *rows = registry(4, seed=9).to_csv(index=False).splitlines()
+    rows[2] = _with_cell(header, rows[2], "serum_cholesterol", "24\xe9")
+    rows[3] = _with_cell(header, rows[3], "thal", "high")  # and a cell of plain text
+    r = _sent(client, "\n".join([header, *rows]).encode("latin-1"), "text/csv")
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 2, "serum_cholesterol"], "is not a number"),
+        (["body", "patients", 3, "thal"], "is not a number"),
+    ]
+    logged = everything_logged(capfd, caplog)
+    assert unraisable == [] and "Traceback" not in logged and "\ufffd" not in r.text + logged
+
+
+@pytest.mark.parametrize("encode", ["string", "large_string", "dictionary"])
+def test_an_arrow_text_feature_cell_that_is_not_utf8_is_not_a_number(
+    client: TestClient, encode: str
+) -> None:
+    """pyarrow checks an Arrow text column's UTF-8 lazily, so a stream carries such a cell
+    unchecked; its text functions then refused the whole column (a 422 naming it). The
+    cell is refused alone, as in CSV."""
+    values = text_not_utf8([b"245", b"24\xe9", b"300"], large=encode == "large_string")
+    if encode == "dictionary":
+        values = pa.DictionaryArray.from_arrays(pa.array([2, 1, 0], pa.int8()), values)
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 1, "serum_cholesterol"], "is not a number")
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "arrow"])
+@pytest.mark.parametrize("part", ["name", "cells"])
+def test_an_extra_column_is_ignored_whatever_its_name_or_cells_hold(
+    client: TestClient, fmt: str, part: str
+) -> None:
+    """A Windows-1252 header ("Bemerkung ä"), or an Arrow field named by such bytes:
+    pyarrow decodes all names at once, and one it could not decode answered 500. A
+    column that is not a feature is ignored, as any other extra column is, without
+    decoding its name; and its cells (a Latin-1 "Müller") were ignored and still are."""
+    df = registry(3, seed=10)
+    name, cell = ("Bemerkung \xe4", "x") if part == "name" else ("name", "M\xfcller")
+    if fmt == "csv":
+        header, *rows = df.to_csv(index=False).splitlines()
+        lines = [f"{header},{name}", *(f"{row},{cell}" for row in rows)]
+        body, media = "\n".join(lines).encode("cp1252"), "text/csv"
+    else:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        field = pa.field(name.encode("cp1252"), pa.string())  # pyarrow takes a name as bytes
+        values = text_not_utf8([cell.encode("cp1252")] * 3)
+        body, media = arrow_body_of(table.append_column(field, values)), ARROW
+    r = client.post(
+        "/predict/table", content=body, headers={"Content-Type": media, "Accept": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    assert len(pd.read_csv(io.BytesIO(r.content))) == 3
+
+
+@pytest.mark.parametrize("row", [1, 2_500])
+def test_a_row_of_the_wrong_width_that_is_not_utf8_is_named_as_any_other(
+    client: TestClient,
+    row: int,
+    unraisable: list[str],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pyarrow decodes a bad row's text before it calls the invalid-row handler; for a
+    Latin-1 row that failed inside pyarrow, which printed "Exception ignored" and a
+    traceback (with a byte position that tells cell lengths) on the server's stderr,
+    and the answer lost the row's number."""
+    header, *rows = registry(3_000, seed=8).to_csv(index=False).splitlines()
+    rows = [f"{line},Anna" for line in rows]
+    rows[row] = f"{rows[row].removesuffix(',Anna')},M\xfcller,{SECRET}"
+    r = _sent(client, "\n".join([f"{header},name", *rows]).encode("latin-1"), "text/csv")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {
+            "type": "value_error",
+            "loc": ["body", "patients", row],
+            "msg": "has 16 cells where the header has 15",
+            "input": None,
+        }
+    ]
+    logged = everything_logged(capfd, caplog)
+    assert unraisable == [] and "Traceback" not in logged
+    assert str(SECRET) not in r.text + logged
+
+
+def test_a_gzip_body_sent_as_csv_is_refused_without_noise(
+    client: TestClient,
+    unraisable: list[str],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Compressed bytes read as CSV are rows of the wrong width that are not UTF-8: a 422,
+    and nothing on stderr but JSON (the probe saw pyarrow's "Exception ignored" there)."""
+    body = gzip.compress(registry(50, seed=1).to_csv(index=False).encode(), mtime=0)
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422, r.text
+    for problem in r.json()["detail"]:
+        assert problem["loc"][0] == "body", problem
+        if problem["loc"][:2] == ["body", "patients"]:  # the row counted as a cell's row
+            assert re.fullmatch(r"has \d+ cells where the header has \d+", problem["msg"])
+    logged = everything_logged(capfd, caplog)
+    assert unraisable == [] and "Traceback" not in logged
+
+
+def test_a_wide_row_that_quotes_pyarrows_words_is_still_a_wide_row(client: TestClient) -> None:
+    """pyarrow's message quotes the row (its first 100 bytes), and the error was told by
+    the words in it: a row with an extra cell reading "CSV conversion error" was taken
+    for a cell of text, read again, and answered 500. Only the message's start counts."""
+    header, *rows = registry(3, seed=11).to_csv(index=False).splitlines()
+    rows[1] = f"In CSV column #4: CSV conversion error to double,{rows[1]}"
+    r = _sent(client, "\n".join([header, *rows]).encode(), "text/csv")
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 1], "has 15 cells where the header has 14")
+    ]
+
+
+def _backwards_offsets() -> pa.Array:
+    offsets = np.array([0, 5, 2, 9], np.int32)  # the second cell ends before it starts
+    buffers = [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"245300123")]
+    return pa.Array.from_buffers(pa.string(), 3, buffers)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        _backwards_offsets(),
+        pa.DictionaryArray.from_arrays(
+            pa.array([0, 7, 1], pa.int8()), pa.array(["245", "300", "250"]), safe=False
+        ),
+    ],
+    ids=["offsets-backwards", "dictionary-index-beyond"],
+)
+def test_a_text_column_whose_layout_is_broken_is_refused_as_a_column(
+    client: TestClient, values: pa.Array
+) -> None:
+    """The Arrow reader checks a text column's buffer sizes, not each cell's offsets, nor
+    that every index is inside its dictionary: text is checked whole before a cell is
+    read (offsets running backwards were read as whatever bytes they pointed at), and a
+    text dictionary is checked as bytes, so that the UTF-8 of its entries is judged
+    entry by entry, and its indices still are."""
+    r = _sent(client, _with_column("serum_cholesterol", values))
+    assert r.status_code == 422, r.text
+    assert [d["loc"] for d in r.json()["detail"]] == [["body", "columns", "serum_cholesterol"]]

@@ -214,7 +214,8 @@ class ServiceMetrics:
         self.refused_connections = counter(
             "http_refused_connections",
             "Connections closed before a request could be read, by reason "
-            "(header_too_large: 431; header_timeout: 408).",
+            "(header_too_large: 431; header_timeout: 408; malformed_request: 400, a request the "
+            "HTTP parser refused).",
             "reason",
         )
         self.predictions = counter(

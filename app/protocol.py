@@ -96,8 +96,9 @@ RETRY_AFTER_SECONDS: Final[int] = 1
 _draining_servers: weakref.WeakSet[ServerState] = weakref.WeakSet()
 #: Called with the method and path of each request shed by the protocol itself.
 shed_observer: Callable[[str, str], None] | None = None
-#: Called with a reason ("header_too_large", "header_timeout") for connections refused
-#: before a request existed, so the app can count them; set by the app at start-up.
+#: Called with a reason ("header_too_large", "header_timeout", "malformed_request") for
+#: connections refused before a request existed, so the app can count them; set by the app
+#: at start-up.
 refusal_observer: Callable[[str], None] | None = None
 #: Whether a path is the Open Inference Protocol's (``app.oip.is_protocol_path``), whose
 #: errors must be ``{"error": ...}``; set by the app at start-up (else ``{"detail"}`` always).
@@ -413,6 +414,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         is a fixed sentence, never the request's bytes; the connection is
         closed, as uvicorn does, since the parser cannot resume after an error.
         """
+        self._observe("malformed_request")
         if msg == _UVICORN_INVALID:
             refusal = _INVALID_REQUEST
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence

@@ -390,6 +390,25 @@ def test_refusals_of_the_protocol_itself_take_the_error_shape_of_their_path(
     assert list(body) == [key], body
 
 
+@pytest.mark.parametrize(
+    ("pieces", "reason"),
+    [
+        ([b"GET /predict?" + b"a" * 2000], "header_too_large"),
+        ([b"GET /predict HTTP/1.1\r\n"], "header_timeout"),
+        ([b"GET /predict HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"], "malformed_request"),
+    ],
+)
+def test_each_connection_refused_before_a_request_is_counted_by_reason(
+    pieces: list[bytes], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``heart_http_refused_connections_total{reason}`` is the only trace these leave in
+    /metrics (no request, so no request counter): each kind must reach it, once."""
+    seen: list[str] = []
+    monkeypatch.setattr("app.protocol.refusal_observer", seen.append)
+    _refused(pieces, _TIGHT)
+    assert seen == [reason]
+
+
 def test_a_stalled_head_after_a_request_below_v2_is_not_taken_for_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

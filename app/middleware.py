@@ -81,7 +81,8 @@ class ServiceMiddleware:
         # Paths are read once here (the router is complete when the middleware
         # stack is built): the metrics label unknown paths as one route, and only
         # the body endpoints get the content-type check.
-        # FastAPI keeps included routers as one entry; iterate the routes they expand to.
+        # app.main.add_routes puts our routes on the app's router; a router included
+        # with include_router would be one entry, so expand whatever is there.
         expanded = [context.route for context in iter_route_contexts(routes)]
         self.known_paths = frozenset(
             path for route in expanded if (path := getattr(route, "path", None))

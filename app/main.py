@@ -116,11 +116,11 @@ def add_routes(app: FastAPI, *routers: APIRouter) -> None:
 
     Since FastAPI 0.137, ``include_router`` keeps each router as one lazy node
     that matches a request twice (once to pick the node, once inside it) and
-    adds a layer of scope bookkeeping: measured in one process, that cost
-    /predict about 15 us of its 140 (BENCHMARKS.md, "Routes on the app's own
-    router"). Our routers carry their prefix and tags on their routes already
-    and set no inclusion options (dependencies, body limits), so the routes are
-    the same objects either way, and the OpenAPI document is unchanged (tested).
+    adds a layer of scope bookkeeping, which bare FastAPI, our speed reference,
+    does not pay (BENCHMARKS.md, "Routes on the app's own router"). Our routers
+    carry their prefix and tags on their routes already and set no inclusion
+    options (dependencies, body limits), so the routes are the same objects
+    either way, and the OpenAPI document is unchanged (tested).
     """
     for included in routers:
         for route in included.routes:

@@ -272,6 +272,10 @@ MAXIMUMS: Final[FloatArray] = np.array([f.maximum for f in FEATURES])
 MAY_BE_MISSING: Final[npt.NDArray[np.bool_]] = np.array([f.may_be_missing for f in FEATURES])
 #: The features every record must have (no real record in the four sites lacks them).
 REQUIRED_FEATURES: Final[tuple[str, ...]] = tuple(f.name for f in FEATURES if not f.may_be_missing)
+#: The two expensive tests that most records outside Cleveland lack (fluoroscopy for
+#: ``num_major_vessels``, a thallium scan for ``thal``): what validation withholds to
+#: show what a hospital that does neither test gets.
+EXPENSIVE_TESTS: Final[tuple[str, ...]] = ("num_major_vessels", "thal")
 
 
 #: Which columns are coded (integers from a list), as a row mask over the features.

@@ -36,7 +36,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from model.arrays import FloatArray
-from model.features import FEATURES, MAY_BE_MISSING, N_FEATURES
+from model.features import EXPENSIVE_TESTS, FEATURE_NAMES, FEATURES, MAY_BE_MISSING, N_FEATURES
 from model.network import Init, NumpyMLPClassifier, Optimizer, log_odds_average
 from model.predictor import Predictor
 
@@ -58,6 +58,18 @@ def marginal_background(x: FloatArray, k: int, rng: np.random.Generator) -> Floa
             raise ValueError(f"feature {FEATURES[j].name} is never observed in the training data")
         columns.append(rng.permutation(np.quantile(seen, levels, method="inverted_cdf")))
     return np.column_stack(columns)
+
+
+def withhold(x: FloatArray, names: tuple[str, ...] = EXPENSIVE_TESTS) -> FloatArray:
+    """A copy of ``x`` with the named features not measured, as at a hospital without those tests.
+
+    Validation scores the same patients with and without them: the difference
+    is what a site that does not do the tests loses, measured on patients whose
+    outcome is known, which no site with real gaps can show.
+    """
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[:, [FEATURE_NAMES.index(n) for n in names]] = np.nan
+    return out
 
 
 def augment(

@@ -34,6 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from model.arrays import FloatArray, IntArray
+from model.features import EXPENSIVE_TESTS, FEATURE_NAMES
 from model.predictor import Predictor
 from training.calibration import calibration_intercept_slope, net_benefit, reliability_bins
 from training.evaluate import (
@@ -43,7 +44,7 @@ from training.evaluate import (
     cross_validate,
     statlog_cost,
 )
-from training.missing import MarginalMLPClassifier
+from training.missing import MarginalMLPClassifier, withhold
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
 from training.subgroups import subgroup_aucs, subgroup_figures
@@ -194,14 +195,21 @@ def seed_spread(
     it; nothing is chosen from it, and the reported figure stays seed 0's (the
     fitted ``model``).
     """
-    aucs, groups = [], []
+    aucs, groups, withheld = [], [], []
+    x_withheld = withhold(x_test)
     for seed in range(3 if quick else SPREAD_SEEDS):
         refit = clone(model).set_params(random_state=seed).fit(x_train, y_train)
         p = refit.predict_proba(x_test)[:, 1]
         aucs.append(float(roc_auc_score(y_test, p)))
         groups.append(subgroup_aucs(x_test, y_test, p))
+        withheld.append(float(roc_auc_score(y_test, refit.predict_proba(x_withheld)[:, 1])))
     per_group = {name: [g[name] for g in groups] for name in groups[0]}
-    return {"seeds": len(aucs), "roc_auc": aucs, "subgroup_roc_auc": per_group}
+    return {
+        "seeds": len(aucs),
+        "roc_auc": aucs,
+        "subgroup_roc_auc": per_group,
+        "roc_auc_without_expensive_tests": withheld,
+    }
 
 
 def held_out_site(
@@ -213,14 +221,21 @@ def held_out_site(
     which needs a model that never saw the site).
     """
     train, test = pooled.site != held, pooled.site == held
+    x_withheld = withhold(pooled.x[test])
     per_model: dict[str, Any] = {}
     probabilities: dict[str, FloatArray] = {}
+    withheld: dict[str, FloatArray] = {}
     network: Predictor | None = None
     for spec in MODELS:
         model, params, threshold = fit_tuned(spec, pooled.x[train], pooled.y[train], quick=quick)
         p = probabilities[spec.name] = model.predict_proba(pooled.x[test])[:, 1]
         figures = site_figures(pooled.y[test], p, threshold, n_boot=n_boot)
         figures["chosen_hyperparameters"] = params
+        q = withheld[spec.name] = model.predict_proba(x_withheld)[:, 1]
+        figures["without_expensive_tests"] = {
+            "roc_auc": float(roc_auc_score(pooled.y[test], q)),
+            "mean_predicted": float(q.mean()),
+        }
         per_model[spec.name] = figures
         if "random_state" in model.get_params(deep=False):
             figures["seed_spread"] = seed_spread(
@@ -231,9 +246,21 @@ def held_out_site(
     assert network is not None, "MODELS lists our network"
     subgroups = subgroup_figures(pooled.x[test], pooled.y[test], probabilities, n_boot=n_boot)
     ours = probabilities.pop("network")
+    ours_withheld = withheld.pop("network")
     block = {
         "trained_on": [s for s in UCI_SITES if s != held],
         "complete_records": int((~np.isnan(pooled.x[test]).any(axis=1)).sum()),
+        "without_expensive_tests": {
+            "features": list(EXPENSIVE_TESTS),
+            "measured": {
+                name: int((~np.isnan(pooled.x[test][:, FEATURE_NAMES.index(name)])).sum())
+                for name in EXPENSIVE_TESTS
+            },
+            "paired_roc_auc_difference": {
+                name: paired_auc_difference(pooled.y[test], ours_withheld, q_ref, n_boot=n_boot)
+                for name, q_ref in withheld.items()
+            },
+        },
         "models": per_model,
         "subgroups": subgroups,
         "paired_roc_auc_difference": {

@@ -16,6 +16,7 @@ from training.calibration import (
     recalibrate,
     reliability_bins,
 )
+from training.missing import withhold
 from training.site_report import main as sites_main
 from training.site_report import (
     markdown,
@@ -24,8 +25,9 @@ from training.site_report import (
     recalibration_by_sex_section,
     seed_spread_section,
     seeds_meeting,
+    withheld_section,
 )
-from training.sites import UCI_SITES
+from training.sites import UCI_SITES, load_sites
 from training.validation import paired_auc_difference, site_figures
 
 
@@ -89,6 +91,47 @@ def test_seed_spread_counts_the_seeds_that_reach_the_bar() -> None:
     assert rows[1] == "| site | HistGradientBoosting | 0.810 | 0.810 | 0.810-0.810 |  |"
     assert len(rows) == 2  # LogisticRegression has no spread
     assert seeds_meeting(loso["site"]["models"]["network"], 0.851) == "0 of 4"
+
+
+def test_withhold_blanks_the_two_expensive_tests_in_a_copy() -> None:
+    x = load_sites(["cleveland"]).x[:5]
+    before = x.copy()
+    out = withhold(x)
+    np.testing.assert_array_equal(x, before)  # the caller's rows are left alone
+    assert np.isnan(out[:, [11, 12]]).all()  # num_major_vessels, thal
+    np.testing.assert_array_equal(out[:, :11], x[:, :11])
+
+
+def test_withheld_table_gives_each_model_its_change_and_our_network_its_seeds() -> None:
+    def fig(auc: float, withheld: float, spread: list[float] | None = None) -> dict[str, Any]:
+        f: dict[str, Any] = {"roc_auc": auc, "n": 303}
+        f["without_expensive_tests"] = {"roc_auc": withheld, "mean_predicted": 0.5}
+        if spread is not None:
+            f["seed_spread"] = {"roc_auc_without_expensive_tests": spread}
+        return f
+
+    paired = {"difference": -0.013, "95ci": [-0.04, 0.01], "draws": 1000}
+    loso = {
+        "site": {
+            "models": {
+                "network": fig(0.870, 0.867, [0.86, 0.87, 0.85]),
+                "hgb": fig(0.893, 0.880),
+            },
+            "without_expensive_tests": {
+                "features": ["num_major_vessels", "thal"],
+                "measured": {"num_major_vessels": 299, "thal": 301},
+                "paired_roc_auc_difference": {"hgb": paired},
+            },
+        }
+    }
+    rows = [r for r in withheld_section(loso) if r.startswith("| site")]
+    assert rows == [
+        "| site | 299 / 301 of 303 | our network | 0.870 | 0.867 | -0.003 | "
+        "0.860 (0.850-0.870) |  |",
+        "| site | 299 / 301 of 303 | HistGradientBoosting | 0.893 | 0.880 | -0.013 |  | "
+        "-0.013 (-0.040 to +0.010) |",
+    ]
+    assert withheld_section({"site": {"models": {}}}) == []  # an older report has no such block
 
 
 def test_paired_difference_keeps_the_shared_patient_luck_out() -> None:
@@ -160,6 +203,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[str, Any]]) -> None:
     out, result = quick_report
     assert result["quick"] is True
+    pooled = load_sites(UCI_SITES)
     for held in UCI_SITES:
         block = result["leave_one_site_out"][held]
         assert held not in block["trained_on"] and len(block["trained_on"]) == 2
@@ -185,7 +229,24 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
         for name, aucs in by_seed.items():
             assert len(aucs) == 3
             assert aucs[0] == groups[name]["models"]["network"]["roc_auc"]
+        # The tests withheld: every model scored again, our network also at every seed.
+        withheld = block["without_expensive_tests"]
+        for model in ("network", "logistic", "hgb"):
+            assert 0.0 < block["models"][model]["without_expensive_tests"]["roc_auc"] < 1.0
+        spread = block["models"]["network"]["seed_spread"]["roc_auc_without_expensive_tests"]
+        assert len(spread) == 3
+        assert spread[0] == block["models"]["network"]["without_expensive_tests"]["roc_auc"]
+        for ref in ("logistic", "hgb"):
+            d = withheld["paired_roc_auc_difference"][ref]
+            ours = block["models"]["network"]["without_expensive_tests"]["roc_auc"]
+            theirs = block["models"][ref]["without_expensive_tests"]["roc_auc"]
+            assert d["difference"] == pytest.approx(ours - theirs, abs=1e-12)
         n = result["sites"][held]["n"]
+        rows = pooled.x[pooled.site == held]
+        assert withheld["measured"] == {
+            "num_major_vessels": int((~np.isnan(rows[:, 11])).sum()),
+            "thal": int((~np.isnan(rows[:, 12])).sum()),
+        }
         assert groups["women"]["n"] + groups["men"]["n"] == n
         assert groups["under 55"]["n"] + groups["55 and over"]["n"] == n
         for ref in ("logistic", "hgb"):
@@ -215,6 +276,7 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "(seeds reaching it: " in text  # the quality bar says how many seeds meet it
     assert "## Paired comparison with the references" in text and "; paired 95% CI " in text
     assert "## Subgroups: women and men, younger and older" in text
+    assert "## Without fluoroscopy and thallium scan" in text
     assert "The same report halves per sex" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

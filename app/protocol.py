@@ -22,7 +22,10 @@ is buffered), a deadline for the head (408, or a silent close when nothing was
 sent) and for the body (408), and marks a request as *shed* when the worker
 already has ``HEART_MAX_CONCURRENT_REQUESTS`` admitted requests queued or running; the
 app's middleware answers a shed request with 503 and ``Retry-After`` at once,
-except for the probes ``/health`` and ``/ready``, which are never shed. On
+except for the probes ``/health`` and ``/ready``, which are never shed (the
+protocol answers it itself when no earlier response is due on the connection;
+either way the 503 closes the connection when the body it leaves unread is
+chunked or larger than ``HEART_MAX_BODY_BYTES``). On
 the usual request (head and body in one read) it adds no timer and one length
 comparison.
 
@@ -111,6 +114,8 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_concurrent_requests: int = 64
+    #: ``HEART_MAX_BODY_BYTES``: a shed request with a larger (or chunked) body closes.
+    max_body_bytes: int = 2 * 1024 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -129,6 +134,7 @@ def configured_limits() -> ConnectionLimits:
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_concurrent_requests=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
@@ -478,7 +484,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         return rest
 
     def _body_framing(self) -> tuple[bool, int]:
-        """(chunked, Content-Length) of a request that asks for an upgrade (or a CONNECT)."""
+        """(chunked, Content-Length) of the request whose head was just read: one that asks
+        for an upgrade (or a CONNECT), or one being shed."""
         chunked, length = False, 0
         for name, value in self.headers:
             if name == b"transfer-encoding":
@@ -545,15 +552,24 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
         Under overload most requests are shed, so what a refusal costs decides
         how long everything else waits, the probes on their new connections
-        included (measured in BENCHMARKS.md). The request's body, if any, is
-        discarded by the finished cycle, and the connection stays open.
+        included (measured in BENCHMARKS.md). A body within ``HEART_MAX_BODY_BYTES``
+        is discarded by the finished cycle as it arrives, and the connection stays
+        open; a larger or chunked one closes it, as the app's refusals do (kept
+        open, it waited for the whole declared body until the body deadline).
         """
-        keep_alive = self.parser.should_keep_alive() and not self._draining
+        keep_alive = (
+            self.parser.should_keep_alive() and not self._draining and not self._large_body()
+        )
         path = self._target_path()
         self._answer_now((_SHED if keep_alive else _SHED_CLOSE).to(path), keep_alive)
         if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
             method = self.parser.get_method().decode("ascii", "replace")
             shed_observer(method, path)
+
+    def _large_body(self) -> bool:
+        """Whether the request's body is chunked or larger than ``HEART_MAX_BODY_BYTES``."""
+        chunked, length = self._body_framing()
+        return chunked or length > self.limits.max_body_bytes
 
     def _answer_now(self, response: bytes, keep_alive: bool) -> None:
         """Send ``response`` from the protocol: the request gets no task and no app.

@@ -452,10 +452,12 @@ _PATIENT_LIMITS = ConnectionLimits(header_timeout=60.0, body_timeout=60.0)
 _KEY = "test-key-0123456789abcdef"
 
 
-async def _service_answers(app: Any, pieces: list[bytes]) -> tuple[bytes, bool]:
+async def _service_answers(
+    app: Any, pieces: list[bytes], limits: ConnectionLimits = _PATIENT_LIMITS
+) -> tuple[bytes, bool]:
     """Send ``pieces`` to the service's ``app`` (started) on the hardened protocol: what
     came back within 3 s, and whether the server closed the connection by then."""
-    protocol, _ = _protocols(app, limits=_PATIENT_LIMITS)
+    protocol, _ = _protocols(app, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
@@ -522,3 +524,80 @@ def test_a_refusal_that_leaves_only_a_small_body_keeps_the_connection(artifact_p
     assert received.startswith(b"HTTP/1.1 415 ")
     assert b"connection: close" not in received.lower()
     assert b"HTTP/1.1 200 OK" in received and not closed
+
+
+#: One request in flight at a time: a request pipelined behind another is shed by the app.
+_ONE_AT_A_TIME = dataclasses.replace(_PATIENT_LIMITS, max_concurrent_requests=1)
+_IN_FLIGHT = b"GET /model HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture
+def no_request_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's count of requests in flight at 0 (a few tests above leave theirs)."""
+    monkeypatch.setattr(admitted, "count", 0)
+
+
+def _responses(received: bytes) -> list[list[bytes]]:
+    """The head lines (lower case) of each response in ``received``, in order."""
+    heads = []
+    while b"\r\n\r\n" in received:
+        head, _, received = received.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+        heads.append(lines)
+        received = received[length:]
+    return heads
+
+
+@pytest.mark.usefixtures("no_request_admitted")
+@pytest.mark.parametrize(
+    "framing",
+    [pytest.param(_HUGE, id="content-length"), pytest.param(_OVER, id="chunked")],
+)
+def test_a_request_shed_by_the_app_with_its_body_unread_closes_the_connection(
+    artifact_path: Path, framing: bytes
+) -> None:
+    """The middleware's 503 (for a request pipelined behind one still in flight) kept the
+    connection, which then waited for the declared 100 GB (or the rest of a chunked body)
+    until the body deadline, as the 413 once did: it now says ``Connection: close`` and
+    closes, like every refusal that leaves a large body unread."""
+    app = _service(artifact_path)
+    pieces = [_IN_FLIGHT + b"POST /predict" + _JSON_HEAD + framing]
+    received, closed = asyncio.run(_service_answers(app, pieces, _ONE_AT_A_TIME))
+    first, shed = _responses(received)
+    assert first[0] == b"http/1.1 200 ok"
+    assert shed[0] == b"http/1.1 503 service unavailable"
+    assert b"retry-after: 1" in shed and b"connection: close" in shed
+    assert closed
+
+
+@pytest.mark.usefixtures("no_request_admitted")
+def test_a_request_shed_by_the_app_with_a_small_body_keeps_the_connection(
+    artifact_path: Path,
+) -> None:
+    """A body within the limit is discarded as it arrives: the next request is answered."""
+    app = _service(artifact_path)
+    small = b"POST /predict" + _JSON_HEAD + b"Content-Length: 100\r\n\r\n" + b" " * 100
+    pieces = [_IN_FLIGHT + small, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"]
+    received, closed = asyncio.run(_service_answers(app, pieces, _ONE_AT_A_TIME))
+    statuses = [head[0] for head in _responses(received)]
+    assert statuses == [b"http/1.1 200 ok", b"http/1.1 503 service unavailable", b"http/1.1 200 ok"]
+    assert b"connection: close" not in received.lower() and not closed
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [pytest.param(_HUGE, id="content-length"), pytest.param(_OVER, id="chunked")],
+)
+def test_a_request_shed_by_the_protocol_with_its_body_unread_closes_the_connection(
+    artifact_path: Path, framing: bytes
+) -> None:
+    """The protocol's own 503 (no request in flight on the connection) follows the same rule."""
+    app = _service(artifact_path)
+    shed_all = dataclasses.replace(_PATIENT_LIMITS, max_concurrent_requests=0)
+    received, closed = asyncio.run(
+        _service_answers(app, [b"POST /predict" + _JSON_HEAD + framing], shed_all)
+    )
+    [shed] = _responses(received)
+    assert shed[0] == b"http/1.1 503 service unavailable" and b"connection: close" in shed
+    assert closed

@@ -44,7 +44,9 @@ uvicorn answered in plain text) are ready-made bytes in two shapes:
 ``{"error": ...}`` for a path below ``/v2``, as the Open Inference Protocol
 requires of every failed request there (the app says which paths those are:
 ``oip_path``), and the service's ``{"detail": ...}`` elsewhere, or when the
-path has not arrived yet (see ``_target_path``).
+path has not arrived yet (see ``_target_path``). Like every response of the
+app, each carries uvicorn's ``Date`` of the current second (RFC 9110 6.6.1;
+see ``_ServerHeaders``).
 
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
@@ -138,14 +140,12 @@ def configured_limits() -> ConnectionLimits:
     )
 
 
-def _error_bytes(
-    status: int, reason: str, message: str, extra: str = "", *, key: str, close: bool = True
-) -> bytes:
+def _error_bytes(message: str, extra: str = "", *, key: str, close: bool = True) -> bytes:
+    """An error's headers after the status line and the server's own, then its body."""
     body = json.dumps({key: message}, separators=(",", ":")).encode()
     connection = "connection: close\r\n" if close else ""
     return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{extra}{connection}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}{connection}\r\n"
     ).encode() + body
 
 
@@ -156,9 +156,12 @@ class _Refusal:
     These answers go out before the app (and its error handlers) could shape
     them, yet below ``/v2`` the Open Inference Protocol requires ``{"error":
     ...}`` of every failed request. Both are built once: choosing one per
-    request is a check of its path, never a new response.
+    request is a check of its path, never a new response. Between the status
+    line and the rest go the server's headers of the moment (``Date``), as
+    uvicorn puts them in every response of the app (:class:`_ServerHeaders`).
     """
 
+    status_line: bytes
     detail: bytes
     error: bytes
 
@@ -167,13 +170,42 @@ class _Refusal:
         cls, status: int, reason: str, message: str, extra: str = "", *, close: bool = True
     ) -> _Refusal:
         return cls(
-            _error_bytes(status, reason, message, extra, key="detail", close=close),
-            _error_bytes(status, reason, message, extra, key="error", close=close),
+            f"HTTP/1.1 {status} {reason}\r\n".encode(),
+            _error_bytes(message, extra, key="detail", close=close),
+            _error_bytes(message, extra, key="error", close=close),
         )
 
-    def to(self, path: str) -> bytes:
+    def to(self, path: str, server_headers: bytes) -> bytes:
         """The bytes for a request to ``path`` (``""`` when the path is not known yet)."""
-        return self.error if oip_path is not None and oip_path(path) else self.detail
+        rest = self.error if oip_path is not None and oip_path(path) else self.detail
+        return self.status_line + server_headers + rest
+
+
+class _ServerHeaders:
+    """uvicorn's headers for every response (``Date``, and ``Server`` unless turned off), as
+    bytes.
+
+    uvicorn's server renews the list once a second (``ServerState.default_headers``:
+    a new list each time); it is encoded here once per list, so the 503 that
+    sheds a request under overload costs one identity check more, no formatting.
+    Holding the list keeps it alive, so the check cannot match a new list
+    at a reused address.
+    """
+
+    __slots__ = ("_encoded", "_source")
+
+    def __init__(self) -> None:
+        self._source: list[tuple[bytes, bytes]] | None = None
+        self._encoded = b""
+
+    def of(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not self._source:
+            self._encoded = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            self._source = headers
+        return self._encoded
+
+
+_server_headers = _ServerHeaders()
 
 
 SHED_DETAIL: Final[str] = (
@@ -425,7 +457,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             refusal = _INVALID_REQUEST
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
             refusal = _Refusal.build(400, "Bad Request", msg)
-        self._close_with(refusal.to(self._target_path()))
+        self._close_with(self._refusal(refusal, self._target_path()))
 
     def _should_upgrade_to_ws(self) -> bool:
         """Never: the service has no WebSocket route, so a handshake is served as the plain
@@ -505,7 +537,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True
-                self._answer_now(_CHUNKED_UPGRADE.to(self._target_path()), keep_alive=False)
+                upgrade = self._refusal(_CHUNKED_UPGRADE, self._target_path())
+                self._answer_now(upgrade, keep_alive=False)
                 return
             # The parser stops at this head; _after_ignored_upgrade reads the body.
             self._upgrade_body = length or None
@@ -561,7 +594,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.should_keep_alive() and not self._draining and not self._large_body()
         )
         path = self._target_path()
-        self._answer_now((_SHED if keep_alive else _SHED_CLOSE).to(path), keep_alive)
+        self._answer_now(self._refusal(_SHED if keep_alive else _SHED_CLOSE, path), keep_alive)
         if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
             method = self.parser.get_method().decode("ascii", "replace")
             shed_observer(method, path)
@@ -570,6 +603,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         """Whether the request's body is chunked or larger than ``HEART_MAX_BODY_BYTES``."""
         chunked, length = self._body_framing()
         return chunked or length > self.limits.max_body_bytes
+
+    def _refusal(self, refusal: _Refusal, path: str) -> bytes:
+        """``refusal``'s bytes for a request to ``path``, with the server's ``Date``."""
+        return refusal.to(path, _server_headers.of(self.server_state.default_headers))
 
     def _answer_now(self, response: bytes, keep_alive: bool) -> None:
         """Send ``response`` from the protocol: the request gets no task and no app.
@@ -633,7 +670,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._observe("header_too_large")
         refusal = _limit_refusals(self.limits).header_too_large
-        self._close_with(refusal.to(self._target_path()))
+        self._close_with(self._refusal(refusal, self._target_path()))
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -642,7 +679,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes:
             self._observe("header_timeout")
             refusal = _limit_refusals(self.limits).header_timeout
-            self._close_with(refusal.to(self._target_path()))
+            self._close_with(self._refusal(refusal, self._target_path()))
         else:  # an idle connection: nothing to answer
             self.transport.close()
 
@@ -654,7 +691,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         cycle.scope[BODY_TIMEOUT_KEY] = True  # type: ignore[literal-required]
         if not cycle.response_started:
             refusal = _limit_refusals(self.limits).body_timeout
-            self.transport.write(refusal.to(cycle.scope["path"]))
+            self.transport.write(self._refusal(refusal, cycle.scope["path"]))
             cycle.response_started = cycle.response_complete = True
         # The app sees a disconnect (connection_lost wakes its receive()).
         self.transport.close()

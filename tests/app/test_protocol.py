@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import socket
+import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,47 +201,54 @@ def test_the_head_is_sent_when_the_app_fails_after_it() -> None:
 async def _exchange_pieces(
     pieces: list[bytes], answers: int, limits: ConnectionLimits | None = None
 ) -> list[bytes]:
-    """Send ``pieces`` (one write each, a pause between) to an app that answers each
-    request with its own body; return the first ``answers`` responses (fewer if the
-    connection closes first), each as the bytes received."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        if ADMITTED_KEY in scope:  # as the service's middleware does when a request ends
-            admitted.release()
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        echo = b"[" + body + b"]"
-        headers = [(b"content-length", str(len(echo)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": echo})
-
-    protocol, _ = _protocols(app, limits=limits)
+    """Send ``pieces`` (one write each, a pause between) to :func:`_echo`; return the
+    first ``answers`` responses (fewer if the connection closes first), each as the bytes
+    received."""
+    protocol, _ = _protocols(_echo, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
-        reader, writer = await asyncio.open_connection(*listener.getsockname())
-        for piece in pieces:
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        responses: list[bytes] = []
-        while len(responses) < answers:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-                lines = head.lower().split(b"\r\n")
-                length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
-                responses.append(head + await reader.readexactly(length))
-            except asyncio.IncompleteReadError:  # closed
-                break
-        writer.close()
-        return responses
+        return await _send_pieces(listener.getsockname(), pieces, answers)
     finally:
         server.close()
+
+
+async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that answers each request with its own body, in brackets."""
+    if scope["type"] != "http":
+        return
+    if ADMITTED_KEY in scope:  # as the service's middleware does when a request ends
+        admitted.release()
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    echo = b"[" + body + b"]"
+    headers = [(b"content-length", str(len(echo)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": echo})
+
+
+async def _send_pieces(address: Any, pieces: list[bytes], answers: int) -> list[bytes]:
+    """Send ``pieces`` to a server at ``address`` on one connection, one write each, a
+    pause between; return the first ``answers`` responses (fewer if it closes first)."""
+    reader, writer = await asyncio.open_connection(*address)
+    for piece in pieces:
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    responses: list[bytes] = []
+    while len(responses) < answers:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            lines = head.lower().split(b"\r\n")
+            length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+            responses.append(head + await reader.readexactly(length))
+        except asyncio.IncompleteReadError:  # closed
+            break
+    writer.close()
+    return responses
 
 
 async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
@@ -601,3 +611,65 @@ def test_a_request_shed_by_the_protocol_with_its_body_unread_closes_the_connecti
     [shed] = _responses(received)
     assert shed[0] == b"http/1.1 503 service unavailable" and b"connection: close" in shed
     assert closed
+
+
+async def _uvicorn_answers(requests: list[list[bytes]]) -> list[bytes]:
+    """The first response to each of ``requests`` (its pieces, on a connection of its
+    own) from a real uvicorn ``Server`` on the hardened protocol, whose clock keeps the
+    ``Date`` of its answers."""
+    config = uvicorn.Config(
+        _echo, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    listener = socket.create_server(("127.0.0.1", 0))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        answers = []
+        for pieces in requests:
+            [answer] = await _send_pieces(listener.getsockname(), pieces, 1)
+            answers.append(answer)
+        return answers
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
+
+
+_IMF_FIXDATE = re.compile(rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+
+
+@pytest.mark.parametrize("shed", [False, True], ids=["limits", "shed"])
+def test_every_refusal_of_the_protocol_has_a_date(
+    shed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends ``Date`` in every answer. uvicorn
+    adds it to each response of the app; the protocol's own ready-made refusals had none."""
+    limits = dataclasses.replace(_TIGHT, max_concurrent_requests=0 if shed else 64)
+    monkeypatch.setattr("app.protocol.configured_limits", lambda: limits)
+    kinds = (
+        {
+            503: [b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n"],
+            "503, closing": [b"GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        }
+        if shed
+        else {
+            431: [b"GET /predict HTTP/1.1\r\n" + _BIG_HEADER],
+            "408 (head)": [b"GET /predict HTTP/1.1\r\n"],
+            "408 (body)": [b"POST /predict HTTP/1.1\r\n" + _PENDING_BODY],
+            "400 (parser)": [b"GET /predict HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"],
+            "400 (upgrade)": [_h2c_post(b"0\r\n\r\n", chunked=True)],
+        }
+    )
+    before = time.time()
+    answers = asyncio.run(_uvicorn_answers(list(kinds.values())))
+    for kind, answer in zip(kinds, answers, strict=True):
+        status = str(kind)[:3].encode()
+        lines = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        assert lines[0].startswith(b"HTTP/1.1 " + status + b" "), (kind, lines[0])
+        dates = [line[6:] for line in lines if line.lower().startswith(b"date: ")]
+        assert len(dates) == 1, (kind, lines)
+        assert _IMF_FIXDATE.fullmatch(dates[0]), (kind, dates[0])
+        sent = parsedate_to_datetime(dates[0].decode()).timestamp()
+        assert before - 2 <= sent <= time.time() + 1, (kind, dates[0])

@@ -40,7 +40,9 @@ the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
 The answers it writes itself (431, 408, 503, and two 400s: for an upgrade
 request with a chunked body, and for a request the parser refuses, which
-uvicorn answered in plain text) are ready-made bytes in two shapes:
+uvicorn answered in plain text, and at once, ahead of the answers still due
+to valid requests before it: see ``send_400_response``) are ready-made bytes
+in two shapes:
 ``{"error": ...}`` for a path below ``/v2``, as the Open Inference Protocol
 requires of every failed request there (the app says which paths those are:
 ``oip_path``), and the service's ``{"detail": ...}`` elsewhere, or when the
@@ -372,6 +374,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
         self._upgrade_body: int | None = None
         self._discard_input = False
+        #: A parser 400 (and its path) that waits for the answers due before it.
+        self._refused_after: tuple[_Refusal, str] | None = None
         # uvicorn sets it as each request begins; a refusal before the first one reads it.
         self.url = b""
 
@@ -442,7 +446,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._after_ignored_upgrade(data[upgrade.args[0] :])
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400 for a request its parser refuses, as JSON in the path's error shape.
+        """uvicorn's 400 for a request its parser refuses, as JSON in the path's error shape,
+        after the answers still due to earlier requests.
 
         uvicorn wrote it as ``text/plain`` on every path, where the service's
         other errors are ``{"detail": ...}`` and the Open Inference Protocol
@@ -451,13 +456,65 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         it arrived (:meth:`_target_path`), as for the 431 and 408. The message
         is a fixed sentence, never the request's bytes; the connection is
         closed, as uvicorn does, since the parser cannot resume after an error.
+
+        uvicorn also wrote it at once, even behind a valid request (pipelined,
+        or in the same write) whose answer was still being computed: the
+        client read the 400 as that request's answer. HTTP/1.1 answers in
+        request order (RFC 9112 9.3.2), so then nothing more is read, and the
+        400 goes out when the last answer due is complete
+        (:meth:`on_response_complete`).
         """
         self._observe("malformed_request")
         if msg == _UVICORN_INVALID:
             refusal = _INVALID_REQUEST
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
             refusal = _Refusal.build(400, "Bad Request", msg)
-        self._close_with(self._refusal(refusal, self._target_path()))
+        path = self._target_path()
+        if self._answer_due_first():
+            self._discard_input = True
+            # The transport itself: uvicorn resumes its flow control after each answer.
+            self.transport.pause_reading()
+            self._cancel_head_timer()
+            self._cancel_body_timer()
+            self._refused_after = (refusal, path)
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            # The refused request's own answer has begun: a 400 inside it would corrupt it.
+            self.transport.close()
+            return
+        self._close_with(self._refusal(refusal, path))
+
+    def _answer_due_first(self) -> bool:
+        """Whether a request before the one the parser refused still awaits its answer.
+
+        The parser stopped either in a new request's head, so the latest cycle
+        (``self.cycle``, running or queued) is an earlier request's, or in the
+        body of the latest request. Queued behind another, that request is taken
+        out of the queue: the 400 is its answer, and the app never sees it.
+        Running, it is the refused request itself, and nothing is due before it.
+        """
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        if self._reading_head:
+            return True
+        if self.pipeline and self.pipeline[0][0] is cycle:
+            self.pipeline.popleft()  # (the newest at the left: uvicorn pops from the right)
+            if ADMITTED_KEY in cycle.scope:  # counted, but the middleware never sees it
+                admitted.release()
+            return True  # a queued request means one ahead of it is still in flight
+        return False
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, then the 400 deferred by :meth:`send_400_response`, if no answer is
+        due any more (a queued request starts instead: its answer comes first)."""
+        last = not self.pipeline
+        super().on_response_complete()
+        if self._refused_after is not None and last and not self.transport.is_closing():
+            refusal, path = self._refused_after
+            self._unset_keepalive_if_required()
+            self._close_with(self._refusal(refusal, path))
 
     def _should_upgrade_to_ws(self) -> bool:
         """Never: the service has no WebSocket route, so a handshake is served as the plain

@@ -21,6 +21,7 @@ from uvicorn.server import ServerState
 from app import Settings, create_app
 from app.oip import is_protocol_path
 from app.protocol import ADMITTED_KEY, ConnectionLimits, HardenedHttpToolsProtocol, admitted
+from app.schemas import PATIENT_EXAMPLE
 from app.testing import free_port
 
 
@@ -673,3 +674,44 @@ def test_every_refusal_of_the_protocol_has_a_date(
         assert _IMF_FIXDATE.fullmatch(dates[0]), (kind, dates[0])
         sent = parsedate_to_datetime(dates[0].decode()).timestamp()
         assert before - 2 <= sent <= time.time() + 1, (kind, dates[0])
+
+
+def _predict(body: bytes) -> bytes:
+    return b"POST /predict" + _JSON_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+_GARBAGE = b"garbage\r\n\r\n"
+
+
+@pytest.mark.parametrize("valid", [1, 2], ids=["one", "two pipelined"])
+def test_a_parser_400_after_valid_requests_comes_after_their_answers(
+    artifact_path: Path, valid: int
+) -> None:
+    """HTTP/1.1 answers in request order (RFC 9112 9.3.2). The 400 for garbage sent behind
+    a valid /predict in the same write was written at once, before the prediction: the
+    client read it as the answer to its valid request. The answers now come first, then
+    the 400 and the close."""
+    app = _service(artifact_path)
+    body = json.dumps(PATIENT_EXAMPLE).encode()
+    received, closed = asyncio.run(_service_answers(app, [_predict(body) * valid + _GARBAGE]))
+    statuses = [head[0] for head in _responses(received)]
+    assert statuses == [b"http/1.1 200 ok"] * valid + [b"http/1.1 400 bad request"], received
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert all(b'"probability":' in answer for answer in answers[:valid])
+    assert b"connection: close" in answers[-1].lower()
+    assert json.loads(answers[-1].partition(b"\r\n\r\n")[2])["detail"].startswith(
+        "Invalid HTTP request received."
+    )
+    assert closed
+
+
+def test_a_parser_400_in_a_queued_requests_body_comes_after_the_earlier_answer() -> None:
+    """A broken chunk in the body of a request pipelined behind one still in flight: that
+    request is never run (the 400 is its answer), and the earlier one is answered first.
+    The slot it took of ``HEART_MAX_CONCURRENT_REQUESTS`` is given back."""
+    before = admitted.count
+    pipelined = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\n" + _BAD_CHUNK
+    answered, refused = asyncio.run(_exchange_pieces([pipelined], answers=3))
+    assert admitted.count == before
+    assert answered.startswith(b"HTTP/1.1 200 ") and answered.endswith(b"[]")
+    assert refused.startswith(b"HTTP/1.1 400 ") and b"connection: close" in refused.lower()

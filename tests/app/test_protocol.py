@@ -715,3 +715,40 @@ def test_a_parser_400_in_a_queued_requests_body_comes_after_the_earlier_answer()
     assert admitted.count == before
     assert answered.startswith(b"HTTP/1.1 200 ") and answered.endswith(b"[]")
     assert refused.startswith(b"HTTP/1.1 400 ") and b"connection: close" in refused.lower()
+
+
+async def _closing_answer_then(garbage: bytes) -> bytes:
+    """All that comes back for a request the app answers with ``Connection: close``, sent
+    with ``garbage`` behind it in the same write."""
+
+    async def closing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if ADMITTED_KEY in scope:
+            admitted.release()
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    protocol, _ = _protocols(closing)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
+        received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        writer.close()
+        return received
+    finally:
+        server.close()
+
+
+def test_no_parser_400_follows_an_answer_that_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier answer that says ``Connection: close`` is the connection's last: the 400
+    deferred behind it is never written (nor read as the answer to anything)."""
+    seen: list[str] = []
+    monkeypatch.setattr("app.protocol.refusal_observer", seen.append)
+    received = asyncio.run(_closing_answer_then(_GARBAGE))
+    assert seen == ["malformed_request"]  # the parser did refuse the garbage
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nok")
+    assert received.count(b"HTTP/1.1") == 1

@@ -397,6 +397,14 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        # uvicorn never starts the requests still queued behind one in flight: their apps,
+        # which give back the slots they were counted in, never run. Kept, the slots were
+        # lost for good, and a client that pipelined requests and left could, 64 at a
+        # time, make a worker shed everything but the probes until it was restarted.
+        for queued, _ in self.pipeline:
+            if ADMITTED_KEY in queued.scope:
+                admitted.release()
+        self.pipeline.clear()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

@@ -752,3 +752,45 @@ def test_no_parser_400_follows_an_answer_that_closes_the_connection(
     assert seen == ["malformed_request"]  # the parser did refuse the garbage
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nok")
     assert received.count(b"HTTP/1.1") == 1
+
+
+async def _left_with_requests_queued(before: int) -> int:
+    """The worker's count of admitted requests after a client pipelines three requests to a
+    slow app and leaves before the first answer, once the first one's app has finished."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(0.2)
+            headers = [(b"content-length", b"2")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+        finally:
+            if ADMITTED_KEY in scope:  # as the service's middleware does
+                admitted.release()
+
+    protocol, _ = _protocols(slow)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        assert admitted.count == before + 3  # all three counted (else this test is moot)
+        writer.close()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if admitted.count == before:
+                break
+        return admitted.count
+    finally:
+        server.close()
+
+
+def test_requests_queued_on_a_connection_that_is_lost_give_back_their_slots() -> None:
+    """uvicorn never starts the requests pipelined behind one in flight once the connection
+    is lost, so the middleware never released their slots of HEART_MAX_CONCURRENT_REQUESTS:
+    a client that pipelined requests and left took them for good, and 64 such slots made
+    the worker shed every request but the probes until it was restarted."""
+    before = admitted.count
+    assert asyncio.run(_left_with_requests_queued(before)) == before

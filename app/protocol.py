@@ -478,7 +478,12 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
             refusal = _Refusal.build(400, "Bad Request", msg)
         path = self._target_path()
-        if self._answer_due_first():
+        cycle = self.cycle
+        if self._earlier_answer_due():
+            if not self._reading_head:  # the refused request is queued: the 400 is its answer
+                self.pipeline.popleft()  # (the newest at the left: uvicorn pops from the right)
+                if ADMITTED_KEY in cycle.scope:  # counted, but its app will never release it
+                    admitted.release()
             self._discard_input = True
             # The transport itself: uvicorn resumes its flow control after each answer.
             self.transport.pause_reading()
@@ -486,33 +491,26 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._cancel_body_timer()
             self._refused_after = (refusal, path)
             return
-        cycle = self.cycle
         if cycle is not None and cycle.response_started and not cycle.response_complete:
             # The refused request's own answer has begun: a 400 inside it would corrupt it.
             self.transport.close()
             return
         self._close_with(self._refusal(refusal, path))
 
-    def _answer_due_first(self) -> bool:
+    def _earlier_answer_due(self) -> bool:
         """Whether a request before the one the parser refused still awaits its answer.
 
         The parser stopped either in a new request's head, so the latest cycle
         (``self.cycle``, running or queued) is an earlier request's, or in the
-        body of the latest request. Queued behind another, that request is taken
-        out of the queue: the 400 is its answer, and the app never sees it.
-        Running, it is the refused request itself, and nothing is due before it.
+        body of the latest request: queued, it waits behind another; running,
+        it is the refused request itself, and nothing is due before it.
         """
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             return False
         if self._reading_head:
             return True
-        if self.pipeline and self.pipeline[0][0] is cycle:
-            self.pipeline.popleft()  # (the newest at the left: uvicorn pops from the right)
-            if ADMITTED_KEY in cycle.scope:  # counted, but the middleware never sees it
-                admitted.release()
-            return True  # a queued request means one ahead of it is still in flight
-        return False
+        return bool(self.pipeline) and self.pipeline[0][0] is cycle
 
     def on_response_complete(self) -> None:
         """uvicorn's, then the 400 deferred by :meth:`send_400_response`, if no answer is

@@ -4,9 +4,10 @@ JSON spends almost all of a batch's time on parsing and validating objects;
 a columnar body arrives as 13 arrays, checked in one vectorised pass
 (:mod:`model.columns`, the domain rule of ``/predict/batch``) and scored in one
 NumPy call. The answer's format follows ``Accept``: JSON (exactly the
-``/predict/batch`` answer), CSV or Arrow; without ``Accept`` it is the
-request's own format. Errors have the batch's 422 shape, each ``loc`` naming
-the row and column: ``["body", "patients", 3, "age"]``.
+``/predict/batch`` answer), CSV or Arrow (never one it refuses with q=0, however
+broad a wildcard beside it); without ``Accept`` it is the request's own format.
+Errors have the batch's 422 shape, each ``loc`` naming the row and column:
+``["body", "patients", 3, "age"]``.
 
 CSV and Arrow need pyarrow, from the ``bulk`` extra; a service installed
 without it answers these media types with 415 naming the extra. The body is
@@ -85,7 +86,10 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         "content": {CSV: {"schema": {"type": "string"}}, ARROW: _BINARY},
     },
     401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
-    406: {"model": ErrorMessage, "description": "Accept names no format this endpoint writes."},
+    406: {
+        "model": ErrorMessage,
+        "description": "Accept names no format this endpoint writes, or refuses each with q=0.",
+    },
     413: {
         "model": ErrorMessage,
         "description": (
@@ -272,7 +276,15 @@ def _media_type(header: str | None) -> str:
 
 
 def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "json"]:
-    """The first format the client lists that we write (q-values in order), else 406.
+    """The format ``Accept`` prefers among those we write, else 406.
+
+    Each format takes the q of the most specific range that names it (RFC
+    9110 12.5.1): ``text/csv;q=0, */*`` refuses CSV however broad the wildcard
+    after it, and ``*/*`` read alone (as it once was, by the first range of the
+    highest q) answered CSV to exactly that header. The highest q above 0 wins;
+    a tie goes to the range listed first, then to what that range prefers
+    (:func:`_range_formats`). When every format a range names is refused with
+    q=0, or none is named, the 406 says so.
 
     A media range whose q is not a qvalue of RFC 9110 12.4.2 (0 to 1, at most
     three decimals: ``q=nan``, ``q=inf``, ``q=-1``, ``q=2``, ``q=abc``) is
@@ -285,10 +297,12 @@ def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "
     """
     if not accept:
         return FORMATS[default]
-    offers: list[tuple[float, int, str]] = []
+    # Per format: (specificity, q, position, rank) of the range that decides its q.
+    decided: dict[Literal["csv", "arrow", "json"], tuple[int, float, int, int]] = {}
     invalid: list[str] = []
     for position, part in enumerate(accept.split(",")):
         media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
         quality = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
@@ -298,22 +312,47 @@ def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "
         if quality < 0:
             invalid.append(part.strip())
             continue
-        offers.append((-quality, position, media.strip().lower()))
-    for negative_quality, _, media in sorted(offers):
-        if negative_quality == 0:
-            continue
-        if media in FORMATS:
-            return FORMATS[media]
-        if media in ("*/*", "application/*", "text/*"):
-            if media == "text/*":
-                return "csv"
-            return FORMATS[default] if media == "*/*" else "arrow" if default == ARROW else "json"
+        specificity = 2 if media in FORMATS else 0 if media == "*/*" else 1
+        for rank, fmt in enumerate(_range_formats(media, default)):
+            if fmt not in decided or specificity > decided[fmt][0]:
+                decided[fmt] = (specificity, quality, position, rank)
+    acceptable = [
+        (-q, position, rank, fmt) for fmt, (_, q, position, rank) in decided.items() if q > 0
+    ]
+    if acceptable:
+        return min(acceptable)[3]
+    writes = f"{CSV}, {ARROW} or {JSON}"
+    refused = [media for media, fmt in FORMATS.items() if fmt in decided]
+    if len(refused) == len(FORMATS):
+        reason = f"Accept refuses (q=0) every format this endpoint writes: {writes}"
+    elif refused:
+        reason = f"this endpoint writes {writes}, and Accept refuses {' and '.join(refused)} (q=0)"
+        reason += " and names none of the others"
+    else:
+        reason = f"this endpoint writes {writes}"
     ignored = (
         f" (Accept's {invalid[0][:40]!r} was ignored: its q must be a number from 0 to 1 "
         "with at most 3 decimals)"
         if invalid
         else ""
     )
-    raise HTTPException(
-        406, detail=f"Not acceptable: this endpoint writes {CSV}, {ARROW} or {JSON}{ignored}."
-    )
+    raise HTTPException(406, detail=f"Not acceptable: {reason}{ignored}.")
+
+
+def _range_formats(media: str, default: str) -> tuple[Literal["csv", "arrow", "json"], ...]:
+    """The formats a media range names, the one to answer first when it wins.
+
+    ``*/*`` prefers the request's own format, then CSV, Arrow, JSON;
+    ``application/*`` JSON (Arrow for an Arrow request): a client that sent
+    CSV may have no Arrow reader.
+    """
+    if media in FORMATS:
+        return (FORMATS[media],)
+    if media == "text/*":
+        return ("csv",)
+    if media == "application/*":
+        return ("arrow", "json") if default == ARROW else ("json", "arrow")
+    if media == "*/*":
+        own = FORMATS[default]
+        return (own, *(fmt for fmt in FORMATS.values() if fmt != own))
+    return ()

@@ -4,8 +4,10 @@ Request id, API key, body size and content type checks, latency, metrics and
 the access log all happen here, in a single pass over the request headers,
 because each extra middleware layer (and Starlette's ``BaseHTTPMiddleware``
 above all) costs measurable throughput on a sub-millisecond endpoint.
-Requests refused here (401, 413, 415) never reach the router, so an
-unauthenticated or oversized body is not even read.
+Requests refused here (401, 413, 415, and the 503 for a request the protocol
+shed while an earlier one on its connection was still in flight) never reach
+the router, so an unauthenticated or oversized body is not even read; a refusal
+that leaves a large or chunked body unread closes the connection after it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ CLIENT_CLOSED: Final[int] = 499
 #: On a refusal that leaves a large body unread: uvicorn closes the connection after it.
 _CLOSE: Final[tuple[tuple[bytes, bytes], ...]] = ((b"connection", b"close"),)
 _CLOSE_HEADERS: Final[dict[str, str]] = {"Connection": "close"}
+_RETRY_AFTER: Final[tuple[tuple[bytes, bytes], ...]] = (
+    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+)
 
 
 class RequestIds:
@@ -156,9 +161,12 @@ class ServiceMiddleware:
         try:
             if SHED_KEY in scope:
                 kind = "overloaded"
-                retry = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
-                # As app.protocol's own 503 for the same overload, in the same shape.
-                await _respond(send_with_id, 503, SHED_DETAIL, retry, key=self._error_key(path))
+                # As app.protocol's own 503 for the same overload, in the same shape, and
+                # like every refusal it closes when it leaves a large body unread.
+                headers = _RETRY_AFTER
+                if self._leaves_large_body(503, content_length, chunked):
+                    headers = _RETRY_AFTER + _CLOSE
+                await _respond(send_with_id, 503, SHED_DETAIL, headers, key=self._error_key(path))
                 return
             refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
             app_scope = scope
@@ -223,7 +231,8 @@ class ServiceMiddleware:
         return send_quietly
 
     def _leaves_large_body(self, code: int, content_length: bytes | None, chunked: bool) -> bool:
-        """Whether a refusal leaves unread a body larger than the limit, or of unknown size.
+        """Whether a refusal (a 503 for overload too) leaves unread a body larger than the
+        limit, or of unknown size.
 
         Such a refusal closes the connection after its answer (RFC 9110 15.5.14
         allows it): kept open, the connection waited for the whole declared

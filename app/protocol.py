@@ -22,7 +22,10 @@ is buffered), a deadline for the head (408, or a silent close when nothing was
 sent) and for the body (408), and marks a request as *shed* when the worker
 already has ``HEART_MAX_CONCURRENT_REQUESTS`` admitted requests queued or running; the
 app's middleware answers a shed request with 503 and ``Retry-After`` at once,
-except for the probes ``/health`` and ``/ready``, which are never shed. On
+except for the probes ``/health`` and ``/ready``, which are never shed (the
+protocol answers it itself when no earlier response is due on the connection;
+either way the 503 closes the connection when the body it leaves unread is
+chunked or larger than ``HEART_MAX_BODY_BYTES``). On
 the usual request (head and body in one read) it adds no timer and one length
 comparison.
 
@@ -37,11 +40,15 @@ the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
 The answers it writes itself (431, 408, 503, and two 400s: for an upgrade
 request with a chunked body, and for a request the parser refuses, which
-uvicorn answered in plain text) are ready-made bytes in two shapes:
+uvicorn answered in plain text, and at once, ahead of the answers still due
+to valid requests before it: see ``send_400_response``) are ready-made bytes
+in two shapes:
 ``{"error": ...}`` for a path below ``/v2``, as the Open Inference Protocol
 requires of every failed request there (the app says which paths those are:
 ``oip_path``), and the service's ``{"detail": ...}`` elsewhere, or when the
-path has not arrived yet (see ``_target_path``).
+path has not arrived yet (see ``_target_path``). Like every response of the
+app, each carries uvicorn's ``Date`` of the current second (RFC 9110 6.6.1;
+see ``_ServerHeaders``).
 
 It also turns Nagle's algorithm off on connections accepted from a listener
 that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
@@ -111,6 +118,8 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_concurrent_requests: int = 64
+    #: ``HEART_MAX_BODY_BYTES``: a shed request with a larger (or chunked) body closes.
+    max_body_bytes: int = 2 * 1024 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -129,17 +138,16 @@ def configured_limits() -> ConnectionLimits:
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         max_concurrent_requests=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
-def _error_bytes(
-    status: int, reason: str, message: str, extra: str = "", *, key: str, close: bool = True
-) -> bytes:
+def _error_bytes(message: str, extra: str = "", *, key: str, close: bool = True) -> bytes:
+    """An error's headers after the status line and the server's own, then its body."""
     body = json.dumps({key: message}, separators=(",", ":")).encode()
     connection = "connection: close\r\n" if close else ""
     return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{extra}{connection}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}{connection}\r\n"
     ).encode() + body
 
 
@@ -150,9 +158,12 @@ class _Refusal:
     These answers go out before the app (and its error handlers) could shape
     them, yet below ``/v2`` the Open Inference Protocol requires ``{"error":
     ...}`` of every failed request. Both are built once: choosing one per
-    request is a check of its path, never a new response.
+    request is a check of its path, never a new response. Between the status
+    line and the rest go the server's headers of the moment (``Date``), as
+    uvicorn puts them in every response of the app (:class:`_ServerHeaders`).
     """
 
+    status_line: bytes
     detail: bytes
     error: bytes
 
@@ -161,13 +172,42 @@ class _Refusal:
         cls, status: int, reason: str, message: str, extra: str = "", *, close: bool = True
     ) -> _Refusal:
         return cls(
-            _error_bytes(status, reason, message, extra, key="detail", close=close),
-            _error_bytes(status, reason, message, extra, key="error", close=close),
+            f"HTTP/1.1 {status} {reason}\r\n".encode(),
+            _error_bytes(message, extra, key="detail", close=close),
+            _error_bytes(message, extra, key="error", close=close),
         )
 
-    def to(self, path: str) -> bytes:
+    def to(self, path: str, server_headers: bytes) -> bytes:
         """The bytes for a request to ``path`` (``""`` when the path is not known yet)."""
-        return self.error if oip_path is not None and oip_path(path) else self.detail
+        rest = self.error if oip_path is not None and oip_path(path) else self.detail
+        return self.status_line + server_headers + rest
+
+
+class _ServerHeaders:
+    """uvicorn's headers for every response (``Date``, and ``Server`` unless turned off), as
+    bytes.
+
+    uvicorn's server renews the list once a second (``ServerState.default_headers``:
+    a new list each time); it is encoded here once per list, so the 503 that
+    sheds a request under overload costs one identity check more, no formatting.
+    Holding the list keeps it alive, so the check cannot match a new list
+    at a reused address.
+    """
+
+    __slots__ = ("_encoded", "_source")
+
+    def __init__(self) -> None:
+        self._source: list[tuple[bytes, bytes]] | None = None
+        self._encoded = b""
+
+    def of(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not self._source:
+            self._encoded = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            self._source = headers
+        return self._encoded
+
+
+_server_headers = _ServerHeaders()
 
 
 SHED_DETAIL: Final[str] = (
@@ -334,6 +374,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         #: Body bytes still due for a request whose ``Upgrade`` was ignored (None: none).
         self._upgrade_body: int | None = None
         self._discard_input = False
+        #: A parser 400 (and its path) that waits for the answers due before it.
+        self._refused_after: tuple[_Refusal, str] | None = None
         # uvicorn sets it as each request begins; a refusal before the first one reads it.
         self.url = b""
 
@@ -355,6 +397,14 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        # uvicorn never starts the requests still queued behind one in flight: their apps,
+        # which give back the slots they were counted in, never run. Kept, the slots were
+        # lost for good, and a client that pipelined requests and left could, 64 at a
+        # time, make a worker shed everything but the probes until it was restarted.
+        for queued, _ in self.pipeline:
+            if ADMITTED_KEY in queued.scope:
+                admitted.release()
+        self.pipeline.clear()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -404,7 +454,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self._after_ignored_upgrade(data[upgrade.args[0] :])
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400 for a request its parser refuses, as JSON in the path's error shape.
+        """uvicorn's 400 for a request its parser refuses, as JSON in the path's error shape,
+        after the answers still due to earlier requests.
 
         uvicorn wrote it as ``text/plain`` on every path, where the service's
         other errors are ``{"detail": ...}`` and the Open Inference Protocol
@@ -413,13 +464,63 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         it arrived (:meth:`_target_path`), as for the 431 and 408. The message
         is a fixed sentence, never the request's bytes; the connection is
         closed, as uvicorn does, since the parser cannot resume after an error.
+
+        uvicorn also wrote it at once, even behind a valid request (pipelined,
+        or in the same write) whose answer was still being computed: the
+        client read the 400 as that request's answer. HTTP/1.1 answers in
+        request order (RFC 9112 9.3.2), so then nothing more is read, and the
+        400 goes out when the last answer due is complete
+        (:meth:`on_response_complete`).
         """
         self._observe("malformed_request")
         if msg == _UVICORN_INVALID:
             refusal = _INVALID_REQUEST
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
             refusal = _Refusal.build(400, "Bad Request", msg)
-        self._close_with(refusal.to(self._target_path()))
+        path = self._target_path()
+        cycle = self.cycle
+        if self._earlier_answer_due():
+            if not self._reading_head:  # the refused request is queued: the 400 is its answer
+                self.pipeline.popleft()  # (the newest at the left: uvicorn pops from the right)
+                if ADMITTED_KEY in cycle.scope:  # counted, but its app will never release it
+                    admitted.release()
+            self._discard_input = True
+            # The transport itself: uvicorn resumes its flow control after each answer.
+            self.transport.pause_reading()
+            self._cancel_head_timer()
+            self._cancel_body_timer()
+            self._refused_after = (refusal, path)
+            return
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            # The refused request's own answer has begun: a 400 inside it would corrupt it.
+            self.transport.close()
+            return
+        self._close_with(self._refusal(refusal, path))
+
+    def _earlier_answer_due(self) -> bool:
+        """Whether a request before the one the parser refused still awaits its answer.
+
+        The parser stopped either in a new request's head, so the latest cycle
+        (``self.cycle``, running or queued) is an earlier request's, or in the
+        body of the latest request: queued, it waits behind another; running,
+        it is the refused request itself, and nothing is due before it.
+        """
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        if self._reading_head:
+            return True
+        return bool(self.pipeline) and self.pipeline[0][0] is cycle
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, then the 400 deferred by :meth:`send_400_response`, if no answer is
+        due any more (a queued request starts instead: its answer comes first)."""
+        last = not self.pipeline
+        super().on_response_complete()
+        if self._refused_after is not None and last and not self.transport.is_closing():
+            refusal, path = self._refused_after
+            self._unset_keepalive_if_required()
+            self._close_with(self._refusal(refusal, path))
 
     def _should_upgrade_to_ws(self) -> bool:
         """Never: the service has no WebSocket route, so a handshake is served as the plain
@@ -478,7 +579,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         return rest
 
     def _body_framing(self) -> tuple[bool, int]:
-        """(chunked, Content-Length) of a request that asks for an upgrade (or a CONNECT)."""
+        """(chunked, Content-Length) of the request whose head was just read: one that asks
+        for an upgrade (or a CONNECT), or one being shed."""
         chunked, length = False, 0
         for name, value in self.headers:
             if name == b"transfer-encoding":
@@ -498,7 +600,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True
-                self._answer_now(_CHUNKED_UPGRADE.to(self._target_path()), keep_alive=False)
+                upgrade = self._refusal(_CHUNKED_UPGRADE, self._target_path())
+                self._answer_now(upgrade, keep_alive=False)
                 return
             # The parser stops at this head; _after_ignored_upgrade reads the body.
             self._upgrade_body = length or None
@@ -545,15 +648,28 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
         Under overload most requests are shed, so what a refusal costs decides
         how long everything else waits, the probes on their new connections
-        included (measured in BENCHMARKS.md). The request's body, if any, is
-        discarded by the finished cycle, and the connection stays open.
+        included (measured in BENCHMARKS.md). A body within ``HEART_MAX_BODY_BYTES``
+        is discarded by the finished cycle as it arrives, and the connection stays
+        open; a larger or chunked one closes it, as the app's refusals do (kept
+        open, it waited for the whole declared body until the body deadline).
         """
-        keep_alive = self.parser.should_keep_alive() and not self._draining
+        keep_alive = (
+            self.parser.should_keep_alive() and not self._draining and not self._large_body()
+        )
         path = self._target_path()
-        self._answer_now((_SHED if keep_alive else _SHED_CLOSE).to(path), keep_alive)
+        self._answer_now(self._refusal(_SHED if keep_alive else _SHED_CLOSE, path), keep_alive)
         if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
             method = self.parser.get_method().decode("ascii", "replace")
             shed_observer(method, path)
+
+    def _large_body(self) -> bool:
+        """Whether the request's body is chunked or larger than ``HEART_MAX_BODY_BYTES``."""
+        chunked, length = self._body_framing()
+        return chunked or length > self.limits.max_body_bytes
+
+    def _refusal(self, refusal: _Refusal, path: str) -> bytes:
+        """``refusal``'s bytes for a request to ``path``, with the server's ``Date``."""
+        return refusal.to(path, _server_headers.of(self.server_state.default_headers))
 
     def _answer_now(self, response: bytes, keep_alive: bool) -> None:
         """Send ``response`` from the protocol: the request gets no task and no app.
@@ -617,7 +733,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._observe("header_too_large")
         refusal = _limit_refusals(self.limits).header_too_large
-        self._close_with(refusal.to(self._target_path()))
+        self._close_with(self._refusal(refusal, self._target_path()))
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -626,7 +742,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes:
             self._observe("header_timeout")
             refusal = _limit_refusals(self.limits).header_timeout
-            self._close_with(refusal.to(self._target_path()))
+            self._close_with(self._refusal(refusal, self._target_path()))
         else:  # an idle connection: nothing to answer
             self.transport.close()
 
@@ -638,7 +754,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         cycle.scope[BODY_TIMEOUT_KEY] = True  # type: ignore[literal-required]
         if not cycle.response_started:
             refusal = _limit_refusals(self.limits).body_timeout
-            self.transport.write(refusal.to(cycle.scope["path"]))
+            self.transport.write(self._refusal(refusal, cycle.scope["path"]))
             cycle.response_started = cycle.response_complete = True
         # The app sees a disconnect (connection_lost wakes its receive()).
         self.transport.close()

@@ -293,6 +293,90 @@ def test_valid_q_values_rank_the_answer(client: TestClient) -> None:
         assert r.headers["content-type"] == answer, accept
 
 
+CSV_OUT = "text/csv; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("accept", "answer"),
+    [
+        # A wildcard answers the best format that Accept does not refuse (RFC 9110 12.5.1:
+        # the most specific range decides): the request's own, then CSV, Arrow, JSON.
+        ("text/csv;q=0, */*", ARROW),
+        ("text/csv;q=0, text/csv;q=1, */*", ARROW),  # the first of two equal ranges decides
+        ("*/*, text/csv;q=0", ARROW),  # more specific wins wherever it is listed
+        ("text/csv;q=0, application/vnd.apache.arrow.stream;q=0, */*", "application/json"),
+        ("text/csv;q=0, application/*", "application/json"),
+        ("application/json;q=0, application/*", ARROW),
+        ("application/*;q=0, */*", CSV_OUT),
+        ("*/*;q=0, application/json", "application/json"),
+        ("text/csv;q=0.1, */*", ARROW),  # least wanted is not refused, only last
+        ("text/csv;q=0.1, application/json;q=0", CSV_OUT),
+        ("text/*, */*;q=0.5", CSV_OUT),
+        ("*/*", CSV_OUT),
+    ],
+)
+def test_a_wildcard_answers_no_format_refused_with_q_0(
+    client: TestClient, accept: str, answer: str
+) -> None:
+    """``text/csv;q=0, */*`` on a CSV upload was answered in CSV: the wildcard answered the
+    request's own format, which the client had just called not acceptable."""
+    body = registry(2, seed=3).to_csv(index=False).encode()
+    headers = {"Content-Type": "text/csv", "Accept": accept}
+    r = client.post("/predict/table", content=body, headers=headers)
+    assert r.status_code == 200, (accept, r.text)
+    assert r.headers["content-type"] == answer, accept
+
+
+@pytest.mark.parametrize(
+    ("accept", "refused"),
+    [
+        ("text/csv;q=0, text/*", "Accept refuses text/csv (q=0) and names none of the others"),
+        (
+            "*/*;q=0",
+            "Accept refuses (q=0) every format this endpoint writes: text/csv, "
+            f"{ARROW} or application/json",
+        ),
+        (
+            "text/*;q=0, application/*;q=0, */*",
+            "Accept refuses (q=0) every format this endpoint writes",
+        ),
+        (
+            "application/*;q=0, text/csv;q=0",
+            "Accept refuses (q=0) every format this endpoint writes",
+        ),
+        ("application/json;q=0", "Accept refuses application/json (q=0)"),
+    ],
+)
+def test_accept_that_refuses_every_format_it_names_is_a_406_that_says_so(
+    client: TestClient, accept: str, refused: str
+) -> None:
+    body = registry(2, seed=3).to_csv(index=False).encode()
+    headers = {"Content-Type": "text/csv", "Accept": accept}
+    r = client.post("/predict/table", content=body, headers=headers)
+    assert r.status_code == 406, (accept, r.text)
+    assert refused in r.json()["detail"], r.json()
+
+
+@pytest.mark.parametrize(
+    ("accept", "default", "answer"),
+    [
+        ("*/*", ARROW, "arrow"),
+        (f"{ARROW};q=0, */*", ARROW, "csv"),
+        (f"{ARROW};q=0, text/csv;q=0, */*", ARROW, "json"),
+        ("application/*", ARROW, "arrow"),
+        (f"{ARROW};q=0, application/*", ARROW, "json"),
+        ("application/*", "text/csv", "json"),
+        ("application/json;q=0, application/*", "text/csv", "arrow"),
+        ("text/*", ARROW, "csv"),
+        ("text/csv;q=0.5, application/json;q=0.5", "text/csv", "csv"),  # a tie: first listed
+        ("image/png, */*;q=0.2", "text/csv", "csv"),
+    ],
+)
+def test_negotiation_per_request_format(accept: str, default: str, answer: str) -> None:
+    """The rule for both request formats, without a request: Arrow has its own preferences."""
+    assert columnar._negotiate(accept, default=default) == answer
+
+
 def test_without_the_bulk_extra_415_names_it(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

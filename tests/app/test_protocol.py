@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import socket
+import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from uvicorn.server import ServerState
 from app import Settings, create_app
 from app.oip import is_protocol_path
 from app.protocol import ADMITTED_KEY, ConnectionLimits, HardenedHttpToolsProtocol, admitted
+from app.schemas import PATIENT_EXAMPLE
 from app.testing import free_port
 
 
@@ -198,47 +202,54 @@ def test_the_head_is_sent_when_the_app_fails_after_it() -> None:
 async def _exchange_pieces(
     pieces: list[bytes], answers: int, limits: ConnectionLimits | None = None
 ) -> list[bytes]:
-    """Send ``pieces`` (one write each, a pause between) to an app that answers each
-    request with its own body; return the first ``answers`` responses (fewer if the
-    connection closes first), each as the bytes received."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        if ADMITTED_KEY in scope:  # as the service's middleware does when a request ends
-            admitted.release()
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        echo = b"[" + body + b"]"
-        headers = [(b"content-length", str(len(echo)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": echo})
-
-    protocol, _ = _protocols(app, limits=limits)
+    """Send ``pieces`` (one write each, a pause between) to :func:`_echo`; return the
+    first ``answers`` responses (fewer if the connection closes first), each as the bytes
+    received."""
+    protocol, _ = _protocols(_echo, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
-        reader, writer = await asyncio.open_connection(*listener.getsockname())
-        for piece in pieces:
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        responses: list[bytes] = []
-        while len(responses) < answers:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-                lines = head.lower().split(b"\r\n")
-                length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
-                responses.append(head + await reader.readexactly(length))
-            except asyncio.IncompleteReadError:  # closed
-                break
-        writer.close()
-        return responses
+        return await _send_pieces(listener.getsockname(), pieces, answers)
     finally:
         server.close()
+
+
+async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that answers each request with its own body, in brackets."""
+    if scope["type"] != "http":
+        return
+    if ADMITTED_KEY in scope:  # as the service's middleware does when a request ends
+        admitted.release()
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    echo = b"[" + body + b"]"
+    headers = [(b"content-length", str(len(echo)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": echo})
+
+
+async def _send_pieces(address: Any, pieces: list[bytes], answers: int) -> list[bytes]:
+    """Send ``pieces`` to a server at ``address`` on one connection, one write each, a
+    pause between; return the first ``answers`` responses (fewer if it closes first)."""
+    reader, writer = await asyncio.open_connection(*address)
+    for piece in pieces:
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    responses: list[bytes] = []
+    while len(responses) < answers:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            lines = head.lower().split(b"\r\n")
+            length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+            responses.append(head + await reader.readexactly(length))
+        except asyncio.IncompleteReadError:  # closed
+            break
+    writer.close()
+    return responses
 
 
 async def _echo_bodies(pieces: list[bytes], answers: int) -> bytes:
@@ -452,10 +463,12 @@ _PATIENT_LIMITS = ConnectionLimits(header_timeout=60.0, body_timeout=60.0)
 _KEY = "test-key-0123456789abcdef"
 
 
-async def _service_answers(app: Any, pieces: list[bytes]) -> tuple[bytes, bool]:
+async def _service_answers(
+    app: Any, pieces: list[bytes], limits: ConnectionLimits = _PATIENT_LIMITS
+) -> tuple[bytes, bool]:
     """Send ``pieces`` to the service's ``app`` (started) on the hardened protocol: what
     came back within 3 s, and whether the server closed the connection by then."""
-    protocol, _ = _protocols(app, limits=_PATIENT_LIMITS)
+    protocol, _ = _protocols(app, limits=limits)
     listener = socket.create_server(("127.0.0.1", 0))
     server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
     try:
@@ -522,3 +535,262 @@ def test_a_refusal_that_leaves_only_a_small_body_keeps_the_connection(artifact_p
     assert received.startswith(b"HTTP/1.1 415 ")
     assert b"connection: close" not in received.lower()
     assert b"HTTP/1.1 200 OK" in received and not closed
+
+
+#: One request in flight at a time: a request pipelined behind another is shed by the app.
+_ONE_AT_A_TIME = dataclasses.replace(_PATIENT_LIMITS, max_concurrent_requests=1)
+_IN_FLIGHT = b"GET /model HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture
+def no_request_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's count of requests in flight at 0 (a few tests above leave theirs)."""
+    monkeypatch.setattr(admitted, "count", 0)
+
+
+def _responses(received: bytes) -> list[list[bytes]]:
+    """The head lines (lower case) of each response in ``received``, in order."""
+    heads = []
+    while b"\r\n\r\n" in received:
+        head, _, received = received.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next(int(h[15:]) for h in lines if h.startswith(b"content-length:"))
+        heads.append(lines)
+        received = received[length:]
+    return heads
+
+
+@pytest.mark.usefixtures("no_request_admitted")
+@pytest.mark.parametrize(
+    "framing",
+    [pytest.param(_HUGE, id="content-length"), pytest.param(_OVER, id="chunked")],
+)
+def test_a_request_shed_by_the_app_with_its_body_unread_closes_the_connection(
+    artifact_path: Path, framing: bytes
+) -> None:
+    """The middleware's 503 (for a request pipelined behind one still in flight) kept the
+    connection, which then waited for the declared 100 GB (or the rest of a chunked body)
+    until the body deadline, as the 413 once did: it now says ``Connection: close`` and
+    closes, like every refusal that leaves a large body unread."""
+    app = _service(artifact_path)
+    pieces = [_IN_FLIGHT + b"POST /predict" + _JSON_HEAD + framing]
+    received, closed = asyncio.run(_service_answers(app, pieces, _ONE_AT_A_TIME))
+    first, shed = _responses(received)
+    assert first[0] == b"http/1.1 200 ok"
+    assert shed[0] == b"http/1.1 503 service unavailable"
+    assert b"retry-after: 1" in shed and b"connection: close" in shed
+    assert closed
+
+
+@pytest.mark.usefixtures("no_request_admitted")
+def test_a_request_shed_by_the_app_with_a_small_body_keeps_the_connection(
+    artifact_path: Path,
+) -> None:
+    """A body within the limit is discarded as it arrives: the next request is answered."""
+    app = _service(artifact_path)
+    small = b"POST /predict" + _JSON_HEAD + b"Content-Length: 100\r\n\r\n" + b" " * 100
+    pieces = [_IN_FLIGHT + small, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"]
+    received, closed = asyncio.run(_service_answers(app, pieces, _ONE_AT_A_TIME))
+    statuses = [head[0] for head in _responses(received)]
+    assert statuses == [b"http/1.1 200 ok", b"http/1.1 503 service unavailable", b"http/1.1 200 ok"]
+    assert b"connection: close" not in received.lower() and not closed
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [pytest.param(_HUGE, id="content-length"), pytest.param(_OVER, id="chunked")],
+)
+def test_a_request_shed_by_the_protocol_with_its_body_unread_closes_the_connection(
+    artifact_path: Path, framing: bytes
+) -> None:
+    """The protocol's own 503 (no request in flight on the connection) follows the same rule."""
+    app = _service(artifact_path)
+    shed_all = dataclasses.replace(_PATIENT_LIMITS, max_concurrent_requests=0)
+    received, closed = asyncio.run(
+        _service_answers(app, [b"POST /predict" + _JSON_HEAD + framing], shed_all)
+    )
+    [shed] = _responses(received)
+    assert shed[0] == b"http/1.1 503 service unavailable" and b"connection: close" in shed
+    assert closed
+
+
+async def _uvicorn_answers(requests: list[list[bytes]]) -> list[bytes]:
+    """The first response to each of ``requests`` (its pieces, on a connection of its
+    own) from a real uvicorn ``Server`` on the hardened protocol, whose clock keeps the
+    ``Date`` of its answers."""
+    config = uvicorn.Config(
+        _echo, http=HardenedHttpToolsProtocol, loop="asyncio", lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    listener = socket.create_server(("127.0.0.1", 0))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        answers = []
+        for pieces in requests:
+            [answer] = await _send_pieces(listener.getsockname(), pieces, 1)
+            answers.append(answer)
+        return answers
+    finally:
+        server.should_exit = True
+        await serving
+        listener.close()
+
+
+_IMF_FIXDATE = re.compile(rb"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+
+
+@pytest.mark.parametrize("shed", [False, True], ids=["limits", "shed"])
+def test_every_refusal_of_the_protocol_has_a_date(
+    shed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends ``Date`` in every answer. uvicorn
+    adds it to each response of the app; the protocol's own ready-made refusals had none."""
+    limits = dataclasses.replace(_TIGHT, max_concurrent_requests=0 if shed else 64)
+    monkeypatch.setattr("app.protocol.configured_limits", lambda: limits)
+    kinds = (
+        {
+            503: [b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n"],
+            "503, closing": [b"GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+        }
+        if shed
+        else {
+            431: [b"GET /predict HTTP/1.1\r\n" + _BIG_HEADER],
+            "408 (head)": [b"GET /predict HTTP/1.1\r\n"],
+            "408 (body)": [b"POST /predict HTTP/1.1\r\n" + _PENDING_BODY],
+            "400 (parser)": [b"GET /predict HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n"],
+            "400 (upgrade)": [_h2c_post(b"0\r\n\r\n", chunked=True)],
+        }
+    )
+    before = time.time()
+    answers = asyncio.run(_uvicorn_answers(list(kinds.values())))
+    for kind, answer in zip(kinds, answers, strict=True):
+        status = str(kind)[:3].encode()
+        lines = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        assert lines[0].startswith(b"HTTP/1.1 " + status + b" "), (kind, lines[0])
+        dates = [line[6:] for line in lines if line.lower().startswith(b"date: ")]
+        assert len(dates) == 1, (kind, lines)
+        assert _IMF_FIXDATE.fullmatch(dates[0]), (kind, dates[0])
+        sent = parsedate_to_datetime(dates[0].decode()).timestamp()
+        assert before - 2 <= sent <= time.time() + 1, (kind, dates[0])
+
+
+def _predict(body: bytes) -> bytes:
+    return b"POST /predict" + _JSON_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+_GARBAGE = b"garbage\r\n\r\n"
+
+
+@pytest.mark.parametrize("valid", [1, 2], ids=["one", "two pipelined"])
+def test_a_parser_400_after_valid_requests_comes_after_their_answers(
+    artifact_path: Path, valid: int
+) -> None:
+    """HTTP/1.1 answers in request order (RFC 9112 9.3.2). The 400 for garbage sent behind
+    a valid /predict in the same write was written at once, before the prediction: the
+    client read it as the answer to its valid request. The answers now come first, then
+    the 400 and the close."""
+    app = _service(artifact_path)
+    body = json.dumps(PATIENT_EXAMPLE).encode()
+    received, closed = asyncio.run(_service_answers(app, [_predict(body) * valid + _GARBAGE]))
+    statuses = [head[0] for head in _responses(received)]
+    assert statuses == [b"http/1.1 200 ok"] * valid + [b"http/1.1 400 bad request"], received
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert all(b'"probability":' in answer for answer in answers[:valid])
+    assert b"connection: close" in answers[-1].lower()
+    assert json.loads(answers[-1].partition(b"\r\n\r\n")[2])["detail"].startswith(
+        "Invalid HTTP request received."
+    )
+    assert closed
+
+
+def test_a_parser_400_in_a_queued_requests_body_comes_after_the_earlier_answer() -> None:
+    """A broken chunk in the body of a request pipelined behind one still in flight: that
+    request is never run (the 400 is its answer), and the earlier one is answered first.
+    The slot it took of ``HEART_MAX_CONCURRENT_REQUESTS`` is given back."""
+    before = admitted.count
+    pipelined = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\n" + _BAD_CHUNK
+    answered, refused = asyncio.run(_exchange_pieces([pipelined], answers=3))
+    assert admitted.count == before
+    assert answered.startswith(b"HTTP/1.1 200 ") and answered.endswith(b"[]")
+    assert refused.startswith(b"HTTP/1.1 400 ") and b"connection: close" in refused.lower()
+
+
+async def _closing_answer_then(garbage: bytes) -> bytes:
+    """All that comes back for a request the app answers with ``Connection: close``, sent
+    with ``garbage`` behind it in the same write."""
+
+    async def closing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if ADMITTED_KEY in scope:
+            admitted.release()
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    protocol, _ = _protocols(closing)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + garbage)
+        received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        writer.close()
+        return received
+    finally:
+        server.close()
+
+
+def test_no_parser_400_follows_an_answer_that_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An earlier answer that says ``Connection: close`` is the connection's last: the 400
+    deferred behind it is never written (nor read as the answer to anything)."""
+    seen: list[str] = []
+    monkeypatch.setattr("app.protocol.refusal_observer", seen.append)
+    received = asyncio.run(_closing_answer_then(_GARBAGE))
+    assert seen == ["malformed_request"]  # the parser did refuse the garbage
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nok")
+    assert received.count(b"HTTP/1.1") == 1
+
+
+async def _left_with_requests_queued(before: int) -> int:
+    """The worker's count of admitted requests after a client pipelines three requests to a
+    slow app and leaves before the first answer, once the first one's app has finished."""
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(0.2)
+            headers = [(b"content-length", b"2")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
+        finally:
+            if ADMITTED_KEY in scope:  # as the service's middleware does
+                admitted.release()
+
+    protocol, _ = _protocols(slow)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+    try:
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        assert admitted.count == before + 3  # all three counted (else this test is moot)
+        writer.close()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if admitted.count == before:
+                break
+        return admitted.count
+    finally:
+        server.close()
+
+
+def test_requests_queued_on_a_connection_that_is_lost_give_back_their_slots() -> None:
+    """uvicorn never starts the requests pipelined behind one in flight once the connection
+    is lost, so the middleware never released their slots of HEART_MAX_CONCURRENT_REQUESTS:
+    a client that pipelined requests and left took them for good, and 64 such slots made
+    the worker shed every request but the probes until it was restarted."""
+    before = admitted.count
+    assert asyncio.run(_left_with_requests_queued(before)) == before

@@ -339,12 +339,16 @@ def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "
     raise HTTPException(406, detail=f"Not acceptable: {reason}{ignored}.")
 
 
+_JSON_FIRST: Final[tuple[Literal["csv", "arrow", "json"], ...]] = ("json", "csv", "arrow")
+
+
 def _range_formats(media: str, default: str) -> tuple[Literal["csv", "arrow", "json"], ...]:
     """The formats a media range names, the one to answer first when it wins.
 
-    ``*/*`` prefers the request's own format, then CSV, Arrow, JSON;
-    ``application/*`` JSON (Arrow for an Arrow request): a client that sent
-    CSV may have no Arrow reader.
+    ``*/*`` prefers the request's own format, then JSON, then the other one;
+    ``application/*`` JSON (Arrow for an Arrow request): a client that refuses
+    its own upload's format may have no reader for a third, and every client
+    reads JSON.
     """
     if media in FORMATS:
         return (FORMATS[media],)
@@ -354,5 +358,5 @@ def _range_formats(media: str, default: str) -> tuple[Literal["csv", "arrow", "j
         return ("arrow", "json") if default == ARROW else ("json", "arrow")
     if media == "*/*":
         own = FORMATS[default]
-        return (own, *(fmt for fmt in FORMATS.values() if fmt != own))
+        return (own, *(fmt for fmt in _JSON_FIRST if fmt != own))
     return ()

@@ -300,16 +300,17 @@ CSV_OUT = "text/csv; charset=utf-8"
     ("accept", "answer"),
     [
         # A wildcard answers the best format that Accept does not refuse (RFC 9110 12.5.1:
-        # the most specific range decides): the request's own, then CSV, Arrow, JSON.
-        ("text/csv;q=0, */*", ARROW),
-        ("text/csv;q=0, text/csv;q=1, */*", ARROW),  # the first of two equal ranges decides
-        ("*/*, text/csv;q=0", ARROW),  # more specific wins wherever it is listed
+        # the most specific range decides): the request's own, then JSON, then the other.
+        ("text/csv;q=0, */*", "application/json"),
+        ("text/csv;q=0, text/csv;q=1, */*", "application/json"),  # the first equal range
+        ("*/*, text/csv;q=0", "application/json"),  # more specific wins wherever it is listed
+        ("text/csv;q=0, application/json;q=0, */*", ARROW),
         ("text/csv;q=0, application/vnd.apache.arrow.stream;q=0, */*", "application/json"),
         ("text/csv;q=0, application/*", "application/json"),
         ("application/json;q=0, application/*", ARROW),
         ("application/*;q=0, */*", CSV_OUT),
         ("*/*;q=0, application/json", "application/json"),
-        ("text/csv;q=0.1, */*", ARROW),  # least wanted is not refused, only last
+        ("text/csv;q=0.1, */*", "application/json"),  # least wanted is not refused, only last
         ("text/csv;q=0.1, application/json;q=0", CSV_OUT),
         ("text/*, */*;q=0.5", CSV_OUT),
         ("*/*", CSV_OUT),
@@ -361,8 +362,8 @@ def test_accept_that_refuses_every_format_it_names_is_a_406_that_says_so(
     ("accept", "default", "answer"),
     [
         ("*/*", ARROW, "arrow"),
-        (f"{ARROW};q=0, */*", ARROW, "csv"),
-        (f"{ARROW};q=0, text/csv;q=0, */*", ARROW, "json"),
+        (f"{ARROW};q=0, */*", ARROW, "json"),
+        (f"{ARROW};q=0, application/json;q=0, */*", ARROW, "csv"),
         ("application/*", ARROW, "arrow"),
         (f"{ARROW};q=0, application/*", ARROW, "json"),
         ("application/*", "text/csv", "json"),

@@ -134,9 +134,47 @@ def probe_large_header(target: Target, report: Report) -> None:
     with target.connect(10) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
-        status, _, _ = read_response(sock, 10)
+        status, raw, _ = read_response(sock, 10)
     report.check(
-        status in (431, None), "large header", f"{size}-byte header answered {status} (want 431)"
+        status is None or (status == 431 and _has_date(raw)),
+        "large header",
+        f"{size}-byte header answered {status} (want 431 with a Date header)",
+    )
+
+
+def _has_date(raw: bytes) -> bool:
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    return b"\r\ndate: " in head
+
+
+def probe_pipelined_garbage(target: Target, report: Report) -> None:
+    """A valid request and garbage in one write: the valid one's answer must come first.
+
+    HTTP/1.1 answers in request order (RFC 9112 9.3.2); a 400 written before
+    the pending 200 is read by the client as the answer to its valid request.
+    """
+    body = _body()
+    valid = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n" % len(body) + target.auth() + b"\r\n" + body
+    )
+    data = b""
+    with target.connect(10) as sock, contextlib.suppress(TimeoutError, OSError):
+        sock.sendall(valid + b"NOT HTTP AT ALL\r\n\r\n")
+        while chunk := sock.recv(65536):  # the server closes after its 400
+            data += chunk
+    answers: list[tuple[int, bytes]] = []
+    while data.startswith(b"HTTP/1."):
+        head, _, rest = data.partition(b"\r\n\r\n")
+        answers.append((int(head.split(b" ", 2)[1]), head))
+        data = rest[_content_length(head) or 0 :]
+    statuses = [status for status, _ in answers]
+    dated = all(_has_date(head) for _, head in answers)
+    report.check(
+        statuses in ([200, 400], [200]) and dated,
+        "pipelined garbage",
+        f"a valid /predict then garbage: answered {statuses} (want [200, 400] or [200], "
+        "each with a Date header)",
     )
 
 
@@ -300,6 +338,7 @@ def probe_bad_bodies(target: Target, report: Report) -> None:
 Probe = Callable[[Target, Report], None]
 FAST_PROBES: tuple[Probe, ...] = (
     probe_large_header,
+    probe_pipelined_garbage,
     probe_slow_headers,
     probe_idle_connection,
     probe_short_body,

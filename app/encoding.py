@@ -7,8 +7,9 @@ users of ``/predict/table`` and ``/predict/batch`` upload large files the same
 way. Triton reads both codings (and answers any other with 415 and
 ``Accept-Encoding: gzip, deflate``), so this service does too, on every
 endpoint that takes a body. ``app.middleware`` calls this module at one place,
-and only when a request carries one of the two headers: a plain ``/predict``
-pays two header comparisons.
+and only for a request that carries one of the two headers: one with neither
+pays two comparisons for it, and a ``/predict`` answer to a client that accepts
+gzip a held message and a length comparison (see :class:`_Compressor`).
 
 Request bodies are decoded as they arrive, never more than the body limit
 (``HEART_MAX_BODY_BYTES``) plus one slice at a time: the limit is on the body
@@ -51,7 +52,7 @@ _THREAD_BYTES: Final[int] = 64 * 1024
 #: /predict is latency-critical.
 MIN_COMPRESSED_BYTES: Final[int] = 1024
 #: zlib's fastest level: the large table answers barely shrink further at higher levels,
-#: for several times the CPU on the event loop's worker threads.
+#: for much more CPU.
 _LEVEL: Final[int] = 1
 #: Answers whose media type is compressed already, or a stream a client reads as it comes.
 _INCOMPRESSIBLE: Final[frozenset[bytes]] = frozenset(

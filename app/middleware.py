@@ -149,18 +149,9 @@ class ServiceMiddleware:
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"accept-encoding":
-                accept_encoding = value
+                accept_encoding = _listed(accept_encoding, value)
             elif name == b"content-encoding":
-                # A list may come in several lines (RFC 9110 5.3): every coding counts.
-                content_encoding = (
-                    value
-                    if content_encoding is None
-                    else b"%b,%b"
-                    % (
-                        content_encoding,
-                        value,
-                    )
-                )
+                content_encoding = _listed(content_encoding, value)
         if request_id is None or _CLIENT_REQUEST_ID.fullmatch(request_id) is None:
             rid = self.ids.next()
             request_id = rid.encode()
@@ -364,6 +355,12 @@ class ServiceMiddleware:
             return message
 
         return receive_limited
+
+
+def _listed(previous: bytes | None, value: bytes) -> bytes:
+    """A list header's value so far: one may come in several lines (RFC 9110 5.3), and a
+    coding in a second ``Content-Encoding`` line is as much applied as one in the first."""
+    return value if previous is None else b"%b,%b" % (previous, value)
 
 
 async def _respond(

@@ -457,6 +457,16 @@ def test_an_answer_is_plain_unless_a_coding_we_write_is_accepted(
         assert asked.headers["content-encoding"] == "gzip"
 
 
+def test_accept_encoding_in_two_lines_is_one_list(
+    client: TestClient, rows: npt.NDArray[np.float64]
+) -> None:
+    """Lines "gzip" then "br" accept gzip: the second adds to the list (RFC 9110 5.3)."""
+    headers = [("accept-encoding", "gzip"), ("accept-encoding", "br")]
+    answer = client.post("/predict/batch", json={"patients": _patients(rows)}, headers=headers)
+    assert answer.status_code == 200
+    assert answer.headers["content-encoding"] == "gzip"
+
+
 def test_errors_are_never_compressed(client: TestClient, rows: npt.NDArray[np.float64]) -> None:
     """tritonclient reads an error body without decoding it; this 422 is kilobytes long,
     and a success as long is compressed."""

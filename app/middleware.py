@@ -8,6 +8,8 @@ Requests refused here (401, 413, 415, and the 503 for a request the protocol
 shed while an earlier one on its connection was still in flight) never reach
 the router, so an unauthenticated or oversized body is not even read; a refusal
 that leaves a large or chunked body unread closes the connection after it.
+Compressed bodies and answers (``Content-Encoding``, ``Accept-Encoding``) are
+:mod:`app.encoding`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import protocol
+from app import encoding, protocol
 from app.protocol import (
     ADMITTED_KEY,
     BODY_TIMEOUT_KEY,
@@ -92,13 +94,14 @@ class ServiceMiddleware:
         self.known_paths = frozenset(
             path for route in expanded if (path := getattr(route, "path", None))
         )
-        # `any_body_paths` read bodies of their own format (the Open Inference
-        # Protocol's binary tensors) and check them themselves.
-        self.body_paths = frozenset(
+        self.post_paths = frozenset(
             getattr(route, "path", "")
             for route in expanded
             if "POST" in (getattr(route, "methods", None) or ())
-        ) - frozenset(any_body_paths)
+        )
+        # `any_body_paths` read bodies of their own format (the Open Inference
+        # Protocol's binary tensors) and check them themselves.
+        self.body_paths = self.post_paths - frozenset(any_body_paths)
         self.get_paths = frozenset(
             getattr(route, "path", "")
             for route in expanded
@@ -108,6 +111,8 @@ class ServiceMiddleware:
         self.is_protocol_path = is_protocol_path
         self.max_body_bytes = runtime.settings.max_body_bytes
         self.ids = RequestIds()
+        #: The 413 of a compressed body that inflates beyond the limit.
+        self.too_large = self._too_large(None, decoded=True)[1]
         # Connections the protocol refuses never become requests; count them here too.
         protocol.refusal_observer = self.metrics.observe_refused_connection
         protocol.shed_observer = self._count_shed
@@ -125,6 +130,8 @@ class ServiceMiddleware:
         api_key: bytes | None = None
         content_length: bytes | None = None
         content_type: bytes | None = None
+        content_encoding: bytes | None = None
+        accept_encoding: bytes | None = None
         chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -141,6 +148,10 @@ class ServiceMiddleware:
                 api_key = value[7:].strip()
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"accept-encoding":
+                accept_encoding = _listed(accept_encoding, value)
+            elif name == b"content-encoding":
+                content_encoding = _listed(content_encoding, value)
         if request_id is None or _CLIENT_REQUEST_ID.fullmatch(request_id) is None:
             rid = self.ids.next()
             request_id = rid.encode()
@@ -168,7 +179,16 @@ class ServiceMiddleware:
                     headers = _RETRY_AFTER + _CLOSE
                 await _respond(send_with_id, 503, SHED_DETAIL, headers, key=self._error_key(path))
                 return
-            refusal = self._refuse(path, api_key, content_length, content_type, chunked, scope)
+            coding: str | None = None
+            unsupported: str | None = None
+            if content_encoding is not None:
+                try:
+                    coding = encoding.request_coding(content_encoding)
+                except encoding.UnsupportedCodingError as exc:
+                    unsupported = str(exc)
+            refusal = self._refuse(
+                path, api_key, content_length, content_type, chunked, scope, unsupported
+            )
             app_scope = scope
             if scope["method"] == "HEAD" and path in self.get_paths:
                 # HEAD is GET without the body (RFC 9110 9.3.2), which uptime monitors
@@ -177,11 +197,29 @@ class ServiceMiddleware:
             if refusal is not None:
                 code, detail = refusal
                 close = _CLOSE if self._leaves_large_body(code, content_length, chunked) else ()
+                if code == 415 and unsupported is not None:  # RFC 7694: what would be read
+                    close = (*close, encoding.ACCEPT_ENCODING)
                 await _respond(send_with_id, code, detail, close, key=self._error_key(path))
-            elif chunked and content_length is None:
-                await self.app(app_scope, self._limited(receive), send_with_id)
             else:
-                await self.app(app_scope, receive, send_with_id)
+                app_receive = receive
+                if chunked and content_length is None:
+                    app_receive = self._limited(receive)
+                app_send: Send = send_with_id
+                if coding is not None:
+                    app_scope = encoding.plain_scope(app_scope)
+                    app_receive = encoding.decoding(
+                        app_receive, coding, limit=self.max_body_bytes, too_large=self.too_large
+                    )
+                if accept_encoding is not None:
+                    app_send = encoding.compressing(send_with_id, accept_encoding)
+                await self.app(app_scope, app_receive, app_send)
+        except encoding.BodyRefusedError as exc:
+            # A compressed body that is corrupt or too large once decoded: refused as a
+            # body too large to read is, the rest of it unread and the connection closed.
+            if not status:
+                await _respond(
+                    send_with_id, exc.status, exc.detail, _CLOSE, key=self._error_key(path)
+                )
         except ClientDisconnect:
             # The client left (or was cut off by the body timeout) while we read its
             # body: its own kind, never a server error and never a traceback.
@@ -257,6 +295,7 @@ class ServiceMiddleware:
         content_type: bytes | None,
         chunked: bool,
         scope: Scope,
+        unsupported_coding: str | None = None,
     ) -> tuple[int, str] | None:
         if (
             self.api_key is not None
@@ -276,11 +315,12 @@ class ServiceMiddleware:
                 return self._too_large(length)
         else:
             length = 0
-        if (
-            (length or chunked)
-            and scope["method"] == "POST"
-            and path in self.body_paths
-            and (content_type is None or _JSON_TYPE.fullmatch(content_type) is None)
+        if not (length or chunked) or scope["method"] != "POST":
+            return None
+        if unsupported_coding is not None and path in self.post_paths:
+            return 415, unsupported_coding
+        if path in self.body_paths and (
+            content_type is None or _JSON_TYPE.fullmatch(content_type) is None
         ):
             return 415, (
                 "Unsupported media type: send the body as JSON with "
@@ -288,11 +328,12 @@ class ServiceMiddleware:
             )
         return None
 
-    def _too_large(self, length: int | None) -> tuple[int, str]:
+    def _too_large(self, length: int | None, *, decoded: bool = False) -> tuple[int, str]:
         size = f"of {length} bytes " if length is not None else ""
+        once = " once its Content-Encoding is decoded" if decoded else ""
         return 413, (
             f"Request body {size}exceeds the limit of {self.max_body_bytes} bytes "
-            "(HEART_MAX_BODY_BYTES); send fewer patients per request."
+            f"(HEART_MAX_BODY_BYTES){once}; send fewer patients per request."
         )
 
     def _limited(self, receive: Receive) -> Receive:
@@ -314,6 +355,12 @@ class ServiceMiddleware:
             return message
 
         return receive_limited
+
+
+def _listed(previous: bytes | None, value: bytes) -> bytes:
+    """A list header's value so far: one may come in several lines (RFC 9110 5.3), and a
+    coding in a second ``Content-Encoding`` line is as much applied as one in the first."""
+    return value if previous is None else b"%b,%b" % (previous, value)
 
 
 async def _respond(

@@ -55,7 +55,10 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=1024,
-        description="Largest accepted request body in bytes; larger bodies get 413.",
+        description=(
+            "Largest accepted request body in bytes, as sent and once a gzip or deflate "
+            "Content-Encoding is decoded; larger bodies get 413."
+        ),
     )
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most patients accepted by /predict/batch."

@@ -8,8 +8,12 @@ in a subprocess.
 
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,50 @@ def test_column_inputs_as_the_pandas_codec_sends_them(
     result = client.infer("heart", inputs)
     expected = load_artifact(artifact_path).probability(x)
     np.testing.assert_allclose(result.as_numpy("probability"), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("sent", "asked"), [("gzip", "gzip"), ("deflate", "deflate"), ("gzip", None)]
+)
+def test_compressed_requests_and_answers(
+    client: Any,
+    artifact_path: Path,
+    heart_data: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+    sent: str,
+    asked: str | None,
+) -> None:
+    """``request_compression_algorithm`` compresses the body (binary tensors included) and
+    sends Content-Encoding; ``response_compression_algorithm`` asks for a compressed answer,
+    which tritonclient decodes itself."""
+    x = heart_data[0]
+    features = httpclient.InferInput("features", list(x.shape), "FP64")
+    features.set_data_from_numpy(x, binary_data=True)
+    result = client.infer(
+        "heart",
+        [features],
+        request_compression_algorithm=sent,
+        response_compression_algorithm=asked,
+    )
+    expected = load_artifact(artifact_path).probability(x)
+    np.testing.assert_allclose(result.as_numpy("probability"), expected, rtol=0, atol=1e-12)
+
+
+def test_a_decompression_bomb_is_refused_and_the_server_serves_on(server: RunningServer) -> None:
+    """10 MB of zeros gzip to 10 kB: 413 in the protocol's shape, the connection closed,
+    and the worker answers the next request."""
+    bomb = gzip.compress(b"0" * 10_000_000)
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/heart/infer",
+        data=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert refused.value.headers["Connection"] == "close"
+    assert "HEART_MAX_BODY_BYTES" in json.loads(refused.value.read())["error"]
+    with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10) as ready:
+        assert ready.status == 200
 
 
 def test_errors_reach_the_client_with_our_message(

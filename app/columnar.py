@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 import traceback
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -29,6 +28,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
+from app import qvalues
 from app.logs import APP_LOGGER
 from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
@@ -48,8 +48,6 @@ FORMATS: Final[dict[str, Literal["csv", "arrow", "json"]]] = {
     JSON: "json",
 }
 FORMATS_MEDIA: Final[dict[str, str]] = {fmt: media for media, fmt in FORMATS.items()}
-#: A q-value of RFC 9110 12.4.2: 0 to 1 with at most three decimals.
-_QVALUE: Final = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 #: At most this many bad cells are listed in a 422: enough to fix a file, bounded for a huge one.
 MAX_LISTED_ERRORS: Final[int] = 1000
 BULK_HINT: Final[str] = (
@@ -300,17 +298,9 @@ def _negotiate(accept: str | None, *, default: str) -> Literal["csv", "arrow", "
     # Per format: (specificity, q, position, rank) of the range that decides its q.
     decided: dict[Literal["csv", "arrow", "json"], tuple[int, float, int, int]] = {}
     invalid: list[str] = []
-    for position, part in enumerate(accept.split(",")):
-        media, _, params = part.strip().partition(";")
-        media = media.strip().lower()
-        quality = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                value = value.strip()
-                quality = float(value) if _QVALUE.fullmatch(value) else -1.0
-        if quality < 0:
-            invalid.append(part.strip())
+    for position, (media, quality, element) in enumerate(qvalues.elements(accept)):
+        if quality is None:
+            invalid.append(element)
             continue
         specificity = 2 if media in FORMATS else 0 if media == "*/*" else 1
         for rank, fmt in enumerate(_range_formats(media, default)):

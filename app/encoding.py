@@ -27,12 +27,13 @@ reads an error body without decoding it.
 
 from __future__ import annotations
 
-import re
 import zlib
 from typing import Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
+
+from app import qvalues
 
 #: What ``Accept-Encoding`` lists in a 415 for a coding we do not read (as Triton sends it).
 ACCEPTED: Final[str] = "gzip, deflate"
@@ -68,7 +69,6 @@ _INCOMPRESSIBLE: Final[frozenset[bytes]] = frozenset(
 )
 _INCOMPRESSIBLE_KINDS: Final[tuple[bytes, ...]] = (b"image/", b"audio/", b"video/")
 #: A q-value of RFC 9110 12.4.2: 0 to 1 with at most three decimals.
-_QVALUE: Final = re.compile(rb"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 #: Response compressors by coding: gzip's header, and zlib's for deflate (what clients read).
 _WBITS: Final[dict[str, int]] = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
@@ -297,20 +297,12 @@ def negotiate(accept_encoding: bytes) -> str | None:
     whose q is not a qvalue (``q=2``, ``q=nan``) is ignored, as for ``Accept``
     on /predict/table.
     """
-    weights: dict[bytes, float] = {}
-    for element in accept_encoding.split(b","):
-        name, _, params = element.partition(b";")
-        quality = 1.0
-        for param in params.split(b";"):
-            key, _, value = param.partition(b"=")
-            if key.strip().lower() == b"q":
-                value = value.strip()
-                quality = float(value) if _QVALUE.fullmatch(value) else -1.0
-        if quality >= 0:
-            coding = name.strip().lower()
-            weights[b"gzip" if coding == b"x-gzip" else coding] = quality
-    anything = weights.get(b"*", 0.0)
-    gzip, deflate = weights.get(b"gzip", anything), weights.get(b"deflate", anything)
+    weights: dict[str, float] = {}
+    for coding, quality, _ in qvalues.elements(accept_encoding.decode("latin-1")):
+        if quality is not None:
+            weights["gzip" if coding == "x-gzip" else coding] = quality
+    anything = weights.get("*", 0.0)
+    gzip, deflate = weights.get("gzip", anything), weights.get("deflate", anything)
     if gzip > 0 and gzip >= deflate:
         return "gzip"
     return "deflate" if deflate > 0 else None

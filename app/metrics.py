@@ -45,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.samples import Sample
 
+from app import qvalues
 from app.reload_status import RESULTS, read_reload_status
 from app.schemas import FeatureDrift, LatencySummary, ServingMetrics
 from app.settings import StartupError
@@ -122,19 +123,10 @@ def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None
     if requested is not None:
         return requested
     candidates: list[tuple[float, int, int, MetricsFormat]] = []
-    for rank, item in enumerate((accept or "").split(",")):
-        media, _, params = item.partition(";")
-        fmt = _METRICS_MEDIA_TYPES.get(media.strip().lower())
-        if fmt is None:
+    for rank, (media, q, _) in enumerate(qvalues.elements(accept or "")):
+        fmt = _METRICS_MEDIA_TYPES.get(media)
+        if fmt is None or q is None:
             continue
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
         # Highest q first; on equal q JSON wins, then the earlier entry.
         candidates.append((q, int(fmt == "json"), -rank, fmt))
     best = max(candidates, default=None)

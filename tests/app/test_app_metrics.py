@@ -144,6 +144,10 @@ def test_error_kinds() -> None:
         ("text/plain;q=0.9, application/json;q=0.5", "prometheus"),
         ("text/plain;q=0", "json"),
         ("text/plain;q=abc", "json"),
+        # Not a qvalue (RFC 9110 12.4.2), so the element is ignored: float() read inf and
+        # nan, and inf outranked the client's valid choice.
+        ("application/openmetrics-text;q=inf, text/plain;q=0.5", "prometheus"),
+        ("text/plain;q=2, application/openmetrics-text;q=0.1", "openmetrics"),
         ("image/png", "json"),
     ],
 )

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import qvalues
 from app.logs import APP_LOGGER
+from app.openapi import BODY_ERRORS
 from app.routes import loaded_service, read_body
 from app.runtime import runtime_of
 from app.schemas import ErrorMessage
@@ -83,7 +84,8 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
         ),
         "content": {CSV: {"schema": {"type": "string"}}, ARROW: _BINARY},
     },
-    401: {"model": ErrorMessage, "description": "Missing or wrong X-API-Key (when configured)."},
+    400: BODY_ERRORS[400],
+    401: BODY_ERRORS[401],
     406: {
         "model": ErrorMessage,
         "description": "Accept names no format this endpoint writes, or refuses each with q=0.",
@@ -91,13 +93,17 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     413: {
         "model": ErrorMessage,
         "description": (
-            "Body larger than HEART_MAX_BODY_BYTES (an Arrow stream: also once "
-            "uncompressed), or more rows than HEART_MAX_TABLE_ROWS."
+            "Body larger than HEART_MAX_BODY_BYTES (as sent, once its Content-Encoding "
+            "is decoded, and an Arrow stream's buffers uncompressed), or more rows than "
+            "HEART_MAX_TABLE_ROWS."
         ),
     },
     415: {
         "model": ErrorMessage,
-        "description": "Body neither text/csv nor Arrow, or the bulk extra is not installed.",
+        "description": (
+            "Body neither text/csv nor Arrow, or the bulk extra is not installed, or a "
+            "Content-Encoding other than gzip or deflate."
+        ),
     },
     422: {
         "description": "Validation Error: `detail` names each bad cell by row and column.",

@@ -51,7 +51,7 @@ from app.oip_schemas import (
     ServerMetadataResponse,
     ServerReadyResponse,
 )
-from app.openapi import ERRORS, PROBE_ERRORS, operation
+from app.openapi import BODY_ERRORS, ERRORS, PROBE_ERRORS, operation
 from app.routes import read_body
 from app.routes import validation_error_handler as routes_validation_error_handler
 from app.runtime import Runtime, runtime_of
@@ -123,7 +123,14 @@ TAG_METADATA: Final[dict[str, str]] = {
 
 _ERROR: Final[dict[int | str, dict[str, Any]]] = {
     400: {"model": InferenceErrorResponse, "description": "Invalid request; `error` says why."},
-    413: {"model": InferenceErrorResponse, "description": "Body larger than HEART_MAX_BODY_BYTES."},
+    413: {**BODY_ERRORS[413], "model": InferenceErrorResponse},
+    415: {
+        "model": InferenceErrorResponse,
+        "description": (
+            "A Content-Encoding other than gzip or deflate (the answer's Accept-Encoding "
+            "lists those)."
+        ),
+    },
 }
 #: The service's refusals before routing (app/openapi.py), in the protocol's shape here.
 _UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {

@@ -77,8 +77,24 @@ PROBE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 #: Errors any endpoint with a request body can answer, before the body is read.
 BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     **ERRORS,
-    413: {"model": ErrorMessage, "description": "Body larger than HEART_MAX_BODY_BYTES."},
-    415: {"model": ErrorMessage, "description": "Body not sent as application/json."},
+    400: {
+        "model": ErrorMessage,
+        "description": (
+            "Malformed request: an invalid Content-Length, or a gzip or deflate body "
+            "(Content-Encoding) that does not decode."
+        ),
+    },
+    413: {
+        "model": ErrorMessage,
+        "description": "Body larger than HEART_MAX_BODY_BYTES, as sent or once decoded.",
+    },
+    415: {
+        "model": ErrorMessage,
+        "description": (
+            "Body not sent as application/json, or in a Content-Encoding other than gzip "
+            "or deflate (the answer's Accept-Encoding lists those)."
+        ),
+    },
 }
 _VALIDATION_ERROR: Final[dict[int | str, dict[str, Any]]] = {
     422: {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import ipaddress
 import json
 import math
@@ -335,6 +336,26 @@ def probe_bad_bodies(target: Target, report: Report) -> None:
     report.check(not worst, "malformed bodies", f"statuses {statuses} (want only 4xx)")
 
 
+def probe_compression_bomb(target: Target, report: Report) -> None:
+    """64 MiB of zeros gzipped to about 64 KiB: a 413, quickly, and the server still up.
+
+    Far above the default body limit (2 MiB) and any sane one; a server that
+    inflated the whole body before checking would take seconds and the memory.
+    """
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9, mtime=0)
+    start = time.monotonic()
+    status, _ = request(target, "POST", "/predict/batch", bomb, 30, headers=GZIP_HEADER)
+    seconds = time.monotonic() - start
+    alive = request(target, "GET", "/health")[0] == 200
+    report.check(
+        status in (413, None) and seconds < 10 and alive,
+        "compression bomb",
+        f"{len(bomb):,} gzip bytes of 64 MiB of zeros: {status} after {seconds:.1f} s, "
+        f"health {'ok' if alive else 'DOWN'} (want 413, the server up)",
+    )
+
+
+GZIP_HEADER = "Content-Encoding: gzip\r\n"
 Probe = Callable[[Target, Report], None]
 FAST_PROBES: tuple[Probe, ...] = (
     probe_large_header,
@@ -348,6 +369,7 @@ FAST_PROBES: tuple[Probe, ...] = (
     probe_http2_upgrade,
     probe_websocket_handshakes,
     probe_bad_bodies,
+    probe_compression_bomb,
 )
 
 

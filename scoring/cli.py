@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
+from model.atomic import CannotWriteError, discard, same_file
 from model.cli_support import HelpFormatter, add_version, prog_name
 from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_UNUSABLE
+    if clash := _outputs_problem(args):
+        print(f"heart-score: {clash}", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         in_fmt = detect_format(args.input, args.input_format)
         out_fmt = detect_format(args.output, args.output_format)
@@ -121,7 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TextInNumbersError:
             # Some feature cell is text: read again, parsing cell by cell to name them all.
             summary = _run(args, predictor, in_fmt, out_fmt, show, text_features=True)
-    except (InputError, MissingColumnsError, DuplicateColumnsError, OSError) as exc:
+    except (
+        InputError,
+        CannotWriteError,
+        MissingColumnsError,
+        DuplicateColumnsError,
+        OSError,
+    ) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     rows, refused = summary
@@ -130,6 +140,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"heart-score: {refused:,} of {rows:,} rows refused{where}", file=sys.stderr)
         return EXIT_ROWS_REFUSED
     return EXIT_OK
+
+
+def _outputs_problem(args: argparse.Namespace) -> str | None:
+    """Why the files named would overwrite one another (or a directory), if they would.
+
+    Each output replaces its target when complete, so an output named as the input
+    (or the two outputs named alike) would silently leave scores where the patients'
+    registry was, or the refused cells where the scores were.
+    """
+    written = [("the output", args.output)]
+    if args.errors is not None:
+        written.append(("the --errors file", args.errors))
+    for what, path in written:
+        if same_file(path, args.input):
+            return f"{what} {path} is the input file: it would replace the input; name another"
+    if args.errors is not None and same_file(args.errors, args.output):
+        return f"the --errors file {args.errors} is the output file: name another"
+    for _, path in written:
+        # Found only when the finished file replaces it, after the whole input is
+        # scored, and after the other output may already stand: say so first.
+        if path.is_dir():
+            return f"cannot write {path}: Is a directory"
+    return None
 
 
 def _repeated(keys: Sequence[str]) -> list[str]:
@@ -184,10 +217,15 @@ def _run(
         # would otherwise show no progress line at all.
         progress.update(rows, refused, force=True)
     finally:
-        writer.close(success=ok)
-        if errors is not None:
-            errors.close(success=ok)
         progress.finish()
+        try:
+            writer.close(success=ok)
+        except Exception:
+            ok = False  # no errors file beside an output that was not written
+            raise
+        finally:
+            if errors is not None:
+                errors.close(success=ok)
     return rows, refused
 
 
@@ -197,8 +235,11 @@ class _ErrorsFile:
     def __init__(self, path: Path, keys: list[str]) -> None:
         self.path = path
         self._tmp = path.with_name(f".{path.name}.partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self._tmp.open("w", newline="")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = self._tmp.open("w", newline="")
+        except OSError as exc:
+            raise CannotWriteError(path, exc) from None
         self._csv = csv.writer(self._file)
         self._csv.writerow(["row", *keys, "column", "reason"])
 
@@ -211,9 +252,13 @@ class _ErrorsFile:
     def close(self, *, success: bool) -> None:
         self._file.close()
         if success:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            try:
+                os.replace(self._tmp, self.path)
+                return
+            except OSError as exc:
+                discard(self._tmp)
+                raise CannotWriteError(self.path, exc) from None
+        discard(self._tmp)
 
 
 class _Progress:

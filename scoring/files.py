@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from model.atomic import CannotWriteError, discard
 from model.columns import MISSING_MARKERS, csv_number, require_columns
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
@@ -887,24 +888,34 @@ class Writer:
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.fmt == "parquet":
-                # Dictionaries only help the 0/1 class; on ids and probabilities pyarrow
-                # builds one, finds it too large and falls back: 5x the write time.
-                self._writer = pq.ParquetWriter(
-                    self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
-                )
-            else:
-                self._writer = pacsv.CSVWriter(self._tmp, batch.schema)
-        self._writer.write_batch(batch)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.fmt == "parquet":
+                    # Dictionaries only help the 0/1 class; on ids and probabilities pyarrow
+                    # builds one, finds it too large and falls back: 5x the write time.
+                    self._writer = pq.ParquetWriter(
+                        self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
+                    )
+                else:
+                    self._writer = pacsv.CSVWriter(self._tmp, batch.schema)
+            except OSError as exc:
+                raise CannotWriteError(self.path, exc) from None
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:  # a full disk, a quota
+            raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
         if self._writer is not None:
             self._writer.close()
         if success and self._tmp.exists():
-            os.replace(self._tmp, self.path)
+            try:
+                os.replace(self._tmp, self.path)
+            except OSError as exc:  # the output's name is a directory, say
+                discard(self._tmp)
+                raise CannotWriteError(self.path, exc) from None
         else:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
 
 def empty_batch(

@@ -40,6 +40,7 @@ from sklearn.model_selection import train_test_split
 
 from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
+from model.atomic import CannotWriteError, same_file
 from model.cli_support import HelpFormatter, add_version
 from model.columns import MISSING_MARKERS, csv_number
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
@@ -536,12 +537,24 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
         help="also choose the StatLog-cost-minimising threshold on the local patients",
     )
     args = p.parse_args(argv)
+    if same_file(args.output, args.data):
+        # The artifact replaces its target: the hospital's labelled file would be gone.
+        print(
+            f"error: --output {args.output} is the --data file: it would replace the "
+            "patients' file with the artifact; name another",
+            file=sys.stderr,
+        )
+        return 2
     try:
         payload = recalibrated_payload(args.model, args.data, tune_threshold=args.tune_threshold)
     except (DataError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    save_artifact(payload, args.output)
+    try:
+        save_artifact(payload, args.output)
+    except OSError as exc:
+        print(f"error: {CannotWriteError(args.output, exc)}", file=sys.stderr)
+        return 2
     r = payload["recalibration"]
     for when in ("before", "after"):
         f = r[when]

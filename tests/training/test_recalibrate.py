@@ -400,3 +400,33 @@ def test_few_patients_of_one_outcome_get_a_warning_and_the_slope_interval(
     assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
                 "--output", str(out)]) == 0  # fmt: skip
     assert "local patients of one outcome" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("local.csv", "--output {dir}/local.csv is the --data file: it would replace"),
+        ("local.csv/new.joblib", "cannot write {dir}/local.csv/new.joblib: Not a directory"),
+        ("a-directory", "cannot write {dir}/a-directory: Is a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_or_replaces_the_data_is_exit_2(
+    artifact_path: Path,
+    hungarian_half: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    message: str,
+) -> None:
+    """Refused by name, no traceback; the patients' file is never replaced by the artifact
+    (it was, with exit status 0, when --output named it)."""
+    data = tmp_path / "local.csv"
+    data.write_bytes(hungarian_half.read_bytes())
+    (tmp_path / "a-directory").mkdir()
+    code = cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(tmp_path / output)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert message.format(dir=tmp_path) in err
+    assert data.read_bytes() == hungarian_half.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "local.csv"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 import time
@@ -38,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         "probability, prediction and, when the model has one, its interval.",
     )
     add_version(parser)
-    parser.add_argument("input", type=Path, help="CSV or Parquet file to score")
-    parser.add_argument("output", type=Path, help="where to write the scores (.csv or .parquet)")
+    parser.add_argument(
+        "input", type=Path, help="CSV (.csv, .csv.gz, .csv.bz2, .csv.zst) or Parquet file to score"
+    )
+    parser.add_argument(
+        "output", type=Path, help="where to write the scores (.csv, .csv.gz, ... or .parquet)"
+    )
     parser.add_argument(
         "--key",
         action="append",
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     try:
         in_fmt = detect_format(args.input, args.input_format)
-        out_fmt = detect_format(args.output, args.output_format)
+        out_fmt = detect_format(args.output, args.output_format, option="--output-format")
         predictor = load_artifact(args.model)
     except (InputError, ArtifactError) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
@@ -233,11 +238,15 @@ class _ErrorsFile:
     """The ``--errors`` CSV: one line per refused cell, the row's keys to find it by."""
 
     def __init__(self, path: Path, keys: list[str]) -> None:
+        from scoring.files import output_stream
+
         self.path = path
         self._tmp = path.with_name(f".{path.name}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = self._tmp.open("w", newline="")
+            # As the scores are: compressed when the name says so (errors.csv.gz).
+            stream = output_stream(self._tmp, path)
+            self._file: IO[str] = io.TextIOWrapper(stream, encoding="utf-8", newline="")
         except OSError as exc:
             raise CannotWriteError(path, exc) from None
         self._csv = csv.writer(self._file)

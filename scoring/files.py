@@ -33,6 +33,10 @@ ROW = "row"
 #: Rows per chunk: large enough that per-chunk overhead vanishes, small enough for flat memory.
 CHUNK_ROWS = 131_072
 _CSV_BLOCK_BYTES = 1 << 20
+#: The names read as CSV; pyarrow decompresses by the same ends (``compression="detect"``).
+CSV_NAMES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
+#: The compression each of those ends names, for writing one.
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
 class InputError(ValueError):
@@ -105,17 +109,39 @@ def _named(names: Sequence[str | None]) -> list[str]:
     return [name for name in names if name is not None]
 
 
-def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
-    """The format named by ``given``, else by the file name's extension."""
+#: Files a registry is often exported as that heart-score does not read, by the end of their
+#: name: what the file is, and what to do with it.
+_NOT_READ: dict[tuple[str, ...], str] = {
+    (".xlsx", ".xlsm", ".xls", ".ods"): (
+        "a spreadsheet workbook, which heart-score does not read: save the sheet as CSV "
+        "(in Excel, Save As 'CSV UTF-8')"
+    ),
+    (".arrow", ".feather", ".ipc", ".arrows"): (
+        "an Arrow IPC file, which heart-score does not read: write the table as Parquet "
+        "(pyarrow.parquet.write_table) or CSV"
+    ),
+    (".zip",): "a ZIP archive, which heart-score does not read: unzip it (.csv.gz is read)",
+}
+
+
+def detect_format(
+    path: str | os.PathLike[str], given: str | None = None, *, option: str = "--input-format"
+) -> Format:
+    """The format named by ``given``, else by the file name's extension; ``option`` is the
+    command's option that names it, for the message when neither does."""
     if given in ("csv", "parquet"):
         return given  # type: ignore[return-value]
     name = str(path).lower()
     if name.endswith((".parquet", ".pq", ".parq")):
         return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")):
+    if name.endswith(CSV_NAMES):
         return "csv"
+    for ends, kind in _NOT_READ.items():
+        if name.endswith(ends) and option == "--input-format":
+            raise InputError(f"{path} is {kind}")
     raise InputError(
-        f"cannot tell the format of {path}: name it .csv or .parquet, or pass --format"
+        f"cannot tell the format of {path}: name it .csv or .parquet (or .csv.gz, .csv.bz2, "
+        f".csv.zst: compressed CSV), or pass {option}"
     )
 
 
@@ -874,10 +900,18 @@ def scores_batch(scores: Scores) -> pa.RecordBatch:
     )
 
 
+def output_stream(tmp: Path, path: Path) -> pa.NativeFile:
+    """A stream writing ``tmp``, compressed as ``path``'s name says (``.csv.gz``, ...): the
+    temporary name ends in ``.partial``, so pyarrow's detection by name cannot be used."""
+    return pa.output_stream(tmp, compression=_CODECS.get(path.suffix.lower()))
+
+
 class Writer:
     """CSV or Parquet output, written to a temporary name and renamed when complete.
 
-    A run that fails half way leaves no output that looks finished.
+    A run that fails half way leaves no output that looks finished. A CSV output named
+    ``.csv.gz`` (``.bz2``, ``.zst``) is compressed so, as the input of that name is read:
+    written as plain text under such a name, it could not be read back by its name.
     """
 
     def __init__(self, path: str | os.PathLike[str], fmt: Format) -> None:
@@ -885,6 +919,7 @@ class Writer:
         self.fmt = fmt
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self._sink: pa.NativeFile | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
@@ -897,7 +932,8 @@ class Writer:
                         self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
                     )
                 else:
-                    self._writer = pacsv.CSVWriter(self._tmp, batch.schema)
+                    self._sink = output_stream(self._tmp, self.path)
+                    self._writer = pacsv.CSVWriter(self._sink, batch.schema)
             except OSError as exc:
                 raise CannotWriteError(self.path, exc) from None
         try:
@@ -908,6 +944,8 @@ class Writer:
     def close(self, *, success: bool) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._sink is not None:
+            self._sink.close()  # the writer leaves a stream it was given open
         if success and self._tmp.exists():
             try:
                 os.replace(self._tmp, self.path)

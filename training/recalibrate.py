@@ -45,7 +45,12 @@ from model.cli_support import HelpFormatter, add_version
 from model.columns import MISSING_MARKERS, csv_number
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
-from training.calibration import calibration_intercept_slope, recalibrate, slope_interval
+from training.calibration import (
+    calibration_intercept_slope,
+    recalibrate,
+    separated,
+    slope_interval,
+)
 from training.data import DataError
 from training.evaluate import classes_everyone_as, cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
@@ -366,6 +371,14 @@ def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> di
     x, y = parse_local_csv(raw, data)
     served = load_artifact(model)
     base = replace(served, calibration_intercept=0.0, calibration_slope=1.0)
+    if separated(y, base.probability(x)):
+        raise DataError(
+            f"{data}: the model's risks order these {y.size} patients' outcomes completely "
+            "apart (every risk of one outcome at or above every risk of the other), so no "
+            "finite intercept and slope fit them best, and a fit would stop at arbitrary "
+            f"numbers: recalibrate on more labelled patients (about {FEW_PER_OUTCOME} with "
+            "and without the disease, docs/sites.md)"
+        )
     fit = fit_recalibration(base, x, y, tune_threshold=tune_threshold, served=served)
     digest = hashlib.sha256(raw).hexdigest()
     new = dict(payload)

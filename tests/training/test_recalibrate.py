@@ -430,3 +430,48 @@ def test_an_output_that_cannot_be_written_or_replaces_the_data_is_exit_2(
     assert message.format(dir=tmp_path) in err
     assert data.read_bytes() == hungarian_half.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "local.csv"]
+
+
+def test_outcomes_the_risks_order_apart_have_no_fit_and_are_refused(
+    artifact_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A handful of patients whose risks put every diseased one above every healthy one:
+    the fit has no maximum, and the solver's stopping point (a slope of 7.7 for five
+    such Hungarian patients, the fitted data's mean not even matched) was written as
+    the hospital's recalibration with exit status 0."""
+    x, y = load_site("hungarian")
+    p = load_artifact(artifact_path).probability(x)
+    order = np.argsort(p)
+    healthy = [i for i in order if y[i] == 0][:3]
+    diseased = [i for i in order if y[i] == 1][-2:]
+    keep = np.array(healthy + diseased)
+    data = write_csv(tmp_path / "five.csv", x[keep], y[keep])
+    out = tmp_path / "five.joblib"
+    code = cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "order these 5 patients' outcomes completely apart" in err
+    assert not out.exists()
+    # With the riskiest healthy patient and the least risky diseased one, the outcomes'
+    # risks overlap (the model ranks the site imperfectly): a fit exists, and is written.
+    ends = [next(i for i in order[::-1] if y[i] == 0), next(i for i in order if y[i] == 1)]
+    overlap = np.concatenate([keep, ends])
+    data = write_csv(tmp_path / "six.csv", x[overlap], y[overlap])
+    assert cli(["recalibrate", "--model", str(artifact_path), "--data", str(data),
+                "--output", str(out)]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "apart"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], True),
+        ([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4], True),  # the wrong way round: apart too
+        ([0, 0, 1, 1], [0.1, 0.3, 0.3, 0.4], True),  # a tie at the boundary: still no fit
+        ([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], False),
+        ([1, 1, 1, 1], [0.1, 0.2, 0.3, 0.4], False),  # one outcome: refused elsewhere
+    ],
+)
+def test_separated(y: list[int], p: list[float], apart: bool) -> None:
+    from training.calibration import separated
+
+    assert separated(np.array(y), np.array(p)) is apart

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -145,8 +146,9 @@ def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
             try:
                 values.append(_number(cells[column]))
             except ValueError:
+                # Never the cell itself: a patient's value, on a terminal or in a job's log.
                 raise DataError(
-                    f"{where}, column {name}: {cells[column]!r} is not a number; {MISSING_HINT}"
+                    f"{where}, column {name}: is not a number; {_not_a_number_hint(cells[column])}"
                 ) from None
         label = cells[columns[-1]]
         if label in MISSING_MARKERS:
@@ -154,10 +156,8 @@ def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
                 f"{where}, column {OUTCOME}: empty: every patient needs an outcome, "
                 "0 (no disease) or 1 (disease)"
             )
-        if label not in ("0", "1"):
-            raise DataError(f"{where}, column {OUTCOME}: {label!r} must be 0 or 1")
         rows.append(values)
-        outcome.append(int(label))
+        outcome.append(_outcome(label, f"{where}, column {OUTCOME}"))
         numbers.append(row)
         lines.append(line)
     if not rows:
@@ -203,6 +203,41 @@ def _check_header(names: list[str], where: str) -> None:
         f"{where} lacks the column(s) {', '.join(missing)}{hint}; it must "
         "name the 13 features and outcome (docs/sites.md)"
     )
+
+
+#: What the outcome column may hold, and how the codings of the UCI files map onto it.
+OUTCOME_CODES = (
+    "must be 0 (no disease) or 1 (disease); recode another coding first: Statlog's 1 "
+    "(absence) and 2 (presence) as 0 and 1, the UCI files' num 0 to 4 as 0 for 0 and 1 for "
+    "1 to 4, no and yes as 0 and 1"
+)
+
+
+def _outcome(label: str, where: str) -> int:
+    """0 or 1 from an outcome cell (``1``, ``1.0``: a number equal to one of them).
+
+    Anything else is refused, never guessed: a ``2`` is Statlog's "presence" and the UCI
+    files' "disease in two vessels", and read as either it moves every patient's risk.
+    The message says which codings to recode, not what the cell held (a diagnosis).
+    """
+    try:
+        value = csv_number(label)
+    except ValueError:
+        value = math.nan
+    if value not in (0.0, 1.0):
+        raise DataError(f"{where}: {OUTCOME_CODES}")
+    return int(value)
+
+
+#: A number written with a decimal comma (``1,5``), as a European spreadsheet writes one.
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
+
+
+def _not_a_number_hint(cell: str) -> str:
+    """What to do about a cell that is not a number, told by its form, never quoting it."""
+    if _DECIMAL_COMMA.fullmatch(cell):
+        return "it has a decimal comma: write numbers with a decimal point"
+    return MISSING_HINT
 
 
 def _number(cell: str) -> float:
@@ -595,7 +630,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
     if fewest < FEW_PER_OUTCOME:
         warnings.insert(
             0,
-            f"only {fewest} local patients of one outcome: the refitted slope is uncertain "
+            f"only {fewest} local patient{'' if fewest == 1 else 's'} of one outcome: the "
+            "refitted slope is uncertain "
             f"(95% CI above); a validation needs about {FEW_PER_OUTCOME} of each "
             "(Vergouwe et al. 2005), so refit when more are labelled",
         )

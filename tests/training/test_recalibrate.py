@@ -117,11 +117,11 @@ def edit_line(number: int, change: object) -> object:
         (lambda t: t.replace(",outcome", ",result"), "lacks the column"),
         # Rows counted as heart-score counts them (from 0, no header), the file's line beside.
         (blank_first_age, r"row 0 \(line 2 of the file\), column age: must be a finite number"),
-        (lambda t: t[: t.rindex(",")] + ",2\n", r"column outcome: '2' must be 0 or 1"),
+        (lambda t: t[: t.rindex(",")] + ",2\n", r"column outcome: must be 0 \(no disease\) or 1"),
         (edit_line(1, lambda h: h.replace(",sex,", ",age,")), r"names the column\(s\) age more"),
         (edit_line(5, lambda row: row + ",7"), r"row 3 \(line 5 of the file\) has 15 cells, more"),
         (edit_line(5, lambda row: row.rsplit(",", 1)[0]), r"row 3 \(line 5 .* fewer than the"),
-        (edit_line(5, lambda row: "?" + row[row.index(",") :]), r"'\?' is not a number; a value"),
+        (edit_line(5, lambda row: "?" + row[row.index(",") :]), r"age: is not a number; a value"),
         (lambda t: t.replace(",", ";"), "the header is a single cell: the file must be sep"),
         (lambda t: t.replace("age,", "Age,", 1), r"case-sensitive; the header has 'Age'"),
         (edit_line(3, lambda row: row.replace(",", "\xe9,", 1)), "line 3 of the file is not UTF-8"),
@@ -176,8 +176,9 @@ def test_missing_markers_are_heart_scores(hungarian_half: Path, tmp_path: Path) 
     for text in ("NAN", "1_000", "\u0661\u0663\u0660", "\uff11\uff13\uff10", "inf"):
         edited[0] = ",".join([*rows[0].split(",")[:col], text, *rows[0].split(",")[col + 1 :]])
         (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
-        with pytest.raises(DataError, match=f"column serum_cholesterol: '{text}' is not a number"):
+        with pytest.raises(DataError, match="column serum_cholesterol: is not a number") as e:
             read_local_csv(tmp_path / "marked.csv")
+        assert text not in str(e.value)  # never the cell itself
     # A number too large for a double is a number, out of range (not "must be finite").
     edited[0] = ",".join([*rows[0].split(",")[:col], "1" * 400, *rows[0].split(",")[col + 1 :]])
     (tmp_path / "marked.csv").write_text("\n".join([header, *edited]) + "\n")
@@ -475,3 +476,53 @@ def test_separated(y: list[int], p: list[float], apart: bool) -> None:
     from training.calibration import separated
 
     assert separated(np.array(y), np.array(p)) is apart
+
+
+@pytest.mark.parametrize(
+    ("cell", "column", "said"),
+    [
+        ("1,5", "st_depression", "is not a number; it has a decimal comma: write numbers with"),
+        ("132,0", "serum_cholesterol", "is not a number; it has a decimal comma"),
+        ("-", "serum_cholesterol", "is not a number; a value not measured is an empty cell"),
+        ("N/A", "thal", "is not a number; a value not measured is an empty cell"),
+        # Other outcome codings: refused, never read as 0/1, and the codings to recode named.
+        (
+            "2",
+            OUTCOME,
+            "must be 0 (no disease) or 1 (disease); recode another coding first: "
+            "Statlog's 1 (absence) and 2 (presence) as 0 and 1, the UCI files' num",
+        ),
+        ("4", OUTCOME, "must be 0 (no disease) or 1 (disease); recode"),
+        ("yes", OUTCOME, "must be 0 (no disease) or 1 (disease); recode"),
+        ("0.5", OUTCOME, "must be 0 (no disease) or 1 (disease); recode"),
+    ],
+)
+def test_a_refused_cell_is_named_by_row_and_column_never_quoted(
+    hungarian_half: Path, tmp_path: Path, cell: str, column: str, said: str
+) -> None:
+    """The cell is a patient's value (or diagnosis): the message says what is wrong with its
+    form and where, as heart-score's do, and not what it held."""
+    header, *rows = hungarian_half.read_text().rstrip("\n").split("\n")
+    at = header.split(",").index(column)
+    values = rows[2].split(",")
+    values[at] = f'"{cell}"' if "," in cell else cell
+    rows[2] = ",".join(values)
+    (tmp_path / "local.csv").write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(DataError) as refused:
+        read_local_csv(tmp_path / "local.csv")
+    message = str(refused.value)
+    assert f"row 2 (line 4 of the file), column {column}: {said}" in message
+    assert f"'{cell}'" not in message and f": {cell}" not in message
+
+
+@pytest.mark.parametrize("written", ["1.0", " 1 ", "1e0"])
+def test_an_outcome_written_as_a_number_equal_to_0_or_1_is_read(
+    hungarian_half: Path, tmp_path: Path, written: str
+) -> None:
+    """pandas writes an outcome column with a gap in it as 0.0 and 1.0."""
+    want_x, want_y = read_local_csv(hungarian_half)
+    text = hungarian_half.read_text().replace(",1\n", f",{written}\n").replace(",0\n", ",0.0\n")
+    (tmp_path / "local.csv").write_text(text)
+    x, y = read_local_csv(tmp_path / "local.csv")
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)

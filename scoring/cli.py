@@ -21,7 +21,13 @@ from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
 from model.atomic import CannotWriteError, discard, same_file
-from model.cli_support import HelpFormatter, add_version, prog_name
+from model.cli_support import (
+    HelpFormatter,
+    add_csv_dialect,
+    add_version,
+    check_csv_dialect,
+    prog_name,
+)
 from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 
 EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE = 0, 1, 2
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifact to score with (HEART_MODEL_PATH, default artifacts/model.joblib)",
     )
     parser.add_argument("--input-format", choices=["csv", "parquet"], help="default: from the name")
+    add_csv_dialect(parser)
     parser.add_argument(
         "--output-format", choices=["csv", "parquet"], help="default: from the name"
     )
@@ -89,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_csv_dialect(parser, args)
     try:
         import pyarrow as pa  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
@@ -186,7 +195,14 @@ def _run(
 ) -> tuple[int, int]:
     """Score the file once; returns (rows, refused rows)."""
     from scoring.core import score_batch
-    from scoring.files import Writer, count_rows, empty_batch, output_batch, read_chunks
+    from scoring.files import (
+        CsvDialect,
+        Writer,
+        count_rows,
+        empty_batch,
+        output_batch,
+        read_chunks,
+    )
 
     keys: list[str] = args.key
     writer = Writer(args.output, out_fmt)
@@ -202,6 +218,7 @@ def _run(
             chunk_rows=args.chunk_rows,
             threads=args.threads != 1,
             text_features=text_features,
+            dialect=CsvDialect(args.delimiter, args.decimal),
         )
         for chunk in chunks:
             batch = validate_columns(

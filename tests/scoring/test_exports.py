@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
-from scoring.synthetic import registry
+from scoring.synthetic import KEY, registry
 
 
 @pytest.fixture
@@ -137,3 +141,151 @@ def test_a_compressed_name_is_read_and_written_compressed(
     for name in ("out.csv", "e.csv"):
         want = pacsv.read_csv(here / name)
         assert pacsv.read_csv(here / f"{name}{end}").equals(want) and want.num_rows >= 1
+
+
+def _european(df: pd.DataFrame, *, decimal: str = ",") -> bytes:
+    """``df`` as Excel writes "CSV UTF-8" where the decimal mark is a comma: a byte-order
+    mark, ';' between cells, decimal commas, CRLF, extra columns (a name holding the
+    separator's neighbour, a date) and the columns in another order."""
+    out = df[[*reversed(df.columns)]].copy()
+    out.insert(0, "name", "Doe, J.")
+    out.insert(1, "visit", "01.02.1988")
+    text = out.to_csv(index=False, sep=";", decimal=decimal, lineterminator="\r\n")
+    return ("\ufeff" + text).encode("utf-8")
+
+
+def test_a_european_excel_export_reads_as_the_plain_file_with_its_dialect(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = registry(300, seed=3, missing=0.1)
+    plain, eu = tmp_path / "plain.csv", tmp_path / "eu.csv"
+    df.to_csv(plain, index=False)
+    eu.write_bytes(_european(df))
+    assert b"," in eu.read_bytes().split(b"\r\n")[5]  # decimal commas, not just the name's
+    keys = ["--key", KEY]
+    assert _run([str(plain), str(tmp_path / "p.csv"), *keys], artifact_path) == EXIT_OK
+    dialect = ["--delimiter", ";", "--decimal", ","]
+    assert _run([str(eu), str(tmp_path / "e.csv"), *keys, *dialect], artifact_path) == EXIT_OK
+    assert pd.read_csv(tmp_path / "e.csv").equals(pd.read_csv(tmp_path / "p.csv"))
+    # Without the dialect, the header's ';' is named, with the options that read it.
+    assert _run([str(eu), str(tmp_path / "x.csv")], artifact_path) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err == (
+        f"heart-score: cannot read {eu} as csv: its header has no ',' between the column names "
+        "but has ';': pass --delimiter ';' (and --decimal ',' if its numbers are written 1,5)\n"
+    )
+    # With the delimiter alone, a decimal comma is refused by row and column, never misread.
+    args = [str(eu), str(tmp_path / "x.csv"), "--delimiter", ";", "--errors", str(tmp_path / "r")]
+    assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
+    refused = pd.read_csv(tmp_path / "r")
+    assert len(refused) and set(refused["reason"]) == {"is not a number"}
+    scored = pd.read_csv(tmp_path / "x.csv")
+    assert scored["probability"].isna().tolist() == scored.index.isin(refused["row"]).tolist()
+
+
+@pytest.mark.parametrize("cell", ["1.5", "1.234", " 2.0 "])
+@pytest.mark.parametrize("chunk_rows", ["100", "7"])  # no effect on the dialect, a check
+def test_with_a_decimal_comma_a_point_is_refused_not_read_as_a_decimal_mark(
+    tmp_path: Path, artifact_path: Path, cell: str, chunk_rows: str
+) -> None:
+    """In a file whose decimal mark is a comma, 1.234 is a thousand and more: read as
+    1.234 it would be a value silently a thousand times too small. Refused, on the fast
+    read (pyarrow's decimal_point) and on the read again as text alike."""
+    lines = _european(registry(20, seed=5)).decode("utf-8").split("\r\n")
+    at = lines[0].split(";").index("st_depression")
+    cells = lines[5].split(";")
+    cells[at] = cell
+    lines[5] = ";".join(cells)  # row 4
+    inp = tmp_path / "eu.csv"
+    inp.write_text("\r\n".join(lines), encoding="utf-8")
+    args = [str(inp), str(tmp_path / "o.csv"), "--delimiter", ";", "--decimal", ","]
+    args += ["--errors", str(tmp_path / "r.csv"), "--chunk-rows", chunk_rows]
+    assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
+    refused = pd.read_csv(tmp_path / "r.csv")
+    assert refused[["row", "column", "reason"]].values.tolist() == [
+        [4, "st_depression", "is not a number"]
+    ]
+
+
+def test_a_tab_separated_export_is_read_with_delimiter_tab(
+    tmp_path: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = registry(40, seed=6, missing=0.1)
+    (tmp_path / "in.tsv.csv").write_text(df.to_csv(index=False, sep="\t"))
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    inp = str(tmp_path / "in.tsv.csv")
+    assert _run([inp, str(tmp_path / "o.csv")], artifact_path) == EXIT_UNUSABLE
+    assert "has tab: pass --delimiter tab\n" in capsys.readouterr().err
+    assert _run([inp, str(tmp_path / "o.csv"), "--delimiter", "tab"], artifact_path) == EXIT_OK
+    assert _run([str(tmp_path / "plain.csv"), str(tmp_path / "p.csv")], artifact_path) == EXIT_OK
+    assert pd.read_csv(tmp_path / "o.csv").equals(pd.read_csv(tmp_path / "p.csv"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--delimiter", ",", "--decimal", ","], "--delimiter and --decimal are both ','"),
+        (["--delimiter", "ab"], "one character that no number holds"),
+        (["--delimiter", "-"], "one character that no number holds"),
+        (["--decimal", ";"], "invalid choice"),
+    ],
+)
+def test_a_dialect_that_cannot_be_read_apart_is_a_usage_error(
+    registry_csv: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([str(registry_csv), str(registry_csv.parent / "o.csv"), *args])
+    assert done.value.code == EXIT_UNUSABLE and message in capsys.readouterr().err
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    df.to_parquet(sink, index=False)
+    return sink.getvalue()
+
+
+def _zip_bytes(text: str) -> bytes:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as archive:
+        archive.writestr("registry.csv", text)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda df: _parquet_bytes(df), "it is a Parquet file: name it .parquet, or pass --inp"),
+        (lambda df: gzip.compress(df.to_csv(index=False).encode()), "it is gzip-compressed: na"),
+        (lambda df: _zip_bytes(df.to_csv(index=False)), "it is a ZIP archive (an .xlsx or .o"),
+        (lambda df: df.to_csv(index=False).encode("utf-16"), "it is UTF-16 text (Excel's 'Uni"),
+    ],
+)
+def test_a_file_named_csv_that_is_another_format_says_what_it_is(
+    tmp_path: Path,
+    artifact_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: object,
+    said: str,
+) -> None:
+    """Read as CSV, each was 'a row of the wrong width' or a header without the features,
+    which sent the user looking for the wrong mistake."""
+    inp = tmp_path / "registry.csv"
+    inp.write_bytes(make(registry(30, seed=1)))  # type: ignore[operator]
+    assert _run([str(inp), str(tmp_path / "o.csv")], artifact_path) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err.startswith(f"heart-score: cannot read {inp} as csv: {said}")
+    assert err.count("\n") == 1 and "cells where the header" not in err
+
+
+def test_a_header_that_differs_in_case_or_spaces_is_named(
+    registry_csv: Path, artifact_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = registry(5).rename(columns={"age": "Age", "sex": " sex ", "thal": "Thal"})
+    df.to_csv(registry_csv, index=False)
+    assert _run([str(registry_csv), str(registry_csv.parent / "o.csv")], artifact_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("heart-score: missing feature column(s): age, sex, thal (")
+    assert err.endswith(
+        "; the header has 'Age', ' sex ', 'Thal': names must match exactly (lower case, "
+        "no spaces)\n"
+    )

@@ -122,8 +122,8 @@ def edit_line(number: int, change: object) -> object:
         (edit_line(5, lambda row: row + ",7"), r"row 3 \(line 5 of the file\) has 15 cells, more"),
         (edit_line(5, lambda row: row.rsplit(",", 1)[0]), r"row 3 \(line 5 .* fewer than the"),
         (edit_line(5, lambda row: "?" + row[row.index(",") :]), r"age: is not a number; a value"),
-        (lambda t: t.replace(",", ";"), "the header is a single cell: the file must be sep"),
-        (lambda t: t.replace("age,", "Age,", 1), r"case-sensitive; the header has 'Age'"),
+        (lambda t: t.replace(",", ";"), "has no ',' between the column names but has ';': pass"),
+        (lambda t: t.replace("age,", "Age,", 1), r"the header has 'Age': names must match"),
         (edit_line(3, lambda row: row.replace(",", "\xe9,", 1)), "line 3 of the file is not UTF-8"),
     ],
 )
@@ -481,7 +481,7 @@ def test_separated(y: list[int], p: list[float], apart: bool) -> None:
 @pytest.mark.parametrize(
     ("cell", "column", "said"),
     [
-        ("1,5", "st_depression", "is not a number; it has a decimal comma: write numbers with"),
+        ("1,5", "st_depression", "is not a number; it has a decimal comma: pass --decimal ','"),
         ("132,0", "serum_cholesterol", "is not a number; it has a decimal comma"),
         ("-", "serum_cholesterol", "is not a number; a value not measured is an empty cell"),
         ("N/A", "thal", "is not a number; a value not measured is an empty cell"),
@@ -526,3 +526,50 @@ def test_an_outcome_written_as_a_number_equal_to_0_or_1_is_read(
     x, y = read_local_csv(tmp_path / "local.csv")
     np.testing.assert_array_equal(x, want_x)
     np.testing.assert_array_equal(y, want_y)
+
+
+def test_a_european_excel_export_reads_as_the_plain_file_with_its_dialect(
+    hungarian_half: Path, tmp_path: Path
+) -> None:
+    """';' between cells and decimal commas, as Excel writes CSV where the decimal mark is
+    a comma, with a byte-order mark, CRLF and a quoted cell holding a comma."""
+    want_x, want_y = read_local_csv(hungarian_half)
+    header, *rows = hungarian_half.read_text().rstrip("\n").split("\n")
+    eu = [f"name;{header.replace(',', ';')}"]
+    eu += [f'"Doe, J.";{row.replace(",", ";").replace(".", ",")}' for row in rows]
+    assert any("," in row.split(";", 1)[1] for row in eu[1:])  # decimal commas present
+    (tmp_path / "eu.csv").write_bytes(("\ufeff" + "\r\n".join(eu) + "\r\n").encode())
+    x, y = read_local_csv(tmp_path / "eu.csv", delimiter=";", decimal=",")
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+    # The delimiter alone: a decimal comma is refused, with the option that reads it.
+    with pytest.raises(DataError, match="is not a number; it has a decimal comma: pass --decimal"):
+        read_local_csv(tmp_path / "eu.csv", delimiter=";")
+    # With a decimal comma, a point is no decimal mark (1.234 is a thousand and more).
+    (tmp_path / "eu.csv").write_text("\r\n".join([eu[0], eu[1].replace(";0;", ";1.5;", 1)]))
+    with pytest.raises(DataError, match=r"is not a number; it has a point, which is no decimal"):
+        read_local_csv(tmp_path / "eu.csv", delimiter=";", decimal=",")
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"PAR1\x15\x04", "is a Parquet file, not CSV text: save it as CSV UTF-8\n"),
+        (b"\x1f\x8b\x08\x00", "is gzip-compressed, not CSV text: save it as CSV UTF-8 (decompr"),
+        (b"PK\x03\x04\x14\x00", "is a ZIP archive (an .xlsx or .ods workbook is one), not CSV"),
+    ],
+)
+def test_a_data_file_in_another_format_says_what_it_is(
+    artifact_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    data: bytes,
+    said: str,
+) -> None:
+    """It said 'line 1 of the file is not UTF-8 text', or named a header of garbled bytes."""
+    (tmp_path / "local.csv").write_bytes(data + bytes(range(256)))
+    code = cli(["recalibrate", "--model", str(artifact_path), "--data",
+                str(tmp_path / "local.csv"), "--output", str(tmp_path / "x.joblib")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'local.csv'} {said}")

@@ -214,9 +214,9 @@ def read_chunks(
     offset = 0
     batches = _batches(path, fmt, wanted, keys, header, chunk_rows, threads, text_features, dialect)
     for batch in batches:
-        features, not_numbers = feature_columns(
-            batch, from_text=fmt == "csv", decimal=dialect.decimal
-        )
+        # The dialect is the CSV file's: a Parquet text column is read as any text is.
+        decimal = dialect.decimal if fmt == "csv" else "."
+        features, not_numbers = feature_columns(batch, from_text=fmt == "csv", decimal=decimal)
         key_arrays = [batch.column(k) for k in keys]
         if fmt == "parquet":  # pyarrow checked a CSV key's text as it read it
             for name, array in zip(keys, key_arrays, strict=True):

@@ -12,6 +12,7 @@ import pytest
 
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.synthetic import KEY, registry
+from tests.scoring.same import assert_same_probabilities
 
 
 @pytest.fixture
@@ -289,3 +290,43 @@ def test_a_header_that_differs_in_case_or_spaces_is_named(
         "; the header has 'Age', ' sex ', 'Thal': names must match exactly (lower case, "
         "no spaces)\n"
     )
+
+
+def test_the_dialect_is_the_csv_files_and_a_parquet_text_column_is_read_as_any_text(
+    tmp_path: Path, artifact_path: Path
+) -> None:
+    df = registry(10, seed=4).astype({"st_depression": str})
+    df.loc[2, "st_depression"] = "1,5"
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    args = [str(tmp_path / "in.parquet"), str(tmp_path / "o.csv"), "--decimal", ","]
+    args += ["--delimiter", ";", "--errors", str(tmp_path / "r.csv")]
+    assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
+    assert pd.read_csv(tmp_path / "r.csv")["row"].tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    ("cells", "refused"),
+    [
+        # docs/scoring.md: a number as a file writes one, with spaces around it or not.
+        (["130", " 130 ", "130.0", "1.3e2", "+130", "1.30E+02"], []),
+        # A dash or a dot alone is text, never 0 (nor "not measured": not the markers).
+        (["130", "-", ".", "?", "N/A", "NaN"], [1, 2, 3, 4, 5]),
+    ],
+)
+def test_how_a_number_may_be_written_and_what_is_never_one(
+    tmp_path: Path, artifact_path: Path, cells: list[str], refused: list[int]
+) -> None:
+    df = registry(len(cells), seed=9).astype({"resting_blood_pressure": object})
+    df["resting_blood_pressure"] = cells
+    df.to_csv(tmp_path / "in.csv", index=False)
+    args = [str(tmp_path / "in.csv"), str(tmp_path / "o.csv"), "--errors", str(tmp_path / "r")]
+    assert _run(args, artifact_path) == (EXIT_ROWS_REFUSED if refused else EXIT_OK)
+    assert pd.read_csv(tmp_path / "r")["row"].tolist() == refused
+    scored = pd.read_csv(tmp_path / "o.csv")["probability"]
+    fixed = registry(len(cells), seed=9).assign(resting_blood_pressure=130.0)
+    fixed.to_csv(tmp_path / "fixed.csv", index=False)
+    assert _run([str(tmp_path / "fixed.csv"), str(tmp_path / "f.csv")], artifact_path) == 0
+    want = pd.read_csv(tmp_path / "f.csv")["probability"]
+    kept = ~scored.index.isin(refused)
+    assert_same_probabilities(scored[kept].to_numpy(), want[kept].to_numpy())
+    assert scored[~kept].isna().all()

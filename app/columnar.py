@@ -36,7 +36,12 @@ from app.runtime import runtime_of
 from app.schemas import ErrorMessage
 from app.service import PredictionService
 from model.arrays import FloatArray
-from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
+from model.columns import (
+    DuplicateColumnsError,
+    MissingColumnsError,
+    near_hint,
+    validate_columns,
+)
 from scoring.core import score_batch
 
 TABLE_PATH: Final[str] = "/predict/table"
@@ -233,7 +238,12 @@ def _score_table(
     except MissingColumnsError as exc:
         raise RequestValidationError(
             [
-                {"type": "missing", "loc": ("body", "columns", name), "msg": "Field required"}
+                {
+                    "type": "missing",
+                    "loc": ("body", "columns", name),
+                    "msg": "Field required"
+                    + near_hint({name: exc.near[name]} if name in exc.near else {}),
+                }
                 for name in exc.missing
             ]
         ) from None

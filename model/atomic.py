@@ -10,6 +10,7 @@ the disk, and replaces the target with one atomic ``os.replace``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -45,3 +46,37 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file, existing or not (through links and ``..``).
+
+    Why: a command that writes its output by replacing the target would replace its
+    own input when both are one file (``heart-score registry.csv registry.csv``): the
+    patients' file gone, scores in its place, and an exit status of 0.
+    """
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return Path(a).resolve() == Path(b).resolve()
+
+
+class CannotWriteError(Exception):
+    """A file the user named could not be written (permission, no such directory, a full
+    disk). The message names that file rather than the temporary one beside it that the
+    failed call names (``.scores.csv.partial``), which the user never asked for."""
+
+    def __init__(self, path: str | os.PathLike[str], exc: OSError) -> None:
+        # Creating the directories on the path is the only step that meets an existing
+        # file: one of them is a file ("File exists" would say the opposite of the fix).
+        code = errno.ENOTDIR if isinstance(exc, FileExistsError) else exc.errno
+        reason = os.strerror(code) if code else str(exc)
+        super().__init__(f"cannot write {os.fspath(path)}: {reason}")
+
+
+def discard(path: str | os.PathLike[str]) -> None:
+    """Remove a temporary file if it is there. ``unlink(missing_ok=True)`` still raises when
+    the file could never have been made (its directory is a file: ``NotADirectoryError``),
+    and raised while cleaning up, that would hide why the write failed."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        os.unlink(path)

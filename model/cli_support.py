@@ -72,3 +72,53 @@ class HelpFormatter(argparse.HelpFormatter):
             return text
         shown = os.fspath(default) if isinstance(default, os.PathLike) else "%(default)s"
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+#: Delimiters by a name that needs no quoting in a shell (a tab is hard to type).
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
+
+
+def _delimiter(text: str) -> str:
+    char = _DELIMITER_NAMES.get(text.lower(), text)
+    if len(char) != 1 or char.isalnum() or char in '"\r\n+-':
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: one character that no number holds, such as ';' or '|', or 'tab'"
+        )
+    return char
+
+
+def add_csv_dialect(parser: argparse.ArgumentParser) -> None:
+    """``--delimiter`` and ``--decimal``: how a CSV export separates cells and decimals.
+
+    Why: Excel writes "CSV" with the system's list separator, a semicolon wherever the
+    decimal mark is a comma (much of Europe), even as "CSV UTF-8 (Comma delimited)".
+    Every command that reads a hospital's CSV takes the same two options;
+    :func:`check_csv_dialect` refuses a pair that cannot be read apart.
+    """
+    parser.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        metavar="CHAR",
+        help="the character between a CSV file's cells: ';' for Excel's CSV where the "
+        "decimal mark is a comma; 'tab' for a tab (default: ',')",
+    )
+    parser.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        default=".",
+        metavar="MARK",
+        help="the decimal mark of the CSV file's numbers, '.' or ','; with ',' a point in a "
+        "number (1.234) is refused, not read as a decimal mark (default: '.')",
+    )
+
+
+def check_csv_dialect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error when the delimiter is the decimal mark: ``1,5,2`` would be
+    two cells or one, a guess either way."""
+    if args.delimiter == args.decimal:
+        parser.error(
+            f"--delimiter and --decimal are both {args.delimiter!r}: which separates cells "
+            "and which decimals would be a guess (a comma decimal mark comes with "
+            "--delimiter ';')"
+        )

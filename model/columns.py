@@ -43,8 +43,12 @@ _CSV_NUMBER: Final[re.Pattern[str]] = re.compile(
 )
 
 
-def csv_number(cell: str) -> float:
+def csv_number(cell: str, decimal: str = ".") -> float:
     """A CSV cell (already stripped) as a float; ``ValueError`` unless it is a plain number.
+
+    ``decimal`` is the file's decimal mark. With a comma (``1,5``), a point is no decimal
+    mark (``1.234`` is that locale's way to write a thousand and more), so a cell with one
+    is refused rather than read as a number a thousand times too small.
 
     Python's ``float`` reads more than a number as a file writes it: ``1_000``,
     ``NaN``, ``inf``, and digits of any script (Arabic-Indic, full-width). A registry
@@ -56,6 +60,10 @@ def csv_number(cell: str) -> float:
     domain rule of :mod:`model.features` refuses it as out of range ("must be between
     80 and 700 mg/dl") rather than as text or as a missing value.
     """
+    if decimal != ".":
+        if "." in cell:
+            raise ValueError("a point where the decimal mark is not one")
+        cell = cell.replace(decimal, ".")
     if _CSV_NUMBER.fullmatch(cell) is None:
         raise ValueError("not a plain number")
     value = float(cell)
@@ -64,16 +72,96 @@ def csv_number(cell: str) -> float:
     return value
 
 
-class MissingColumnsError(ValueError):
-    """The batch lacks whole feature columns: no row of it can be scored."""
+@dataclass(frozen=True)
+class NotCsvText:
+    """What a file named (or sent) as CSV is instead, from its first bytes, and the name
+    ending under which ``heart-score`` would read it (``None``: it does not read it)."""
 
-    def __init__(self, missing: list[str]) -> None:
+    what: str
+    csv_name: str | None = None
+
+
+#: The first bytes of files that end up named ``.csv`` or sent as ``text/csv``, and are
+#: not CSV text. Read as CSV they were a row "of the wrong width" or a header without
+#: the features, which sent the user looking for the wrong mistake.
+_NOT_CSV_TEXT: Final[tuple[tuple[re.Pattern[bytes], NotCsvText], ...]] = (
+    (re.compile(rb"PAR1"), NotCsvText("a Parquet file", ".parquet")),
+    (re.compile(rb"\x1f\x8b"), NotCsvText("gzip-compressed", ".csv.gz")),
+    (re.compile(rb"BZh[1-9]1AY&SY"), NotCsvText("bzip2-compressed", ".csv.bz2")),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), NotCsvText("zstd-compressed", ".csv.zst")),
+    (re.compile(rb"PK\x03\x04"), NotCsvText("a ZIP archive (an .xlsx or .ods workbook is one)")),
+    (re.compile(rb"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"), NotCsvText("an Excel 97-2003 workbook")),
+    (re.compile(rb"ARROW1"), NotCsvText("an Arrow IPC file")),
+    (re.compile(rb"\xff\xff\xff\xff"), NotCsvText("an Arrow IPC stream")),
+    (re.compile(rb"\xff\xfe|\xfe\xff"), NotCsvText("UTF-16 text (Excel's 'Unicode Text')")),
+)
+
+
+def not_csv_text(head: bytes) -> NotCsvText | None:
+    """What the file or body starting with ``head`` is, when its first bytes say it is a
+    binary or compressed format rather than CSV text; ``None`` when they do not."""
+    for magic, kind in _NOT_CSV_TEXT:
+        if magic.match(head):
+            return kind
+    return None
+
+
+#: The separators a CSV export uses besides the comma, in the order they are guessed.
+_SEPARATORS: Final[tuple[str, ...]] = (";", "\t", "|", ",")
+
+
+def other_separator(head: bytes, delimiter: str = ",") -> str | None:
+    """The separator a CSV file's header line uses when it holds no ``delimiter`` at all.
+
+    Why: a header needs 13 feature names, so one without the delimiter was written
+    with another (Excel's ``;`` where the decimal mark is a comma, a tab): read with
+    the comma, it is one column, and its first row with a decimal comma "a row of 2
+    cells where the header has 1", which names the wrong mistake.
+    """
+    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    line = re.split(r"[\r\n]", text, maxsplit=1)[0]
+    if not line.strip() or delimiter in line:
+        return None
+    return next((sep for sep in _SEPARATORS if sep != delimiter and sep in line), None)
+
+
+def _folded(name: str) -> str:
+    return re.sub(r"[\s-]+", "_", name.strip()).lower()
+
+
+def near_names(missing: Iterable[str], names: Iterable[str | None]) -> dict[str, str]:
+    """The header's name for each missing column that differs from it only in case,
+    surrounding spaces or spaces and hyphens for underscores (``' Age '``, ``Chest Pain
+    Type``): what a spreadsheet export does to a header, told back so it can be fixed.
+
+    Names are matched exactly all the same: guessing which of ``age`` and ``Age`` is the
+    feature, in a file that has both, would be a guess about a patient's values.
+    """
+    folded = {_folded(name): name for name in names if name is not None}
+    return {m: folded[_folded(m)] for m in missing if _folded(m) in folded}
+
+
+def near_hint(near: Mapping[str, str]) -> str:
+    """``near_names``' finding in words, or nothing when it found none."""
+    if not near:
+        return ""
+    found = ", ".join(repr(name) for name in near.values())
+    return f"; the header has {found}: names must match exactly (lower case, no spaces)"
+
+
+class MissingColumnsError(ValueError):
+    """The batch lacks whole feature columns: no row of it can be scored. ``near`` maps
+    each missing column to a name of the header that differs only as :func:`near_names`
+    allows, to say so."""
+
+    def __init__(self, missing: list[str], near: Mapping[str, str] | None = None) -> None:
         self.missing = missing
+        self.near = dict(near or {})
         super().__init__(
             "missing feature column(s): "
             + ", ".join(missing)
             + " (every one of the 13 must be present; cells may be empty where a value may be"
-            " missing)"
+            " missing)" + near_hint(self.near)
         )
 
 
@@ -121,7 +209,7 @@ def require_columns(names: Iterable[str], *, also: Iterable[str] = ()) -> None:
     present = set(names)
     missing = [name for name in FEATURE_NAMES if name not in present]
     if missing:
-        raise MissingColumnsError(missing)
+        raise MissingColumnsError(missing, near_names(missing, names))
     needed = {*FEATURE_NAMES, *also}
     counts = Counter(name for name in names if name in needed)
     duplicated = [name for name, count in counts.items() if count > 1]

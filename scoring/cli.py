@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 import time
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
-from model.cli_support import HelpFormatter, add_version, prog_name
+from model.atomic import CannotWriteError, discard, same_file
+from model.cli_support import (
+    HelpFormatter,
+    add_csv_dialect,
+    add_version,
+    check_csv_dialect,
+    prog_name,
+)
 from model.columns import DuplicateColumnsError, MissingColumnsError, validate_columns
 
 EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE = 0, 1, 2
@@ -37,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "probability, prediction and, when the model has one, its interval.",
     )
     add_version(parser)
-    parser.add_argument("input", type=Path, help="CSV or Parquet file to score")
-    parser.add_argument("output", type=Path, help="where to write the scores (.csv or .parquet)")
+    parser.add_argument(
+        "input", type=Path, help="CSV (.csv, .csv.gz, .csv.bz2, .csv.zst) or Parquet file to score"
+    )
+    parser.add_argument(
+        "output", type=Path, help="where to write the scores (.csv, .csv.gz, ... or .parquet)"
+    )
     parser.add_argument(
         "--key",
         action="append",
@@ -57,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifact to score with (HEART_MODEL_PATH, default artifacts/model.joblib)",
     )
     parser.add_argument("--input-format", choices=["csv", "parquet"], help="default: from the name")
+    add_csv_dialect(parser)
     parser.add_argument(
         "--output-format", choices=["csv", "parquet"], help="default: from the name"
     )
@@ -83,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_csv_dialect(parser, args)
     try:
         import pyarrow as pa  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
@@ -103,9 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_UNUSABLE
+    if clash := _outputs_problem(args):
+        print(f"heart-score: {clash}", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         in_fmt = detect_format(args.input, args.input_format)
-        out_fmt = detect_format(args.output, args.output_format)
+        out_fmt = detect_format(args.output, args.output_format, option="--output-format")
         predictor = load_artifact(args.model)
     except (InputError, ArtifactError) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
@@ -121,7 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TextInNumbersError:
             # Some feature cell is text: read again, parsing cell by cell to name them all.
             summary = _run(args, predictor, in_fmt, out_fmt, show, text_features=True)
-    except (InputError, MissingColumnsError, DuplicateColumnsError, OSError) as exc:
+    except (
+        InputError,
+        CannotWriteError,
+        MissingColumnsError,
+        DuplicateColumnsError,
+        OSError,
+    ) as exc:
         print(f"heart-score: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     rows, refused = summary
@@ -130,6 +154,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"heart-score: {refused:,} of {rows:,} rows refused{where}", file=sys.stderr)
         return EXIT_ROWS_REFUSED
     return EXIT_OK
+
+
+def _outputs_problem(args: argparse.Namespace) -> str | None:
+    """Why the files named would overwrite one another (or a directory), if they would.
+
+    Each output replaces its target when complete, so an output named as the input
+    (or the two outputs named alike) would silently leave scores where the patients'
+    registry was, or the refused cells where the scores were.
+    """
+    written = [("the output", args.output)]
+    if args.errors is not None:
+        written.append(("the --errors file", args.errors))
+    for what, path in written:
+        if same_file(path, args.input):
+            return f"{what} {path} is the input file: it would replace the input; name another"
+    if args.errors is not None and same_file(args.errors, args.output):
+        return f"the --errors file {args.errors} is the output file: name another"
+    for _, path in written:
+        # Found only when the finished file replaces it, after the whole input is
+        # scored, and after the other output may already stand: say so first.
+        if path.is_dir():
+            return f"cannot write {path}: Is a directory"
+    return None
 
 
 def _repeated(keys: Sequence[str]) -> list[str]:
@@ -148,7 +195,14 @@ def _run(
 ) -> tuple[int, int]:
     """Score the file once; returns (rows, refused rows)."""
     from scoring.core import score_batch
-    from scoring.files import Writer, count_rows, empty_batch, output_batch, read_chunks
+    from scoring.files import (
+        CsvDialect,
+        Writer,
+        count_rows,
+        empty_batch,
+        output_batch,
+        read_chunks,
+    )
 
     keys: list[str] = args.key
     writer = Writer(args.output, out_fmt)
@@ -164,6 +218,7 @@ def _run(
             chunk_rows=args.chunk_rows,
             threads=args.threads != 1,
             text_features=text_features,
+            dialect=CsvDialect(args.delimiter, args.decimal),
         )
         for chunk in chunks:
             batch = validate_columns(
@@ -184,10 +239,15 @@ def _run(
         # would otherwise show no progress line at all.
         progress.update(rows, refused, force=True)
     finally:
-        writer.close(success=ok)
-        if errors is not None:
-            errors.close(success=ok)
         progress.finish()
+        try:
+            writer.close(success=ok)
+        except Exception:
+            ok = False  # no errors file beside an output that was not written
+            raise
+        finally:
+            if errors is not None:
+                errors.close(success=ok)
     return rows, refused
 
 
@@ -195,10 +255,17 @@ class _ErrorsFile:
     """The ``--errors`` CSV: one line per refused cell, the row's keys to find it by."""
 
     def __init__(self, path: Path, keys: list[str]) -> None:
+        from scoring.files import output_stream
+
         self.path = path
         self._tmp = path.with_name(f".{path.name}.partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = self._tmp.open("w", newline="")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # As the scores are: compressed when the name says so (errors.csv.gz).
+            stream = output_stream(self._tmp, path)
+            self._file: IO[str] = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+        except OSError as exc:
+            raise CannotWriteError(path, exc) from None
         self._csv = csv.writer(self._file)
         self._csv.writerow(["row", *keys, "column", "reason"])
 
@@ -211,9 +278,13 @@ class _ErrorsFile:
     def close(self, *, success: bool) -> None:
         self._file.close()
         if success:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            try:
+                os.replace(self._tmp, self.path)
+                return
+            except OSError as exc:
+                discard(self._tmp)
+                raise CannotWriteError(self.path, exc) from None
+        discard(self._tmp)
 
 
 class _Progress:

@@ -21,7 +21,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.columns import MISSING_MARKERS, csv_number, require_columns
+from model.atomic import CannotWriteError, discard
+from model.columns import (
+    MISSING_MARKERS,
+    csv_number,
+    not_csv_text,
+    other_separator,
+    require_columns,
+)
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
 from scoring.core import PREDICTION, Scores, output_columns
@@ -32,6 +39,12 @@ ROW = "row"
 #: Rows per chunk: large enough that per-chunk overhead vanishes, small enough for flat memory.
 CHUNK_ROWS = 131_072
 _CSV_BLOCK_BYTES = 1 << 20
+#: What is read of a CSV file or body to tell its format and separator: a header line.
+_HEAD_BYTES = 1 << 16
+#: The names read as CSV; pyarrow decompresses by the same ends (``compression="detect"``).
+CSV_NAMES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
+#: The compression each of those ends names, for writing one.
+_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
 class InputError(ValueError):
@@ -104,18 +117,61 @@ def _named(names: Sequence[str | None]) -> list[str]:
     return [name for name in names if name is not None]
 
 
-def detect_format(path: str | os.PathLike[str], given: str | None = None) -> Format:
-    """The format named by ``given``, else by the file name's extension."""
+#: Files a registry is often exported as that heart-score does not read, by the end of their
+#: name: what the file is, and what to do with it.
+_NOT_READ: dict[tuple[str, ...], str] = {
+    (".xlsx", ".xlsm", ".xls", ".ods"): (
+        "a spreadsheet workbook, which heart-score does not read: save the sheet as CSV "
+        "(in Excel, Save As 'CSV UTF-8')"
+    ),
+    (".arrow", ".feather", ".ipc", ".arrows"): (
+        "an Arrow IPC file, which heart-score does not read: write the table as Parquet "
+        "(pyarrow.parquet.write_table) or CSV"
+    ),
+    (".zip",): "a ZIP archive, which heart-score does not read: unzip it (.csv.gz is read)",
+}
+
+
+def detect_format(
+    path: str | os.PathLike[str], given: str | None = None, *, option: str = "--input-format"
+) -> Format:
+    """The format named by ``given``, else by the file name's extension; ``option`` is the
+    command's option that names it, for the message when neither does."""
     if given in ("csv", "parquet"):
         return given  # type: ignore[return-value]
     name = str(path).lower()
     if name.endswith((".parquet", ".pq", ".parq")):
         return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")):
+    if name.endswith(CSV_NAMES):
         return "csv"
+    for ends, kind in _NOT_READ.items():
+        if name.endswith(ends) and option == "--input-format":
+            raise InputError(f"{path} is {kind}")
     raise InputError(
-        f"cannot tell the format of {path}: name it .csv or .parquet, or pass --format"
+        f"cannot tell the format of {path}: name it .csv or .parquet (or .csv.gz, .csv.bz2, "
+        f".csv.zst: compressed CSV), or pass {option}"
     )
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file separates its cells and writes its decimals.
+
+    A comma and a point unless the file says otherwise: Excel writes "CSV" with the
+    system's list separator, a semicolon wherever the decimal mark is a comma (much
+    of Europe), and the numbers with that comma (``--delimiter ';' --decimal ','``).
+    Only for reading: the scores are written with a comma and a point.
+    """
+
+    delimiter: str = ","
+    decimal: str = "."
+
+    def parse_options(self) -> pacsv.ParseOptions:
+        return pacsv.ParseOptions(delimiter=self.delimiter)
+
+
+#: The CSV of RFC 4180 and of every upload: cells apart by commas, decimals with a point.
+COMMA = CsvDialect()
 
 
 @dataclass
@@ -137,6 +193,7 @@ def read_chunks(
     chunk_rows: int = CHUNK_ROWS,
     threads: bool = True,
     text_features: bool = False,
+    dialect: CsvDialect = COMMA,
 ) -> Iterator[Chunk]:
     """Yield the input chunk by chunk, feature columns as float64 (NaN where empty).
 
@@ -144,9 +201,10 @@ def read_chunks(
     written (see :func:`_csv_convert`). ``text_features`` reads CSV feature columns
     as text and parses them cell by cell, so a cell like ``"abc"`` is reported
     instead of stopping the read; the caller switches to it only when the fast read
-    hits such a cell.
+    hits such a cell. ``dialect`` is how a CSV input is written (a Parquet file's
+    columns are typed and need none).
     """
-    header = _column_names(path, fmt)
+    header = _column_names(path, fmt, dialect)
     names = _named(header)
     unknown = [k for k in keys if k not in names]
     require_columns(names, also=[k for k in keys if k not in unknown])
@@ -154,9 +212,11 @@ def read_chunks(
         raise InputError(f"key column(s) not in the input: {', '.join(unknown)}")
     wanted = list(dict.fromkeys([*keys, *FEATURE_NAMES]))
     offset = 0
-    batches = _batches(path, fmt, wanted, keys, header, chunk_rows, threads, text_features)
+    batches = _batches(path, fmt, wanted, keys, header, chunk_rows, threads, text_features, dialect)
     for batch in batches:
-        features, not_numbers = feature_columns(batch, from_text=fmt == "csv")
+        # The dialect is the CSV file's: a Parquet text column is read as any text is.
+        decimal = dialect.decimal if fmt == "csv" else "."
+        features, not_numbers = feature_columns(batch, from_text=fmt == "csv", decimal=decimal)
         key_arrays = [batch.column(k) for k in keys]
         if fmt == "parquet":  # pyarrow checked a CSV key's text as it read it
             for name, array in zip(keys, key_arrays, strict=True):
@@ -167,7 +227,7 @@ def read_chunks(
 
 
 def feature_columns(
-    batch: pa.RecordBatch | pa.Table, *, from_text: bool = False
+    batch: pa.RecordBatch | pa.Table, *, from_text: bool = False, decimal: str = "."
 ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.bool_]]]:
     """The 13 feature columns present, as float64 (NaN where empty), and their text cells.
 
@@ -176,6 +236,7 @@ def feature_columns(
     refused, or a number beyond a double, out of range; only the text tells which, so
     that raises :class:`TextInNumbersError`. A column whose type holds no numbers
     raises :class:`ColumnTypeError` (see :func:`_as_float` for what each type is).
+    ``decimal`` is the decimal mark of numbers written as text.
     """
     features: dict[str, npt.NDArray[np.float64]] = {}
     not_numbers: dict[str, npt.NDArray[np.bool_]] = {}
@@ -187,7 +248,7 @@ def feature_columns(
         try:
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks()
-            features[name], text = _as_float(column, from_text=from_text)
+            features[name], text = _as_float(column, from_text=from_text, decimal=decimal)
         except _NoNumbersError:
             raise ColumnTypeError(name, column.type) from None
         except pa.ArrowException:
@@ -217,6 +278,8 @@ def body_features(
     them as text, to judge and name every such cell: the two reads ``heart-score``
     makes of a file. Raises as :func:`parse_body` does.
     """
+    if fmt == "csv":
+        _check_body_head(body)
     try:
         table = parse_body(body, fmt, max_rows=max_rows, max_bytes=max_bytes)
         require_columns(_named(schema_names(table.schema)))
@@ -226,6 +289,57 @@ def body_features(
         return feature_columns(table, from_text=True)
 
 
+def _check_body_head(body: bytes) -> None:
+    """Refuse a CSV body whose first bytes say it is another format, or whose header uses
+    another separator, saying so (:func:`model.columns.not_csv_text`)."""
+    kind = not_csv_text(body[:_HEAD_BYTES])
+    if kind is not None:
+        raise InputError(
+            f"the body is {kind.what}, not CSV text: send the table as CSV (UTF-8, "
+            "uncompressed), or as an Arrow IPC stream with Content-Type "
+            "application/vnd.apache.arrow.stream"
+        )
+    sep = other_separator(body[:_HEAD_BYTES])
+    if sep is not None:
+        raise InputError(
+            f"the body's header has no ',' between the column names but has {_shown(sep)}: "
+            "send comma-separated CSV, with a decimal point"
+        )
+
+
+def _check_file_head(path: str | os.PathLike[str], dialect: CsvDialect) -> None:
+    """Refuse a file named as CSV whose first bytes say it is another format, or whose
+    header uses another separator than ``dialect``'s, saying what to do."""
+    try:
+        # As open_csv reads a path: decompressed by its extension (.csv.gz, ...).
+        with pa.input_stream(os.fspath(path), compression="detect") as stream:
+            head = stream.read(_HEAD_BYTES)
+    except (pa.ArrowException, OSError):
+        return  # reading it as CSV says why
+    where = f"cannot read {path} as csv"
+    kind = not_csv_text(head)
+    if kind is not None:
+        if kind.csv_name == ".parquet":
+            fix = "name it .parquet, or pass --input-format parquet"
+        elif kind.csv_name is not None:
+            fix = f"name it {kind.csv_name} (read so, decompressed)"
+        else:
+            fix = "save the table as CSV (UTF-8) or Parquet"
+        raise InputError(f"{where}: it is {kind.what}: {fix}")
+    sep = other_separator(head, dialect.delimiter)
+    if sep is not None:
+        also = " (and --decimal ',' if its numbers are written 1,5)" if sep == ";" else ""
+        raise InputError(
+            f"{where}: its header has no {_shown(dialect.delimiter)} between the column names "
+            f"but has {_shown(sep)}: pass --delimiter {_shown(sep)}{also}"
+        )
+
+
+def _shown(separator: str) -> str:
+    """A separator as a message (and a shell) can show it: a tab is invisible."""
+    return "tab" if separator == "\t" else repr(separator)
+
+
 def parse_body(
     body: bytes,
     fmt: Literal["csv", "arrow"],
@@ -233,6 +347,7 @@ def parse_body(
     max_rows: int | None = None,
     max_bytes: int | None = None,
     text_features: bool = False,
+    dialect: CsvDialect = COMMA,
 ) -> pa.Table:
     """An uploaded CSV or Arrow IPC stream as a table (raises :class:`InputError`).
 
@@ -257,14 +372,16 @@ def parse_body(
                 # calls it an empty file): a table of no rows, as with the line end.
                 body += b"\n"
             table = pacsv.read_csv(
-                pa.BufferReader(body), convert_options=_csv_convert(text=text_features)
+                pa.BufferReader(body),
+                parse_options=dialect.parse_options(),
+                convert_options=_csv_convert(text=text_features, decimal=dialect.decimal),
             )
     except (pa.ArrowException, OSError) as exc:
         # A truncated or garbled Arrow stream raises OSError (pyarrow's ArrowIOError),
         # which is not an ArrowException.
         if fmt == "csv":
             raise _csv_error(
-                exc, lambda: pa.BufferReader(body), "the body is not valid CSV"
+                exc, lambda: pa.BufferReader(body), "the body is not valid CSV", dialect=dialect
             ) from None
         raise InputError(
             f"the body is not a valid Arrow IPC stream: {_without_values(exc)}"
@@ -367,7 +484,9 @@ def _indirect(buf: memoryview, at: int) -> int:
     return int(at + struct.unpack_from("<I", buf, at)[0])
 
 
-def _csv_convert(*, text: bool, keys: Sequence[str] = ()) -> pacsv.ConvertOptions:
+def _csv_convert(
+    *, text: bool, keys: Sequence[str] = (), decimal: str = "."
+) -> pacsv.ConvertOptions:
     """Feature columns as numbers (or as their bytes, to find the cells that are not), key
     columns as text, and only the documented markers as null: pyarrow's default list also
     has ``NaN``, ``N/A``, ``#N/A``, ``NULL`` and more, which would pass unannounced for
@@ -388,7 +507,10 @@ def _csv_convert(*, text: bool, keys: Sequence[str] = ()) -> pacsv.ConvertOption
     types = {name: pa.binary() if text else pa.float64() for name in FEATURE_NAMES}
     types.update((name, pa.string()) for name in keys)
     return pacsv.ConvertOptions(
-        column_types=types, null_values=list(MISSING_MARKERS), strings_can_be_null=True
+        column_types=types,
+        null_values=list(MISSING_MARKERS),
+        strings_can_be_null=True,
+        decimal_point=decimal,
     )
 
 
@@ -432,21 +554,30 @@ def _parquet_file(path: str | os.PathLike[str], **options: Any) -> pq.ParquetFil
         raise InputError(f"cannot read {path} as parquet: {_without_values(exc)}") from None
 
 
-def _column_names(path: str | os.PathLike[str], fmt: Format) -> list[str | None]:
+def _column_names(
+    path: str | os.PathLike[str], fmt: Format, dialect: CsvDialect = COMMA
+) -> list[str | None]:
     """The input's columns, as :func:`schema_names` gives them."""
     if fmt == "parquet":
         return schema_names(_parquet_file(path).schema_arrow)
+    _check_file_head(path, dialect)
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            parse_options=dialect.parse_options(),
+        )
         try:
             return schema_names(reader.schema)
         finally:
             reader.close()
     except (OSError, pa.ArrowException) as exc:
-        header = _header_alone(path, exc)
+        header = _header_alone(path, exc, dialect)
         if header is not None:
             return schema_names(header.schema)
-        raise _csv_error(exc, lambda: os.fspath(path), f"cannot read {path} as csv") from None
+        raise _csv_error(
+            exc, lambda: os.fspath(path), f"cannot read {path} as csv", dialect=dialect
+        ) from None
 
 
 def _batches(
@@ -458,6 +589,7 @@ def _batches(
     chunk_rows: int,
     threads: bool,
     text_features: bool,
+    dialect: CsvDialect = COMMA,
 ) -> Iterator[pa.RecordBatch]:
     if fmt == "parquet":
         # Without pre-buffering a row group is decoded column by column: half the peak memory.
@@ -471,20 +603,25 @@ def _batches(
             # ("Invalid UTF8 payload"), and a damaged file fails here too.
             raise InputError(f"cannot read {path} as parquet: {_without_values(exc)}") from None
         return
-    convert = _csv_convert(text=text_features, keys=keys)
+    convert = _csv_convert(text=text_features, keys=keys, decimal=dialect.decimal)
     convert.include_columns = columns
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=threads)
     reader = None
     try:
         # Opening already parses the first block, so it can fail like any later one.
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        reader = pacsv.open_csv(
+            path,
+            read_options=read,
+            parse_options=dialect.parse_options(),
+            convert_options=convert,
+        )
         for batch in reader:
             yield from (batch.slice(i, chunk_rows) for i in range(0, batch.num_rows, chunk_rows))
     except pa.ArrowInvalid as exc:
-        if _header_alone(path, exc) is not None:
+        if _header_alone(path, exc, dialect) is not None:
             return  # a header without rows: no batch, and the output of an empty input
         raise _csv_error(
-            exc, lambda: os.fspath(path), f"cannot parse {path} as CSV", header
+            exc, lambda: os.fspath(path), f"cannot parse {path} as CSV", header, dialect
         ) from None
     finally:
         if reader is not None:
@@ -506,6 +643,7 @@ def _csv_error(
     source: Callable[[], Any],
     where: str,
     header: Sequence[str | None] = (),
+    dialect: CsvDialect = COMMA,
 ) -> Exception:
     """What a failed CSV read means: a feature cell of text (:class:`TextInNumbersError`:
     read again as text), a key column that is not UTF-8, a row of the wrong width
@@ -522,7 +660,7 @@ def _csv_error(
         return _key_not_utf8(where, header[place] if place < len(header) else None)
     width = _ROW_WIDTH.match(message)
     if width is not None:
-        return _row_width_error(width, source, where)
+        return _row_width_error(width, source, where, dialect)
     return InputError(f"{where}: {_without_values(exc)}")
 
 
@@ -537,7 +675,9 @@ def _key_not_utf8(where: str, name: str | None) -> InputError:
     )
 
 
-def _row_width_error(width: re.Match[str], source: Callable[[], Any], where: str) -> InputError:
+def _row_width_error(
+    width: re.Match[str], source: Callable[[], Any], where: str, dialect: CsvDialect = COMMA
+) -> InputError:
     """The first row whose cell count is not the header's, named by its number.
 
     Read from pyarrow's message rather than through its ``invalid_row_handler``:
@@ -557,7 +697,10 @@ def _row_width_error(width: re.Match[str], source: Callable[[], Any], where: str
             column_types={FEATURE_NAMES[0]: pa.binary()},
         )
         try:
-            for _ in pacsv.open_csv(source(), read_options=one, convert_options=only):
+            parse = dialect.parse_options()
+            for _ in pacsv.open_csv(
+                source(), read_options=one, parse_options=parse, convert_options=only
+            ):
                 pass
         except (pa.ArrowException, OSError) as exc:
             again = _ROW_WIDTH.match(str(exc))
@@ -569,7 +712,9 @@ def _row_width_error(width: re.Match[str], source: Callable[[], Any], where: str
     return RowWidthError(where, int(number) - 2, int(cells), int(expected))
 
 
-def _header_alone(path: str | os.PathLike[str], exc: BaseException) -> pa.Table | None:
+def _header_alone(
+    path: str | os.PathLike[str], exc: BaseException, dialect: CsvDialect = COMMA
+) -> pa.Table | None:
     """The table of no rows that a CSV file holding only its header line, without the line
     end, stands for; ``None`` if ``exc`` is not pyarrow calling the file empty, or the file
     holds nothing (or more than one line) after all.
@@ -589,7 +734,7 @@ def _header_alone(path: str | os.PathLike[str], exc: BaseException) -> pa.Table 
     if len(head) > _CSV_BLOCK_BYTES or not head.strip():
         return None
     try:
-        table = parse_body(head, "csv")
+        table = parse_body(head, "csv", dialect=dialect)
     except (InputError, TextInNumbersError):
         return None
     return table if table.num_rows == 0 else None
@@ -606,7 +751,9 @@ class _NoNumbersError(Exception):
     """A column whose type holds no measurement in any cell: refused once, as a column."""
 
 
-def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray[np.float64], Any]:
+def _as_float(
+    column: pa.Array, *, from_text: bool = False, decimal: str = "."
+) -> tuple[npt.NDArray[np.float64], Any]:
     """A feature column as float64 with NaN for empty cells, plus a mask of text cells.
 
     Only the documented markers mean "not measured": null (and, in CSV, an empty
@@ -629,7 +776,7 @@ def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray
     """
     kind = column.type
     if pa.types.is_dictionary(kind):
-        return _dictionary_as_float(column, from_text=from_text)
+        return _dictionary_as_float(column, from_text=from_text, decimal=decimal)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         values = _float64_numpy(column)
         if from_text and _non_finite_text(column, values) is not None:
@@ -643,9 +790,10 @@ def _as_float(column: pa.Array, *, from_text: bool = False) -> tuple[npt.NDArray
     if pa.types.is_string_view(kind):
         column = column.cast(pa.large_string())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return _text_as_float(column)
+        return _text_as_float(column, decimal)
     if from_text and (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
-        return _text_as_float(column)  # a CSV feature read to be judged (see _csv_convert)
+        # A CSV feature read to be judged (see _csv_convert).
+        return _text_as_float(column, decimal)
     raise _NoNumbersError
 
 
@@ -706,7 +854,7 @@ def _is_utf8(cell: bytes) -> bool:
     return True
 
 
-def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
+def _text_as_float(column: pa.Array, decimal: str = ".") -> tuple[npt.NDArray[np.float64], Any]:
     """A text (or binary) column parsed cell by cell, as :func:`model.columns.csv_number`
     reads a cell: pyarrow's cast first, and the cells it cannot read, or reads as NaN or
     an infinity (``inf`` and a 400-digit integer alike), judged by their text. A cell
@@ -715,10 +863,12 @@ def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
 
     text, not_utf8 = _utf8_text(column)
     if not_utf8 is not None:
-        values, cells = _text_as_float(text)
+        values, cells = _text_as_float(text, decimal)
         cells = not_utf8 if cells is None else cells | not_utf8
         return values, cells if cells.any() else None
     trimmed = pc.utf8_trim_whitespace(text)
+    if decimal != ".":
+        trimmed = _with_decimal_point(trimmed, decimal)
     try:
         parsed = pc.cast(trimmed, pa.float64())
     except pa.ArrowInvalid:
@@ -735,8 +885,23 @@ def _text_as_float(column: pa.Array) -> tuple[npt.NDArray[np.float64], Any]:
     return values, odd if odd.any() else None
 
 
+def _with_decimal_point(text: pa.Array, decimal: str) -> pa.Array:
+    """Cells whose decimal mark is ``decimal`` (a comma), rewritten with a point, as
+    pyarrow's ``decimal_point`` reads them on the fast read and
+    :func:`model.columns.csv_number` reads a cell of ``heart-train recalibrate``.
+
+    A point in such a file is no decimal mark: ``1.234`` is how that locale writes a
+    thousand and more, and read as 1.234 it would be a silently wrong value. So a
+    point becomes a character no number holds, and its cell is refused as text.
+    """
+    import pyarrow.compute as pc
+
+    no_point = pc.replace_substring(text, ".", "\x00")
+    return pc.replace_substring(no_point, decimal, ".")
+
+
 def _dictionary_as_float(
-    column: pa.DictionaryArray, *, from_text: bool
+    column: pa.DictionaryArray, *, from_text: bool, decimal: str = "."
 ) -> tuple[npt.NDArray[np.float64], Any]:
     """A dictionary-encoded column as its values: the dictionary read once, as a column of
     its own type (so a dictionary of timestamps is refused as timestamps), then looked up
@@ -752,7 +917,7 @@ def _dictionary_as_float(
         else pa.DictionaryArray.from_arrays(column.indices, dictionary.view(as_bytes))
     )
     checked.validate(full=True)
-    values, text = _as_float(dictionary, from_text=from_text)
+    values, text = _as_float(dictionary, from_text=from_text, decimal=decimal)
     indices = column.indices
     n = len(indices)
     if n == 0:
@@ -873,10 +1038,18 @@ def scores_batch(scores: Scores) -> pa.RecordBatch:
     )
 
 
+def output_stream(tmp: Path, path: Path) -> pa.NativeFile:
+    """A stream writing ``tmp``, compressed as ``path``'s name says (``.csv.gz``, ...): the
+    temporary name ends in ``.partial``, so pyarrow's detection by name cannot be used."""
+    return pa.output_stream(tmp, compression=_CODECS.get(path.suffix.lower()))
+
+
 class Writer:
     """CSV or Parquet output, written to a temporary name and renamed when complete.
 
-    A run that fails half way leaves no output that looks finished.
+    A run that fails half way leaves no output that looks finished. A CSV output named
+    ``.csv.gz`` (``.bz2``, ``.zst``) is compressed so, as the input of that name is read:
+    written as plain text under such a name, it could not be read back by its name.
     """
 
     def __init__(self, path: str | os.PathLike[str], fmt: Format) -> None:
@@ -884,27 +1057,41 @@ class Writer:
         self.fmt = fmt
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self._sink: pa.NativeFile | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.fmt == "parquet":
-                # Dictionaries only help the 0/1 class; on ids and probabilities pyarrow
-                # builds one, finds it too large and falls back: 5x the write time.
-                self._writer = pq.ParquetWriter(
-                    self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
-                )
-            else:
-                self._writer = pacsv.CSVWriter(self._tmp, batch.schema)
-        self._writer.write_batch(batch)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.fmt == "parquet":
+                    # Dictionaries only help the 0/1 class; on ids and probabilities pyarrow
+                    # builds one, finds it too large and falls back: 5x the write time.
+                    self._writer = pq.ParquetWriter(
+                        self._tmp, batch.schema, compression="snappy", use_dictionary=[PREDICTION]
+                    )
+                else:
+                    self._sink = output_stream(self._tmp, self.path)
+                    self._writer = pacsv.CSVWriter(self._sink, batch.schema)
+            except OSError as exc:
+                raise CannotWriteError(self.path, exc) from None
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:  # a full disk, a quota
+            raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self._sink is not None:
+            self._sink.close()  # the writer leaves a stream it was given open
         if success and self._tmp.exists():
-            os.replace(self._tmp, self.path)
+            try:
+                os.replace(self._tmp, self.path)
+            except OSError as exc:  # the output's name is a directory, say
+                discard(self._tmp)
+                raise CannotWriteError(self.path, exc) from None
         else:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
 
 def empty_batch(

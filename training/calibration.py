@@ -42,6 +42,24 @@ def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> tuple[flo
     return float(fit.intercept_[0]), float(fit.coef_[0, 0])
 
 
+def separated(y: npt.ArrayLike, p: npt.ArrayLike) -> bool:
+    """Whether ``p`` orders the two outcomes apart: every risk of one outcome at or above
+    every risk of the other.
+
+    Why: the logistic fit of ``y`` on ``logit p`` then has no maximum (the likelihood
+    keeps rising as the slope grows without bound), so the solver stops wherever its
+    tolerance lets it and returns numbers that say nothing; a handful of local
+    patients is usually so. Ties at the boundary count (quasi-complete separation):
+    the maximum is still at an infinite slope.
+    """
+    t = np.asarray(y).astype(np.int64)
+    z = logit(p)
+    with_, without = z[t == 1], z[t == 0]
+    if not (with_.size and without.size):
+        return False
+    return bool(with_.min() >= without.max() or without.min() >= with_.max())
+
+
 def slope_interval(
     p: npt.ArrayLike, intercept: float, slope: float, z: float = 1.96
 ) -> tuple[float, float]:

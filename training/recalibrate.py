@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -40,11 +41,24 @@ from sklearn.model_selection import train_test_split
 
 from model.arrays import FloatArray, IntArray
 from model.artifact import ArtifactError, load_artifact, read_payload, save_artifact
-from model.cli_support import HelpFormatter, add_version
-from model.columns import MISSING_MARKERS, csv_number
+from model.atomic import CannotWriteError, same_file
+from model.cli_support import HelpFormatter, add_csv_dialect, add_version, check_csv_dialect
+from model.columns import (
+    MISSING_MARKERS,
+    csv_number,
+    near_hint,
+    near_names,
+    not_csv_text,
+    other_separator,
+)
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
-from training.calibration import calibration_intercept_slope, recalibrate, slope_interval
+from training.calibration import (
+    calibration_intercept_slope,
+    recalibrate,
+    separated,
+    slope_interval,
+)
 from training.data import DataError
 from training.evaluate import classes_everyone_as, cost_minimising_threshold, statlog_cost
 from training.subgroups import SEX_GROUPS
@@ -60,9 +74,11 @@ FEW_PER_OUTCOME = 100
 MISSING_HINT = "a value not measured is an empty cell or a marker such as NA (docs/sites.md)"
 
 
-def read_local_csv(path: Path) -> tuple[FloatArray, IntArray]:
+def read_local_csv(
+    path: Path, *, delimiter: str = ",", decimal: str = "."
+) -> tuple[FloatArray, IntArray]:
     """``(X, y)`` from the hospital's CSV file (see :func:`parse_local_csv`)."""
-    return parse_local_csv(read_local_bytes(path), path)
+    return parse_local_csv(read_local_bytes(path), path, delimiter=delimiter, decimal=decimal)
 
 
 def read_local_bytes(path: Path) -> bytes:
@@ -75,7 +91,9 @@ def read_local_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def parse_local_csv(data: bytes, path: Path) -> tuple[FloatArray, IntArray]:
+def parse_local_csv(
+    data: bytes, path: Path, *, delimiter: str = ",", decimal: str = "."
+) -> tuple[FloatArray, IntArray]:
     """``(X, y)`` from the CSV's bytes; every problem names its row and column.
 
     Why so strict: a recalibration moves every patient's risk, so a file read
@@ -85,8 +103,22 @@ def parse_local_csv(data: bytes, path: Path) -> tuple[FloatArray, IntArray]:
     of the file too, for an editor. Accepted leniencies, none of which drops a
     value: Excel's byte-order mark, spaces around names and cells (``", "``
     separators), empty lines, rows whose every cell is empty, and empty cells
-    beyond the header's last column.
+    beyond the header's last column. ``delimiter`` and ``decimal`` are how the file
+    separates cells and writes decimals (``;`` and ``,`` from Excel in much of Europe).
     """
+    head = data[: 1 << 16]
+    kind = not_csv_text(head)
+    if kind is not None:
+        compressed = " (decompress it first)" if kind.csv_name not in (None, ".parquet") else ""
+        raise DataError(f"{path} is {kind.what}, not CSV text: save it as CSV UTF-8{compressed}")
+    sep = other_separator(head, delimiter)
+    if sep is not None:
+        shown = "tab" if sep == "\t" else repr(sep)
+        also = " (and --decimal ',' if its numbers are written 1,5)" if sep == ";" else ""
+        raise DataError(
+            f"{path}: line 1 (the header) has no {delimiter!r} between the column names but "
+            f"has {shown}: pass --delimiter {shown}{also}"
+        )
     try:
         text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError as exc:
@@ -94,14 +126,14 @@ def parse_local_csv(data: bytes, path: Path) -> tuple[FloatArray, IntArray]:
         raise DataError(
             f"{path}: line {line} of the file is not UTF-8 text: save the file as CSV UTF-8"
         ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        return _parse_records(reader, path)
+        return _parse_records(reader, path, decimal)
     except csv.Error as exc:
         raise DataError(f"{path}: line {reader.line_num} of the file: {exc}") from None
 
 
-def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
+def _parse_records(reader: Any, path: Path, decimal: str) -> tuple[FloatArray, IntArray]:
     header = next((record for record in reader if record), None)
     if header is None:
         raise DataError(f"{path}: the file is empty: it needs a header and data rows")
@@ -137,10 +169,12 @@ def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
         values = []
         for name, column in zip(FEATURE_NAMES, columns, strict=False):
             try:
-                values.append(_number(cells[column]))
+                values.append(_number(cells[column], decimal))
             except ValueError:
+                # Never the cell itself: a patient's value, on a terminal or in a job's log.
                 raise DataError(
-                    f"{where}, column {name}: {cells[column]!r} is not a number; {MISSING_HINT}"
+                    f"{where}, column {name}: is not a number; "
+                    f"{_not_a_number_hint(cells[column], decimal)}"
                 ) from None
         label = cells[columns[-1]]
         if label in MISSING_MARKERS:
@@ -148,10 +182,8 @@ def _parse_records(reader: Any, path: Path) -> tuple[FloatArray, IntArray]:
                 f"{where}, column {OUTCOME}: empty: every patient needs an outcome, "
                 "0 (no disease) or 1 (disease)"
             )
-        if label not in ("0", "1"):
-            raise DataError(f"{where}, column {OUTCOME}: {label!r} must be 0 or 1")
         rows.append(values)
-        outcome.append(int(label))
+        outcome.append(_outcome(label, f"{where}, column {OUTCOME}"))
         numbers.append(row)
         lines.append(line)
     if not rows:
@@ -186,25 +218,60 @@ def _check_header(names: list[str], where: str) -> None:
     missing = [n for n in (*FEATURE_NAMES, OUTCOME) if n not in seen]
     if not missing:
         return
-    hint = ""
-    folded = {name.lower(): name for name in names}
-    if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
-        hint = " (the header is a single cell: the file must be separated by commas)"
-    elif any(m.lower() in folded for m in missing):
-        found = ", ".join(repr(folded[m.lower()]) for m in missing if m.lower() in folded)
-        hint = f" (names are case-sensitive; the header has {found})"
     raise DataError(
-        f"{where} lacks the column(s) {', '.join(missing)}{hint}; it must "
-        "name the 13 features and outcome (docs/sites.md)"
+        f"{where} lacks the column(s) {', '.join(missing)}{near_hint(near_names(missing, names))}"
+        "; it must name the 13 features and outcome (docs/sites.md)"
     )
 
 
-def _number(cell: str) -> float:
+#: What the outcome column may hold, and how the codings of the UCI files map onto it.
+OUTCOME_CODES = (
+    "must be 0 (no disease) or 1 (disease); recode another coding first: Statlog's 1 "
+    "(absence) and 2 (presence) as 0 and 1, the UCI files' num 0 to 4 as 0 for 0 and 1 for "
+    "1 to 4, no and yes as 0 and 1"
+)
+
+
+def _outcome(label: str, where: str) -> int:
+    """0 or 1 from an outcome cell (``1``, ``1.0``: a number equal to one of them).
+
+    Anything else is refused, never guessed: a ``2`` is Statlog's "presence" and the UCI
+    files' "disease in two vessels", and read as either it moves every patient's risk.
+    The message says which codings to recode, not what the cell held (a diagnosis).
+    """
+    try:
+        value = csv_number(label)
+    except ValueError:
+        value = math.nan
+    if value not in (0.0, 1.0):
+        raise DataError(f"{where}: {OUTCOME_CODES}")
+    return int(value)
+
+
+#: A number written with a decimal comma (``1,5``), as a European spreadsheet writes one.
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
+#: The same with a decimal point, in a file whose decimal mark is a comma.
+_DECIMAL_POINT = re.compile(r"[+-]?[0-9]*\.[0-9]+")
+
+
+def _not_a_number_hint(cell: str, decimal: str) -> str:
+    """What to do about a cell that is not a number, told by its form, never quoting it."""
+    if decimal == "." and _DECIMAL_COMMA.fullmatch(cell):
+        return "it has a decimal comma: pass --decimal ','"
+    if decimal != "." and _DECIMAL_POINT.fullmatch(cell):
+        return (
+            "it has a point, which is no decimal mark with --decimal ',' (1.234 is a "
+            "thousand and more there): write the file's numbers with commas throughout"
+        )
+    return MISSING_HINT
+
+
+def _number(cell: str, decimal: str = ".") -> float:
     """A cell as a float, NaN for a missing-value marker; ``ValueError`` for anything else
     (:func:`model.columns.csv_number`, as ``heart-score`` reads a cell)."""
     if cell in MISSING_MARKERS:
         return math.nan
-    return csv_number(cell)
+    return csv_number(cell, decimal)
 
 
 def figures(y: IntArray, p: FloatArray, threshold: float) -> dict[str, float]:
@@ -358,13 +425,23 @@ def earlier_recalibrations(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [*r.get("earlier", []), own]
 
 
-def recalibrated_payload(model: Path, data: Path, *, tune_threshold: bool) -> dict[str, Any]:
+def recalibrated_payload(
+    model: Path, data: Path, *, tune_threshold: bool, delimiter: str = ",", decimal: str = "."
+) -> dict[str, Any]:
     """The new artifact: the same weights, the fitted recalibration, the data's checksum."""
     payload = read_payload(model)
     raw = read_local_bytes(data)
-    x, y = parse_local_csv(raw, data)
+    x, y = parse_local_csv(raw, data, delimiter=delimiter, decimal=decimal)
     served = load_artifact(model)
     base = replace(served, calibration_intercept=0.0, calibration_slope=1.0)
+    if separated(y, base.probability(x)):
+        raise DataError(
+            f"{data}: the model's risks order these {y.size} patients' outcomes completely "
+            "apart (every risk of one outcome at or above every risk of the other), so no "
+            "finite intercept and slope fit them best, and a fit would stop at arbitrary "
+            f"numbers: recalibrate on more labelled patients (about {FEW_PER_OUTCOME} with "
+            "and without the disease, docs/sites.md)"
+        )
     fit = fit_recalibration(base, x, y, tune_threshold=tune_threshold, served=served)
     digest = hashlib.sha256(raw).hexdigest()
     new = dict(payload)
@@ -529,6 +606,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
         help="artifact to recalibrate",
     )
     p.add_argument("--data", type=Path, required=True, help="CSV: 13 named columns + outcome")
+    add_csv_dialect(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="new artifact path")
     p.add_argument(
         "--tune-threshold",
@@ -536,12 +614,31 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
         help="also choose the StatLog-cost-minimising threshold on the local patients",
     )
     args = p.parse_args(argv)
+    check_csv_dialect(p, args)
+    if same_file(args.output, args.data):
+        # The artifact replaces its target: the hospital's labelled file would be gone.
+        print(
+            f"error: --output {args.output} is the --data file: it would replace the "
+            "patients' file with the artifact; name another",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        payload = recalibrated_payload(args.model, args.data, tune_threshold=args.tune_threshold)
+        payload = recalibrated_payload(
+            args.model,
+            args.data,
+            tune_threshold=args.tune_threshold,
+            delimiter=args.delimiter,
+            decimal=args.decimal,
+        )
     except (DataError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    save_artifact(payload, args.output)
+    try:
+        save_artifact(payload, args.output)
+    except OSError as exc:
+        print(f"error: {CannotWriteError(args.output, exc)}", file=sys.stderr)
+        return 2
     r = payload["recalibration"]
     for when in ("before", "after"):
         f = r[when]
@@ -569,7 +666,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "heart-train recalibr
     if fewest < FEW_PER_OUTCOME:
         warnings.insert(
             0,
-            f"only {fewest} local patients of one outcome: the refitted slope is uncertain "
+            f"only {fewest} local patient{'' if fewest == 1 else 's'} of one outcome: the "
+            "refitted slope is uncertain "
             f"(95% CI above); a validation needs about {FEW_PER_OUTCOME} of each "
             "(Vergouwe et al. 2005), so refit when more are labelled",
         )

@@ -961,3 +961,54 @@ def test_a_text_column_whose_layout_is_broken_is_refused_as_a_column(
     r = _sent(client, _with_column("serum_cholesterol", values))
     assert r.status_code == 422, r.text
     assert [d["loc"] for d in r.json()["detail"]] == [["body", "columns", "serum_cholesterol"]]
+
+
+def _parquet_of(df: pd.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    df.to_parquet(sink, index=False)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "msg"),
+    [
+        (
+            registry(5, seed=2).to_csv(index=False, sep=";", decimal=",").encode(),
+            "the body's header has no ',' between the column names but has ';': send "
+            "comma-separated CSV, with a decimal point",
+        ),
+        (
+            _parquet_of(registry(5, seed=2)),
+            "the body is a Parquet file, not CSV text: send the table as CSV (UTF-8, "
+            "uncompressed), or as an Arrow IPC stream with Content-Type "
+            "application/vnd.apache.arrow.stream",
+        ),
+        (arrow_body(registry(5, seed=2)), "the body is an Arrow IPC stream, not CSV text: "),
+        (gzip.compress(registry(5).to_csv(index=False).encode()), "the body is gzip-compressed"),
+    ],
+)
+def test_a_csv_body_in_another_format_or_separator_says_what_it_is(
+    client: TestClient, body: bytes, msg: str
+) -> None:
+    """Each was 'row 0 has 2 cells where the header has 1' (or a row of garbled bytes), which
+    sent the client looking for the wrong mistake."""
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422, r.text
+    [problem] = r.json()["detail"]
+    assert problem["loc"] == ["body"] and problem["msg"].startswith(msg)
+
+
+def test_a_missing_column_names_the_header_name_that_differs_only_in_case(
+    client: TestClient,
+) -> None:
+    body = registry(3).rename(columns={"age": " Age "}).to_csv(index=False).encode()
+    r = _sent(client, body, "text/csv")
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        {
+            "type": "missing",
+            "loc": ["body", "columns", "age"],
+            "msg": "Field required; the header has ' Age ': names must match exactly (lower "
+            "case, no spaces)",
+        }
+    ]

@@ -293,6 +293,11 @@ def _check_body_head(body: bytes) -> None:
     """Refuse a CSV body whose first bytes say it is another format, or whose header uses
     another separator, saying so (:func:`model.columns.not_csv_text`)."""
     kind = not_csv_text(body[:_HEAD_BYTES])
+    if kind is not None and kind.what == "gzip-compressed":
+        raise InputError(
+            "the body is gzip-compressed, not CSV text: send it with the header "
+            "Content-Encoding: gzip, or send the CSV uncompressed"
+        )
     if kind is not None:
         raise InputError(
             f"the body is {kind.what}, not CSV text: send the table as CSV (UTF-8, "

@@ -984,7 +984,11 @@ def _parquet_of(df: pd.DataFrame) -> bytes:
             "application/vnd.apache.arrow.stream",
         ),
         (arrow_body(registry(5, seed=2)), "the body is an Arrow IPC stream, not CSV text: "),
-        (gzip.compress(registry(5).to_csv(index=False).encode()), "the body is gzip-compressed"),
+        (  # the service reads gzip when the header says so: the message names the header
+            gzip.compress(registry(5).to_csv(index=False).encode()),
+            "the body is gzip-compressed, not CSV text: send it with the header "
+            "Content-Encoding: gzip, or send the CSV uncompressed",
+        ),
     ],
 )
 def test_a_csv_body_in_another_format_or_separator_says_what_it_is(

@@ -74,6 +74,27 @@ class CannotWriteError(Exception):
         super().__init__(f"cannot write {os.fspath(path)}: {reason}")
 
 
+def cannot_write(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` could not be written, found before the work that produces it; else None.
+
+    A command that trains for minutes and only then meets a directory named as
+    its output, or a directory it may not write, wastes the run and ends in a
+    traceback. This tries what :func:`atomic_path` will do (create the parent
+    directories and a temporary file beside the target), then removes the file.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return f"cannot write {os.fspath(path)}: Is a directory"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        return str(CannotWriteError(path, exc))
+    os.close(fd)
+    discard(name)
+    return None
+
+
 def discard(path: str | os.PathLike[str]) -> None:
     """Remove a temporary file if it is there. ``unlink(missing_ok=True)`` still raises when
     the file could never have been made (its directory is a file: ``NotADirectoryError``),

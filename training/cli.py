@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from model.artifact import save_artifact, sha256_of
+from model.atomic import CannotWriteError, cannot_write, same_file
 from model.cli_support import HelpFormatter, add_version, prog_name
 from training.data import DataError, default_data_path
 from training.pipeline import TrainingConfig, train
@@ -246,6 +247,23 @@ def _summary(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _unwritable(args: argparse.Namespace, output: Path, report: Path) -> str | None:
+    """Why the files this run writes could not be written, checked before minutes of training.
+
+    An ``--output`` named as the ``--data`` file would replace the patients'
+    file with the artifact.
+    """
+    if args.data is not None:
+        for what, path in (("--output", output), ("the report", report)):
+            if same_file(path, args.data):
+                return f"{what} {path} is the --data file: it would replace it; name another"
+    for path in (output, report):
+        reason = cannot_write(path)
+        if reason is not None:
+            return reason
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     prog = prog_name("heart-train", "training")
@@ -263,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = not args.quiet and sys.stderr.isatty()
     if args.data is not None and "statlog" not in args.sites.split(","):
         build_parser().error("--data names the Statlog file: add statlog to --sites to use it")
+    output: Path = args.output
+    report = args.report or output.with_suffix(".report.json")
+    refusal = _unwritable(args, output, report)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     try:
         config = config_from_args(args, verbose=verbose)
         result = train(config)
@@ -272,10 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # invalid hyperparameters, reported by the estimator
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    output: Path = args.output
-    save_artifact(result.payload, output)
-    report = args.report or output.with_suffix(".report.json")
-    write_json_atomic(report_from_payload(result.payload), report)
+    written = output
+    try:  # checked before training; a disk can still fill up meanwhile
+        save_artifact(result.payload, output)
+        written = report
+        write_json_atomic(report_from_payload(result.payload), report)
+    except OSError as exc:
+        print(f"error: {CannotWriteError(written, exc)}", file=sys.stderr)
+        return 2
     plotted = False
     if not args.no_plot:
         plot_path = args.plot or output.with_suffix(".loss.png")

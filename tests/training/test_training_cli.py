@@ -198,3 +198,31 @@ def test_bad_data_and_bad_options_exit_with_a_message(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 2 and "learning_rate must be positive" in proc.stderr
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_training(tmp_path: Path) -> None:
+    """A directory named as the output, or a path through a file, was a traceback after the
+    whole training run; an --output named as the --data file replaced the data with a pickle."""
+    data = tmp_path / "heart.dat"
+    data.write_bytes(default_data_path().read_bytes())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cases = [
+        (tmp_path, f"cannot write {tmp_path}: Is a directory"),
+        (blocker / "m.joblib", f"cannot write {blocker / 'm.joblib'}: Not a directory"),
+        (data, f"--output {data} is the --data file"),
+    ]
+    for output, message in cases:
+        proc = run_training(
+            "--sites",
+            "statlog",
+            "--data",
+            str(data),
+            "--output",
+            str(output),
+            "--quiet",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert data.read_bytes() == default_data_path().read_bytes()

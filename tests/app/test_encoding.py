@@ -214,6 +214,32 @@ def test_concatenated_gzip_streams_are_one_body(client: TestClient) -> None:
     assert len(answer.json()["predictions"]) == 3
 
 
+def test_a_body_of_many_empty_streams_is_refused(client: TestClient) -> None:
+    """An empty gzip stream is 20 bytes of nothing: a body of thousands never met the
+    decoded limit and held the event loop while each was set up and read."""
+    members = gzip.compress(b"", mtime=0) * (encoding.MAX_STREAMS + 1)
+    answer = client.post("/predict/batch", content=members, headers=_coded("gzip"))
+    assert answer.status_code == 400, answer.text
+    assert f"more than {encoding.MAX_STREAMS} concatenated streams" in answer.json()["detail"]
+    # At the cap, the streams are one body (here an empty one, which is no JSON).
+    at_cap = gzip.compress(b"", mtime=0) * (encoding.MAX_STREAMS - 1) + gzip.compress(b"{}")
+    assert client.post("/predict/batch", content=at_cap, headers=_coded("gzip")).status_code == 422
+
+
+def test_a_file_served_with_byte_ranges_is_not_compressed(client: TestClient) -> None:
+    """A /docs asset compressed on GET differed from its HEAD (which has no body to
+    measure) and still offered byte ranges of the uncompressed file."""
+    headers = {"accept-encoding": "gzip"}
+    get = client.get("/docs-assets/swagger-ui-bundle.js", headers=headers)
+    head = client.head("/docs-assets/swagger-ui-bundle.js", headers=headers)
+    assert get.status_code == head.status_code == 200
+    assert len(get.content) >= encoding.MIN_COMPRESSED_BYTES  # large enough to compress
+    assert "content-encoding" not in get.headers and "content-encoding" not in head.headers
+    assert get.headers["content-length"] == head.headers["content-length"]
+    assert get.headers["etag"] == head.headers["etag"]
+    assert get.headers["accept-ranges"] == "bytes"
+
+
 def test_a_chunked_compressed_body_is_decoded(client: TestClient) -> None:
     """Without Content-Length (a streamed upload): decoded as its chunks arrive."""
     data = gzip.compress(json.dumps({"patients": [PATIENT_EXAMPLE] * 50}).encode())
@@ -552,3 +578,33 @@ def test_a_streamed_answer_is_compressed_as_it_goes(artifact_path: Path) -> None
         assert "content-length" not in r.headers
         raw = b"".join(r.iter_raw())
     assert gzip.decompress(raw) == b"".join(parts)
+
+
+def test_each_streamed_part_is_readable_when_it_is_sent() -> None:
+    """Each part sent must decode to that part at once, not wait in the compressor for
+    the next one: a client reading a long streamed answer sees rows as they come."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    parts = [b"row,%d\n" % i * 200 for i in range(5)]
+    compressed = encoding.compressing(send, b"gzip")
+
+    async def stream() -> None:
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/csv")],
+        }
+        await compressed(start)
+        for i, part in enumerate(parts):
+            await compressed({"type": "http.response.body", "body": part, "more_body": i < 4})
+
+    asyncio.run(stream())
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert [inflate.decompress(body) for body in bodies] == parts
+    assert inflate.eof

@@ -205,9 +205,10 @@ def _run(
     )
 
     keys: list[str] = args.key
-    writer = Writer(args.output, out_fmt)
-    errors = _ErrorsFile(args.errors, keys) if args.errors else None
+    writer = Writer(args.output, out_fmt)  # creates no file until its first batch
     progress = _Progress(count_rows(args.input, in_fmt) if show else None, enabled=show)
+    # Last before the try: the finally below is what closes (or removes) it.
+    errors = _ErrorsFile(args.errors, keys) if args.errors else None
     rows = refused = 0
     ok = False
     try:
@@ -271,12 +272,21 @@ class _ErrorsFile:
 
     def write(self, problems: Sequence[Any], chunk: Any) -> None:
         key_values = [k.to_pylist() for k in chunk.keys]
-        for p in problems:
-            local = p.row - chunk.offset
-            self._csv.writerow([p.row, *(v[local] for v in key_values), p.column, p.reason])
+        try:
+            for p in problems:
+                local = p.row - chunk.offset
+                self._csv.writerow([p.row, *(v[local] for v in key_values), p.column, p.reason])
+        except OSError as exc:  # a full disk, a quota
+            raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # a compressed file's trailer is written here
+        except OSError as exc:
+            discard(self._tmp)
+            if success:
+                raise CannotWriteError(self.path, exc) from None
+            return
         if success:
             try:
                 os.replace(self._tmp, self.path)

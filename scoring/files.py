@@ -1085,10 +1085,16 @@ class Writer:
             raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._sink is not None:
-            self._sink.close()  # the writer leaves a stream it was given open
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._sink is not None:
+                self._sink.close()  # the writer leaves a stream it was given open
+        except OSError as exc:  # the last flush (a compressed file's trailer) met a full disk
+            discard(self._tmp)
+            if success:
+                raise CannotWriteError(self.path, exc) from None
+            return  # already failing: the first error is the one to report
         if success and self._tmp.exists():
             try:
                 os.replace(self._tmp, self.path)

@@ -183,7 +183,7 @@ def _parse_records(reader: Any, path: Path, decimal: str) -> tuple[FloatArray, I
                 "0 (no disease) or 1 (disease)"
             )
         rows.append(values)
-        outcome.append(_outcome(label, f"{where}, column {OUTCOME}"))
+        outcome.append(_outcome(label, f"{where}, column {OUTCOME}", decimal))
         numbers.append(row)
         lines.append(line)
     if not rows:
@@ -232,15 +232,15 @@ OUTCOME_CODES = (
 )
 
 
-def _outcome(label: str, where: str) -> int:
-    """0 or 1 from an outcome cell (``1``, ``1.0``: a number equal to one of them).
+def _outcome(label: str, where: str, decimal: str = ".") -> int:
+    """0 or 1 from an outcome cell (``1``, ``1.0``, or ``1,0`` in a decimal-comma file).
 
     Anything else is refused, never guessed: a ``2`` is Statlog's "presence" and the UCI
     files' "disease in two vessels", and read as either it moves every patient's risk.
     The message says which codings to recode, not what the cell held (a diagnosis).
     """
     try:
-        value = csv_number(label)
+        value = csv_number(label, decimal)
     except ValueError:
         value = math.nan
     if value not in (0.0, 1.0):

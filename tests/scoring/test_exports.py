@@ -330,3 +330,51 @@ def test_how_a_number_may_be_written_and_what_is_never_one(
     kept = ~scored.index.isin(refused)
     assert_same_probabilities(scored[kept].to_numpy(), want[kept].to_numpy())
     assert scored[~kept].isna().all()
+
+
+class _FullOnClose:
+    """A stream whose last flush, on close, meets a full disk: where a compressed file's
+    trailer is written, after every row went through."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    def close(self) -> None:
+        self._stream.close()  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("which", ["output", "errors"])
+def test_a_disk_full_at_the_last_flush_names_the_file_and_leaves_no_partial(
+    tmp_path: Path,
+    artifact_path: Path,
+    which: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It was an OSError naming the hidden .partial file, which stayed on the disk."""
+    import io as stdlib_io
+
+    import scoring.files
+
+    registry(20, seed=4).assign(age=[200] + [50] * 19).to_csv(tmp_path / "in.csv", index=False)
+    out, errors = tmp_path / "o.csv.gz", tmp_path / "r.csv.gz"
+    if which == "output":
+        real = scoring.files.output_stream
+        monkeypatch.setattr(scoring.files, "output_stream", lambda t, p: _FullOnClose(real(t, p)))
+        failing = out
+    else:
+        real_wrapper = stdlib_io.TextIOWrapper
+        monkeypatch.setattr(
+            "scoring.cli.io.TextIOWrapper", lambda *a, **k: _FullOnClose(real_wrapper(*a, **k))
+        )
+        failing = errors
+    args = [str(tmp_path / "in.csv"), str(out), "--errors", str(errors)]
+    assert _run(args, artifact_path) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert f"cannot write {failing}: No space left on device" in err, err
+    assert not list(tmp_path.glob(".*.partial"))
+    assert not failing.exists()

@@ -542,6 +542,12 @@ def test_a_european_excel_export_reads_as_the_plain_file_with_its_dialect(
     x, y = read_local_csv(tmp_path / "eu.csv", delimiter=";", decimal=",")
     np.testing.assert_array_equal(x, want_x)
     np.testing.assert_array_equal(y, want_y)
+    # Excel writes a 1.0 outcome as 1,0 there: the same patients.
+    outcomes = [row.rsplit(";", 1) for row in eu[1:]]
+    eu_outcomes = [eu[0]] + [f"{cells};{label},0" for cells, label in outcomes]
+    (tmp_path / "eu-outcomes.csv").write_text("\r\n".join(eu_outcomes))
+    x, y = read_local_csv(tmp_path / "eu-outcomes.csv", delimiter=";", decimal=",")
+    np.testing.assert_array_equal(y, want_y)
     # The delimiter alone: a decimal comma is refused, with the option that reads it.
     with pytest.raises(DataError, match="is not a number; it has a decimal comma: pass --decimal"):
         read_local_csv(tmp_path / "eu.csv", delimiter=";")

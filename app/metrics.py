@@ -34,6 +34,7 @@ Prometheus text format or OpenMetrics, chosen by :func:`negotiate_metrics_format
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -131,6 +132,42 @@ def negotiate_metrics_format(accept: str | None, requested: MetricsFormat | None
         candidates.append((q, int(fmt == "json"), -rank, fmt))
     best = max(candidates, default=None)
     return best[3] if best is not None and best[0] > 0 else "json"
+
+
+def _workers_families(directory: str) -> list[Metric]:
+    """Every worker's metric files merged, as ``MultiProcessCollector.collect`` does, less
+    the files a starting worker has created but not yet sized.
+
+    A worker (a new one at a reload, or a restart) creates its file empty and then
+    sizes it; a scrape between the two read zero bytes where prometheus_client
+    expects a header, and ``/metrics`` answered 500. Such a file holds nothing yet.
+    A file can also go between listing and reading (a dead worker's live gauges
+    are removed): the listing is taken again, a few times.
+    """
+    tries = 3
+    while True:
+        files = [
+            path
+            for path in glob.glob(os.path.join(directory, "*.db"))
+            if _size(path) >= _MMAP_HEADER_BYTES
+        ]
+        try:
+            return list(MultiProcessCollector.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+        except FileNotFoundError:
+            tries -= 1
+            if not tries:
+                raise
+
+
+#: prometheus_client's metric file starts with its used length (4 bytes) and 4 of padding.
+_MMAP_HEADER_BYTES: Final[int] = 8
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def multiprocess_dir() -> str | None:
@@ -396,8 +433,7 @@ class ServiceMetrics:
         """Every family, summed over workers in multiprocess mode, plus the drift gauges."""
         self.flush()
         if self.multiprocess_dir:
-            collector = MultiProcessCollector(None, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-            families = list(collector.collect())  # type: ignore[no-untyped-call]
+            families = _workers_families(self.multiprocess_dir)
         else:
             families = list(self.registry.collect())
         families.extend(self._drift_families())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -158,3 +160,18 @@ def test_negotiation(accept: str | None, expected: str) -> None:
 def test_query_parameter_wins() -> None:
     assert negotiate_metrics_format("application/json", "prometheus") == "prometheus"
     assert negotiate_metrics_format("text/plain", "json") == "json"
+
+
+def test_a_worker_file_not_yet_sized_is_skipped_not_a_500(tmp_path: Path) -> None:
+    """A starting worker creates its metric file empty, then sizes it: a scrape in between
+    was a struct.error and a 500 on /metrics (seen at a two-worker reload in CI)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    # One worker's counter, in the file format of prometheus_client's multiprocess mode.
+    worker = MmapedDict(str(tmp_path / "counter_101.db"))  # type: ignore[no-untyped-call]
+    key = mmap_key("heart_probe", "heart_probe_total", [], [], "A worker's counter.")
+    worker.write_value(key, 3.0, 0.0)  # type: ignore[no-untyped-call]
+    worker.close()  # type: ignore[no-untyped-call]
+    (tmp_path / "counter_202.db").write_bytes(b"")  # the next worker, between create and size
+    families = {f.name: f for f in ServiceMetrics(multiprocess_dir=str(tmp_path)).collect()}
+    assert [s.value for s in families["heart_probe"].samples] == [3.0]

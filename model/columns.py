@@ -125,6 +125,21 @@ def other_separator(head: bytes, delimiter: str = ",") -> str | None:
     return next((sep for sep in _SEPARATORS if sep != delimiter and sep in line), None)
 
 
+def shown_separator(separator: str) -> str:
+    """A separator as a message (and a shell) can show it: a tab is invisible."""
+    return "tab" if separator == "\t" else repr(separator)
+
+
+def separator_remedy(found: str, delimiter: str) -> str:
+    """What a command line says of a header that has ``found`` and no ``delimiter``: the
+    option that reads it (and the decimal comma that comes with ``;`` in Excel's exports)."""
+    also = " (and --decimal ',' if its numbers are written 1,5)" if found == ";" else ""
+    return (
+        f"has no {shown_separator(delimiter)} between the column names but has "
+        f"{shown_separator(found)}: pass --delimiter {shown_separator(found)}{also}"
+    )
+
+
 def _folded(name: str) -> str:
     return re.sub(r"[\s-]+", "_", name.strip()).lower()
 

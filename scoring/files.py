@@ -28,6 +28,8 @@ from model.columns import (
     not_csv_text,
     other_separator,
     require_columns,
+    separator_remedy,
+    shown_separator,
 )
 from model.features import FEATURE_NAMES
 from model.predictor import Predictor
@@ -307,7 +309,8 @@ def _check_body_head(body: bytes) -> None:
     sep = other_separator(body[:_HEAD_BYTES])
     if sep is not None:
         raise InputError(
-            f"the body's header has no ',' between the column names but has {_shown(sep)}: "
+            "the body's header has no ',' between the column names but has "
+            f"{shown_separator(sep)}: "
             "send comma-separated CSV, with a decimal point"
         )
 
@@ -333,16 +336,7 @@ def _check_file_head(path: str | os.PathLike[str], dialect: CsvDialect) -> None:
         raise InputError(f"{where}: it is {kind.what}: {fix}")
     sep = other_separator(head, dialect.delimiter)
     if sep is not None:
-        also = " (and --decimal ',' if its numbers are written 1,5)" if sep == ";" else ""
-        raise InputError(
-            f"{where}: its header has no {_shown(dialect.delimiter)} between the column names "
-            f"but has {_shown(sep)}: pass --delimiter {_shown(sep)}{also}"
-        )
-
-
-def _shown(separator: str) -> str:
-    """A separator as a message (and a shell) can show it: a tab is invisible."""
-    return "tab" if separator == "\t" else repr(separator)
+        raise InputError(f"{where}: its header {separator_remedy(sep, dialect.delimiter)}")
 
 
 def parse_body(

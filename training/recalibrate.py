@@ -50,6 +50,7 @@ from model.columns import (
     near_names,
     not_csv_text,
     other_separator,
+    separator_remedy,
 )
 from model.features import FEATURE_NAMES, FEATURES, invalid_cells
 from model.predictor import Predictor
@@ -113,12 +114,7 @@ def parse_local_csv(
         raise DataError(f"{path} is {kind.what}, not CSV text: save it as CSV UTF-8{compressed}")
     sep = other_separator(head, delimiter)
     if sep is not None:
-        shown = "tab" if sep == "\t" else repr(sep)
-        also = " (and --decimal ',' if its numbers are written 1,5)" if sep == ";" else ""
-        raise DataError(
-            f"{path}: line 1 (the header) has no {delimiter!r} between the column names but "
-            f"has {shown}: pass --delimiter {shown}{also}"
-        )
+        raise DataError(f"{path}: line 1 (the header) {separator_remedy(sep, delimiter)}")
     try:
         text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError as exc:

@@ -84,12 +84,25 @@ def targets() -> list[Target]:
     ]
 
 
-def extra_scenarios(specs: Sequence[Sequence[str]]) -> list[Scenario]:
-    """``--scenario NAME PATH BODIES`` options, checked before any server starts."""
-    found = [Scenario(n, path, Path(file).resolve(), service_only=True) for n, path, file in specs]
+def extra_scenarios(
+    specs: Sequence[Sequence[str]], headers: Sequence[Sequence[str]] = ()
+) -> list[Scenario]:
+    """``--scenario NAME PATH BODIES`` and ``--scenario-header NAME HEADER`` options, checked
+    before any server starts."""
+    sent: dict[str, list[str]] = {}
+    for name, header in headers:
+        if ":" not in header:
+            raise SystemExit(f"--scenario-header {name}: wants 'Name: value', got {header!r}")
+        sent.setdefault(name, []).append(header)
+    found = [
+        Scenario(n, path, Path(file).resolve(), service_only=True, headers=tuple(sent.pop(n, ())))
+        for n, path, file in specs
+    ]
     for s in found:
         if s.name in ("predict", "batch") or not s.path.startswith("/") or not s.bodies.is_file():
             raise SystemExit(f"--scenario {s.name}: wants a new name, a path from /, a body file")
+    if sent:
+        raise SystemExit(f"--scenario-header {', '.join(sent)}: no --scenario of that name")
     return found
 
 
@@ -113,7 +126,7 @@ def preflight(server: Server, scenarios: Sequence[Scenario]) -> None:
     """One request per scenario before measuring (a benchmark of error replies is worthless):
     any reply but 200 fails, and the service's must score every patient sent."""
     for s in scenarios:
-        reply = servers.post(server.url(s.path), s.first_body(), s.media_type)
+        reply = servers.post(server.url(s.path), s.first_body(), s.media_type, s.headers)
         count = ANSWERED.get(s.name) if server.target.is_service and not s.media_type else None
         if count is not None and count(reply) != s.rows_per_request:
             raise servers.ServerError(
@@ -134,6 +147,7 @@ def measure(server: Server, run: Run, settings: Settings, cpus: Sequence[int] | 
         nice=settings.nice,
         log=LOG_DIR / "wrk.log",
         media_type=run.scenario.media_type,
+        headers=run.scenario.headers,
     )
 
 
@@ -244,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
         "BODIES (one JSON body a line), at the concurrencies of /predict; repeatable",
     )
     add(
+        "--scenario-header",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "HEADER"),
+        help="send HEADER ('Accept-Encoding: gzip, deflate', as httpx and browsers do) with "
+        "every request of the --scenario NAME; repeatable",
+    )
+    add(
         "--only",
         action="append",
         default=[],
@@ -275,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = quick if args.quick else Settings(args.warmup, args.duration, args.rounds)
     chosen = {"batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency}
     settings = replace(timing, **chosen, nice=args.nice)
-    extra = extra_scenarios(args.scenario)
+    extra = extra_scenarios(args.scenario, args.scenario_header)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make system-deps` (as root) installs it")
     found, plan = targets(), CpuPlan.for_this_machine()

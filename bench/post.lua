@@ -12,6 +12,17 @@
 -- Requests are formatted once in init(); request() only picks the next one,
 -- which keeps the load generator cheap compared with the servers it measures.
 
+-- Headers given to wrk with -H go on every request: wrk.format() ignores them when
+-- it is handed a headers table, so they are copied into each one here.
+local function with_wrk_headers(headers)
+   for name, value in pairs(wrk.headers) do
+      if headers[name] == nil then
+         headers[name] = value
+      end
+   end
+   return headers
+end
+
 local prepared = {}
 local n_prepared = 0
 local next_index = 0
@@ -25,12 +36,12 @@ function init(args)
    if args[3] ~= nil then
       -- One body, the whole (binary) file, sent and asked for as this media type.
       local file = assert(io.open(path, "rb"))
-      local headers = { ["Content-Type"] = args[3], ["Accept"] = args[3] }
+      local headers = with_wrk_headers({ ["Content-Type"] = args[3], ["Accept"] = args[3] })
       n_prepared = 1
       prepared[1] = wrk.format("POST", nil, headers, file:read("*a"))
       file:close()
    else
-      local headers = { ["Content-Type"] = "application/json" }
+      local headers = with_wrk_headers({ ["Content-Type"] = "application/json" })
       for line in io.lines(path) do
          if #line > 0 then
             n_prepared = n_prepared + 1

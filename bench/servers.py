@@ -14,6 +14,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +131,17 @@ def started(
         yield Server(target, server)
 
 
-def post(url: str, body: bytes, media_type: str | None = None) -> Any:
-    """POST ``body`` and return the reply (decoded when JSON); any non-200 is an error."""
+def post(url: str, body: bytes, media_type: str | None = None, extra: Sequence[str] = ()) -> Any:
+    """POST ``body`` (with the ``extra`` headers, ``"Name: value"``) and return the reply,
+    decompressed and decoded when JSON; any non-200 is an error."""
     headers = {"Content-Type": media_type or "application/json", "Accept": media_type or "*/*"}
+    headers |= {name.strip(): value.strip() for name, _, value in (h.partition(":") for h in extra)}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=60) as r:
-            return r.read() if media_type else json.loads(r.read())
+            raw = r.read()
+            if r.headers.get("Content-Encoding"):  # gzip or zlib: the header says which
+                raw = zlib.decompress(raw, zlib.MAX_WBITS | 32)
+            return raw if media_type else json.loads(raw)
     except urllib.error.HTTPError as exc:
         raise ServerError(f"POST {url} answered {exc.code}: {exc.read()[:500]!r}") from exc
 

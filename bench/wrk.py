@@ -40,6 +40,9 @@ class Scenario:
     service_only: bool = False
     #: ``bodies`` is one body of this type (Arrow, CSV), not JSON lines.
     media_type: str | None = None
+    #: Request headers beyond Content-Type (``"Accept-Encoding: gzip"``), as a client sends
+    #: them by default: what the service does with them is part of what it costs.
+    headers: tuple[str, ...] = ()
 
     def first_body(self) -> bytes:
         """The first body, for the pre-flight check of each server."""
@@ -158,12 +161,15 @@ def build_command(
     stop_after: int | None = None,
     nice: int = 0,
     media_type: str | None = None,
+    headers: Sequence[str] = (),
 ) -> list[str]:
     """The wrk command line, pinned to ``cpus`` and reniced when asked; with ``media_type``
     the body file is one body of that type, else JSON bodies one a line (bench/post.lua)."""
     threads = min(threads, connections)  # wrk refuses fewer connections than threads
     argv = [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}"]
     argv += [f"-d{max(1, round(duration_s))}s", "--timeout=10s", "--latency", "-s", str(LUA_SCRIPT)]
+    for header in headers:  # post.lua adds wrk's -H headers to every request it formats
+        argv += ["-H", header]
     extra = [str(stop_after or 0), media_type] if media_type else [str(stop_after or "")]
     argv += [url, "--", str(body_file), *filter(None, extra)]
     return pinned(argv, cpus, nice)

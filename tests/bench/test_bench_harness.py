@@ -483,3 +483,61 @@ def test_comparison_rows_carry_their_ratio_to_the_base_measured_in_the_same_run(
     assert "| service | /predict | 32 |" in against_asgi[7] and against_asgi[7].endswith(
         "| 0.18x |"
     )
+
+
+def test_scenario_headers_reach_the_wrk_command_line(tmp_path: Path) -> None:
+    bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
+    spec = [["gzip", "/predict", str(bodies)]]
+    [gz] = load.extra_scenarios(spec, [["gzip", "Accept-Encoding: gzip, deflate"]])
+    assert gz.headers == ("Accept-Encoding: gzip, deflate",)
+    argv = wrk.build_command("http://x/", bodies, connections=1, duration_s=1, headers=gz.headers)
+    assert argv[argv.index("-H") + 1] == "Accept-Encoding: gzip, deflate"
+    with pytest.raises(SystemExit, match="no --scenario of that name"):
+        load.extra_scenarios(spec, [["other", "Accept-Encoding: gzip"]])
+    with pytest.raises(SystemExit, match="wants 'Name: value'"):
+        load.extra_scenarios(spec, [["gzip", "gzip"]])
+
+
+@pytest.mark.e2e
+def test_post_lua_sends_wrks_extra_headers_with_every_body(tmp_path: Path) -> None:
+    """wrk.format() drops wrk's -H headers when handed a headers table, so a scenario's
+    Accept-Encoding was never sent: the measured request was not the one named."""
+    import http.server
+    import threading
+
+    from tests._tools import require_tool
+
+    require_tool("wrk")
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Accept-Encoding"], self.headers["Content-Type"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        bodies = wrk.write_single_bodies(tmp_path / "p.jsonl")
+        result = wrk.run(
+            url,
+            bodies,
+            connections=1,
+            duration_s=1,
+            stop_after=5,
+            headers=["Accept-Encoding: gzip"],
+        )
+    finally:
+        server.shutdown()
+    assert result.requests >= 5
+    assert set(seen) == {("gzip", "application/json")}

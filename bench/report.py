@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -113,8 +114,9 @@ def publish(
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:
-    """The command that reproduced a run, as its results file quotes it."""
-    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+    """The command that reproduced a run, as its results file quotes it: shell-quoted, so
+    an argument with spaces (``--scenario-header x 'Accept-Encoding: gzip'``) pastes back."""
+    return "python -m " + shlex.join([module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def document(title: str, info: Mapping[str, Any], command: str, *parts: str) -> str:

@@ -541,3 +541,12 @@ def test_post_lua_sends_wrks_extra_headers_with_every_body(tmp_path: Path) -> No
         server.shutdown()
     assert result.requests >= 5
     assert set(seen) == {("gzip", "application/json")}
+
+
+def test_the_quoted_command_pastes_back_into_a_shell() -> None:
+    """It was joined with spaces, so a header argument came out as three words."""
+    from bench.report import command_line
+
+    line = command_line("bench.load", ["--scenario-header", "gz", "Accept-Encoding: gzip"])
+    assert line == "python -m bench.load --scenario-header gz 'Accept-Encoding: gzip'"
+    assert command_line("bench.load", ["--rounds", "3"]) == "python -m bench.load --rounds 3"

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -93,6 +93,39 @@ def cannot_write(path: str | os.PathLike[str]) -> str | None:
     os.close(fd)
     discard(name)
     return None
+
+
+def finish_partial(
+    tmp: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    close: Callable[[], None],
+    *,
+    success: bool,
+) -> None:
+    """Close the stream that wrote ``tmp``, then put ``tmp`` in ``path``'s place, or remove it.
+
+    For outputs written as they are produced (``heart-score``'s scores and its
+    ``--errors`` file), where :func:`atomic_path`'s one block does not fit. The
+    close is where a compressed file's trailer and the last flush are written, so
+    a full disk can strike there; either failure names ``path``, not ``tmp``, and
+    leaves no partial file. Without ``success`` the run is already failing: a
+    failed close is not reported over the first error.
+    """
+    try:
+        close()
+    except OSError as exc:
+        discard(tmp)
+        if success:
+            raise CannotWriteError(path, exc) from None
+        return
+    if not success:
+        discard(tmp)
+        return
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:  # the output's name is a directory, say
+        discard(tmp)
+        raise CannotWriteError(path, exc) from None
 
 
 def discard(path: str | os.PathLike[str]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from model.artifact import ArtifactError, load_artifact
-from model.atomic import CannotWriteError, discard, same_file
+from model.atomic import CannotWriteError, cannot_write, finish_partial, same_file
 from model.cli_support import (
     HelpFormatter,
     add_csv_dialect,
@@ -174,8 +174,8 @@ def _outputs_problem(args: argparse.Namespace) -> str | None:
     for _, path in written:
         # Found only when the finished file replaces it, after the whole input is
         # scored, and after the other output may already stand: say so first.
-        if path.is_dir():
-            return f"cannot write {path}: Is a directory"
+        if reason := cannot_write(path):
+            return reason
     return None
 
 
@@ -280,21 +280,7 @@ class _ErrorsFile:
             raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
-        try:
-            self._file.close()  # a compressed file's trailer is written here
-        except OSError as exc:
-            discard(self._tmp)
-            if success:
-                raise CannotWriteError(self.path, exc) from None
-            return
-        if success:
-            try:
-                os.replace(self._tmp, self.path)
-                return
-            except OSError as exc:
-                discard(self._tmp)
-                raise CannotWriteError(self.path, exc) from None
-        discard(self._tmp)
+        finish_partial(self._tmp, self.path, self._file.close, success=success)
 
 
 class _Progress:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.atomic import CannotWriteError, discard
+from model.atomic import CannotWriteError, finish_partial
 from model.columns import (
     MISSING_MARKERS,
     csv_number,
@@ -1079,24 +1079,16 @@ class Writer:
             raise CannotWriteError(self.path, exc) from None
 
     def close(self, *, success: bool) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._sink is not None:
-                self._sink.close()  # the writer leaves a stream it was given open
-        except OSError as exc:  # the last flush (a compressed file's trailer) met a full disk
-            discard(self._tmp)
-            if success:
-                raise CannotWriteError(self.path, exc) from None
-            return  # already failing: the first error is the one to report
-        if success and self._tmp.exists():
-            try:
-                os.replace(self._tmp, self.path)
-            except OSError as exc:  # the output's name is a directory, say
-                discard(self._tmp)
-                raise CannotWriteError(self.path, exc) from None
-        else:
-            discard(self._tmp)
+        # Nothing was written when the run failed before its first batch.
+        finish_partial(
+            self._tmp, self.path, self._close_streams, success=success and self._tmp.exists()
+        )
+
+    def _close_streams(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()  # the writer leaves a stream it was given open
 
 
 def empty_batch(

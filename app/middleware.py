@@ -170,25 +170,25 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            if SHED_KEY in scope:
-                kind = "overloaded"
-                # As app.protocol's own 503 for the same overload, in the same shape, and
-                # like every refusal it closes when it leaves a large body unread.
-                headers = _RETRY_AFTER
-                if self._leaves_large_body(503, content_length, chunked):
-                    headers = _RETRY_AFTER + _CLOSE
-                await _respond(send_with_id, 503, SHED_DETAIL, headers, key=self._error_key(path))
-                return
             coding: str | None = None
-            unsupported: str | None = None
-            if content_encoding is not None:
-                try:
-                    coding = encoding.request_coding(content_encoding)
-                except encoding.UnsupportedCodingError as exc:
-                    unsupported = str(exc)
-            refusal = self._refuse(
-                path, api_key, content_length, content_type, chunked, scope, unsupported
-            )
+            refusal: tuple[int, str] | None
+            headers: tuple[tuple[bytes, bytes], ...] = ()
+            if SHED_KEY in scope:
+                # As app.protocol's own 503 for the same overload, in the same shape.
+                kind = "overloaded"
+                refusal, headers = (503, SHED_DETAIL), _RETRY_AFTER
+            else:
+                unsupported: str | None = None
+                if content_encoding is not None:
+                    try:
+                        coding = encoding.request_coding(content_encoding)
+                    except encoding.UnsupportedCodingError as exc:
+                        unsupported = str(exc)
+                refusal = self._refuse(
+                    path, api_key, content_length, content_type, chunked, scope, unsupported
+                )
+                if unsupported is not None and refusal is not None and refusal[0] == 415:
+                    headers = (encoding.ACCEPT_ENCODING,)  # RFC 7694: what would be read
             app_scope = scope
             if scope["method"] == "HEAD" and path in self.get_paths:
                 # HEAD is GET without the body (RFC 9110 9.3.2), which uptime monitors
@@ -196,10 +196,9 @@ class ServiceMiddleware:
                 app_scope = {**scope, "method": "GET"}
             if refusal is not None:
                 code, detail = refusal
-                close = _CLOSE if self._leaves_large_body(code, content_length, chunked) else ()
-                if code == 415 and unsupported is not None:  # RFC 7694: what would be read
-                    close = (*close, encoding.ACCEPT_ENCODING)
-                await _respond(send_with_id, code, detail, close, key=self._error_key(path))
+                if self._leaves_large_body(code, content_length, chunked):
+                    headers += _CLOSE
+                await _respond(send_with_id, code, detail, headers, key=self._error_key(path))
             else:
                 app_receive = receive
                 if chunked and content_length is None:

@@ -126,6 +126,48 @@ def test_augmentation_fills_every_gap_with_observed_values_only() -> None:
         assert set(xa[:, j].tolist()) <= seen
 
 
+def test_outcome_draws_come_from_rows_with_the_same_outcome() -> None:
+    """Thal 7 is seen only with disease and 3 only without: each copy keeps its class's value."""
+    x = np.full((40, 13), 1.0)
+    y = np.repeat([0, 1], 20)
+    thal = COL["thal"]
+    x[:, thal] = np.where(y == 1, 7.0, 3.0)
+    x[::2, thal] = np.nan  # half of each class not measured
+    xa, ya = augment(x, y, 5, 0.0, np.random.default_rng(0), draws="outcome")
+    np.testing.assert_array_equal(xa[:, thal], np.where(ya == 1, 7.0, 3.0))
+    # The marginal draws mix the two codes in both classes, which is what dilutes the effect.
+    xm, ym = augment(x, y, 5, 0.0, np.random.default_rng(0))
+    filled = np.repeat(np.isnan(x[:, thal]), 5)
+    assert set(xm[filled & (ym == 0), thal].tolist()) == {3.0, 7.0}
+
+
+def test_outcome_draws_fall_back_to_every_observed_value_when_a_class_has_none() -> None:
+    x = np.full((20, 13), 1.0)
+    y = np.repeat([0, 1], 10)
+    thal = COL["thal"]
+    x[:, thal] = np.where(y == 0, 3.0, np.nan)  # never measured in the diseased
+    xa, ya = augment(x, y, 3, 0.0, np.random.default_rng(0), draws="outcome")
+    assert (xa[ya == 1, thal] == 3.0).all()
+    with pytest.raises(ValueError, match="draws must be"):
+        augment(x, y, 3, 0.0, np.random.default_rng(0), draws="label")  # type: ignore[arg-type]
+
+
+def test_marginal_draws_keep_the_served_recipes_random_stream() -> None:
+    """The option must not move the served recipe's figures: same draws as one pool per feature."""
+    pooled = load_sites(UCI_SITES)
+    xa, _ = augment(pooled.x, pooled.y, 4, 0.2, np.random.default_rng(7))
+    rng = np.random.default_rng(7)  # the draws as they were made before the option existed
+    expected = np.repeat(pooled.x, 4, axis=0)
+    hide = np.isnan(expected) | ((rng.random(expected.shape) < 0.2) & MAY_BE_MISSING)
+    for j in np.flatnonzero(hide.any(axis=0)):
+        seen = pooled.x[:, j][~np.isnan(pooled.x[:, j])]
+        rows = np.flatnonzero(hide[:, j])
+        expected[rows, j] = rng.choice(seen, size=rows.size)
+    np.testing.assert_array_equal(xa, expected)
+    outcome, _ = augment(pooled.x, pooled.y, 4, 0.2, np.random.default_rng(7), draws="outcome")
+    assert not np.array_equal(xa, outcome)
+
+
 @pytest.fixture(scope="module")
 def served_on_all() -> tuple[Predictor, npt.NDArray[np.float64]]:
     """The default model fitted on all 720 patients, and those patients' values."""

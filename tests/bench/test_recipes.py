@@ -7,24 +7,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.recipes import decide, points, score
+from bench.recipes import BASELINE, QUESTIONS, decide, points, score
 from training.sites import UCI_SITES, load_sites
 
 
-def _row(draws: str, losses: list[float], alpha: float = 3.0) -> dict[str, Any]:
+def _row(group: str, losses: list[float], alpha: float = 3.0) -> dict[str, Any]:
     return {
-        "params": {"draws": draws, "alpha": alpha, "mask_rate": 0.2},
+        "group": group,
+        "params": {"alpha": alpha, "mask_rate": 0.2},
         "log_loss_repeats": losses,
         "log_loss": float(np.mean(losses)),
         "repeat_spread": max(losses) - min(losses),
     }
 
 
-def test_every_grid_point_is_scored_under_both_recipes() -> None:
-    grid = points()
-    assert len(grid) == 12
-    assert {p["draws"] for p in grid} == {"marginal", "outcome"}
-    assert sum(p["draws"] == "outcome" for p in grid) == 6
+def test_the_served_grid_comes_first_then_each_questions_challengers() -> None:
+    everything = points()
+    assert [g for g, _ in everything[:6]] == [BASELINE] * 6
+    assert {p["alpha"] for _, p in everything[:6]} == {3.0, 10.0, 30.0}
+    assert len(everything) == 6 + sum(len(c) for c in QUESTIONS.values())
+    only = points(["outcome draws"])
+    assert len(only) == 12 and all(p["draws"] == "outcome" for _, p in only[6:])
 
 
 @pytest.mark.parametrize(
@@ -35,20 +38,24 @@ def test_a_challenger_must_beat_the_best_baseline_by_more_than_the_repeat_noise(
     challenger: list[float], adopt: bool
 ) -> None:
     rows = [
-        _row("marginal", [0.400, 0.404]),  # the best baseline: 0.402, noise 0.004
-        _row("marginal", [0.450, 0.451], alpha=30.0),
-        _row("outcome", challenger),
+        _row(BASELINE, [0.400, 0.404]),  # the best baseline: 0.402, noise 0.004
+        _row(BASELINE, [0.450, 0.451], alpha=30.0),
+        _row("q", challenger),
+        _row("other", [0.500, 0.501]),
     ]
-    decision = decide(rows)
-    assert decision["baseline"]["alpha"] == 3.0
-    assert decision["noise"] == pytest.approx(0.004)
-    assert decision["adopt"] is adopt
+    verdicts = decide(rows)
+    assert set(verdicts) == {"q", "other"}
+    assert verdicts["q"]["baseline"]["alpha"] == 3.0
+    assert verdicts["q"]["noise"] == pytest.approx(0.004)
+    assert verdicts["q"]["adopt"] is adopt
+    assert verdicts["other"]["adopt"] is False
 
 
 def test_scores_are_out_of_fold_and_per_site() -> None:
     pooled = load_sites(UCI_SITES)
     candidate = {"draws": "outcome", "alpha": 3.0, "mask_rate": 0.2, "max_iter": 5}
-    (row,) = score(pooled.x, pooled.y, pooled.site, [candidate], repeats=2, folds=3)
+    (row,) = score(pooled.x, pooled.y, pooled.site, [("q", candidate)], repeats=2, folds=3)
+    assert row["group"] == "q"
     assert len(row["log_loss_repeats"]) == 2 and all(v > 0 for v in row["log_loss_repeats"])
     assert row["repeat_spread"] == pytest.approx(abs(np.subtract(*row["log_loss_repeats"])))
     assert set(row["roc_auc_by_site"]) == set(UCI_SITES)

@@ -220,12 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--output", type=Path, default=REPO_RESULTS / "recipes")
     args = p.parse_args(argv)
+    data: dict[str, Any] = {"machine": describe(), "command": command_line("bench.recipes", argv)}
     pooled = load_sites(UCI_SITES)
     candidates = points(args.question or tuple(QUESTIONS))
     progress(f"{len(candidates)} points x {args.repeats} x 5 folds on {pooled.y.size} patients")
     rows = score(pooled.x, pooled.y, pooled.site, candidates, repeats=args.repeats, jobs=args.jobs)
     verdicts = decide(rows)
-    data: dict[str, Any] = {"machine": describe(), "command": command_line("bench.recipes", argv)}
     data |= {"versions": library_versions(), "rows": rows, "verdicts": verdicts}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     title = "Training recipes, judged on the pooled sites"

@@ -47,11 +47,15 @@ from training.missing import MarginalMLPClassifier
 from training.pipeline import library_versions
 from training.report import markdown_table
 from training.sites import UCI_SITES, load_sites
+from training.validation import MODELS
 
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 BASELINE = "served grid"
-GRID: dict[str, list[Any]] = {"alpha": [3.0, 10.0, 30.0], "mask_rate": [0.2, 0.5]}
-SERVED_POINT: dict[str, Any] = {"alpha": 3.0, "mask_rate": 0.2}
+#: The network's grid in ``python -m bench.sites``, and the point the service is trained at.
+GRID: dict[str, list[Any]] = {
+    k: list(v) for k, v in next(m for m in MODELS if m.name == "network").grid.items()
+}
+SERVED_POINT: dict[str, Any] = {k: MarginalMLPClassifier().get_params()[k] for k in GRID}
 #: Each question's challengers: MarginalMLPClassifier parameters.
 QUESTIONS: dict[str, list[dict[str, Any]]] = {
     "outcome draws": [

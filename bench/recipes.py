@@ -32,6 +32,7 @@ docs/sites.md says what each verdict means for the served model.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -228,12 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     pooled = load_sites(UCI_SITES)
     candidates = points(args.question or tuple(QUESTIONS))
     progress(f"{len(candidates)} points x {args.repeats} x 5 folds on {pooled.y.size} patients")
+    started = time.perf_counter()
     rows = score(pooled.x, pooled.y, pooled.site, candidates, repeats=args.repeats, jobs=args.jobs)
+    seconds = time.perf_counter() - started
     verdicts = decide(rows)
     data |= {"versions": library_versions(), "rows": rows, "verdicts": verdicts}
+    data["seconds"] = seconds
     args.output.parent.mkdir(parents=True, exist_ok=True)
     title = "Training recipes, judged on the pooled sites"
-    publish(args.output.stem, title, data, [markdown(rows, verdicts)], args.output.parent)
+    publish(
+        args.output.stem,
+        title,
+        data,
+        [f"- took {seconds:.0f} s with --jobs {args.jobs}", markdown(rows, verdicts)],
+        args.output.parent,
+    )
     return 0
 
 

@@ -180,15 +180,9 @@ def _score_table(
     validated rows, how many are positive). Raises the 422s naming rows and columns,
     and 413 for a table beyond ``limits``."""
     # pyarrow only now: a service without the bulk extra never imports it.
-    from scoring.files import (
-        ColumnTypeError,
-        InputError,
-        RowWidthError,
-        TableTooLargeError,
-        body_features,
-        scores_batch,
-        serialize,
-    )
+    from scoring.errors import ColumnTypeError, InputError, RowWidthError
+    from scoring.uploads import TableTooLargeError, body_features
+    from scoring.writing import scores_batch, serialize
 
     try:
         features, not_numbers = body_features(

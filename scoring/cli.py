@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print(f"heart-score: {EXTRA_HINT}", file=sys.stderr)
         return EXIT_UNUSABLE
-    from scoring.files import InputError, TextInNumbersError, detect_format
+    from scoring.errors import InputError, TextInNumbersError
+    from scoring.formats import detect_format
 
     if args.chunk_rows < 1:
         print("heart-score: --chunk-rows must be at least 1", file=sys.stderr)
@@ -195,14 +196,9 @@ def _run(
 ) -> tuple[int, int]:
     """Score the file once; returns (rows, refused rows)."""
     from scoring.core import score_batch
-    from scoring.files import (
-        CsvDialect,
-        Writer,
-        count_rows,
-        empty_batch,
-        output_batch,
-        read_chunks,
-    )
+    from scoring.csv_parsing import CsvDialect
+    from scoring.reading import count_rows, read_chunks
+    from scoring.writing import Writer, empty_batch, output_batch
 
     keys: list[str] = args.key
     writer = Writer(args.output, out_fmt)  # creates no file until its first batch
@@ -256,7 +252,7 @@ class _ErrorsFile:
     """The ``--errors`` CSV: one line per refused cell, the row's keys to find it by."""
 
     def __init__(self, path: Path, keys: list[str]) -> None:
-        from scoring.files import output_stream
+        from scoring.writing import output_stream
 
         self.path = path
         self._tmp = path.with_name(f".{path.name}.partial")

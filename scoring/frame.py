@@ -154,9 +154,9 @@ def _load(path: str) -> Predictor:
 def _numeric(column: pd.Series) -> tuple[npt.NDArray[np.float64], Any]:
     """Values as float64 with NaN for empty cells, and a mask of cells that are not numbers.
 
-    As :mod:`scoring.files` reads a file: a NaN float is pandas' own "missing",
-    and so are null and the text markers ``""``, ``NA`` and ``null``; other text,
-    including ``"NaN"`` and ``"inf"``, and booleans are refused as not numbers.
+    As :mod:`scoring.arrow_columns` reads a file's columns: a NaN float is pandas' own
+    "missing", and so are null and the text markers ``""``, ``NA`` and ``null``; other
+    text, including ``"NaN"`` and ``"inf"``, and booleans are refused as not numbers.
     """
     if pd.api.types.is_bool_dtype(column.dtype):
         return np.full(len(column), np.nan), column.notna().to_numpy(dtype=bool)

@@ -358,13 +358,13 @@ def test_a_disk_full_at_the_last_flush_names_the_file_and_leaves_no_partial(
     """It was an OSError naming the hidden .partial file, which stayed on the disk."""
     import io as stdlib_io
 
-    import scoring.files
+    import scoring.writing
 
     registry(20, seed=4).assign(age=[200] + [50] * 19).to_csv(tmp_path / "in.csv", index=False)
     out, errors = tmp_path / "o.csv.gz", tmp_path / "r.csv.gz"
     if which == "output":
-        real = scoring.files.output_stream
-        monkeypatch.setattr(scoring.files, "output_stream", lambda t, p: _FullOnClose(real(t, p)))
+        real = scoring.writing.output_stream
+        monkeypatch.setattr(scoring.writing, "output_stream", lambda t, p: _FullOnClose(real(t, p)))
         failing = out
     else:
         real_wrapper = stdlib_io.TextIOWrapper

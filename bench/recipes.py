@@ -24,7 +24,9 @@ of challengers (:data:`QUESTIONS`), judged on its own:
   the pull of a rarely measured test's learned effect towards zero;
 * ``beyond the corner``: inner CV picks the grid's corner (``alpha=3``,
   ``mask_rate=0.2``), so are the points past it better?
-* ``more capacity``: 16 hidden units per network, or four averaged networks.
+* ``more capacity``: 16 hidden units per network, or four averaged networks;
+* ``distilled from the trees``: ``distill`` 0.5 or 1, each imputed copy labelled
+  (partly or wholly) by the boosted trees fitted on the same rows.
 
 docs/sites.md says what each verdict means for the served model.
 """
@@ -70,6 +72,12 @@ QUESTIONS: dict[str, list[dict[str, Any]]] = {
         {"alpha": 1.0, "mask_rate": 0.2},
         {"alpha": 3.0, "mask_rate": 0.0},
         {"alpha": 3.0, "mask_rate": 0.1},
+    ],
+    "distilled from the trees": [
+        {"distill": d, "alpha": a, "mask_rate": m}
+        for d in (0.5, 1.0)
+        for a in GRID["alpha"]
+        for m in GRID["mask_rate"]
     ],
     "more capacity": [
         SERVED_POINT | {"hidden_units": 16},

@@ -32,6 +32,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -42,6 +44,35 @@ from model.predictor import Predictor
 
 #: Where a training copy's imputed value comes from (``MarginalMLPClassifier.draws``).
 Draws = Literal["marginal", "outcome"]
+
+
+#: HistGradientBoosting's grid: ``python -m bench.sites``' reference and the distillation teacher.
+TREE_GRID: dict[str, list[Any]] = {"learning_rate": [0.03, 0.1], "max_depth": [2, 3]}
+
+
+def make_trees(seed: int = 0) -> HistGradientBoostingClassifier:
+    """The boosted trees of the comparison, native missing values and all."""
+    return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+
+
+def fit_teacher(x: FloatArray, y: npt.NDArray[Any], seed: int) -> HistGradientBoostingClassifier:
+    """The boosted trees, tuned by inner 5-fold CV on log loss, as bench.sites tunes them."""
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    search = GridSearchCV(make_trees(seed), TREE_GRID, cv=cv, scoring="neg_log_loss")
+    return search.fit(x, y).best_estimator_
+
+
+def distilled_labels(
+    y: npt.NDArray[Any], teacher_p: FloatArray, weight: float, rng: np.random.Generator
+) -> npt.NDArray[np.intp]:
+    """Labels drawn with probability ``(1 - weight) * y + weight * teacher_p`` of the disease.
+
+    A drawn label's expectation is the mixed target, so the network's
+    cross-entropy on many copies approaches the cross-entropy on the soft
+    target, without a soft-target path in :class:`NumpyMLPClassifier`.
+    """
+    target = (1.0 - weight) * y + weight * teacher_p
+    return (rng.random(y.size) < target).astype(np.intp)
 
 
 def marginal_background(x: FloatArray, k: int, rng: np.random.Generator) -> FloatArray:
@@ -157,6 +188,17 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         used only in ``fit``; prediction, which never knows the outcome,
         marginalises as before. Judged by the rule set out in docs/sites.md
         (``python -m bench.recipes``), not by the leave-one-site-out grid.
+    distill : float, default=0.0
+        Weight of a teacher's probability in each imputed copy's target (0:
+        the outcome alone). The teacher is the comparison's boosted trees
+        (:func:`fit_teacher`), fitted on the same rows with their native
+        missing values and asked about each *imputed* copy, so the network
+        learns the trees' answer for the values the copy shows, not for the
+        gaps it had: what the trees read from a rarely measured test reaches
+        the network without the dilution of a draw unrelated to the outcome,
+        and missingness still has no voice. Each copy's label is drawn from
+        the mixed target (:func:`distilled_labels`). Only in ``fit``; the
+        teacher is not kept. Judged like ``draws``.
     """
 
     def __init__(
@@ -170,6 +212,7 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         n_background: int = 64,
         n_networks: int = 2,
         draws: Draws = "marginal",
+        distill: float = 0.0,
         random_state: int | None = 0,
         optimizer: Optimizer = "adam",
         batch_size: int | None = None,
@@ -186,6 +229,7 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         self.n_background = n_background
         self.n_networks = n_networks
         self.draws = draws
+        self.distill = distill
         self.random_state = random_state
         self.optimizer = optimizer
         self.batch_size = batch_size
@@ -214,7 +258,11 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"feature {FEATURES[j].name} may not be missing")
         rng = np.random.default_rng(self.random_state)
         self.background_ = marginal_background(x, int(self.n_background), rng)
-        xa, ya = augment(x, y_idx, int(self.copies), float(self.mask_rate), rng, draws=self.draws)
+        weight = float(self.distill)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"distill must be between 0 and 1, got {self.distill}")
+        teacher = fit_teacher(x, y_idx, self.random_state or 0) if weight else None
+        xa, ya = self._copies(x, y_idx, rng, teacher)
         self.mean_ = xa.mean(axis=0)
         scale = xa.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
@@ -223,9 +271,7 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         networks = []
         for i in range(int(self.n_networks)):
             if i:  # the first network's draws come first, so n_networks=1 is the single network
-                xa, ya = augment(
-                    x, y_idx, int(self.copies), float(self.mask_rate), rng, draws=self.draws
-                )
+                xa, ya = self._copies(x, y_idx, rng, teacher)
             network = NumpyMLPClassifier(
                 hidden_units=self.hidden_units,
                 learning_rate=self.learning_rate,
@@ -242,6 +288,20 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         self.network_ = networks[0] if len(networks) == 1 else log_odds_average(networks)
         self.predictor_ = self.make_predictor()
         return self
+
+    def _copies(
+        self,
+        x: FloatArray,
+        y_idx: npt.NDArray[Any],
+        rng: np.random.Generator,
+        teacher: HistGradientBoostingClassifier | None,
+    ) -> tuple[FloatArray, npt.NDArray[Any]]:
+        """One network's imputed copies, labelled by the outcome or the teacher's mixed target."""
+        xa, ya = augment(x, y_idx, int(self.copies), float(self.mask_rate), rng, draws=self.draws)
+        if teacher is not None:
+            teacher_p = teacher.predict_proba(xa)[:, 1]
+            ya = distilled_labels(ya, teacher_p, float(self.distill), rng)
+        return xa, ya
 
     def make_predictor(self, **kwargs: Any) -> Predictor:
         """The serving predictor: scaler folded in, background attached."""

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
@@ -44,7 +43,7 @@ from training.evaluate import (
     cross_validate,
     statlog_cost,
 )
-from training.missing import MarginalMLPClassifier, withhold
+from training.missing import TREE_GRID, MarginalMLPClassifier, make_trees, withhold
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
 from training.subgroups import subgroup_aucs, subgroup_figures
@@ -90,8 +89,8 @@ MODELS: tuple[ModelSpec, ...] = (
         "hgb",
         "HistGradientBoostingClassifier's native missing values (each split learns "
         "which side a gap goes to)",
-        lambda: HistGradientBoostingClassifier(max_iter=200, random_state=0),
-        {"learning_rate": [0.03, 0.1], "max_depth": [2, 3]},
+        make_trees,
+        TREE_GRID,
     ),
 )
 

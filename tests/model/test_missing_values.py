@@ -8,7 +8,12 @@ import pytest
 
 from model.features import FEATURE_NAMES, MAY_BE_MISSING
 from model.predictor import Predictor
-from training.missing import MarginalMLPClassifier, augment, marginal_background
+from training.missing import (
+    MarginalMLPClassifier,
+    augment,
+    distilled_labels,
+    marginal_background,
+)
 from training.sites import UCI_SITES, load_sites
 
 COL = {n: j for j, n in enumerate(FEATURE_NAMES)}
@@ -166,6 +171,42 @@ def test_marginal_draws_keep_the_served_recipes_random_stream() -> None:
     np.testing.assert_array_equal(xa, expected)
     outcome, _ = augment(pooled.x, pooled.y, 4, 0.2, np.random.default_rng(7), draws="outcome")
     assert not np.array_equal(xa, outcome)
+
+
+def test_distilled_labels_follow_the_mixed_target() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50_000)
+    teacher_p = np.full(y.size, 0.3)
+    np.testing.assert_array_equal(distilled_labels(y, teacher_p, 0.0, rng), y)
+    labels = distilled_labels(y, teacher_p, 0.5, rng)
+    # Targets 0.15 and 0.65; a mean of 50,000 draws has a standard error under 0.0023.
+    assert abs(labels[y == 0].mean() - 0.15) < 0.01
+    assert abs(labels[y == 1].mean() - 0.65) < 0.01
+
+
+class _Teacher:
+    """Says 1 for every row, and fails the test if it is ever shown a gap."""
+
+    def predict_proba(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        assert not np.isnan(x).any(), "the teacher must see imputed copies, never gaps"
+        return np.column_stack([np.zeros(len(x)), np.ones(len(x))])
+
+
+def test_the_teacher_labels_the_imputed_copies_not_the_rows_with_gaps() -> None:
+    pooled = load_sites(UCI_SITES)
+    model = MarginalMLPClassifier(distill=1.0)
+    rng = np.random.default_rng(0)
+    xa, ya = model._copies(pooled.x, pooled.y, rng, _Teacher())  # type: ignore[arg-type]
+    assert not np.isnan(xa).any() and (ya == 1).all()  # weight 1: the teacher alone decides
+
+
+def test_a_distilled_network_fits_and_refuses_a_weight_outside_0_to_1() -> None:
+    pooled = load_sites(UCI_SITES)
+    model = MarginalMLPClassifier(distill=0.5, max_iter=5).fit(pooled.x, pooled.y)
+    p = model.predict_proba(pooled.x)[:, 1]
+    assert np.isfinite(p).all() and not hasattr(model, "teacher_")
+    with pytest.raises(ValueError, match="distill must be between 0 and 1"):
+        MarginalMLPClassifier(distill=1.5).fit(pooled.x, pooled.y)
 
 
 @pytest.fixture(scope="module")

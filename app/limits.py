@@ -2,10 +2,10 @@
 
 Both are shared: ``app.protocol`` enforces the limits and counts each request it
 admits, ``app.refusals`` names the limits in its answers, and ``app.middleware``
-releases a request's slot when its answer is done. Kept here, apart from the
-protocol class, they are what the other modules need of it without its parser
-and timers. The limits are read once per worker from the same ``HEART_*``
-settings as the rest of the service.
+releases a request's count when its answer is done. They are configuration and
+one counter, not connection handling, so they live apart from the protocol
+class. The limits are read once per worker from the same ``HEART_*`` settings
+as the rest of the service.
 """
 
 from __future__ import annotations

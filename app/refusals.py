@@ -30,6 +30,7 @@ from app.limits import ConnectionLimits
 
 #: What a client whose request was shed should wait before retrying, in seconds.
 RETRY_AFTER_SECONDS: Final[int] = 1
+#: Whether a path is the Open Inference Protocol's (``app.oip.is_protocol_path``), whose
 #: errors must be ``{"error": ...}``; set by the app at start-up (else ``{"detail"}`` always).
 oip_path: Callable[[str], bool] | None = None
 

@@ -1,11 +1,12 @@
 """How the protocol's connections send: a response's head and body in one write, Nagle off.
 
-uvicorn leaves two costs on every response, both measured on ``/predict``: it
-writes a response's head and its body in two ``transport.write`` calls, and on
-a listener it bound itself (its supervisor's, as under ``heart-api serve``)
-asyncio leaves Nagle's algorithm on. Neither concerns parsing HTTP or the
-service's limits, so both are kept apart from ``app.protocol``, which installs
-them on each connection (:func:`no_delay`) and each response (:class:`HeadWithBody`).
+uvicorn leaves two costs on a response, both measured on ``/predict``
+(bench/PROFILE.md, BENCHMARKS.md): it writes a response's head and its body in
+two ``transport.write`` calls, and on a listener it bound itself (its
+supervisor's, as under ``heart-api serve``) asyncio leaves Nagle's algorithm
+on. Neither concerns parsing HTTP or the service's limits, so both are kept
+apart from ``app.protocol``, which installs them on each connection
+(:func:`no_delay`) and each response (:class:`HeadWithBody`).
 """
 
 from __future__ import annotations

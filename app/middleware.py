@@ -29,15 +29,10 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import encoding, protocol
-from app.protocol import (
-    ADMITTED_KEY,
-    BODY_TIMEOUT_KEY,
-    RETRY_AFTER_SECONDS,
-    SHED_DETAIL,
-    SHED_KEY,
-    admitted,
-)
+from app import encoding, protocol, refusals
+from app.limits import admitted
+from app.protocol import ADMITTED_KEY, BODY_TIMEOUT_KEY, SHED_KEY
+from app.refusals import RETRY_AFTER_SECONDS, SHED_DETAIL
 from app.runtime import Runtime
 
 REQUEST_ID_HEADER: Final[bytes] = b"x-request-id"
@@ -117,7 +112,7 @@ class ServiceMiddleware:
         protocol.refusal_observer = self.metrics.observe_refused_connection
         protocol.shed_observer = self._count_shed
         # and the protocol's own refusals below /v2 take the protocol's error shape.
-        protocol.oip_path = is_protocol_path
+        refusals.oip_path = is_protocol_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -38,37 +38,23 @@ head, and uvicorn then handed the app an empty body, so every such POST got a
 ``_after_ignored_upgrade``). A WebSocket handshake is served the same way:
 the service has no WebSocket route (see ``_should_upgrade_to_ws``).
 
-The answers it writes itself (431, 408, 503, and two 400s: for an upgrade
-request with a chunked body, and for a request the parser refuses, which
-uvicorn answered in plain text, and at once, ahead of the answers still due
-to valid requests before it: see ``send_400_response``) are ready-made bytes
-in two shapes:
-``{"error": ...}`` for a path below ``/v2``, as the Open Inference Protocol
-requires of every failed request there (the app says which paths those are:
-``oip_path``), and the service's ``{"detail": ...}`` elsewhere, or when the
-path has not arrived yet (see ``_target_path``). Like every response of the
-app, each carries uvicorn's ``Date`` of the current second (RFC 9110 6.6.1;
-see ``_ServerHeaders``).
+The answers it writes itself (431, 408, 503, and 400s) are ready-made bytes in
+the error shape of the request's path: see ``app.refusals``.
 
 It also turns Nagle's algorithm off on connections accepted from a listener
-that uvicorn bound (its supervisor's, as under ``heart-api serve``), where
-asyncio does not (see ``_no_delay``), and sends a response's head and body in
-one write where uvicorn makes two (see ``_HeadWithBody``).
+that uvicorn bound, where asyncio does not, and sends a response's head and
+body in one write where uvicorn makes two: see ``app.transport``.
 
 Use it with ``heart-api serve`` (the default), or
 ``uvicorn --http app.protocol:HardenedHttpToolsProtocol ...``; the limits come
-from the same ``HEART_*`` settings as the rest of the service.
+from the same ``HEART_*`` settings as the rest of the service (``app.limits``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final
 
 import httptools
@@ -76,29 +62,27 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from app.limits import admitted, configured_limits
+from app.refusals import (
+    CHUNKED_UPGRADE,
+    INVALID_REQUEST,
+    SHED,
+    SHED_CLOSE,
+    UVICORN_INVALID,
+    Refusal,
+    limit_refusals,
+    server_headers,
+)
+from app.transport import HeadWithBody, no_delay
+
 #: Scope keys the protocol sets for the middleware (ASGI allows extra scope keys).
 SHED_KEY: Final[str] = "heart.shed"
 BODY_TIMEOUT_KEY: Final[str] = "heart.body_timeout"
-#: Set on requests counted in :data:`admitted`; the middleware releases them when done.
+#: Set on requests counted in :data:`app.limits.admitted`; the middleware releases them when done.
 ADMITTED_KEY: Final[str] = "heart.admitted"
 #: Never shed: liveness and readiness must answer fast precisely when the pod is busy.
 PROBE_PATHS: Final[frozenset[str]] = frozenset({"/health", "/ready"})
 _PROBE_TARGETS: Final[frozenset[bytes]] = frozenset(p.encode() for p in PROBE_PATHS)
-
-
-class _Admitted:
-    """Requests of this worker that were admitted (not shed) and have not finished."""
-
-    count: int = 0
-
-    def release(self) -> None:
-        self.count -= 1
-
-
-admitted = _Admitted()
-
-#: What a client whose request was shed should wait before retrying, in seconds.
-RETRY_AFTER_SECONDS: Final[int] = 1
 #: Servers whose graceful shutdown has begun (see ``connection_made``).
 _draining_servers: weakref.WeakSet[ServerState] = weakref.WeakSet()
 #: Called with the method and path of each request shed by the protocol itself.
@@ -107,257 +91,10 @@ shed_observer: Callable[[str, str], None] | None = None
 #: connections refused before a request existed, so the app can count them; set by the app
 #: at start-up.
 refusal_observer: Callable[[str], None] | None = None
-#: Whether a path is the Open Inference Protocol's (``app.oip.is_protocol_path``), whose
-#: errors must be ``{"error": ...}``; set by the app at start-up (else ``{"detail"}`` always).
-oip_path: Callable[[str], bool] | None = None
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    max_header_bytes: int = 16 * 1024
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_concurrent_requests: int = 64
-    #: ``HEART_MAX_BODY_BYTES``: a shed request with a larger (or chunked) body closes.
-    max_body_bytes: int = 2 * 1024 * 1024
-
-
-@lru_cache(maxsize=1)
-def configured_limits() -> ConnectionLimits:
-    """The limits of this process's ``HEART_*`` settings, read once.
-
-    Every worker is a fresh process whose environment holds the validated
-    settings (``heart-api serve`` puts them there), so reading the environment
-    here works both under ``heart-api serve`` and a plain ``uvicorn --http``.
-    """
-    from app.settings import Settings
-
-    settings = Settings.from_env()
-    return ConnectionLimits(
-        max_header_bytes=settings.max_header_bytes,
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-        max_concurrent_requests=settings.max_concurrent_requests,
-        max_body_bytes=settings.max_body_bytes,
-    )
-
-
-def _error_bytes(message: str, extra: str = "", *, key: str, close: bool = True) -> bytes:
-    """An error's headers after the status line and the server's own, then its body."""
-    body = json.dumps({key: message}, separators=(",", ":")).encode()
-    connection = "connection: close\r\n" if close else ""
-    return (
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}{connection}\r\n"
-    ).encode() + body
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    """An answer the protocol writes itself, ready-made in both error shapes.
-
-    These answers go out before the app (and its error handlers) could shape
-    them, yet below ``/v2`` the Open Inference Protocol requires ``{"error":
-    ...}`` of every failed request. Both are built once: choosing one per
-    request is a check of its path, never a new response. Between the status
-    line and the rest go the server's headers of the moment (``Date``), as
-    uvicorn puts them in every response of the app (:class:`_ServerHeaders`).
-    """
-
-    status_line: bytes
-    detail: bytes
-    error: bytes
-
-    @classmethod
-    def build(
-        cls, status: int, reason: str, message: str, extra: str = "", *, close: bool = True
-    ) -> _Refusal:
-        return cls(
-            f"HTTP/1.1 {status} {reason}\r\n".encode(),
-            _error_bytes(message, extra, key="detail", close=close),
-            _error_bytes(message, extra, key="error", close=close),
-        )
-
-    def to(self, path: str, server_headers: bytes) -> bytes:
-        """The bytes for a request to ``path`` (``""`` when the path is not known yet)."""
-        rest = self.error if oip_path is not None and oip_path(path) else self.detail
-        return self.status_line + server_headers + rest
-
-
-class _ServerHeaders:
-    """uvicorn's headers for every response (``Date``, and ``Server`` unless turned off), as
-    bytes.
-
-    uvicorn's server renews the list once a second (``ServerState.default_headers``:
-    a new list each time); it is encoded here once per list, so the 503 that
-    sheds a request under overload costs one identity check more, no formatting.
-    Holding the list keeps it alive, so the check cannot match a new list
-    at a reused address.
-    """
-
-    __slots__ = ("_encoded", "_source")
-
-    def __init__(self) -> None:
-        self._source: list[tuple[bytes, bytes]] | None = None
-        self._encoded = b""
-
-    def of(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        if headers is not self._source:
-            self._encoded = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-            self._source = headers
-        return self._encoded
-
-
-_server_headers = _ServerHeaders()
-
-
-SHED_DETAIL: Final[str] = (
-    "The service is at its concurrency limit (HEART_MAX_CONCURRENT_REQUESTS); "
-    f"retry after {RETRY_AFTER_SECONDS} s."
-)
-_RETRY_AFTER: Final[str] = f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
-_SHED: Final[_Refusal] = _Refusal.build(
-    503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER, close=False
-)
-_SHED_CLOSE: Final[_Refusal] = _Refusal.build(503, "Service Unavailable", SHED_DETAIL, _RETRY_AFTER)
-#: What uvicorn says (and logs) of a request its parser refuses.
-_UVICORN_INVALID: Final[str] = "Invalid HTTP request received."
-_INVALID_REQUEST: Final[_Refusal] = _Refusal.build(
-    400,
-    "Bad Request",
-    f"{_UVICORN_INVALID} The request line, a header or the body's framing "
-    "(Content-Length, chunks) is not valid HTTP/1.1.",
-)
-_CHUNKED_UPGRADE: Final[_Refusal] = _Refusal.build(
-    400,
-    "Bad Request",
-    "A request that asks to upgrade the connection (e.g. to HTTP/2) must send its body "
-    "with Content-Length, not chunked: send it without the Upgrade header, or with "
-    "Content-Length.",
-)
-
-
-@dataclass(frozen=True)
-class _LimitRefusals:
-    """The refusals that name a configured limit."""
-
-    header_too_large: _Refusal
-    header_timeout: _Refusal
-    body_timeout: _Refusal
-
-
-@lru_cache(maxsize=4)
-def _limit_refusals(limits: ConnectionLimits) -> _LimitRefusals:
-    """Built at a process's first such refusal (its limits are fixed), then reused."""
-    timeout = "Request Timeout"
-    return _LimitRefusals(
-        _Refusal.build(
-            431,
-            "Request Header Fields Too Large",
-            f"Request line and headers exceed {limits.max_header_bytes} bytes "
-            "(HEART_MAX_HEADER_BYTES).",
-        ),
-        _Refusal.build(
-            408,
-            timeout,
-            f"Request headers not received within {limits.header_timeout:g} s "
-            "(HEART_HEADER_TIMEOUT).",
-        ),
-        _Refusal.build(
-            408,
-            timeout,
-            f"Request body not received within {limits.body_timeout:g} s (HEART_BODY_TIMEOUT).",
-        ),
-    )
-
-
-#: Bodies up to this size are copied behind the head; larger ones are sent after it.
-_JOIN_LIMIT: Final[int] = 64 * 1024
-
-
-class _HeadWithBody:
-    """The connection as one response cycle sees it: the head waits for the body.
-
-    uvicorn writes the status line and headers, then the body, in two
-    ``transport.write`` calls: with Nagle off that is two ``send()`` system
-    calls and two packets per response, and on loopback each send also runs
-    the receiver's network stack, so the second one costs /predict about as
-    much as scoring the patient (bench/PROFILE.md). Held, the head goes out with
-    the first body write (every response has one, even an empty body), in one
-    call. Any other write or a close sends the held head first, so nothing is
-    reordered or lost; bodies larger than ``_JOIN_LIMIT`` are not copied.
-    """
-
-    __slots__ = ("_cycle", "_head", "_held", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        self._transport = transport
-        self._cycle = cycle
-        self._head: bytes | None = None
-        self._held = False
-
-    @classmethod
-    def install(cls, cycle: RequestResponseCycle) -> None:
-        """Put the wrapper between ``cycle`` and its connection; the held head is also
-        sent when the response completes (a HEAD response has no body write)."""
-        joined = cls(cycle.transport, cycle)
-        completed = cycle.on_response
-
-        def on_response() -> None:
-            joined.flush()
-            completed()
-
-        cycle.transport = joined  # type: ignore[assignment]
-        cycle.on_response = on_response
-
-    def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            if len(data) <= _JOIN_LIMIT:
-                self._transport.write(head + data)
-                return
-            self._transport.write(head)
-        elif not self._held and self._cycle.response_started:
-            # The first write after the response started is its head (uvicorn's send).
-            self._held = True
-            self._head = data
-            return
-        self._transport.write(data)
-
-    def flush(self) -> None:
-        if self._head is not None:
-            self._transport.write(self._head)
-            self._head = None
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 def _nothing() -> None:
     return None
-
-
-_TCP_FAMILIES: Final[frozenset[int]] = frozenset({socket.AF_INET, socket.AF_INET6})
-
-
-def _no_delay(transport: asyncio.Transport) -> None:
-    """Turn Nagle's algorithm off where asyncio did not (uvicorn issue #3149).
-
-    asyncio sets ``TCP_NODELAY`` on an accepted connection only when the
-    listening socket object says ``proto == IPPROTO_TCP``. Sockets bound by
-    uvicorn's ``Config.bind_socket()`` (every supervised worker, ``uvicorn
-    --workers``) say 0, so a response written in two pieces waited for the
-    client's delayed ACK, and ``heart-api serve`` served ``/predict`` at about
-    two thirds of the rate of the same app on a listener of its own
-    (BENCHMARKS.md). One ``setsockopt`` per connection, and only where needed.
-    """
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in _TCP_FAMILIES and sock.proto != socket.IPPROTO_TCP:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
@@ -375,7 +112,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._upgrade_body: int | None = None
         self._discard_input = False
         #: A parser 400 (and its path) that waits for the answers due before it.
-        self._refused_after: tuple[_Refusal, str] | None = None
+        self._refused_after: tuple[Refusal, str] | None = None
         # uvicorn sets it as each request begins; a refusal before the first one reads it.
         self.url = b""
 
@@ -383,7 +120,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        _no_delay(transport)
+        no_delay(transport)
         # Also bounds a connection that never sends a byte.
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
         if self.server_state in _draining_servers:
@@ -448,8 +185,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.logger.warning(_UVICORN_INVALID)
-            self.send_400_response(_UVICORN_INVALID)
+            self.logger.warning(UVICORN_INVALID)
+            self.send_400_response(UVICORN_INVALID)
         except httptools.HttpParserUpgrade as upgrade:
             self._after_ignored_upgrade(data[upgrade.args[0] :])
 
@@ -473,10 +210,10 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         (:meth:`on_response_complete`).
         """
         self._observe("malformed_request")
-        if msg == _UVICORN_INVALID:
-            refusal = _INVALID_REQUEST
+        if msg == UVICORN_INVALID:
+            refusal = INVALID_REQUEST
         else:  # no other caller in uvicorn 0.54: a later one's own (fixed) sentence
-            refusal = _Refusal.build(400, "Bad Request", msg)
+            refusal = Refusal.build(400, "Bad Request", msg)
         path = self._target_path()
         cycle = self.cycle
         if self._earlier_answer_due():
@@ -600,7 +337,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             if chunked:
                 # Where such a body ends is beyond what the parser will tell us.
                 self._discard_input = True
-                upgrade = self._refusal(_CHUNKED_UPGRADE, self._target_path())
+                upgrade = self._refusal(CHUNKED_UPGRADE, self._target_path())
                 self._answer_now(upgrade, keep_alive=False)
                 return
             # The parser stops at this head; _after_ignored_upgrade reads the body.
@@ -621,7 +358,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
                 self.scope[ADMITTED_KEY] = True  # type: ignore[literal-required]
         super().on_headers_complete()
         if self.cycle is not None:
-            _HeadWithBody.install(self.cycle)
+            HeadWithBody.install(self.cycle)
             if self._draining:
                 self.cycle.keep_alive = False  # answered with Connection: close
 
@@ -657,7 +394,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.should_keep_alive() and not self._draining and not self._large_body()
         )
         path = self._target_path()
-        self._answer_now(self._refusal(_SHED if keep_alive else _SHED_CLOSE, path), keep_alive)
+        self._answer_now(self._refusal(SHED if keep_alive else SHED_CLOSE, path), keep_alive)
         if shed_observer is not None:  # (the scope has no method yet: uvicorn sets it later)
             method = self.parser.get_method().decode("ascii", "replace")
             shed_observer(method, path)
@@ -667,9 +404,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         chunked, length = self._body_framing()
         return chunked or length > self.limits.max_body_bytes
 
-    def _refusal(self, refusal: _Refusal, path: str) -> bytes:
+    def _refusal(self, refusal: Refusal, path: str) -> bytes:
         """``refusal``'s bytes for a request to ``path``, with the server's ``Date``."""
-        return refusal.to(path, _server_headers.of(self.server_state.default_headers))
+        return refusal.to(path, server_headers.of(self.server_state.default_headers))
 
     def _answer_now(self, response: bytes, keep_alive: bool) -> None:
         """Send ``response`` from the protocol: the request gets no task and no app.
@@ -732,7 +469,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self._observe("header_too_large")
-        refusal = _limit_refusals(self.limits).header_too_large
+        refusal = limit_refusals(self.limits).header_too_large
         self._close_with(self._refusal(refusal, self._target_path()))
 
     def _head_timed_out(self) -> None:
@@ -741,7 +478,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_bytes:
             self._observe("header_timeout")
-            refusal = _limit_refusals(self.limits).header_timeout
+            refusal = limit_refusals(self.limits).header_timeout
             self._close_with(self._refusal(refusal, self._target_path()))
         else:  # an idle connection: nothing to answer
             self.transport.close()
@@ -753,7 +490,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle.scope[BODY_TIMEOUT_KEY] = True  # type: ignore[literal-required]
         if not cycle.response_started:
-            refusal = _limit_refusals(self.limits).body_timeout
+            refusal = limit_refusals(self.limits).body_timeout
             self.transport.write(self._refusal(refusal, cycle.scope["path"]))
             cycle.response_started = cycle.response_complete = True
         # The app sees a disconnect (connection_lost wakes its receive()).

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 
-from app import protocol
+from app import refusals
 from app.main import create_app
 from app.oip import is_protocol_path
 from app.protocol import SHED_KEY
@@ -660,7 +660,7 @@ def test_overload_refusals_below_v2_get_the_protocol_error_shape(artifact_path: 
         assert (answer.status_code, answer.headers["retry-after"]) == (503, "1")
         assert answer.json()["error"].startswith("The service is at its concurrency limit")
         assert list(c.get("/model").json()) == ["detail"]
-    assert protocol.oip_path is is_protocol_path
+    assert refusals.oip_path is is_protocol_path
 
 
 def test_server_errors_below_v2_get_the_protocol_error_shape(

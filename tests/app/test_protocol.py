@@ -19,8 +19,9 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from app import Settings, create_app
+from app.limits import ConnectionLimits, admitted
 from app.oip import is_protocol_path
-from app.protocol import ADMITTED_KEY, ConnectionLimits, HardenedHttpToolsProtocol, admitted
+from app.protocol import ADMITTED_KEY, HardenedHttpToolsProtocol
 from app.schemas import PATIENT_EXAMPLE
 from app.testing import free_port
 
@@ -395,7 +396,7 @@ def test_refusals_of_the_protocol_itself_take_the_error_shape_of_their_path(
 ) -> None:
     """Written before routing, these were ``{"detail": ...}`` below /v2 too, where the Open
     Inference Protocol requires ``{"error": ...}`` of every failed request."""
-    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)  # as the app does
+    monkeypatch.setattr("app.refusals.oip_path", is_protocol_path)  # as the app does
     [(line, body)] = _refused(pieces, limits)
     assert line.startswith(b"HTTP/1.1 %d " % status), line
     assert list(body) == [key], body
@@ -425,7 +426,7 @@ def test_a_stalled_head_after_a_request_below_v2_is_not_taken_for_one(
 ) -> None:
     """A request's path is not the next one's: an empty line (which the parser skips) sent
     after a /v2 request, then nothing, times out as a request whose path is unknown."""
-    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)
+    monkeypatch.setattr("app.refusals.oip_path", is_protocol_path)
     first = b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n\r\n"
     shed = dataclasses.replace(_TIGHT, max_concurrent_requests=0)
     (shed_line, shed_body), (line, body) = _refused([first, b"\r\n"], shed, 2)
@@ -439,7 +440,7 @@ def test_a_request_the_parser_refuses_gets_json_without_its_contents_and_a_close
     """uvicorn answered it ``text/plain`` on every path, so a client reading the refusal as
     JSON failed on it; the answer must still not echo the request, and close the
     connection (the parser cannot resume). A request's path is not the next one's."""
-    monkeypatch.setattr("app.protocol.oip_path", is_protocol_path)
+    monkeypatch.setattr("app.refusals.oip_path", is_protocol_path)
     secret = b"x-patient: age 54 cholesterol 245"
     bad = b"GET /v2/models/heart HTTP/1.1\r\nHost: x\r\n" + secret + b"\r\nno colon\r\n\r\n"
     [refusal] = asyncio.run(_exchange_pieces([bad], answers=2))  # one answer, then closed

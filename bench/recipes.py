@@ -11,7 +11,9 @@ pooled, so that no held-out site is ever used to choose:
 * the served recipe's best point is the baseline, the candidate's best point
   the challenger; the challenger is adopted only if its mean log loss is lower
   by more than the largest difference between the two repeats of any point in
-  the run (how far one point's figure moves with the shuffle alone).
+  the run (how far one point's figure moves with the shuffle alone). That bar is
+  taken over the points of the run, so ``--question`` alone can move it: the
+  committed report asks every question.
 
 Per-site ROC AUCs of the out-of-fold probabilities are reported to say *where*
 a recipe gains or loses; they are not part of the rule.
@@ -20,13 +22,13 @@ The served grid is the baseline of every question; each question is one group
 of challengers (:data:`QUESTIONS`), judged on its own:
 
 * ``outcome draws``: ``draws="outcome"`` (:class:`training.missing.MarginalMLPClassifier`),
-  imputed training values drawn from rows with the same outcome, which removes
+  imputed training values drawn from rows with the same outcome, meant to remove
   the pull of a rarely measured test's learned effect towards zero;
 * ``beyond the corner``: inner CV picks the grid's corner (``alpha=3``,
   ``mask_rate=0.2``), so are the points past it better?
 * ``more capacity``: 16 hidden units per network, or four averaged networks;
 * ``distilled from the trees``: ``distill`` 0.5 or 1, each imputed copy labelled
-  (partly or wholly) by the boosted trees fitted on the same rows.
+  (partly or wholly) by the boosted trees fitted on the same rows, cross-fitted.
 
 docs/sites.md says what each verdict means for the served model.
 """
@@ -201,8 +203,9 @@ def markdown(rows: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]]) ->
     )
     noise = max(r["repeat_spread"] for r in rows)
     lines = [
-        f"- **{group}**: best {_shown(v['challenger'])}, log loss lower by "
-        f"{v['log_loss_gain']:+.4f} than the served grid's best ({_shown(v['baseline'])}): "
+        f"- **{group}**: best {_shown(v['challenger'])}, log loss "
+        f"{'lower' if v['log_loss_gain'] > 0 else 'higher'} by {abs(v['log_loss_gain']):.4f} "
+        f"than the served grid's best ({_shown(v['baseline'])}): "
         f"**{'adopted' if v['adopt'] else 'not adopted'}**"
         for group, v in verdicts.items()
     ]

@@ -27,11 +27,12 @@ augmentation and the background.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.multiclass import check_classification_targets
@@ -55,11 +56,43 @@ def make_trees(seed: int = 0) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
 
 
-def fit_teacher(x: FloatArray, y: npt.NDArray[Any], seed: int) -> HistGradientBoostingClassifier:
-    """The boosted trees, tuned by inner 5-fold CV on log loss, as bench.sites tunes them."""
-    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+@dataclass(frozen=True)
+class Teacher:
+    """Boosted trees that label a row's copies without having seen the row (cross-fitting).
+
+    Trees asked about the rows they were fitted on answer with their training
+    fit, close to the outcome itself (on outcomes that are pure noise they
+    still rank their own rows almost perfectly: a test shows it), so their
+    "soft" labels would be the outcome again. Each of the K trees is fitted
+    without one fold of the rows and labels the copies of that fold only.
+    """
+
+    trees: tuple[HistGradientBoostingClassifier, ...]
+    fold_of_row: npt.NDArray[np.intp]
+
+    def probability(self, xa: FloatArray, source_rows: npt.NDArray[np.intp]) -> FloatArray:
+        """The disease probability of each copy, from the tree that never saw its source row."""
+        p = np.empty(len(xa))
+        folds = self.fold_of_row[source_rows]
+        for k, tree in enumerate(self.trees):
+            at = folds == k
+            if at.any():
+                p[at] = tree.predict_proba(xa[at])[:, 1]
+        return p
+
+
+def fit_teacher(x: FloatArray, y: npt.NDArray[Any], seed: int, folds: int = 5) -> Teacher:
+    """The boosted trees, tuned by inner 5-fold CV on log loss as bench.sites tunes them, then
+    refitted once per fold without that fold's rows."""
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     search = GridSearchCV(make_trees(seed), TREE_GRID, cv=cv, scoring="neg_log_loss")
-    return search.fit(x, y).best_estimator_
+    best = search.fit(x, y).best_estimator_
+    fold_of_row = np.empty(len(y), dtype=np.intp)
+    trees = []
+    for k, (train, test) in enumerate(cv.split(x, y)):
+        fold_of_row[test] = k
+        trees.append(clone(best).fit(x[train], y[train]))
+    return Teacher(tuple(trees), fold_of_row)
 
 
 def distilled_labels(
@@ -192,11 +225,12 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         Weight of a teacher's probability in each imputed copy's target (0:
         the outcome alone). The teacher is the comparison's boosted trees
         (:func:`fit_teacher`), fitted on the same rows with their native
-        missing values and asked about each *imputed* copy, so the network
+        missing values (cross-fitted: a row's copies are labelled by trees
+        that never saw it) and asked about each *imputed* copy, so the network
         learns the trees' answer for the values the copy shows, not for the
-        gaps it had: what the trees read from a rarely measured test reaches
-        the network without the dilution of a draw unrelated to the outcome,
-        and missingness still has no voice. Each copy's label is drawn from
+        gaps it had: meant to carry what the trees read from a rarely measured
+        test to the network without the dilution of a draw unrelated to the
+        outcome, while missingness still has no voice. Each copy's label is drawn from
         the mixed target (:func:`distilled_labels`). Only in ``fit``; the
         teacher is not kept. Judged like ``draws``.
     """
@@ -261,7 +295,11 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         weight = float(self.distill)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"distill must be between 0 and 1, got {self.distill}")
-        teacher = fit_teacher(x, y_idx, self.random_state or 0) if weight else None
+        if self.draws not in ("marginal", "outcome"):
+            raise ValueError(f"draws must be 'marginal' or 'outcome', got {self.draws!r}")
+        # The teacher's seed comes from the same stream, only when there is a teacher, so
+        # the default recipe's draws stay as they were.
+        teacher = fit_teacher(x, y_idx, int(rng.integers(2**31))) if weight else None
         xa, ya = self._copies(x, y_idx, rng, teacher)
         self.mean_ = xa.mean(axis=0)
         scale = xa.std(axis=0)
@@ -294,12 +332,13 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         x: FloatArray,
         y_idx: npt.NDArray[Any],
         rng: np.random.Generator,
-        teacher: HistGradientBoostingClassifier | None,
+        teacher: Teacher | None,
     ) -> tuple[FloatArray, npt.NDArray[Any]]:
         """One network's imputed copies, labelled by the outcome or the teacher's mixed target."""
         xa, ya = augment(x, y_idx, int(self.copies), float(self.mask_rate), rng, draws=self.draws)
         if teacher is not None:
-            teacher_p = teacher.predict_proba(xa)[:, 1]
+            source_rows = np.repeat(np.arange(len(x)), int(self.copies))
+            teacher_p = teacher.probability(xa, source_rows)
             ya = distilled_labels(ya, teacher_p, float(self.distill), rng)
         return xa, ya
 

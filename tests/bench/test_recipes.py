@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import log_loss, roc_auc_score
 
+from bench import recipes
 from bench.recipes import BASELINE, QUESTIONS, decide, points, score
 from training.sites import UCI_SITES, load_sites
 
@@ -51,11 +53,44 @@ def test_a_challenger_must_beat_the_best_baseline_by_more_than_the_repeat_noise(
     assert verdicts["other"]["adopt"] is False
 
 
-def test_scores_are_out_of_fold_and_per_site() -> None:
+def test_scores_are_out_of_fold_and_per_site(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every patient is scored once per repeat, by a fit that never saw them."""
     pooled = load_sites(UCI_SITES)
-    candidate = {"draws": "outcome", "alpha": 3.0, "mask_rate": 0.2, "max_iter": 5}
-    (row,) = score(pooled.x, pooled.y, pooled.site, [("q", candidate)], repeats=2, folds=3)
-    assert row["group"] == "q"
-    assert len(row["log_loss_repeats"]) == 2 and all(v > 0 for v in row["log_loss_repeats"])
-    assert row["repeat_spread"] == pytest.approx(abs(np.subtract(*row["log_loss_repeats"])))
-    assert set(row["roc_auc_by_site"]) == set(UCI_SITES)
+    n = pooled.y.size
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def marker(params: dict[str, Any], x: Any, y: Any, train: Any, test: Any) -> Any:
+        seen.append((train, test))
+        return (test + 1) / (n + 1)  # each patient's own number as its "probability"
+
+    monkeypatch.setattr(recipes, "_fold", marker)
+    (row,) = score(pooled.x, pooled.y, pooled.site, [("q", {})], repeats=2, folds=3)
+    assert row["group"] == "q" and len(seen) == 2 * 3
+    for repeat in (seen[:3], seen[3:]):
+        tested = np.concatenate([test for _, test in repeat])
+        assert sorted(tested.tolist()) == list(range(n))  # each patient once per repeat
+        for train, test in repeat:
+            assert not set(train.tolist()) & set(test.tolist())
+    # The assembled out-of-fold "probabilities" are the markers, in the patients' order.
+    expected = (np.arange(n) + 1) / (n + 1)
+    assert row["log_loss"] == pytest.approx(log_loss(pooled.y, expected))
+    cleveland = pooled.site == "cleveland"
+    by_hand = roc_auc_score(pooled.y[cleveland], expected[cleveland])
+    assert row["roc_auc_by_site"]["cleveland"] == pytest.approx(by_hand)
+    assert row["repeat_spread"] == pytest.approx(0.0)  # same markers in both repeats
+
+
+def test_a_real_fit_scores_every_site() -> None:
+    pooled = load_sites(UCI_SITES)
+    candidate = {"alpha": 3.0, "mask_rate": 0.2, "max_iter": 5}
+    (row,) = score(pooled.x, pooled.y, pooled.site, [("q", candidate)], repeats=1, folds=3)
+    assert 0 < row["log_loss"] < 1 and set(row["roc_auc_by_site"]) == set(UCI_SITES)
+
+
+def test_a_negative_gain_is_written_as_higher() -> None:
+    rows = [_row(BASELINE, [0.400, 0.404]), _row("q", [0.410, 0.412])]
+    text = recipes.markdown(
+        [r | {"roc_auc": 0.9, "roc_auc_by_site": dict.fromkeys(UCI_SITES, 0.9)} for r in rows],
+        decide(rows),
+    )
+    assert "log loss higher by 0.0090" in text and "not adopted" in text

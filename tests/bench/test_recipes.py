@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from bench import recipes
-from bench.recipes import BASELINE, QUESTIONS, decide, points, score
+from bench.recipes import BASELINE, QUESTIONS, REFERENCE, decide, points, score
 from training.sites import UCI_SITES, load_sites
 
 
@@ -27,9 +27,10 @@ def test_the_served_grid_comes_first_then_each_questions_challengers() -> None:
     everything = points()
     assert [g for g, _ in everything[:6]] == [BASELINE] * 6
     assert {p["alpha"] for _, p in everything[:6]} == {3.0, 10.0, 30.0}
-    assert len(everything) == 6 + sum(len(c) for c in QUESTIONS.values())
+    assert len(everything) == 6 + sum(len(c) for c in QUESTIONS.values()) + 2
     only = points(["outcome draws"])
-    assert len(only) == 12 and all(p["draws"] == "outcome" for _, p in only[6:])
+    assert len(only) == 14 and all(p["draws"] == "outcome" for _, p in only[6:12])
+    assert [p for g, p in only[12:]] == [{"model": "hgb"}, {"model": "logistic"}]
 
 
 @pytest.mark.parametrize(
@@ -44,9 +45,10 @@ def test_a_challenger_must_beat_the_best_baseline_by_more_than_the_repeat_noise(
         _row(BASELINE, [0.450, 0.451], alpha=30.0),
         _row("q", challenger),
         _row("other", [0.500, 0.501]),
+        _row(REFERENCE, [0.300, 0.350]),  # context only: neither a verdict nor the noise
     ]
     verdicts = decide(rows)
-    assert set(verdicts) == {"q", "other"}
+    assert set(verdicts) == {"q", "other"}  # the reference is not judged
     assert verdicts["q"]["baseline"]["alpha"] == 3.0
     assert verdicts["q"]["noise"] == pytest.approx(0.004)
     assert verdicts["q"]["adopt"] is adopt
@@ -85,6 +87,12 @@ def test_a_real_fit_scores_every_site() -> None:
     candidate = {"alpha": 3.0, "mask_rate": 0.2, "max_iter": 5}
     (row,) = score(pooled.x, pooled.y, pooled.site, [("q", candidate)], repeats=1, folds=3)
     assert 0 < row["log_loss"] < 1 and set(row["roc_auc_by_site"]) == set(UCI_SITES)
+
+
+def test_a_reference_is_tuned_and_scored_out_of_fold() -> None:
+    pooled = load_sites(UCI_SITES)
+    (row,) = score(pooled.x, pooled.y, pooled.site, [(REFERENCE, {"model": "logistic"})], repeats=1)
+    assert 0 < row["log_loss"] < 1 and row["group"] == REFERENCE
 
 
 def test_a_negative_gain_is_written_as_higher() -> None:

@@ -9,7 +9,15 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from bench import recipes
-from bench.recipes import BASELINE, QUESTIONS, REFERENCE, decide, points, score
+from bench.recipes import (
+    BASELINE,
+    QUESTIONS,
+    REFERENCE,
+    MarginalTrees,
+    decide,
+    points,
+    score,
+)
 from training.sites import UCI_SITES, load_sites
 
 
@@ -27,10 +35,10 @@ def test_the_served_grid_comes_first_then_each_questions_challengers() -> None:
     everything = points()
     assert [g for g, _ in everything[:6]] == [BASELINE] * 6
     assert {p["alpha"] for _, p in everything[:6]} == {3.0, 10.0, 30.0}
-    assert len(everything) == 6 + sum(len(c) for c in QUESTIONS.values()) + 2
+    assert len(everything) == 6 + sum(len(c) for c in QUESTIONS.values()) + 3
     only = points(["outcome draws"])
-    assert len(only) == 14 and all(p["draws"] == "outcome" for _, p in only[6:12])
-    assert [p for g, p in only[12:]] == [{"model": "hgb"}, {"model": "logistic"}]
+    assert len(only) == 15 and all(p["draws"] == "outcome" for _, p in only[6:12])
+    assert [p["model"] for g, p in only[12:]] == ["hgb", "hgb-marginal", "logistic"]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +101,20 @@ def test_a_reference_is_tuned_and_scored_out_of_fold() -> None:
     pooled = load_sites(UCI_SITES)
     (row,) = score(pooled.x, pooled.y, pooled.site, [(REFERENCE, {"model": "logistic"})], repeats=1)
     assert 0 < row["log_loss"] < 1 and row["group"] == REFERENCE
+
+
+def test_the_trees_under_the_networks_rules_never_read_a_gap() -> None:
+    """Trained on imputed copies, and a gap averaged over the background rows."""
+    pooled = load_sites(UCI_SITES)
+    trees = MarginalTrees(max_depth=2).fit(pooled.x, pooled.y)
+    row = pooled.x[np.isnan(pooled.x).any(axis=1)][0]
+    by_hand = np.where(np.isnan(row), trees.background_, row)  # the 64 fillings of its gaps
+    expected = trees.trees_.predict_proba(by_hand)[:, 1].mean()
+    assert trees.predict_proba(row[None, :])[0, 1] == pytest.approx(expected)
+    complete = pooled.x[~np.isnan(pooled.x).any(axis=1)][:3]
+    np.testing.assert_allclose(
+        trees.predict_proba(complete)[:, 1], trees.trees_.predict_proba(complete)[:, 1]
+    )
 
 
 def test_a_negative_gain_is_written_as_higher() -> None:

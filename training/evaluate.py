@@ -8,7 +8,7 @@ threshold is something we choose and record rather than assume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -24,7 +24,12 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import (
+    GridSearchCV,
+    RepeatedStratifiedKFold,
+    StratifiedKFold,
+    cross_val_predict,
+)
 
 from model.arrays import FloatArray, IntArray
 
@@ -41,6 +46,17 @@ SUMMARY_METRICS: Final[tuple[str, ...]] = (
     "brier",
     "statlog_cost",
 )
+
+
+def log_loss_search(
+    estimator: BaseEstimator, grid: Mapping[str, list[Any]], *, folds: int = 5, seed: int = 0
+) -> GridSearchCV:
+    """The hyperparameter search of the multi-site models: stratified, shuffled k-fold CV by
+    log loss, which judges the probabilities (ranking and calibration), not one threshold.
+    ``bench.sites``' models, the distillation teacher and ``bench.recipes``' references
+    are all tuned by this one search, so their figures stay comparable."""
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return GridSearchCV(estimator, dict(grid), cv=cv, scoring="neg_log_loss")
 
 
 def statlog_cost(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:

@@ -34,7 +34,6 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -42,6 +41,7 @@ from model.arrays import FloatArray
 from model.features import EXPENSIVE_TESTS, FEATURE_NAMES, FEATURES, MAY_BE_MISSING, N_FEATURES
 from model.network import Init, NumpyMLPClassifier, Optimizer, log_odds_average
 from model.predictor import Predictor
+from training.evaluate import log_loss_search
 
 #: Where a training copy's imputed value comes from (``MarginalMLPClassifier.draws``).
 Draws = Literal["marginal", "outcome"]
@@ -84,12 +84,11 @@ class Teacher:
 def fit_teacher(x: FloatArray, y: npt.NDArray[Any], seed: int, folds: int = 5) -> Teacher:
     """The boosted trees, tuned by inner 5-fold CV on log loss as bench.sites tunes them, then
     refitted once per fold without that fold's rows."""
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(make_trees(seed), TREE_GRID, cv=cv, scoring="neg_log_loss")
+    search = log_loss_search(make_trees(seed), TREE_GRID, folds=folds, seed=seed)
     best = search.fit(x, y).best_estimator_
     fold_of_row = np.empty(len(y), dtype=np.intp)
     trees = []
-    for k, (train, test) in enumerate(cv.split(x, y)):
+    for k, (train, test) in enumerate(search.cv.split(x, y)):
         fold_of_row[test] = k
         trees.append(clone(best).fit(x[train], y[train]))
     return Teacher(tuple(trees), fold_of_row)
@@ -139,6 +138,11 @@ def withhold(x: FloatArray, names: tuple[str, ...] = EXPENSIVE_TESTS) -> FloatAr
     return out
 
 
+def _check_draws(draws: str) -> None:
+    if draws not in ("marginal", "outcome"):
+        raise ValueError(f"draws must be 'marginal' or 'outcome', got {draws!r}")
+
+
 def augment(
     x: FloatArray,
     y: npt.NDArray[Any],
@@ -157,8 +161,7 @@ def augment(
     xa = np.repeat(x, copies, axis=0)
     ya = np.repeat(y, copies, axis=0)
     hide = np.isnan(xa) | ((rng.random(xa.shape) < mask_rate) & MAY_BE_MISSING)
-    if draws not in ("marginal", "outcome"):
-        raise ValueError(f"draws must be 'marginal' or 'outcome', got {draws!r}")
+    _check_draws(draws)
     groups = [np.ones(x.shape[0], dtype=bool)]
     if draws == "outcome":
         groups = [y == c for c in np.unique(y)]
@@ -295,8 +298,7 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         weight = float(self.distill)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"distill must be between 0 and 1, got {self.distill}")
-        if self.draws not in ("marginal", "outcome"):
-            raise ValueError(f"draws must be 'marginal' or 'outcome', got {self.draws!r}")
+        _check_draws(self.draws)
         # The teacher's seed comes from the same stream, only when there is a teacher, so
         # the default recipe's draws stay as they were.
         teacher = fit_teacher(x, y_idx, int(rng.integers(2**31))) if weight else None

@@ -28,7 +28,6 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -41,6 +40,7 @@ from training.evaluate import (
     bootstrap_interval,
     choose_threshold_by_cv,
     cross_validate,
+    log_loss_search,
     statlog_cost,
 )
 from training.missing import TREE_GRID, MarginalMLPClassifier, make_trees, withhold
@@ -104,12 +104,11 @@ def fit_tuned(
     (ranking and calibration), not one threshold. ``quick`` skips the search.
     """
     folds = 3 if quick else 5
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     if quick:
         best, params = clone(spec.make()), {}
         best.fit(x, y)
     else:
-        search = GridSearchCV(spec.make(), dict(spec.grid), cv=cv, scoring="neg_log_loss")
+        search = log_loss_search(spec.make(), spec.grid, folds=folds, seed=seed)
         search.fit(x, y)
         best, params = search.best_estimator_, dict(search.best_params_)
     threshold = choose_threshold_by_cv(clone(best), x, y, n_splits=folds, random_state=seed)

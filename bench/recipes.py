@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,11 @@ import numpy.typing as npt
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import log_loss, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 
 from bench.report import command_line, describe, progress, publish
 from model.arrays import FloatArray, IntArray
+from training.evaluate import log_loss_search
 from training.missing import (
     TREE_GRID,
     MarginalMLPClassifier,
@@ -171,17 +172,20 @@ def points(questions: Sequence[str] = tuple(QUESTIONS)) -> list[tuple[str, dict[
     return served + asked + [(REFERENCE, params) for params in REFERENCES]
 
 
+#: How each reference is built and tuned: bench.sites' own two, and the trees under the
+#: network's rules for gaps.
+_REFERENCE_MODELS: dict[str, tuple[Callable[[], BaseEstimator], Mapping[str, list[Any]]]] = {
+    spec.name: (spec.make, spec.grid) for spec in MODELS if spec.name != "network"
+} | {"hgb-marginal": (MarginalTrees, TREE_GRID)}
+
+
 def _fold(
     params: dict[str, Any], x: FloatArray, y: IntArray, train: IntArray, test: IntArray
 ) -> FloatArray:
     model: BaseEstimator
     if "model" in params:  # a reference, tuned on the fold's training rows as bench.sites does
-        cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-        if params["model"] == "hgb-marginal":
-            model = GridSearchCV(MarginalTrees(), TREE_GRID, cv=cv, scoring="neg_log_loss")
-        else:
-            spec = next(m for m in MODELS if m.name == params["model"])
-            model = GridSearchCV(spec.make(), dict(spec.grid), cv=cv, scoring="neg_log_loss")
+        make, grid = _REFERENCE_MODELS[params["model"]]
+        model = log_loss_search(make(), grid)
     else:
         model = MarginalMLPClassifier(**params)
     model.fit(x[train], y[train])
@@ -225,27 +229,29 @@ def score(
                 "log_loss_repeats": losses,
                 "log_loss": float(np.mean(losses)),
                 "repeat_spread": float(max(losses) - min(losses)),
-                "roc_auc": float(np.mean([roc_auc_score(y, oof[i, r]) for r in range(repeats)])),
+                "roc_auc": _mean_auc(y, oof[i]),
                 "roc_auc_by_site": {
-                    s: float(
-                        np.mean(
-                            [
-                                roc_auc_score(y[site == s], oof[i, r][site == s])
-                                for r in range(repeats)
-                            ]
-                        )
-                    )
-                    for s in UCI_SITES
+                    s: _mean_auc(y[site == s], oof[i][:, site == s]) for s in UCI_SITES
                 },
             }
         )
     return rows
 
 
+def _mean_auc(y: IntArray, repeats: FloatArray) -> float:
+    """ROC AUC of each repeat's out-of-fold probabilities (one row each), averaged."""
+    return float(np.mean([roc_auc_score(y, p) for p in repeats]))
+
+
+def _noise(rows: list[dict[str, Any]]) -> float:
+    """The rule's bar: the largest repeat-to-repeat spread of any network point."""
+    return max(float(r["repeat_spread"]) for r in rows if r["group"] != REFERENCE)
+
+
 def decide(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The pre-set rule, per question: adopt only what beats the served grid by more than noise."""
+    noise = _noise(rows)
     rows = [r for r in rows if r["group"] != REFERENCE]
-    noise = max(r["repeat_spread"] for r in rows)
 
     def best(group: str) -> dict[str, Any]:
         return min((r for r in rows if r["group"] == group), key=lambda r: r["log_loss"])
@@ -287,7 +293,7 @@ def markdown(rows: list[dict[str, Any]], verdicts: dict[str, dict[str, Any]]) ->
             for r in rows
         ],
     )
-    noise = max(r["repeat_spread"] for r in rows if r["group"] != REFERENCE)
+    noise = _noise(rows)
     lines = [
         f"- **{group}**: best {_shown(v['challenger'])}, log loss "
         f"{'lower' if v['log_loss_gain'] > 0 else 'higher'} by {abs(v['log_loss_gain']):.4f} "

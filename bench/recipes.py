@@ -22,7 +22,7 @@ missing values, LogisticRegression with median imputation), tuned on each
 fold's training rows as there: context, never candidates. In the pooled CV a
 site's missingness pattern is seen in training, so a model that reads gaps
 (the trees do) can gain here what it could not at a held-out site; the same
-trees under the network's rules for gaps (:class:`MarginalTrees`) say how much.
+trees under the network's rules for gaps (:class:`training.missing.MarginalTrees`) say how much.
 
 The served grid is the baseline of every question; each question is one group
 of challengers (:data:`QUESTIONS`), judged on its own:
@@ -48,22 +48,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from bench.report import command_line, describe, progress, publish
 from model.arrays import FloatArray, IntArray
 from training.evaluate import log_loss_search
-from training.missing import (
-    TREE_GRID,
-    MarginalMLPClassifier,
-    augment,
-    make_trees,
-    marginal_background,
-)
+from training.missing import TREE_GRID, MarginalMLPClassifier, MarginalTrees
 from training.pipeline import library_versions
 from training.report import markdown_table
 from training.sites import UCI_SITES, load_sites
@@ -111,56 +104,6 @@ REFERENCES: list[dict[str, Any]] = [
     {"model": "hgb-marginal"},
     {"model": "logistic"},
 ]
-
-
-class MarginalTrees(ClassifierMixin, BaseEstimator):
-    """The reference trees under the network's rules for gaps.
-
-    Trained on the network's imputed copies (no gap left to read) and asked
-    about a row with gaps by averaging their probability over the same kind of
-    background rows the network marginalises over. Against the trees reading
-    gaps natively, on the same folds, this says how much of their pooled lead
-    comes from the gaps themselves.
-    """
-
-    def __init__(
-        self,
-        learning_rate: float = 0.1,
-        max_depth: int | None = None,
-        copies: int = 10,
-        mask_rate: float = 0.2,
-        random_state: int = 0,
-    ) -> None:
-        self.learning_rate = learning_rate
-        self.max_depth = max_depth
-        self.copies = copies
-        self.mask_rate = mask_rate
-        self.random_state = random_state
-
-    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MarginalTrees:
-        x, labels = np.asarray(X, dtype=np.float64), np.asarray(y)
-        self.classes_ = np.unique(labels)
-        rng = np.random.default_rng(self.random_state)
-        self.background_ = marginal_background(x, 64, rng)
-        xa, ya = augment(x, labels, int(self.copies), float(self.mask_rate), rng)
-        trees = make_trees(self.random_state)
-        trees.set_params(learning_rate=self.learning_rate, max_depth=self.max_depth)
-        self.trees_ = trees.fit(xa, ya)
-        return self
-
-    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
-        x = np.asarray(X, dtype=np.float64)
-        p = np.empty(len(x))
-        gaps = np.isnan(x).any(axis=1)
-        if (~gaps).any():
-            p[~gaps] = self.trees_.predict_proba(x[~gaps])[:, 1]
-        if gaps.any():
-            rows = x[gaps][:, None, :]
-            filled = np.where(np.isnan(rows), self.background_[None, :, :], rows)
-            k = len(self.background_)
-            each = self.trees_.predict_proba(filled.reshape(-1, x.shape[1]))[:, 1]
-            p[gaps] = each.reshape(-1, k).mean(axis=1)
-        return np.column_stack([1.0 - p, p])
 
 
 def points(questions: Sequence[str] = tuple(QUESTIONS)) -> list[tuple[str, dict[str, Any]]]:

@@ -56,6 +56,61 @@ def make_trees(seed: int = 0) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(max_iter=200, random_state=seed)
 
 
+class MarginalTrees(ClassifierMixin, BaseEstimator):
+    """The reference trees under the network's rules for gaps.
+
+    Trained on the network's imputed copies (no gap left to read) and asked
+    about a row with gaps by averaging their probability over the same kind of
+    background rows the network marginalises over, so they cannot read which
+    tests a site does. Context beside the trees reading gaps natively, never a
+    candidate: ``bench.recipes`` scores both on the same pooled folds, and
+    ``bench.sites`` at each held-out site, to say how much of the trees' lead
+    goes with the gaps the network is denied.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.1,
+        max_depth: int | None = None,
+        copies: int = 10,
+        mask_rate: float = 0.2,
+        random_state: int = 0,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.copies = copies
+        self.mask_rate = mask_rate
+        self.random_state = random_state
+
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MarginalTrees:
+        x, labels = np.asarray(X, dtype=np.float64), np.asarray(y)
+        self.classes_ = np.unique(labels)
+        rng = np.random.default_rng(self.random_state)
+        self.background_ = marginal_background(x, 64, rng)
+        xa, ya = augment(x, labels, int(self.copies), float(self.mask_rate), rng)
+        trees = make_trees(self.random_state)
+        trees.set_params(learning_rate=self.learning_rate, max_depth=self.max_depth)
+        self.trees_ = trees.fit(xa, ya)
+        return self
+
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
+        x = np.asarray(X, dtype=np.float64)
+        p = np.empty(len(x))
+        gaps = np.isnan(x).any(axis=1)
+        if (~gaps).any():
+            p[~gaps] = self.trees_.predict_proba(x[~gaps])[:, 1]
+        if gaps.any():
+            rows = x[gaps][:, None, :]
+            filled = np.where(np.isnan(rows), self.background_[None, :, :], rows)
+            k = len(self.background_)
+            each = self.trees_.predict_proba(filled.reshape(-1, x.shape[1]))[:, 1]
+            p[gaps] = each.reshape(-1, k).mean(axis=1)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[Any]:
+        return np.asarray(self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)])
+
+
 @dataclass(frozen=True)
 class Teacher:
     """Boosted trees that label a row's copies without having seen the row (cross-fitting).

@@ -13,7 +13,6 @@ from bench.recipes import (
     BASELINE,
     QUESTIONS,
     REFERENCE,
-    MarginalTrees,
     decide,
     points,
     score,
@@ -101,20 +100,6 @@ def test_a_reference_is_tuned_and_scored_out_of_fold() -> None:
     pooled = load_sites(UCI_SITES)
     (row,) = score(pooled.x, pooled.y, pooled.site, [(REFERENCE, {"model": "logistic"})], repeats=1)
     assert 0 < row["log_loss"] < 1 and row["group"] == REFERENCE
-
-
-def test_the_trees_under_the_networks_rules_never_read_a_gap() -> None:
-    """Trained on imputed copies, and a gap averaged over the background rows."""
-    pooled = load_sites(UCI_SITES)
-    trees = MarginalTrees(max_depth=2).fit(pooled.x, pooled.y)
-    row = pooled.x[np.isnan(pooled.x).any(axis=1)][0]
-    by_hand = np.where(np.isnan(row), trees.background_, row)  # the 64 fillings of its gaps
-    expected = trees.trees_.predict_proba(by_hand)[:, 1].mean()
-    assert trees.predict_proba(row[None, :])[0, 1] == pytest.approx(expected)
-    complete = pooled.x[~np.isnan(pooled.x).any(axis=1)][:3]
-    np.testing.assert_allclose(
-        trees.predict_proba(complete)[:, 1], trees.trees_.predict_proba(complete)[:, 1]
-    )
 
 
 def test_a_negative_gain_is_written_as_higher() -> None:

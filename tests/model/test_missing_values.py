@@ -317,3 +317,17 @@ def test_seed_average_ships_as_one_wider_network_whose_first_part_is_the_single_
     np.testing.assert_array_equal(two.background_, one.background_)
     with pytest.raises(ValueError, match="n_networks must be at least 1"):
         MarginalMLPClassifier(n_networks=0, max_iter=2).fit(pooled.x, pooled.y)
+
+
+def test_the_trees_under_the_networks_rules_never_read_a_gap() -> None:
+    """Trained on imputed copies, and a gap averaged over the background rows."""
+    pooled = load_sites(UCI_SITES)
+    trees = missing.MarginalTrees(max_depth=2).fit(pooled.x, pooled.y)
+    row = pooled.x[np.isnan(pooled.x).any(axis=1)][0]
+    by_hand = np.where(np.isnan(row), trees.background_, row)  # the 64 fillings of its gaps
+    expected = trees.trees_.predict_proba(by_hand)[:, 1].mean()
+    assert trees.predict_proba(row[None, :])[0, 1] == pytest.approx(expected)
+    complete = pooled.x[~np.isnan(pooled.x).any(axis=1)][:3]
+    np.testing.assert_allclose(
+        trees.predict_proba(complete)[:, 1], trees.trees_.predict_proba(complete)[:, 1]
+    )

@@ -25,6 +25,7 @@ from training.site_report import (
     recalibration_by_sex_section,
     seed_spread_section,
     seeds_meeting,
+    trees_section,
     withheld_section,
 )
 from training.sites import UCI_SITES, load_sites
@@ -190,6 +191,32 @@ def test_quality_bar_quotes_the_paired_interval_of_the_better_reference(
     ]
 
 
+def test_trees_table_gives_both_paired_differences() -> None:
+    def paired(d: float, lo: float, hi: float) -> dict[str, Any]:
+        return {"difference": d, "95ci": [lo, hi], "draws": 1000}
+
+    block = {
+        "missing_values": "the network's rules",
+        "roc_auc": 0.871,
+        "roc_auc_95ci": [0.83, 0.91],
+        "roc_auc_without_expensive_tests": 0.862,
+        "brier": 0.152,
+        "calibration_slope": 1.1,
+        "paired_roc_auc_difference": {
+            "native_gaps_minus_these": paired(0.022, 0.001, 0.04),
+            "network_minus_these": paired(-0.001, -0.02, 0.02),
+        },
+    }
+    lines = trees_section({"site": {"trees_under_our_rules": block}})
+    assert "(the network's rules)" in " ".join(lines)
+    rows = [r for r in lines if r.startswith("| site")]
+    assert rows == [
+        "| site | 0.871 (0.830-0.910) | 0.862 | 0.152 | 1.10 | +0.022 (+0.001 to +0.040) | "
+        "-0.001 (-0.020 to +0.020) |"
+    ]
+    assert trees_section({"site": {"models": {}}}) == []  # an older report has no such block
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     import json
@@ -247,6 +274,15 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
             "num_major_vessels": int((~np.isnan(rows[:, 11])).sum()),
             "thal": int((~np.isnan(rows[:, 12])).sum()),
         }
+        # The trees denied the gaps: paired with both, on the same patients.
+        trees = block["trees_under_our_rules"]
+        lo, hi = trees["roc_auc_95ci"]
+        assert 0.0 < lo <= trees["roc_auc"] <= hi <= 1.0
+        assert 0.0 < trees["roc_auc_without_expensive_tests"] < 1.0
+        for key, model in (("network_minus_these", "network"), ("native_gaps_minus_these", "hgb")):
+            d = trees["paired_roc_auc_difference"][key]
+            expected = block["models"][model]["roc_auc"] - trees["roc_auc"]
+            assert d["difference"] == pytest.approx(expected, abs=1e-12)
         assert groups["women"]["n"] + groups["men"]["n"] == n
         assert groups["under 55"]["n"] + groups["55 and over"]["n"] == n
         for ref in ("logistic", "hgb"):
@@ -277,6 +313,7 @@ def test_quick_validation_reports_every_figure(quick_report: tuple[Path, dict[st
     assert "## Paired comparison with the references" in text and "; paired 95% CI " in text
     assert "## Subgroups: women and men, younger and older" in text
     assert "## Without fluoroscopy and thallium scan" in text
+    assert "## Context: the same trees under the network's rules for gaps" in text
     assert "The same report halves per sex" in text
     for png in ("sites-reliability.png", "sites-decision.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

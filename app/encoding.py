@@ -325,7 +325,15 @@ class _Compressor:
 
 def _encode(start: Message, coding: Coding, length: int | None) -> None:
     """Say so in the answer's headers: its coding, its new length (none for a stream), and
-    a weak ETag (RFC 9110 8.8.1: the compressed bytes are not the bytes it named)."""
+    a weak ETag (RFC 9110 8.8.1: the compressed bytes are not the bytes it named).
+
+    A 304 must carry the ETag its 200 would (RFC 9110 15.4.5), but it passes here
+    untouched: it has no body to tell whether that 200 would be compressed. The only
+    304s are StaticFiles' for the /docs assets, never compressed (byte ranges, see
+    :meth:`_Compressor._coding`), so their 200 and 304 carry the same strong ETag. A
+    route that sets an ETag on an answer this module may compress must weaken it in
+    its own 304 as well.
+    """
     headers: list[tuple[bytes, bytes]] = []
     for name, value in start["headers"]:
         if name == b"content-length":

@@ -240,6 +240,34 @@ def test_a_file_served_with_byte_ranges_is_not_compressed(client: TestClient) ->
     assert get.headers["accept-ranges"] == "bytes"
 
 
+@pytest.mark.parametrize("accept_encoding", ["gzip", "deflate", None])
+def test_a_docs_asset_304_carries_the_etag_of_its_200(
+    client: TestClient, accept_encoding: str | None
+) -> None:
+    """RFC 9110 15.4.5: a 304 carries the ETag and Vary its request's 200 would have.
+
+    A compressed answer's ETag is made weak (``W/``), and StaticFiles' 304 keeps the
+    file's strong one, so a compressed asset's 200 and 304 would disagree. Assets are
+    sent as they are (byte ranges), so both carry the strong ETag; If-None-Match
+    compares weakly (13.1.2), so the weak form of it matches as well.
+    """
+    asset = "/docs-assets/swagger-ui.css"
+    asked = {"accept-encoding": accept_encoding} if accept_encoding else {}
+    full = client.get(asset, headers=asked)
+    assert full.status_code == 200
+    assert len(full.content) >= encoding.MIN_COMPRESSED_BYTES  # large enough to compress
+    etag = full.headers["etag"]
+    for validators in (etag, f"W/{etag.removeprefix('W/')}", f'"another", {etag}'):
+        again = client.get(asset, headers={**asked, "if-none-match": validators})
+        assert again.status_code == 304, validators
+        assert again.headers["etag"] == etag
+        assert again.headers.get("vary") == full.headers.get("vary")
+        assert again.content == b""
+    changed = client.get(asset, headers={**asked, "if-none-match": '"another"'})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] == etag
+
+
 def test_a_chunked_compressed_body_is_decoded(client: TestClient) -> None:
     """Without Content-Length (a streamed upload): decoded as its chunks arrive."""
     data = gzip.compress(json.dumps({"patients": [PATIENT_EXAMPLE] * 50}).encode())

@@ -28,12 +28,18 @@ reads an error body without decoding it.
 from __future__ import annotations
 
 import zlib
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
 from app import qvalues
+
+#: The codings read and written (x-gzip is read as gzip): the metrics' ``coding`` label.
+Coding = Literal["gzip", "deflate"]
+#: What became of a compressed request body the endpoint read: the metrics' ``outcome``.
+BodyOutcome = Literal["decoded", "corrupt", "too_large"]
 
 #: What ``Accept-Encoding`` lists in a 415 for a coding we do not read (as Triton sends it).
 ACCEPTED: Final[str] = "gzip, deflate"
@@ -43,7 +49,7 @@ ACCEPT_ENCODING: Final[tuple[bytes, bytes]] = (b"accept-encoding", ACCEPTED.enco
 #: Triton reads either coding the same way; raw deflate without the zlib wrapper is refused.
 _GZIP_OR_ZLIB: Final[int] = zlib.MAX_WBITS | 32
 #: Request codings by their (lower-case) names; x-gzip is gzip (RFC 9110 8.4.1.3).
-_CODINGS: Final[dict[bytes, str]] = {b"gzip": "gzip", b"x-gzip": "gzip", b"deflate": "deflate"}
+_CODINGS: Final[dict[bytes, Coding]] = {b"gzip": "gzip", b"x-gzip": "gzip", b"deflate": "deflate"}
 #: Most concatenated compressed streams one body may hold (``cat a.gz b.gz`` is two).
 MAX_STREAMS: Final[int] = 16
 #: Most bytes one call inflates: the memory a decoded body holds beyond the limit.
@@ -71,7 +77,7 @@ _INCOMPRESSIBLE: Final[frozenset[bytes]] = frozenset(
 )
 _INCOMPRESSIBLE_KINDS: Final[tuple[bytes, ...]] = (b"image/", b"audio/", b"video/")
 #: Response compressors by coding: gzip's header, and zlib's for deflate (what clients read).
-_WBITS: Final[dict[str, int]] = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+_WBITS: Final[dict[Coding, int]] = {"gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 
 class UnsupportedCodingError(ValueError):
@@ -91,7 +97,7 @@ class BodyRefusedError(Exception):
         self.detail = detail
 
 
-def request_coding(header: bytes) -> str | None:
+def request_coding(header: bytes) -> Coding | None:
     """The coding a ``Content-Encoding`` names (``None``: identity), or raise.
 
     Only one coding is read: a stacked list (``gzip, br``) is refused as a whole,
@@ -127,10 +133,21 @@ def plain_scope(scope: Scope) -> Scope:
     return {**scope, "headers": headers}
 
 
-def decoding(receive: Receive, coding: str, *, limit: int, too_large: str) -> Receive:
+def decoding(
+    receive: Receive,
+    coding: Coding,
+    *,
+    limit: int,
+    too_large: str,
+    outcome: Callable[[BodyOutcome], None] = lambda outcome: None,
+) -> Receive:
     """``receive`` with the body decoded; :class:`BodyRefusedError` (413, ``too_large``)
-    beyond ``limit`` decoded bytes, or 400 for data that are not ``coding``."""
-    return _Decoder(receive, coding, limit, too_large).receive
+    beyond ``limit`` decoded bytes, or 400 for data that are not ``coding``.
+
+    ``outcome`` hears how the body ended, for the metrics: decoded to its end
+    (a body without any data is not a compressed body, and is not reported), or refused.
+    """
+    return _Decoder(receive, coding, limit, too_large, outcome).receive
 
 
 class _Decoder:
@@ -142,11 +159,19 @@ class _Decoder:
     held the event loop for a fifth of a second.
     """
 
-    def __init__(self, receive: Receive, coding: str, limit: int, too_large: str) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        coding: Coding,
+        limit: int,
+        too_large: str,
+        outcome: Callable[[BodyOutcome], None],
+    ) -> None:
         self._receive = receive
         self._coding = coding
         self._limit = limit
         self._too_large = too_large
+        self._outcome = outcome
         self._inflate: zlib._Decompress | None = None
         self._produced = 0
         self._streams = 0
@@ -158,14 +183,20 @@ class _Decoder:
             return message
         data: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        if len(data) >= _THREAD_BYTES:
-            body = await run_in_threadpool(self._decoded, data)
-        else:
-            body = self._decoded(data)
-        if not more:
-            self._done = True
-            if self._inflate is not None and not self._inflate.eof:
-                raise self._corrupt(f"ends within its {self._coding} data (truncated)")
+        try:
+            if len(data) >= _THREAD_BYTES:
+                body = await run_in_threadpool(self._decoded, data)
+            else:
+                body = self._decoded(data)
+            if not more:
+                self._done = True
+                if self._inflate is not None and not self._inflate.eof:
+                    raise self._corrupt(f"ends within its {self._coding} data (truncated)")
+        except BodyRefusedError as exc:
+            self._outcome("too_large" if exc.status == 413 else "corrupt")
+            raise
+        if not more and self._streams:
+            self._outcome("decoded")
         return {"type": "http.request", "body": body, "more_body": more}
 
     def _decoded(self, data: bytes) -> bytes:
@@ -207,10 +238,15 @@ class _Decoder:
         )
 
 
-def compressing(send: Send, accept_encoding: bytes) -> Send:
+def compressing(
+    send: Send,
+    accept_encoding: bytes,
+    compressed: Callable[[Coding], None] = lambda coding: None,
+) -> Send:
     """``send`` with 2xx answers of :data:`MIN_COMPRESSED_BYTES` or more compressed in
-    the best coding ``accept_encoding`` accepts, and ``Vary: Accept-Encoding``."""
-    return _Compressor(send, accept_encoding).send
+    the best coding ``accept_encoding`` accepts, and ``Vary: Accept-Encoding``;
+    ``compressed`` hears the coding of each answer compressed (for the metrics)."""
+    return _Compressor(send, accept_encoding, compressed).send
 
 
 class _Compressor:
@@ -221,11 +257,14 @@ class _Compressor:
     comparison are all it costs.
     """
 
-    __slots__ = ("_accept", "_compress", "_send", "_start")
+    __slots__ = ("_accept", "_compress", "_counted", "_send", "_start")
 
-    def __init__(self, send: Send, accept_encoding: bytes) -> None:
+    def __init__(
+        self, send: Send, accept_encoding: bytes, compressed: Callable[[Coding], None]
+    ) -> None:
         self._send = send
         self._accept = accept_encoding
+        self._counted = compressed
         self._start: Message | None = None
         self._compress: zlib._Compress | None = None
 
@@ -245,13 +284,14 @@ class _Compressor:
                         self._compress = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS[coding])
                         message = {**message, "body": await self._compressed(body, more)}
                         _encode(start, coding, None if more else len(message["body"]))
+                        self._counted(coding)
             await self._send(start)
         elif kind == "http.response.body" and self._compress is not None:
             more = message.get("more_body", False)
             message = {**message, "body": await self._compressed(message.get("body", b""), more)}
         await self._send(message)
 
-    def _coding(self, start: Message) -> str | None:
+    def _coding(self, start: Message) -> Coding | None:
         """The coding of this answer, or None; adds ``Vary`` to an answer that depends on it."""
         status: int = start["status"]
         if not 200 <= status < 300 or status in (204, 206):
@@ -283,9 +323,17 @@ class _Compressor:
         return compress.compress(body) + compress.flush(mode)
 
 
-def _encode(start: Message, coding: str, length: int | None) -> None:
+def _encode(start: Message, coding: Coding, length: int | None) -> None:
     """Say so in the answer's headers: its coding, its new length (none for a stream), and
-    a weak ETag (RFC 9110 8.8.1: the compressed bytes are not the bytes it named)."""
+    a weak ETag (RFC 9110 8.8.1: the compressed bytes are not the bytes it named).
+
+    A 304 must carry the ETag its 200 would (RFC 9110 15.4.5), but it passes here
+    untouched: it has no body to tell whether that 200 would be compressed. The only
+    304s are StaticFiles' for the /docs assets, never compressed (byte ranges, see
+    :meth:`_Compressor._coding`), so their 200 and 304 carry the same strong ETag. A
+    route that sets an ETag on an answer this module may compress must weaken it in
+    its own 304 as well.
+    """
     headers: list[tuple[bytes, bytes]] = []
     for name, value in start["headers"]:
         if name == b"content-length":
@@ -299,7 +347,7 @@ def _encode(start: Message, coding: str, length: int | None) -> None:
     start["headers"] = headers
 
 
-def negotiate(accept_encoding: bytes) -> str | None:
+def negotiate(accept_encoding: bytes) -> Coding | None:
     """The coding ``Accept-Encoding`` prefers among gzip and deflate (gzip on a tie), if any.
 
     RFC 9110 12.5.3: ``q=0`` refuses a coding, ``*`` stands for any coding not

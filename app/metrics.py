@@ -47,6 +47,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.samples import Sample
 
 from app import qvalues
+from app.encoding import BodyOutcome, Coding
 from app.reload_status import RESULTS, read_reload_status
 from app.schemas import FeatureDrift, LatencySummary, ServingMetrics
 from app.settings import StartupError
@@ -102,6 +103,12 @@ ERROR_KINDS: Final[dict[int, str]] = {
     500: "internal",
     503: "unavailable",
 }
+
+
+#: Label values of the compression counters: fixed here, never read from a request
+#: (an unsupported ``Content-Encoding`` is counted as ``other``, not by its name).
+CODINGS: Final[tuple[Coding, ...]] = ("gzip", "deflate")
+BODY_OUTCOMES: Final[tuple[BodyOutcome, ...]] = ("decoded", "corrupt", "too_large")
 
 
 MetricsFormat = Literal["json", "prometheus", "openmetrics"]
@@ -247,6 +254,17 @@ class ServiceMetrics:
             "HTTP parser refused).",
             "reason",
         )
+        self.compressed_requests = counter(
+            "http_compressed_requests",
+            "Request bodies sent with a Content-Encoding, by coding (gzip, deflate; other: one "
+            "not read) and outcome (decoded; refused: corrupt 400, too_large 413 once "
+            "inflated, unsupported 415).",
+            "coding",
+            "outcome",
+        )
+        self.compressed_responses = counter(
+            "http_compressed_responses", "Answers sent compressed, by coding.", "coding"
+        )
         self.predictions = counter(
             "predictions", "Patients scored, by predicted class (0 or 1).", "predicted_class"
         )
@@ -297,6 +315,16 @@ class ServiceMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._error_children: dict[int, Counter] = {}
+        # Every series of the compression counters, so each exists (at 0) from the start.
+        self._compressed_request_children = {
+            (coding, outcome): self.compressed_requests.labels(coding, outcome)
+            for coding in CODINGS
+            for outcome in BODY_OUTCOMES
+        }
+        self._unsupported_coding = self.compressed_requests.labels("other", "unsupported")
+        self._compressed_response_children = {
+            coding: self.compressed_responses.labels(coding) for coding in CODINGS
+        }
         self._pending_sum = np.zeros(N_FEATURES)
         #: Measured (non-null) values per feature in the pending window.
         self._pending_count = np.zeros(N_FEATURES)
@@ -350,6 +378,18 @@ class ServiceMetrics:
     def observe_refused_connection(self, reason: str) -> None:
         """A connection closed before it made a request (oversized or too slow headers)."""
         self.refused_connections.labels(reason).inc()
+
+    def observe_compressed_request(self, coding: Coding, outcome: BodyOutcome) -> None:
+        """A compressed request body read to its end (decoded) or refused while read."""
+        self._compressed_request_children[coding, outcome].inc()
+
+    def observe_unsupported_coding(self) -> None:
+        """A body refused (415) for a ``Content-Encoding`` the service does not read."""
+        self._unsupported_coding.inc()
+
+    def observe_compressed_response(self, coding: Coding) -> None:
+        """An answer sent compressed with ``coding``."""
+        self._compressed_response_children[coding].inc()
 
     def observe_prediction(self, row: FloatArray, prediction: int) -> None:
         """One patient scored as class ``prediction`` (1: positive); gaps left out of drift.

@@ -14,6 +14,7 @@ Compressed bodies and answers (``Content-Encoding``, ``Accept-Encoding``) are
 
 from __future__ import annotations
 
+import functools
 import hmac
 import itertools
 import json
@@ -108,6 +109,8 @@ class ServiceMiddleware:
         self.ids = RequestIds()
         #: The 413 of a compressed body that inflates beyond the limit.
         self.too_large = self._too_large(None, decoded=True)[1]
+        # Bound once: a request that accepts gzip (httpx's default) passes it along.
+        self._count_compressed = self.metrics.observe_compressed_response
         # Connections the protocol refuses never become requests; count them here too.
         protocol.refusal_observer = self.metrics.observe_refused_connection
         protocol.shed_observer = self._count_shed
@@ -165,7 +168,7 @@ class ServiceMiddleware:
             await send(message)
 
         try:
-            coding: str | None = None
+            coding: encoding.Coding | None = None
             refusal: tuple[int, str] | None
             headers: tuple[tuple[bytes, bytes], ...] = ()
             if SHED_KEY in scope:
@@ -184,6 +187,7 @@ class ServiceMiddleware:
                 )
                 if unsupported is not None and refusal is not None and refusal[0] == 415:
                     headers = (encoding.ACCEPT_ENCODING,)  # RFC 7694: what would be read
+                    self.metrics.observe_unsupported_coding()
             app_scope = scope
             if scope["method"] == "HEAD" and path in self.get_paths:
                 # HEAD is GET without the body (RFC 9110 9.3.2), which uptime monitors
@@ -202,10 +206,16 @@ class ServiceMiddleware:
                 if coding is not None:
                     app_scope = encoding.plain_scope(app_scope)
                     app_receive = encoding.decoding(
-                        app_receive, coding, limit=self.max_body_bytes, too_large=self.too_large
+                        app_receive,
+                        coding,
+                        limit=self.max_body_bytes,
+                        too_large=self.too_large,
+                        outcome=functools.partial(self.metrics.observe_compressed_request, coding),
                     )
                 if accept_encoding is not None:
-                    app_send = encoding.compressing(send_with_id, accept_encoding)
+                    app_send = encoding.compressing(
+                        send_with_id, accept_encoding, self._count_compressed
+                    )
                 await self.app(app_scope, app_receive, app_send)
         except encoding.BodyRefusedError as exc:
             # A compressed body that is corrupt or too large once decoded: refused as a

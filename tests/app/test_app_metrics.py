@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from app.metrics import (
     negotiate_metrics_format,
 )
 from model.features import FEATURE_NAMES, N_FEATURES
+from tests._tools import REPO_ROOT
 
 
 def test_quantile_interpolates_inside_buckets_like_prometheus() -> None:
@@ -175,3 +177,16 @@ def test_a_worker_file_not_yet_sized_is_skipped_not_a_500(tmp_path: Path) -> Non
     (tmp_path / "counter_202.db").write_bytes(b"")  # the next worker, between create and size
     families = {f.name: f for f in ServiceMetrics(multiprocess_dir=str(tmp_path)).collect()}
     assert [s.value for s in families["heart_probe"].samples] == [3.0]
+
+
+def test_every_exposed_metric_is_in_the_documented_table() -> None:
+    """docs/api.md's table is the operators' list: a series added without a row there
+    (or a row left for one removed) is a metric nobody knows the labels of."""
+    text = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    first_cells = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `heart_")]
+    documented = {name for cell in first_cells for name in re.findall(r"`(heart_\w+)`", cell)}
+    exposed = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in ServiceMetrics().collect()
+    }
+    assert documented == exposed

@@ -240,6 +240,34 @@ def test_a_file_served_with_byte_ranges_is_not_compressed(client: TestClient) ->
     assert get.headers["accept-ranges"] == "bytes"
 
 
+@pytest.mark.parametrize("accept_encoding", ["gzip", "deflate", None])
+def test_a_docs_asset_304_carries_the_etag_of_its_200(
+    client: TestClient, accept_encoding: str | None
+) -> None:
+    """RFC 9110 15.4.5: a 304 carries the ETag and Vary its request's 200 would have.
+
+    A compressed answer's ETag is made weak (``W/``), and StaticFiles' 304 keeps the
+    file's strong one, so a compressed asset's 200 and 304 would disagree. Assets are
+    sent as they are (byte ranges), so both carry the strong ETag; If-None-Match
+    compares weakly (13.1.2), so the weak form of it matches as well.
+    """
+    asset = "/docs-assets/swagger-ui.css"
+    asked = {"accept-encoding": accept_encoding} if accept_encoding else {}
+    full = client.get(asset, headers=asked)
+    assert full.status_code == 200
+    assert len(full.content) >= encoding.MIN_COMPRESSED_BYTES  # large enough to compress
+    etag = full.headers["etag"]
+    for validators in (etag, f"W/{etag.removeprefix('W/')}", f'"another", {etag}'):
+        again = client.get(asset, headers={**asked, "if-none-match": validators})
+        assert again.status_code == 304, validators
+        assert again.headers["etag"] == etag
+        assert again.headers.get("vary") == full.headers.get("vary")
+        assert again.content == b""
+    changed = client.get(asset, headers={**asked, "if-none-match": '"another"'})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] == etag
+
+
 def test_a_chunked_compressed_body_is_decoded(client: TestClient) -> None:
     """Without Content-Length (a streamed upload): decoded as its chunks arrive."""
     data = gzip.compress(json.dumps({"patients": [PATIENT_EXAMPLE] * 50}).encode())
@@ -608,3 +636,91 @@ def test_each_streamed_part_is_readable_when_it_is_sent() -> None:
     bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
     assert [inflate.decompress(body) for body in bodies] == parts
     assert inflate.eof
+
+
+# ----- counted in /metrics -----------------------------------------------------------------
+
+_COUNTERS = ("heart_http_compressed_requests", "heart_http_compressed_responses")
+
+
+def _compression_counts(client: TestClient) -> dict[tuple[str, ...], float]:
+    """The compression counters' series, as ``(direction, *label values) -> value``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics", headers={"accept": "text/plain"}).text
+    counts: dict[tuple[str, ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in _COUNTERS:
+            direction = family.name.rsplit("_", 1)[1]
+            for sample in family.samples:
+                counts[(direction, *sample.labels.values())] = sample.value
+    return counts
+
+
+def _increments(
+    before: dict[tuple[str, ...], float], after: dict[tuple[str, ...], float]
+) -> dict[tuple[str, ...], float]:
+    assert set(after) == set(before), "a series appeared: labels must come from a fixed set"
+    return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+
+@pytest.fixture(scope="module")
+def counted(artifact_path: Path) -> Iterator[TestClient]:
+    """A client of its own, so the counts are this section's alone (and a cheap 413)."""
+    with _client(artifact_path, max_body_bytes=LIMIT) as c:
+        yield c
+
+
+def test_the_compression_series_exist_from_the_start_with_fixed_labels(
+    artifact_path: Path,
+) -> None:
+    """At 0 before anything is compressed (a rate over an absent series is no rate), and
+    only these label values: none comes from a request."""
+    with _client(artifact_path) as fresh:
+        counts = _compression_counts(fresh)
+    expected = {("requests", c, o) for c in COMPRESS for o in ("decoded", "corrupt", "too_large")}
+    expected |= {("requests", "other", "unsupported")}
+    expected |= {("responses", c) for c in COMPRESS}
+    assert counts == dict.fromkeys(expected, 0.0)
+
+
+def test_compressed_bodies_are_counted_by_coding_and_outcome(counted: TestClient) -> None:
+    before = _compression_counts(counted)
+    for coding in COMPRESS:
+        assert _sent(counted, "/predict", _BODY, coding).status_code == 200
+    corrupt = counted.post("/predict", content=b"not gzip", headers=_coded("gzip"))
+    truncated = counted.post(
+        "/predict", content=zlib.compress(_BODY)[:-4], headers=_coded("deflate")
+    )
+    assert corrupt.status_code == truncated.status_code == 400
+    assert _sent(counted, "/predict", _padded(LIMIT + 1), "gzip").status_code == 413
+    assert counted.post("/predict", content=_BODY, headers=_coded("br")).status_code == 415
+    # Not compressed bodies: a plain one, and a coding header without a body.
+    assert counted.post("/predict", content=_BODY, headers=JSON).status_code == 200
+    assert counted.post("/predict", headers=_coded("gzip")).status_code == 422
+    assert _increments(before, _compression_counts(counted)) == {
+        ("requests", "gzip", "decoded"): 1,
+        ("requests", "deflate", "decoded"): 1,
+        ("requests", "gzip", "corrupt"): 1,
+        ("requests", "deflate", "corrupt"): 1,
+        ("requests", "gzip", "too_large"): 1,
+        ("requests", "other", "unsupported"): 1,
+    }
+
+
+def test_compressed_answers_are_counted_by_coding(counted: TestClient) -> None:
+    """Only answers sent compressed: not a short /predict answer, an error, or a file
+    served with byte ranges, though each of them was asked for with gzip."""
+    before = _compression_counts(counted)
+    for coding in COMPRESS:
+        answer = counted.get("/openapi.json", headers={"accept-encoding": coding})
+        assert answer.headers["content-encoding"] == coding
+    gzip_ok = {"accept-encoding": "gzip"}
+    assert counted.post("/predict", json=PATIENT_EXAMPLE, headers=gzip_ok).status_code == 200
+    assert counted.get("/no-such-page", headers=gzip_ok).status_code == 404
+    asset = counted.get("/docs-assets/swagger-ui-bundle.js", headers=gzip_ok)
+    assert asset.status_code == 200 and "content-encoding" not in asset.headers
+    assert _increments(before, _compression_counts(counted)) == {
+        ("responses", "gzip"): 1,
+        ("responses", "deflate"): 1,
+    }

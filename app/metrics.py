@@ -256,9 +256,9 @@ class ServiceMetrics:
         )
         self.compressed_requests = counter(
             "http_compressed_requests",
-            "Request bodies sent with a Content-Encoding, by coding (gzip, deflate; other: one "
-            "not read) and outcome (decoded; refused: corrupt 400, too_large 413 once "
-            "inflated, unsupported 415).",
+            "Compressed request bodies an endpoint read, by coding (gzip, deflate) and outcome "
+            "(decoded; refused: corrupt 400, too_large 413 once inflated); a coding not read is "
+            "coding other, outcome unsupported (415).",
             "coding",
             "outcome",
         )

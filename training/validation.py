@@ -19,7 +19,7 @@ training code's estimators and data loaders.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -100,8 +100,8 @@ MODELS: tuple[ModelSpec, ...] = (
 TREES_UNDER_OUR_RULES = ModelSpec(
     "hgb-marginal",
     "HistGradientBoostingClassifier under the network's rules for gaps: trained on the "
-    "same marginal-imputation copies (no gap left to read), a gap averaged over 64 "
-    "background rows at prediction",
+    "same marginal-imputation copies (10 per patient, at the mask rate the network's inner "
+    "CV chose; no gap left to read), a gap averaged over 64 background rows at prediction",
     MarginalTrees,
     TREE_GRID,
 )
@@ -115,16 +115,21 @@ def fit_tuned(
     Hyperparameters are scored by log loss, which judges the probabilities
     (ranking and calibration), not one threshold. ``quick`` skips the search.
     """
+    best, params = tune(spec, x, y, quick=quick, seed=seed)
     folds = 3 if quick else 5
-    if quick:
-        best, params = clone(spec.make()), {}
-        best.fit(x, y)
-    else:
-        search = log_loss_search(spec.make(), spec.grid, folds=folds, seed=seed)
-        search.fit(x, y)
-        best, params = search.best_estimator_, dict(search.best_params_)
     threshold = choose_threshold_by_cv(clone(best), x, y, n_splits=folds, random_state=seed)
     return best, params, threshold
+
+
+def tune(
+    spec: ModelSpec, x: FloatArray, y: IntArray, *, quick: bool = False, seed: int = 0
+) -> tuple[BaseEstimator, dict[str, Any]]:
+    """Hyperparameters by inner CV on ``x, y`` (log loss), refitted; ``quick`` skips the search."""
+    if quick:
+        return clone(spec.make()).fit(x, y), {}
+    search = log_loss_search(spec.make(), spec.grid, folds=5, seed=seed)
+    search.fit(x, y)
+    return search.best_estimator_, dict(search.best_params_)
 
 
 def site_figures(
@@ -236,6 +241,7 @@ def held_out_site(
     probabilities: dict[str, FloatArray] = {}
     withheld: dict[str, FloatArray] = {}
     network: Predictor | None = None
+    mask_rate = MarginalMLPClassifier().mask_rate
     for spec in MODELS:
         model, params, threshold = fit_tuned(spec, pooled.x[train], pooled.y[train], quick=quick)
         p = probabilities[spec.name] = model.predict_proba(pooled.x[test])[:, 1]
@@ -252,9 +258,11 @@ def held_out_site(
                 model, pooled.x[train], pooled.y[train], pooled.x[test], pooled.y[test], quick=quick
             )
         if isinstance(model, MarginalMLPClassifier):
-            network = model.predictor_
+            network, mask_rate = model.predictor_, float(model.mask_rate)
     assert network is not None, "MODELS lists our network"
-    context = trees_under_our_rules(pooled, held, probabilities, quick=quick, n_boot=n_boot)
+    context = trees_under_our_rules(
+        pooled, held, probabilities, mask_rate=mask_rate, quick=quick, n_boot=n_boot
+    )
     subgroups = subgroup_figures(pooled.x[test], pooled.y[test], probabilities, n_boot=n_boot)
     ours = probabilities.pop("network")
     ours_withheld = withheld.pop("network")
@@ -288,6 +296,7 @@ def trees_under_our_rules(
     held: str,
     probabilities: Mapping[str, FloatArray],
     *,
+    mask_rate: float,
     quick: bool = False,
     n_boot: int = 1000,
 ) -> dict[str, Any]:
@@ -295,25 +304,26 @@ def trees_under_our_rules(
 
     Why: the one bar the network misses compares it with trees that read gaps
     natively, which the network may not (a gap must carry no signal of its
-    own). The same trees, tuned the same way but denied the gaps, separate
-    what the trees gain from being trees from what they gain from the gaps.
-    Reported beside the bar, never part of it, and nothing is chosen from it.
+    own). The same trees, tuned the same way but denied the gaps (trained on
+    the copies the network was trained on: ``mask_rate`` is the network's
+    choice for this fold, made on the training sites), say how much of the
+    trees' figure needs the gaps. Reported beside the bar, never part of it,
+    and nothing is chosen from it, so no threshold is chosen either.
     """
     train, test = pooled.site != held, pooled.site == held
     y = pooled.y[test]
-    model, params, threshold = fit_tuned(
-        TREES_UNDER_OUR_RULES, pooled.x[train], pooled.y[train], quick=quick
-    )
+    spec = replace(TREES_UNDER_OUR_RULES, make=lambda: MarginalTrees(mask_rate=mask_rate))
+    model, params = tune(spec, pooled.x[train], pooled.y[train], quick=quick)
     p = model.predict_proba(pooled.x[test])[:, 1]
     q = model.predict_proba(withhold(pooled.x[test]))[:, 1]
-    figures = site_figures(y, p, threshold, n_boot=n_boot)
     return {
-        "missing_values": TREES_UNDER_OUR_RULES.missing_values,
+        "missing_values": spec.missing_values,
         "chosen_hyperparameters": params,
-        "roc_auc": figures["roc_auc"],
-        "roc_auc_95ci": figures["roc_auc_95ci"],
-        "brier": figures["brier"],
-        "calibration_slope": figures["calibration_slope"],
+        "mask_rate": mask_rate,
+        "roc_auc": float(roc_auc_score(y, p)),
+        "roc_auc_95ci": bootstrap_auc_interval(y, p, n_boot=n_boot),
+        "brier": float(brier_score_loss(y, p)),
+        "calibration_slope": calibration_intercept_slope(y, p)[1],
         "roc_auc_without_expensive_tests": float(roc_auc_score(y, q)),
         "paired_roc_auc_difference": {
             "network_minus_these": paired_auc_difference(

@@ -319,10 +319,24 @@ def test_seed_average_ships_as_one_wider_network_whose_first_part_is_the_single_
         MarginalMLPClassifier(n_networks=0, max_iter=2).fit(pooled.x, pooled.y)
 
 
-def test_the_trees_under_the_networks_rules_never_read_a_gap() -> None:
+def test_the_trees_under_the_networks_rules_never_read_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Trained on imputed copies, and a gap averaged over the background rows."""
+    seen: list[npt.NDArray[np.float64]] = []
+
+    class Recording(HistGradientBoostingClassifier):
+        def fit(self, X: npt.ArrayLike, y: npt.ArrayLike, **kw: object) -> Recording:
+            seen.append(np.asarray(X))
+            return super().fit(X, y, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(missing, "make_trees", lambda seed: Recording(random_state=seed))
     pooled = load_sites(UCI_SITES)
-    trees = missing.MarginalTrees(max_depth=2).fit(pooled.x, pooled.y)
+    trees = missing.MarginalTrees(max_depth=2, copies=3).fit(pooled.x, pooled.y)
+    (fitted,) = seen
+    assert fitted.shape == (3 * len(pooled.x), pooled.x.shape[1])
+    assert not np.isnan(fitted).any()  # every gap of the 720 patients was filled first
+    assert trees.trees_.get_params()["early_stopping"] is False
     row = pooled.x[np.isnan(pooled.x).any(axis=1)][0]
     by_hand = np.where(np.isnan(row), trees.background_, row)  # the 64 fillings of its gaps
     expected = trees.trees_.predict_proba(by_hand)[:, 1].mean()

@@ -217,6 +217,33 @@ def test_trees_table_gives_both_paired_differences() -> None:
     assert trees_section({"site": {"models": {}}}) == []  # an older report has no such block
 
 
+def test_the_trees_denied_the_gaps_learn_from_the_training_sites_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Their search sees the other two sites' rows, at the network's mask rate; the held-out
+    site is only scored."""
+    from training import validation
+
+    pooled = load_sites(UCI_SITES)
+    real_tune = validation.tune
+    seen: list[tuple[Any, np.ndarray]] = []
+
+    def recording(spec: Any, x: np.ndarray, y: np.ndarray, **kw: Any) -> Any:
+        seen.append((spec.make(), x))
+        return real_tune(spec, x, y, **kw)
+
+    monkeypatch.setattr(validation, "tune", recording)
+    held = pooled.site == "cleveland"
+    rng = np.random.default_rng(0)
+    guesses = {name: rng.random(int(held.sum())) for name in ("network", "hgb")}
+    block = validation.trees_under_our_rules(
+        pooled, "cleveland", guesses, mask_rate=0.5, quick=True, n_boot=20
+    )
+    ((model, x),) = seen
+    assert model.mask_rate == 0.5 == block["mask_rate"]
+    np.testing.assert_array_equal(x, pooled.x[~held])
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     import json

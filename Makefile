@@ -34,6 +34,7 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	$(call install,dev)
 
 $(ARTIFACT): | $(VENV)/.stamp-run
+	@echo "No model at $(ARTIFACT): training the default one (about 3 minutes on 2 cores, once)."
 	$(BIN)/python -m training --output $(ARTIFACT)
 
 run: $(VENV)/.stamp-run $(ARTIFACT)  ## set up, train the default model if missing, serve on :8000

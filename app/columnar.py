@@ -10,7 +10,8 @@ Errors have the batch's 422 shape, each ``loc`` naming the row and column:
 ``["body", "patients", 3, "age"]``.
 
 CSV and Arrow need pyarrow, from the ``bulk`` extra; a service installed
-without it answers these media types with 415 naming the extra. The body is
+without it answers these media types with 415 naming the extra (and the restart
+it needs: pyarrow is looked for at start-up). The body is
 limited by ``HEART_MAX_BODY_BYTES`` like every other body (for an Arrow stream,
 also uncompressed), and the table by ``HEART_MAX_TABLE_ROWS`` rows: 413 beyond
 either, counted before a compressed batch is decoded.
@@ -56,9 +57,11 @@ FORMATS: Final[dict[str, Literal["csv", "arrow", "json"]]] = {
 FORMATS_MEDIA: Final[dict[str, str]] = {fmt: media for media, fmt in FORMATS.items()}
 #: At most this many bad cells are listed in a 422: enough to fix a file, bounded for a huge one.
 MAX_LISTED_ERRORS: Final[int] = 1000
+#: "Then restart": pyarrow is looked for once, at start-up (``HAVE_BULK``), so a service
+#: that was not restarted keeps answering 415 after the install.
 BULK_HINT: Final[str] = (
     "CSV and Arrow bodies need the service's bulk extra: pip install 'heart-risk[bulk]' "
-    "(pyarrow); JSON batches go to /predict/batch."
+    "(pyarrow), then restart the service; JSON batches go to /predict/batch."
 )
 #: Checked once: whether this installation can read columnar bodies at all.
 HAVE_BULK: bool = importlib.util.find_spec("pyarrow") is not None

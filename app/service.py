@@ -38,6 +38,7 @@ from app.schemas import (
 from app.settings import Settings, StartupError
 from model.arrays import FloatArray
 from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
+from model.columns import csv_number
 from model.explain import explain
 from model.features import (
     CLASS_LABELS,
@@ -47,6 +48,7 @@ from model.features import (
     N_FEATURES,
     NOT_MEASURED,
     all_in_domain,
+    not_measured_hint,
 )
 from model.predictor import Predictor
 from scoring.core import risk_interval
@@ -337,7 +339,22 @@ def _explain(error: dict[str, Any]) -> dict[str, Any]:
         return {**error, "msg": f"{error['msg']}: {feature.name} may not be null (required)"}
     if kind == "greater_than_equal" and error.get("input") == 0 and feature.may_be_missing:
         return {**error, "msg": f"{error['msg']}; 0 is not a measurement: {NOT_MEASURED}"}
+    if kind in ("int_type", "float_type") and _is_marker(error.get("input")):
+        # "?", "NA", "" or "-": an export's "not measured", which JSON says with null.
+        return {**error, "msg": f"{error['msg']}; {not_measured_hint(feature)}"}
     return error
+
+
+def _is_marker(value: Any) -> bool:
+    """A string that is no number: how exports write "not measured". A quoted number
+    (``"54"``) is not one: telling its sender about null would name the wrong mistake."""
+    if not isinstance(value, str):
+        return False
+    try:
+        csv_number(value.strip())
+    except ValueError:
+        return True
+    return False
 
 
 def _matrix(patients: list[Any]) -> FloatArray:

@@ -24,9 +24,17 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from model.features import FEATURE_NAMES, FEATURES, N_FEATURES, all_in_domain, invalid_cells
+from model.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    N_FEATURES,
+    all_in_domain,
+    invalid_cells,
+    not_measured_hint,
+)
 
-#: The reason given for a cell that held text where a number was expected.
+#: The reason given for a cell that held text where a number was expected (followed by
+#: what to write instead: :data:`NOT_A_NUMBER_BY_FEATURE`).
 NOT_A_NUMBER = "is not a number"
 #: The text cells that mean "not measured" (docs/scoring.md), in every CSV this project
 #: reads: ``heart-score``, ``POST /predict/table`` uploads and ``heart-train recalibrate``
@@ -36,6 +44,18 @@ NOT_A_NUMBER = "is not a number"
 #: "NaN" may be a failed computation rather than a test not done, and the JSON API refuses
 #: NaN too.
 MISSING_MARKERS: Final[tuple[str, ...]] = ("", "NA", "null")
+#: How a cell says "not measured", as a refusal of other text in it tells: the markers
+#: above, so a message never names one the readers would refuse.
+EMPTY_CELL: Final[str] = (
+    "leave the cell empty (or write " + " or ".join(m for m in MISSING_MARKERS if m) + ")"
+)
+#: Per feature, in feature order: why a text cell is refused and what to write instead
+#: (an empty cell where the feature may be missing; else that it is required). Without
+#: the second half a user with ``?`` or ``N/A`` cells (how exports write a test not done)
+#: is not told how this project marks one.
+NOT_A_NUMBER_BY_FEATURE: Final[tuple[str, ...]] = tuple(
+    f"{NOT_A_NUMBER}: {not_measured_hint(f, EMPTY_CELL)}" for f in FEATURES
+)
 
 #: A number as a CSV cell writes one: ASCII digits, an optional sign, point and exponent.
 _CSV_NUMBER: Final[re.Pattern[str]] = re.compile(
@@ -264,7 +284,7 @@ def validate_columns(
     if texts:
         # A text cell is NaN in x: don't also call it "missing where not allowed".
         cells = [c for c in cells if (c[0], c[1]) not in texts]
-        cells.extend((i, j, NOT_A_NUMBER) for i, j in texts)
+        cells.extend((i, j, NOT_A_NUMBER_BY_FEATURE[j]) for i, j in texts)
         cells.sort()
     valid = np.ones(n, dtype=np.bool_)
     problems = []

@@ -26,6 +26,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: run; the tests check how the interval is computed and served, which 3 exercise).
 SESSION_TRAINING: Final = TrainingConfig(cv_folds=3, cv_repeats=1, ensemble_size=3)
 
+#: How every file and table path refuses a text cell (docs/scoring.md), written out here
+#: rather than imported so that a change of wording fails the tests: where the feature may
+#: be missing (the reason says how to mark "not measured"), and where it is required.
+NOT_A_NUMBER: Final = (
+    "is not a number: leave the cell empty (or write NA or null) if it was not measured"
+)
+REQUIRED_NOT_A_NUMBER: Final = "is not a number: it is required and may not be missing"
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

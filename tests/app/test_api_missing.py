@@ -103,6 +103,71 @@ def test_an_omitted_field_is_a_422_saying_how_to_send_missing(
         assert error["msg"] == "Field required; it may not be null"
 
 
+#: How exports write "not measured": the UCI files' "?", and what spreadsheets and R write.
+EXPORT_MARKERS = ["?", "NA", "N/A", "nan", "-", "", " "]
+
+
+def _refusal(client: TestClient, name: str, value: Any) -> list[tuple[list[Any], str, str]]:
+    """(loc, type, msg) of the 422s of /predict and /predict/batch for ``name`` = ``value``."""
+    found = []
+    for path, body in (
+        ("/predict", patient(**{name: value})),
+        ("/predict/batch", {"patients": [PATIENT_EXAMPLE, patient(**{name: value})]}),
+    ):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        found.append((error["loc"], error["type"], error["msg"]))
+    return found
+
+
+@pytest.mark.parametrize("marker", EXPORT_MARKERS)
+@pytest.mark.parametrize(
+    ("name", "kind", "msg"),
+    [
+        ("thal", "int_type", "Input should be a valid integer"),
+        ("serum_cholesterol", "float_type", "Input should be a valid number"),
+    ],
+)
+def test_an_export_marker_where_null_is_allowed_says_to_send_null(
+    client: TestClient, marker: str, name: str, kind: str, msg: str
+) -> None:
+    """A hospital's "?" for a thallium scan not done was "Input should be a valid integer",
+    with no word of null. The 422's shape and place are Pydantic's; only the hint is added."""
+    assert _refusal(client, name, marker) == [
+        (["body", name], kind, f"{msg}; send null if it was not measured"),
+        (["body", "patients", 1, name], kind, f"{msg}; send null if it was not measured"),
+    ]
+
+
+@pytest.mark.parametrize("marker", ["?", "NA", ""])
+@pytest.mark.parametrize(
+    ("name", "msg"),
+    [
+        ("age", "Input should be a valid number"),
+        ("sex", "Input should be a valid integer"),
+        ("chest_pain_type", "Input should be a valid integer"),
+    ],
+)
+def test_an_export_marker_where_the_feature_is_required_says_so_not_null(
+    client: TestClient, marker: str, name: str, msg: str
+) -> None:
+    """Null is refused for these (model/features.py): the hint must not invite it."""
+    for _, _, found in _refusal(client, name, marker):
+        assert found == f"{msg}; it is required and may not be missing"
+        assert "null" not in found
+
+
+@pytest.mark.parametrize(("name", "value"), [("age", "54"), ("thal", "3"), ("thal", True)])
+def test_a_quoted_number_or_a_boolean_gets_no_null_hint(
+    client: TestClient, name: str, value: Any
+) -> None:
+    """ "54" is a number sent as a string, a mistake of another kind: it keeps Pydantic's
+    message (docs/api.md shows it), with no word of null or of being required."""
+    for _, _, found in _refusal(client, name, value):
+        assert found in ("Input should be a valid number", "Input should be a valid integer")
+
+
 @pytest.mark.parametrize("name", ["serum_cholesterol", "resting_blood_pressure"])
 def test_zero_cholesterol_or_pressure_is_refused_with_the_null_hint(
     client: TestClient, name: str

@@ -23,7 +23,7 @@ from app.service import PredictionService
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
-from tests._tools import text_not_utf8
+from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER, text_not_utf8
 from tests.scoring.same import assert_same_probabilities
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -164,7 +164,7 @@ def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
         ["body", "patients", 7, "serum_cholesterol"],
         ["body", "patients", 8, "sex"],
     ]
-    assert detail[1]["msg"] == "is not a number"
+    assert detail[1]["msg"] == NOT_A_NUMBER
     assert "650" not in r.text and "high" not in r.text
 
 
@@ -384,6 +384,8 @@ def test_without_the_bulk_extra_415_names_it(
     monkeypatch.setattr(columnar, "HAVE_BULK", False)
     r = client.post("/predict/table", content=b"age\n54", headers={"Content-Type": "text/csv"})
     assert r.status_code == 415 and "heart-risk[bulk]" in r.json()["detail"]
+    # pyarrow is looked for once, at start-up: installing it alone changes nothing.
+    assert "then restart the service" in r.json()["detail"]
 
 
 def test_body_limit_applies(artifact_path: Path) -> None:
@@ -558,7 +560,7 @@ def test_a_string_view_column_is_read_as_text(client: TestClient) -> None:
     r = _sent(client, arrow_body_of(table.set_column(index, "serum_cholesterol", text)))
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 2, "serum_cholesterol"], "is not a number")
+        (["body", "patients", 2, "serum_cholesterol"], NOT_A_NUMBER)
     ]
 
 
@@ -582,7 +584,7 @@ def test_a_csv_number_beyond_a_double_is_out_of_range_not_text(client: TestClien
         (["body", "patients", 0, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
         (["body", "patients", 1, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
         (["body", "patients", 2, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
-        (["body", "patients", 3, "serum_cholesterol"], "is not a number"),
+        (["body", "patients", 3, "serum_cholesterol"], NOT_A_NUMBER),
     ]
     assert "98765" not in r.text
 
@@ -765,13 +767,36 @@ def test_csv_not_measured_is_empty_na_or_null_and_nan_text_is_refused(
     )
     assert_same_probabilities(pd.read_csv(io.BytesIO(r.content))["probability"], expected)
 
-    refused = ["NaN", "nan", "N/A", "NULL", "inf"]
+    # "?" is the UCI files' marker: refused like the others, each saying what to write.
+    refused = ["NaN", "nan", "N/A", "NULL", "inf", "?", "-"]
     body = "\n".join([header, *(with_thal(rows[0], cell) for cell in refused)]).encode()
     r = _sent(client, body, "text/csv")
     assert r.status_code == 422
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", i, "thal"], "is not a number") for i in range(len(refused))
+        (["body", "patients", i, "thal"], NOT_A_NUMBER) for i in range(len(refused))
     ]
+
+
+def test_csv_question_mark_says_empty_where_it_may_be_missing_and_required_where_not(
+    client: TestClient,
+) -> None:
+    """A "?" cell was only "is not a number": now the reason says to leave the cell empty
+    (or NA, null: what the reader accepts), and for age or sex, which may not be missing,
+    that they are required. The loc names row and column as before."""
+    header, *rows = registry(3, seed=14).to_csv(index=False).splitlines()
+    rows[0] = _with_cell(header, rows[0], "thal", "?")
+    rows[1] = _with_cell(header, rows[1], "age", "?")
+    rows[2] = _with_cell(header, rows[2], "sex", "?")
+    r = _sent(client, "\n".join([header, *rows]).encode(), "text/csv")
+    assert r.status_code == 422, r.text
+    assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
+        (["body", "patients", 0, "thal"], NOT_A_NUMBER),
+        (["body", "patients", 1, "age"], REQUIRED_NOT_A_NUMBER),
+        (["body", "patients", 2, "sex"], REQUIRED_NOT_A_NUMBER),
+    ]
+    assert NOT_A_NUMBER.endswith(
+        "leave the cell empty (or write NA or null) if it was not measured"
+    )
 
 
 def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> None:
@@ -788,8 +813,8 @@ def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> N
     r = _sent(client, arrow_body_of(booleans))
     assert r.status_code == 422
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 0, "sex"], "is not a number"),
-        (["body", "patients", 1, "sex"], "is not a number"),
+        (["body", "patients", 0, "sex"], REQUIRED_NOT_A_NUMBER),
+        (["body", "patients", 1, "sex"], REQUIRED_NOT_A_NUMBER),
         (
             ["body", "patients", 2, "sex"],
             "must be a finite number: it is required and may not be missing",
@@ -821,8 +846,8 @@ def test_a_csv_feature_cell_that_is_not_utf8_is_not_a_number(
     r = _sent(client, "\n".join([header, *rows]).encode("latin-1"), "text/csv")
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 2, "serum_cholesterol"], "is not a number"),
-        (["body", "patients", 3, "thal"], "is not a number"),
+        (["body", "patients", 2, "serum_cholesterol"], NOT_A_NUMBER),
+        (["body", "patients", 3, "thal"], NOT_A_NUMBER),
     ]
     logged = everything_logged(capfd, caplog)
     assert unraisable == [] and "Traceback" not in logged and "\ufffd" not in r.text + logged
@@ -841,7 +866,7 @@ def test_an_arrow_text_feature_cell_that_is_not_utf8_is_not_a_number(
     r = _sent(client, _with_column("serum_cholesterol", values))
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 1, "serum_cholesterol"], "is not a number")
+        (["body", "patients", 1, "serum_cholesterol"], NOT_A_NUMBER)
     ]
 
 

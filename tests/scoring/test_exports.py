@@ -12,6 +12,7 @@ import pytest
 
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.synthetic import KEY, registry
+from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER
 from tests.scoring.same import assert_same_probabilities
 
 
@@ -179,7 +180,10 @@ def test_a_european_excel_export_reads_as_the_plain_file_with_its_dialect(
     args = [str(eu), str(tmp_path / "x.csv"), "--delimiter", ";", "--errors", str(tmp_path / "r")]
     assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
     refused = pd.read_csv(tmp_path / "r")
-    assert len(refused) and set(refused["reason"]) == {"is not a number"}
+    # Each feature by its kind: age, sex and chest pain type are required.
+    assert len(refused) and set(refused["reason"]) == {NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER}
+    required = refused.loc[refused["reason"] == REQUIRED_NOT_A_NUMBER, "column"]
+    assert set(required) == {"age", "sex", "chest_pain_type"}
     scored = pd.read_csv(tmp_path / "x.csv")
     assert scored["probability"].isna().tolist() == scored.index.isin(refused["row"]).tolist()
 
@@ -204,7 +208,7 @@ def test_with_a_decimal_comma_a_point_is_refused_not_read_as_a_decimal_mark(
     assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
     refused = pd.read_csv(tmp_path / "r.csv")
     assert refused[["row", "column", "reason"]].values.tolist() == [
-        [4, "st_depression", "is not a number"]
+        [4, "st_depression", NOT_A_NUMBER]
     ]
 
 

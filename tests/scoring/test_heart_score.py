@@ -18,6 +18,7 @@ from model.features import FEATURE_NAMES
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.core import HIGH, LOW
 from scoring.synthetic import KEY, registry
+from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER
 from tests.scoring.same import assert_same_probabilities
 
 
@@ -80,7 +81,7 @@ def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
         [9, "serum_cholesterol"],
         [11, "age"],
     ]
-    assert listed.loc[2, "reason"] == "is not a number"
+    assert listed.loc[2, "reason"] == NOT_A_NUMBER
     scored = pd.read_csv(out)
     assert len(scored) == 30
     assert scored["probability"].isna().tolist() == [i in (3, 5, 9, 11) for i in range(30)]
@@ -93,19 +94,22 @@ def test_csv_nan_text_is_refused_and_the_documented_markers_are_missing(
     tmp_path: Path, artifact_path: Path
 ) -> None:
     """The same rule as /predict/table: empty, NA and null are "not measured"; NaN is text."""
-    df = registry(6, seed=3).astype({"thal": object})
-    df["thal"] = ["", "NA", "null", "NaN", "N/A", 3]
+    df = registry(7, seed=3).astype({"thal": object, "age": object})
+    df["thal"] = ["", "NA", "null", "NaN", "N/A", 3, "?"]
+    df.loc[5, "age"] = "?"  # required: the reason says so, not "leave it empty"
     inp, out, errors = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "errors.csv"
     df.to_csv(inp, index=False)
     code = main([str(inp), str(out), "--errors", str(errors), "--model", str(artifact_path)])
     assert code == EXIT_ROWS_REFUSED
-    listed = pd.read_csv(errors)
+    listed = pd.read_csv(errors, keep_default_na=False)
     assert listed[["row", "column", "reason"]].values.tolist() == [
-        [3, "thal", "is not a number"],
-        [4, "thal", "is not a number"],
+        [3, "thal", NOT_A_NUMBER],
+        [4, "thal", NOT_A_NUMBER],
+        [5, "age", REQUIRED_NOT_A_NUMBER],
+        [6, "thal", NOT_A_NUMBER],
     ]
     scored = pd.read_csv(out)
-    assert scored["probability"].notna().tolist() == [True, True, True, False, False, True]
+    assert scored["probability"].notna().tolist() == [True, True, True, False, False, False, False]
 
 
 def test_missing_column_is_named_and_nothing_written(
@@ -268,7 +272,7 @@ def test_only_plain_numbers_are_read_from_csv(tmp_path: Path, artifact_path: Pat
     assert code == EXIT_ROWS_REFUSED
     listed = pd.read_csv(errors)
     assert listed["row"].tolist() == [0, 1, 2, 3, 4]
-    assert set(listed["reason"]) == {"is not a number"}
+    assert set(listed["reason"]) == {NOT_A_NUMBER}
     assert pd.read_csv(out)["probability"].notna().tolist() == [False] * 5 + [True, True]
 
 
@@ -287,7 +291,7 @@ def test_a_number_beyond_a_double_is_out_of_range_not_text(
     assert listed[["row", "reason"]].values.tolist() == [
         [0, "must be between 60 and 260 mm Hg"],
         [1, "must be between 60 and 260 mm Hg"],
-        [2, "is not a number"],
+        [2, NOT_A_NUMBER],
     ]
 
 

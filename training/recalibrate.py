@@ -44,6 +44,7 @@ from model.artifact import ArtifactError, load_artifact, read_payload, save_arti
 from model.atomic import CannotWriteError, same_file
 from model.cli_support import HelpFormatter, add_csv_dialect, add_version, check_csv_dialect
 from model.columns import (
+    EMPTY_CELL,
     MISSING_MARKERS,
     csv_number,
     near_hint,
@@ -52,7 +53,7 @@ from model.columns import (
     other_separator,
     separator_remedy,
 )
-from model.features import FEATURE_NAMES, FEATURES, invalid_cells
+from model.features import FEATURE_NAMES, FEATURES, Feature, invalid_cells, not_measured_hint
 from model.predictor import Predictor
 from training.calibration import (
     calibration_intercept_slope,
@@ -72,7 +73,6 @@ FEW_PER_OUTCOME = 100
 
 
 #: How a value not measured may be written, for the messages that refuse something else.
-MISSING_HINT = "a value not measured is an empty cell or a marker such as NA (docs/sites.md)"
 
 
 def read_local_csv(
@@ -163,14 +163,14 @@ def _parse_records(reader: Any, path: Path, decimal: str) -> tuple[FloatArray, I
                 "extra cells belong to no column (a stray comma?)"
             )
         values = []
-        for name, column in zip(FEATURE_NAMES, columns, strict=False):
+        for feature, column in zip(FEATURES, columns, strict=False):
             try:
                 values.append(_number(cells[column], decimal))
             except ValueError:
                 # Never the cell itself: a patient's value, on a terminal or in a job's log.
                 raise DataError(
-                    f"{where}, column {name}: is not a number; "
-                    f"{_not_a_number_hint(cells[column], decimal)}"
+                    f"{where}, column {feature.name}: is not a number; "
+                    f"{_not_a_number_hint(cells[column], decimal, feature)}"
                 ) from None
         label = cells[columns[-1]]
         if label in MISSING_MARKERS:
@@ -250,8 +250,9 @@ _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
 _DECIMAL_POINT = re.compile(r"[+-]?[0-9]*\.[0-9]+")
 
 
-def _not_a_number_hint(cell: str, decimal: str) -> str:
-    """What to do about a cell that is not a number, told by its form, never quoting it."""
+def _not_a_number_hint(cell: str, decimal: str, feature: Feature) -> str:
+    """What to do about a cell that is not a number, told by its form, never quoting it;
+    else how the file marks a value not measured, if ``feature`` may be missing at all."""
     if decimal == "." and _DECIMAL_COMMA.fullmatch(cell):
         return "it has a decimal comma: pass --decimal ','"
     if decimal != "." and _DECIMAL_POINT.fullmatch(cell):
@@ -259,7 +260,7 @@ def _not_a_number_hint(cell: str, decimal: str) -> str:
             "it has a point, which is no decimal mark with --decimal ',' (1.234 is a "
             "thousand and more there): write the file's numbers with commas throughout"
         )
-    return MISSING_HINT
+    return not_measured_hint(feature, EMPTY_CELL)
 
 
 def _number(cell: str, decimal: str = ".") -> float:

@@ -455,11 +455,29 @@ def _integral_floats_as_ints(doc: Any, exc: ValidationError) -> bool:
     return changed
 
 
-def validate_slowly(model: type[ModelT], body: bytes, exc: ValidationError) -> ModelT:
-    """After ``exc`` from the fast path: refuse duplicate keys, accept integral floats.
+#: UTF-8's byte order mark, which Notepad and PowerShell write at the start of a "UTF-8" file.
+_BOM: Final[bytes] = b"\xef\xbb\xbf"
 
-    Raises :class:`InvalidBodyError` with the errors a client should see.
+
+def validate_slowly(model: type[ModelT], body: bytes, exc: ValidationError) -> ModelT:
+    """After ``exc`` from the fast path: refuse duplicate keys, accept integral floats,
+    and read past a byte order mark.
+
+    A file saved as UTF-8 by Notepad or PowerShell starts with a byte order mark, which
+    JSON parsers refuse as "expected value at line 1 column 1" without naming it; RFC
+    8259 (8.1) lets a parser ignore it, so a body sent with ``curl -d @file`` is read
+    as the same JSON without one. Raises :class:`InvalidBodyError` with the errors a
+    client should see.
     """
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+        try:
+            validated = model.model_validate_json(body)
+        except ValidationError as again:
+            exc = again
+        else:
+            refuse_duplicate_keys(body)
+            return validated
     parsed = _parse_with_duplicates(body)
     if parsed is None:
         raise InvalidBodyError(request_errors(exc)) from None

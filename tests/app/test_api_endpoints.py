@@ -158,6 +158,39 @@ def test_duplicate_keys_are_refused_even_when_both_values_are_valid(client: Test
     assert response.json()["detail"][0]["type"] == "duplicate_key"
 
 
+BOM = b"\xef\xbb\xbf"
+JSON = {"content-type": "application/json"}
+
+
+def test_a_byte_order_mark_is_read_past_on_every_json_route(client: TestClient) -> None:
+    """Notepad's and PowerShell's "UTF-8" files start with one (RFC 8259 8.1 allows
+    ignoring it): the answer is the same as without it."""
+    one = json.dumps(patient()).encode()
+    batch = json.dumps({"patients": [patient(), patient(thal=None)]}).encode()
+    routes = (
+        ("/predict", one),
+        ("/predict/batch", batch),
+        ("/predict/explain", one),
+        ("/predict/explain/batch", batch),
+    )
+    for route, body in routes:
+        plain = client.post(route, content=body, headers=JSON)
+        marked = client.post(route, content=BOM + body, headers=JSON)
+        assert plain.status_code == marked.status_code == 200, (route, marked.text)
+        assert marked.json() == plain.json()
+
+
+def test_after_a_byte_order_mark_a_body_is_judged_as_without_one(client: TestClient) -> None:
+    """Bad fields are named, and a duplicated key is still refused."""
+    bad = client.post("/predict", content=BOM + json.dumps(patient(age=500)).encode(), headers=JSON)
+    assert bad.status_code == 422
+    assert [e["loc"] for e in bad.json()["detail"]] == [["body", "age"]]
+    twice = client.post("/predict", content=BOM + _with_leading("age", 60, patient()), headers=JSON)
+    assert twice.status_code == 422
+    assert twice.json()["detail"][0]["type"] == "duplicate_key"
+    assert client.post("/predict", content=BOM + BOM + b"{}", headers=JSON).status_code == 422
+
+
 def test_duplicate_keys_in_a_batch_name_the_patient(client: TestClient) -> None:
     second = _with_leading("sex", 0, patient()).decode()
     body = '{"patients": [' + json.dumps(patient()) + ", " + second + "]}"

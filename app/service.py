@@ -38,7 +38,6 @@ from app.schemas import (
 from app.settings import Settings, StartupError
 from model.arrays import FloatArray
 from model.artifact import RETRAIN_HINT, ArtifactError, load_artifact
-from model.columns import csv_number
 from model.explain import explain
 from model.features import (
     CLASS_LABELS,
@@ -345,16 +344,20 @@ def _explain(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
+#: Longest text read as an export's "not measured" marker (``N/A``, ``missing``).
+_MARKER_CHARS: Final[int] = 16
+
+
 def _is_marker(value: Any) -> bool:
-    """A string that is no number: how exports write "not measured". A quoted number
-    (``"54"``) is not one: telling its sender about null would name the wrong mistake."""
-    if not isinstance(value, str):
-        return False
-    try:
-        csv_number(value.strip())
-    except ValueError:
-        return True
-    return False
+    """Short text without a digit: how exports write "not measured" (``?``, ``NA``,
+    ``-``, ``""``). Text with a digit is a measurement in another form (``"54"``,
+    ``"1,5"``, ``"130 mmHg"``), and telling its sender about null would name the wrong
+    mistake; long text is neither, and is not looked at further."""
+    return (
+        isinstance(value, str)
+        and len(value) <= _MARKER_CHARS
+        and not any(c.isdigit() for c in value)
+    )
 
 
 def _matrix(patients: list[Any]) -> FloatArray:

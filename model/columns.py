@@ -28,13 +28,13 @@ from model.features import (
     FEATURE_NAMES,
     FEATURES,
     N_FEATURES,
+    Feature,
     all_in_domain,
     invalid_cells,
-    not_measured_hint,
 )
 
 #: The reason given for a cell that held text where a number was expected (followed by
-#: what to write instead: :data:`NOT_A_NUMBER_BY_FEATURE`).
+#: how the file marks a value not measured: :data:`NOT_A_NUMBER_BY_FEATURE`).
 NOT_A_NUMBER = "is not a number"
 #: The text cells that mean "not measured" (docs/scoring.md), in every CSV this project
 #: reads: ``heart-score``, ``POST /predict/table`` uploads and ``heart-train recalibrate``
@@ -44,22 +44,35 @@ NOT_A_NUMBER = "is not a number"
 #: "NaN" may be a failed computation rather than a test not done, and the JSON API refuses
 #: NaN too.
 MISSING_MARKERS: Final[tuple[str, ...]] = ("", "NA", "null")
-#: How a cell says "not measured", as a refusal of other text in it tells: the markers
+#: How a file marks a value not measured, told in the refusal of a text cell: the markers
 #: above, so a message never names one the readers would refuse.
-EMPTY_CELL: Final[str] = (
-    "leave the cell empty (or write " + " or ".join(m for m in MISSING_MARKERS if m) + ")"
+NOT_MEASURED_CELL: Final[str] = "a value not measured is an empty cell, " + " or ".join(
+    m for m in MISSING_MARKERS if m
 )
-#: Per feature, in feature order: why a text cell is refused and what to write instead
-#: (an empty cell where the feature may be missing; else that it is required). Without
-#: the second half a user with ``?`` or ``N/A`` cells (how exports write a test not done)
-#: is not told how this project marks one.
+#: The same refusal where the feature may not be missing at all.
+REQUIRED_CELL: Final[str] = "the feature is required: it may not be missing"
+
+
+def cell_hint(feature: Feature) -> str:
+    """How the file should have said what a refused text cell meant: an empty cell where
+    ``feature`` may be missing, else that it is required. Stated, not ordered: a refused
+    cell may be a real measurement in another form (``1,5``, ``True``), which the reader
+    cannot tell from a "not measured" marker such as ``?`` without quoting the cell."""
+    return NOT_MEASURED_CELL if feature.may_be_missing else REQUIRED_CELL
+
+
+#: Per feature, in feature order: the reason a text cell is refused. Without the
+#: parenthesis a user with ``?`` or ``N/A`` cells (how exports write a test not done) is
+#: not told how this project marks one.
 NOT_A_NUMBER_BY_FEATURE: Final[tuple[str, ...]] = tuple(
-    f"{NOT_A_NUMBER}: {not_measured_hint(f, EMPTY_CELL)}" for f in FEATURES
+    f"{NOT_A_NUMBER} ({cell_hint(f)})" for f in FEATURES
 )
 
 #: A number as a CSV cell writes one: ASCII digits, an optional sign, point and exponent.
+#: No two digit runs may trade digits (``[0-9]+\.?[0-9]*`` did): that made a long run of
+#: digits before a letter cost time quadratic in its length.
 _CSV_NUMBER: Final[re.Pattern[str]] = re.compile(
-    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 )
 
 

@@ -31,10 +31,8 @@ from model.arrays import FloatArray
 
 FeatureKind = Literal["continuous", "binary", "ordinal", "nominal"]
 
-#: How a JSON client marks a value not measured.
-SEND_NULL: Final[str] = "send null"
 #: How a client says a value was not measured, quoted in every error about it.
-NOT_MEASURED: Final[str] = f"{SEND_NULL} if it was not measured"
+NOT_MEASURED: Final[str] = "send null if it was not measured"
 
 
 @dataclass(frozen=True)
@@ -103,18 +101,17 @@ class Feature:
         return None
 
 
-def not_measured_hint(feature: Feature, mark: str = SEND_NULL) -> str:
-    """What to write instead of text where ``feature``'s number belongs: ``mark`` (how the
-    route says "not measured": null in JSON, an empty cell in a file) where the feature may
-    be missing, else that it is required.
+def not_measured_hint(feature: Feature) -> str:
+    """What a JSON client should send instead of text where ``feature``'s number belongs:
+    null where the feature may be missing, else nothing (it is required).
 
     Why: exports write a test not done as ``?`` (the UCI files), ``NA``, ``-`` or ``N/A``,
-    and a refusal that only says "not a number" leaves the user guessing how to say it.
-    One wording for every route, each with its own ``mark``, decided by
-    :attr:`Feature.may_be_missing` alone, so no route invites a gap the model refuses.
+    and a refusal that only says "not a valid number" leaves the client guessing how to
+    say it. Decided by :attr:`Feature.may_be_missing` alone, so no answer invites a gap
+    the model refuses. (Files say it with an empty cell: ``model.columns.cell_hint``.)
     """
     if feature.may_be_missing:
-        return f"{mark} if it was not measured"
+        return NOT_MEASURED
     return "it is required and may not be missing"
 
 

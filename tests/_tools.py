@@ -29,10 +29,10 @@ SESSION_TRAINING: Final = TrainingConfig(cv_folds=3, cv_repeats=1, ensemble_size
 #: How every file and table path refuses a text cell (docs/scoring.md), written out here
 #: rather than imported so that a change of wording fails the tests: where the feature may
 #: be missing (the reason says how to mark "not measured"), and where it is required.
-NOT_A_NUMBER: Final = (
-    "is not a number: leave the cell empty (or write NA or null) if it was not measured"
+TEXT_WHERE_MAY_BE_MISSING: Final = (
+    "is not a number (a value not measured is an empty cell, NA or null)"
 )
-REQUIRED_NOT_A_NUMBER: Final = "is not a number: it is required and may not be missing"
+REQUIRED_NOT_A_NUMBER: Final = "is not a number (the feature is required: it may not be missing)"
 
 
 def in_ci() -> bool:

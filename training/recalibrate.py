@@ -44,8 +44,8 @@ from model.artifact import ArtifactError, load_artifact, read_payload, save_arti
 from model.atomic import CannotWriteError, same_file
 from model.cli_support import HelpFormatter, add_csv_dialect, add_version, check_csv_dialect
 from model.columns import (
-    EMPTY_CELL,
     MISSING_MARKERS,
+    cell_hint,
     csv_number,
     near_hint,
     near_names,
@@ -53,7 +53,7 @@ from model.columns import (
     other_separator,
     separator_remedy,
 )
-from model.features import FEATURE_NAMES, FEATURES, Feature, invalid_cells, not_measured_hint
+from model.features import FEATURE_NAMES, FEATURES, Feature, invalid_cells
 from model.predictor import Predictor
 from training.calibration import (
     calibration_intercept_slope,
@@ -70,9 +70,6 @@ OUTCOME = "outcome"
 #: effective sample size of a logistic fit is the smaller outcome group, and a
 #: validation needs about 100 of each (Vergouwe et al., J Clin Epidemiol 2005).
 FEW_PER_OUTCOME = 100
-
-
-#: How a value not measured may be written, for the messages that refuse something else.
 
 
 def read_local_csv(
@@ -260,7 +257,7 @@ def _not_a_number_hint(cell: str, decimal: str, feature: Feature) -> str:
             "it has a point, which is no decimal mark with --decimal ',' (1.234 is a "
             "thousand and more there): write the file's numbers with commas throughout"
         )
-    return not_measured_hint(feature, EMPTY_CELL)
+    return cell_hint(feature)
 
 
 def _number(cell: str, decimal: str = ".") -> float:

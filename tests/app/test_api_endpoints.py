@@ -188,7 +188,26 @@ def test_after_a_byte_order_mark_a_body_is_judged_as_without_one(client: TestCli
     twice = client.post("/predict", content=BOM + _with_leading("age", 60, patient()), headers=JSON)
     assert twice.status_code == 422
     assert twice.json()["detail"][0]["type"] == "duplicate_key"
-    assert client.post("/predict", content=BOM + BOM + b"{}", headers=JSON).status_code == 422
+    one_mark = client.post(
+        "/predict", content=BOM + BOM + json.dumps(patient()).encode(), headers=JSON
+    )
+    assert one_mark.status_code == 422  # one mark is read past, not any number of them
+    assert [e["type"] for e in one_mark.json()["detail"]] == ["json_invalid"]
+    integral = client.post(
+        "/predict", content=BOM + json.dumps(patient(sex=1.0)).encode(), headers=JSON
+    )
+    assert integral.status_code == 200  # "sex": 1.0 is accepted after a mark as without one
+    batch = {"patients": [patient(), patient(age=500)]}
+    out_of_range = client.post(
+        "/predict/batch", content=BOM + json.dumps(batch).encode(), headers=JSON
+    )
+    assert [e["loc"] for e in out_of_range.json()["detail"]] == [["body", "patients", 1, "age"]]
+    second = _with_leading("sex", 0, patient()).decode()
+    doubled = ('{"patients": [' + json.dumps(patient()) + ", " + second + "]}").encode()
+    refused = client.post("/predict/batch", content=BOM + doubled, headers=JSON)
+    assert [(e["type"], e["loc"]) for e in refused.json()["detail"]] == [
+        ("duplicate_key", ["body", "patients", 1, "sex"])
+    ]
 
 
 def test_duplicate_keys_in_a_batch_name_the_patient(client: TestClient) -> None:

@@ -158,12 +158,24 @@ def test_an_export_marker_where_the_feature_is_required_says_so_not_null(
         assert "null" not in found
 
 
-@pytest.mark.parametrize(("name", "value"), [("age", "54"), ("thal", "3"), ("thal", True)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("age", "54"),
+        ("thal", "3"),
+        ("thal", True),
+        ("st_depression", "1,5"),
+        ("resting_blood_pressure", "130 mmHg"),
+        ("thal", "1" * 16_000 + "x"),  # long text is not looked at (nor a marker)
+        ("thal", "not measured, see the note"),
+    ],
+)
 def test_a_quoted_number_or_a_boolean_gets_no_null_hint(
     client: TestClient, name: str, value: Any
 ) -> None:
     """ "54" is a number sent as a string, a mistake of another kind: it keeps Pydantic's
-    message (docs/api.md shows it), with no word of null or of being required."""
+    message (docs/api.md shows it), with no word of null or of being required; so does
+    text holding a measurement in another form, or too long to be a marker."""
     for _, _, found in _refusal(client, name, value):
         assert found in ("Input should be a valid number", "Input should be a valid integer")
 

@@ -23,7 +23,7 @@ from app.service import PredictionService
 from model.artifact import load_artifact
 from model.features import FEATURE_NAMES
 from scoring.synthetic import registry
-from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER, text_not_utf8
+from tests._tools import REQUIRED_NOT_A_NUMBER, TEXT_WHERE_MAY_BE_MISSING, text_not_utf8
 from tests.scoring.same import assert_same_probabilities
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -164,7 +164,7 @@ def test_bad_cells_get_the_batch_422_shape(client: TestClient) -> None:
         ["body", "patients", 7, "serum_cholesterol"],
         ["body", "patients", 8, "sex"],
     ]
-    assert detail[1]["msg"] == NOT_A_NUMBER
+    assert detail[1]["msg"] == TEXT_WHERE_MAY_BE_MISSING
     assert "650" not in r.text and "high" not in r.text
 
 
@@ -560,7 +560,7 @@ def test_a_string_view_column_is_read_as_text(client: TestClient) -> None:
     r = _sent(client, arrow_body_of(table.set_column(index, "serum_cholesterol", text)))
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 2, "serum_cholesterol"], NOT_A_NUMBER)
+        (["body", "patients", 2, "serum_cholesterol"], TEXT_WHERE_MAY_BE_MISSING)
     ]
 
 
@@ -584,7 +584,7 @@ def test_a_csv_number_beyond_a_double_is_out_of_range_not_text(client: TestClien
         (["body", "patients", 0, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
         (["body", "patients", 1, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
         (["body", "patients", 2, "serum_cholesterol"], "must be between 80 and 700 mg/dl"),
-        (["body", "patients", 3, "serum_cholesterol"], NOT_A_NUMBER),
+        (["body", "patients", 3, "serum_cholesterol"], TEXT_WHERE_MAY_BE_MISSING),
     ]
     assert "98765" not in r.text
 
@@ -773,16 +773,16 @@ def test_csv_not_measured_is_empty_na_or_null_and_nan_text_is_refused(
     r = _sent(client, body, "text/csv")
     assert r.status_code == 422
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", i, "thal"], NOT_A_NUMBER) for i in range(len(refused))
+        (["body", "patients", i, "thal"], TEXT_WHERE_MAY_BE_MISSING) for i in range(len(refused))
     ]
 
 
 def test_csv_question_mark_says_empty_where_it_may_be_missing_and_required_where_not(
     client: TestClient,
 ) -> None:
-    """A "?" cell was only "is not a number": now the reason says to leave the cell empty
-    (or NA, null: what the reader accepts), and for age or sex, which may not be missing,
-    that they are required. The loc names row and column as before."""
+    """A "?" cell was only "is not a number": now the reason says how a value not measured
+    is written (an empty cell, NA or null: what the reader accepts), and for age or sex,
+    which may not be missing, that they are required. The loc names row and column."""
     header, *rows = registry(3, seed=14).to_csv(index=False).splitlines()
     rows[0] = _with_cell(header, rows[0], "thal", "?")
     rows[1] = _with_cell(header, rows[1], "age", "?")
@@ -790,13 +790,10 @@ def test_csv_question_mark_says_empty_where_it_may_be_missing_and_required_where
     r = _sent(client, "\n".join([header, *rows]).encode(), "text/csv")
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 0, "thal"], NOT_A_NUMBER),
+        (["body", "patients", 0, "thal"], TEXT_WHERE_MAY_BE_MISSING),
         (["body", "patients", 1, "age"], REQUIRED_NOT_A_NUMBER),
         (["body", "patients", 2, "sex"], REQUIRED_NOT_A_NUMBER),
     ]
-    assert NOT_A_NUMBER.endswith(
-        "leave the cell empty (or write NA or null) if it was not measured"
-    )
 
 
 def test_arrow_nan_is_null_but_booleans_are_not_numbers(client: TestClient) -> None:
@@ -846,8 +843,8 @@ def test_a_csv_feature_cell_that_is_not_utf8_is_not_a_number(
     r = _sent(client, "\n".join([header, *rows]).encode("latin-1"), "text/csv")
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 2, "serum_cholesterol"], NOT_A_NUMBER),
-        (["body", "patients", 3, "thal"], NOT_A_NUMBER),
+        (["body", "patients", 2, "serum_cholesterol"], TEXT_WHERE_MAY_BE_MISSING),
+        (["body", "patients", 3, "thal"], TEXT_WHERE_MAY_BE_MISSING),
     ]
     logged = everything_logged(capfd, caplog)
     assert unraisable == [] and "Traceback" not in logged and "\ufffd" not in r.text + logged
@@ -866,7 +863,7 @@ def test_an_arrow_text_feature_cell_that_is_not_utf8_is_not_a_number(
     r = _sent(client, _with_column("serum_cholesterol", values))
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["msg"]) for d in r.json()["detail"]] == [
-        (["body", "patients", 1, "serum_cholesterol"], NOT_A_NUMBER)
+        (["body", "patients", 1, "serum_cholesterol"], TEXT_WHERE_MAY_BE_MISSING)
     ]
 
 

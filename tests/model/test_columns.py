@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.columns import NOT_A_NUMBER, MissingColumnsError, csv_number, validate_columns
+from model.columns import MissingColumnsError, csv_number, validate_columns
 from model.features import FEATURE_BY_NAME, FEATURE_NAMES, FEATURES, invalid_cells
 from scoring.synthetic import registry
+from tests._tools import TEXT_WHERE_MAY_BE_MISSING
 
 
 def _columns(n: int = 50, missing: float = 0.0) -> dict[str, np.ndarray]:
@@ -66,8 +67,17 @@ def test_text_cells_are_refused_as_text_not_as_missing() -> None:
     text[3] = True
     batch = validate_columns(cols, not_numbers={"serum_cholesterol": text})
     assert [(p.row, p.column, p.reason) for p in batch.problems] == [
-        (3, "serum_cholesterol", NOT_A_NUMBER)
+        (3, "serum_cholesterol", TEXT_WHERE_MAY_BE_MISSING)
     ]
+
+
+def test_a_long_run_of_digits_before_a_letter_is_refused_in_one_pass() -> None:
+    """The old pattern let two digit runs trade digits, so 100,000 digits and an "x" took
+    minutes (16,000 held a JSON worker for 7 s): the size alone makes this test hang then."""
+    for cell in ("1" * 100_000 + "x", "1" * 100_000 + ".x", "1." + "1" * 100_000 + "e"):
+        with pytest.raises(ValueError):
+            csv_number(cell)
+    assert csv_number("1" * 100_000 + ".5") > 0  # a number still, however long (out of range)
 
 
 def test_a_plain_number_beyond_a_double_is_a_number_out_of_range() -> None:

@@ -14,7 +14,7 @@ from scoring.cli import main
 from scoring.core import HIGH, LOW
 from scoring.frame import ERROR, score_dask, score_frame, times_received
 from scoring.synthetic import KEY, registry
-from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER
+from tests._tools import REQUIRED_NOT_A_NUMBER, TEXT_WHERE_MAY_BE_MISSING
 from tests.scoring.same import assert_same_intervals, assert_same_probabilities
 
 ROWS = 300_000
@@ -47,8 +47,8 @@ def test_score_frame_refuses_booleans_and_nan_text_like_the_files(artifact_path:
         "",
         "",
         "",
-        f"thal: {NOT_A_NUMBER}",
-        f"thal: {NOT_A_NUMBER}",
+        f"thal: {TEXT_WHERE_MAY_BE_MISSING}",
+        f"thal: {TEXT_WHERE_MAY_BE_MISSING}",
         "",
     ]
 

@@ -12,7 +12,7 @@ import pytest
 
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.synthetic import KEY, registry
-from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER
+from tests._tools import REQUIRED_NOT_A_NUMBER, TEXT_WHERE_MAY_BE_MISSING
 from tests.scoring.same import assert_same_probabilities
 
 
@@ -181,7 +181,10 @@ def test_a_european_excel_export_reads_as_the_plain_file_with_its_dialect(
     assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
     refused = pd.read_csv(tmp_path / "r")
     # Each feature by its kind: age, sex and chest pain type are required.
-    assert len(refused) and set(refused["reason"]) == {NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER}
+    assert len(refused) and set(refused["reason"]) == {
+        TEXT_WHERE_MAY_BE_MISSING,
+        REQUIRED_NOT_A_NUMBER,
+    }
     required = refused.loc[refused["reason"] == REQUIRED_NOT_A_NUMBER, "column"]
     assert set(required) == {"age", "sex", "chest_pain_type"}
     scored = pd.read_csv(tmp_path / "x.csv")
@@ -208,7 +211,7 @@ def test_with_a_decimal_comma_a_point_is_refused_not_read_as_a_decimal_mark(
     assert _run(args, artifact_path) == EXIT_ROWS_REFUSED
     refused = pd.read_csv(tmp_path / "r.csv")
     assert refused[["row", "column", "reason"]].values.tolist() == [
-        [4, "st_depression", NOT_A_NUMBER]
+        [4, "st_depression", TEXT_WHERE_MAY_BE_MISSING]
     ]
 
 

@@ -18,7 +18,7 @@ from model.features import FEATURE_NAMES
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.core import HIGH, LOW
 from scoring.synthetic import KEY, registry
-from tests._tools import NOT_A_NUMBER, REQUIRED_NOT_A_NUMBER
+from tests._tools import REQUIRED_NOT_A_NUMBER, TEXT_WHERE_MAY_BE_MISSING
 from tests.scoring.same import assert_same_probabilities
 
 
@@ -81,7 +81,7 @@ def test_bad_rows_listed_kept_with_empty_scores_and_exit_1(
         [9, "serum_cholesterol"],
         [11, "age"],
     ]
-    assert listed.loc[2, "reason"] == NOT_A_NUMBER
+    assert listed.loc[2, "reason"] == TEXT_WHERE_MAY_BE_MISSING
     scored = pd.read_csv(out)
     assert len(scored) == 30
     assert scored["probability"].isna().tolist() == [i in (3, 5, 9, 11) for i in range(30)]
@@ -103,10 +103,10 @@ def test_csv_nan_text_is_refused_and_the_documented_markers_are_missing(
     assert code == EXIT_ROWS_REFUSED
     listed = pd.read_csv(errors, keep_default_na=False)
     assert listed[["row", "column", "reason"]].values.tolist() == [
-        [3, "thal", NOT_A_NUMBER],
-        [4, "thal", NOT_A_NUMBER],
+        [3, "thal", TEXT_WHERE_MAY_BE_MISSING],
+        [4, "thal", TEXT_WHERE_MAY_BE_MISSING],
         [5, "age", REQUIRED_NOT_A_NUMBER],
-        [6, "thal", NOT_A_NUMBER],
+        [6, "thal", TEXT_WHERE_MAY_BE_MISSING],
     ]
     scored = pd.read_csv(out)
     assert scored["probability"].notna().tolist() == [True, True, True, False, False, False, False]
@@ -272,7 +272,7 @@ def test_only_plain_numbers_are_read_from_csv(tmp_path: Path, artifact_path: Pat
     assert code == EXIT_ROWS_REFUSED
     listed = pd.read_csv(errors)
     assert listed["row"].tolist() == [0, 1, 2, 3, 4]
-    assert set(listed["reason"]) == {NOT_A_NUMBER}
+    assert set(listed["reason"]) == {TEXT_WHERE_MAY_BE_MISSING}
     assert pd.read_csv(out)["probability"].notna().tolist() == [False] * 5 + [True, True]
 
 
@@ -291,7 +291,7 @@ def test_a_number_beyond_a_double_is_out_of_range_not_text(
     assert listed[["row", "reason"]].values.tolist() == [
         [0, "must be between 60 and 260 mm Hg"],
         [1, "must be between 60 and 260 mm Hg"],
-        [2, NOT_A_NUMBER],
+        [2, TEXT_WHERE_MAY_BE_MISSING],
     ]
 
 

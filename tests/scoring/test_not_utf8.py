@@ -14,7 +14,7 @@ import pytest
 
 from scoring.cli import EXIT_OK, EXIT_ROWS_REFUSED, EXIT_UNUSABLE, main
 from scoring.synthetic import KEY, registry
-from tests._tools import NOT_A_NUMBER, run, text_not_utf8
+from tests._tools import TEXT_WHERE_MAY_BE_MISSING, run, text_not_utf8
 
 #: "24é" in Latin-1: the byte 0xE9, which no UTF-8 text starts a character with.
 NOT_UTF8_NUMBER = "24\xe9"
@@ -63,7 +63,7 @@ def test_a_feature_cell_that_is_not_utf8_is_refused_and_the_rest_scored(
     args = [str(inp), str(out), "--key", KEY, "--errors", str(errors)]
     assert main([*args, "--model", str(artifact_path)]) == EXIT_ROWS_REFUSED
     listed = pd.read_csv(errors)
-    assert listed.values.tolist() == [[2, 2, "serum_cholesterol", NOT_A_NUMBER]]
+    assert listed.values.tolist() == [[2, 2, "serum_cholesterol", TEXT_WHERE_MAY_BE_MISSING]]
     scored = pd.read_csv(out)
     assert scored[KEY].tolist() == [0, 1, 2, 3, 4]
     assert scored["probability"].isna().tolist() == [False, False, True, False, False]

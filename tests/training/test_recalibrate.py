@@ -123,7 +123,7 @@ def edit_line(number: int, change: object) -> object:
         (edit_line(5, lambda row: row.rsplit(",", 1)[0]), r"row 3 \(line 5 .* fewer than the"),
         (
             edit_line(5, lambda row: "?" + row[row.index(",") :]),
-            r"age: is not a number; it is required and may not be missing",
+            r"age: is not a number; the feature is required: it may not be missing",
         ),
         (lambda t: t.replace(",", ";"), "has no ',' between the column names but has ';': pass"),
         (lambda t: t.replace("age,", "Age,", 1), r"the header has 'Age': names must match"),
@@ -486,8 +486,8 @@ def test_separated(y: list[int], p: list[float], apart: bool) -> None:
     [
         ("1,5", "st_depression", "is not a number; it has a decimal comma: pass --decimal ','"),
         ("132,0", "serum_cholesterol", "is not a number; it has a decimal comma"),
-        ("-", "serum_cholesterol", "is not a number; leave the cell empty (or write NA or nul"),
-        ("N/A", "thal", "is not a number; leave the cell empty (or write NA or null) if it was"),
+        ("-", "serum_cholesterol", "is not a number; a value not measured is an empty cell, NA"),
+        ("N/A", "thal", "is not a number; a value not measured is an empty cell, NA or null"),
         # Other outcome codings: refused, never read as 0/1, and the codings to recode named.
         (
             "2",

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,11 @@ from sklearn.model_selection import StratifiedKFold
 
 from bench.report import command_line, describe, progress, publish
 from model.arrays import FloatArray, IntArray
-from training.evaluate import log_loss_search
-from training.missing import TREE_GRID, MarginalMLPClassifier, MarginalTrees
+from training.missing import MarginalMLPClassifier
 from training.pipeline import library_versions
 from training.report import markdown_table
 from training.sites import UCI_SITES, load_sites
-from training.validation import MODELS
+from training.validation import MODELS, TREES_UNDER_OUR_RULES, ModelSpec, tune
 
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 BASELINE = "served grid"
@@ -117,9 +116,9 @@ def points(questions: Sequence[str] = tuple(QUESTIONS)) -> list[tuple[str, dict[
 
 #: How each reference is built and tuned: bench.sites' own two, and the trees under the
 #: network's rules for gaps.
-_REFERENCE_MODELS: dict[str, tuple[Callable[[], BaseEstimator], Mapping[str, list[Any]]]] = {
-    spec.name: (spec.make, spec.grid) for spec in MODELS if spec.name != "network"
-} | {"hgb-marginal": (MarginalTrees, TREE_GRID)}
+_REFERENCE_MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for spec in (*MODELS, TREES_UNDER_OUR_RULES) if spec.name != "network"
+}
 
 
 def _fold(
@@ -127,11 +126,9 @@ def _fold(
 ) -> FloatArray:
     model: BaseEstimator
     if "model" in params:  # a reference, tuned on the fold's training rows as bench.sites does
-        make, grid = _REFERENCE_MODELS[params["model"]]
-        model = log_loss_search(make(), grid)
+        model, _ = tune(_REFERENCE_MODELS[params["model"]], x[train], y[train])
     else:
-        model = MarginalMLPClassifier(**params)
-    model.fit(x[train], y[train])
+        model = MarginalMLPClassifier(**params).fit(x[train], y[train])
     return np.asarray(model.predict_proba(x[test])[:, 1])
 
 

@@ -47,6 +47,9 @@ from training.evaluate import log_loss_search
 Draws = Literal["marginal", "outcome"]
 
 
+#: Background rows a gap is marginalised over, for the network and the trees under its rules.
+N_BACKGROUND = 64
+
 #: HistGradientBoosting's grid: ``python -m bench.sites``' reference and the distillation teacher.
 TREE_GRID: dict[str, list[Any]] = {"learning_rate": [0.03, 0.1], "max_depth": [2, 3]}
 
@@ -75,19 +78,21 @@ class MarginalTrees(ClassifierMixin, BaseEstimator):
         max_depth: int | None = None,
         copies: int = 10,
         mask_rate: float = 0.2,
+        n_background: int = N_BACKGROUND,
         random_state: int = 0,
     ) -> None:
         self.learning_rate = learning_rate
         self.max_depth = max_depth
         self.copies = copies
         self.mask_rate = mask_rate
+        self.n_background = n_background
         self.random_state = random_state
 
     def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> MarginalTrees:
         x, labels = np.asarray(X, dtype=np.float64), np.asarray(y)
         self.classes_ = np.unique(labels)
         rng = np.random.default_rng(self.random_state)
-        self.background_ = marginal_background(x, 64, rng)
+        self.background_ = marginal_background(x, int(self.n_background), rng)
         xa, ya = augment(x, labels, int(self.copies), float(self.mask_rate), rng)
         trees = make_trees(self.random_state)
         # Early stopping would hold out copies of patients whose other copies it trains on.
@@ -305,7 +310,7 @@ class MarginalMLPClassifier(ClassifierMixin, BaseEstimator):
         alpha: float = 3.0,
         copies: int = 10,
         mask_rate: float = 0.2,
-        n_background: int = 64,
+        n_background: int = N_BACKGROUND,
         n_networks: int = 2,
         draws: Draws = "marginal",
         distill: float = 0.0,

@@ -43,7 +43,14 @@ from training.evaluate import (
     log_loss_search,
     statlog_cost,
 )
-from training.missing import TREE_GRID, MarginalMLPClassifier, MarginalTrees, make_trees, withhold
+from training.missing import (
+    N_BACKGROUND,
+    TREE_GRID,
+    MarginalMLPClassifier,
+    MarginalTrees,
+    make_trees,
+    withhold,
+)
 from training.recalibrate import split_demo
 from training.sites import UCI_SITES, Pooled, load_site, load_sites
 from training.subgroups import subgroup_aucs, subgroup_figures
@@ -68,8 +75,8 @@ class ModelSpec:
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "network",
-        "marginal-imputation augmentation in training; gaps marginalised over 64 "
-        "background rows at prediction (no missingness input); the log-odds of "
+        "marginal-imputation augmentation in training; gaps marginalised over "
+        f"{N_BACKGROUND} background rows at prediction (no missingness input); the log-odds of "
         f"{MarginalMLPClassifier().n_networks} networks of different seeds averaged "
         "(shipped as one wider network)",
         lambda: MarginalMLPClassifier(),
@@ -101,7 +108,8 @@ TREES_UNDER_OUR_RULES = ModelSpec(
     "hgb-marginal",
     "HistGradientBoostingClassifier under the network's rules for gaps: trained on the "
     "same marginal-imputation copies (10 per patient, at the mask rate the network's inner "
-    "CV chose; no gap left to read), a gap averaged over 64 background rows at prediction",
+    f"CV chose; no gap left to read), a gap averaged over {N_BACKGROUND} background rows at "
+    "prediction",
     MarginalTrees,
     TREE_GRID,
 )
@@ -240,8 +248,7 @@ def held_out_site(
     per_model: dict[str, Any] = {}
     probabilities: dict[str, FloatArray] = {}
     withheld: dict[str, FloatArray] = {}
-    network: Predictor | None = None
-    mask_rate = MarginalMLPClassifier().mask_rate
+    network: MarginalMLPClassifier | None = None
     for spec in MODELS:
         model, params, threshold = fit_tuned(spec, pooled.x[train], pooled.y[train], quick=quick)
         p = probabilities[spec.name] = model.predict_proba(pooled.x[test])[:, 1]
@@ -258,10 +265,10 @@ def held_out_site(
                 model, pooled.x[train], pooled.y[train], pooled.x[test], pooled.y[test], quick=quick
             )
         if isinstance(model, MarginalMLPClassifier):
-            network, mask_rate = model.predictor_, float(model.mask_rate)
+            network = model
     assert network is not None, "MODELS lists our network"
     context = trees_under_our_rules(
-        pooled, held, probabilities, mask_rate=mask_rate, quick=quick, n_boot=n_boot
+        pooled, held, probabilities, mask_rate=float(network.mask_rate), quick=quick, n_boot=n_boot
     )
     subgroups = subgroup_figures(pooled.x[test], pooled.y[test], probabilities, n_boot=n_boot)
     ours = probabilities.pop("network")
@@ -288,7 +295,7 @@ def held_out_site(
             for name, p_ref in probabilities.items()
         },
     }
-    return block, network
+    return block, network.predictor_
 
 
 def trees_under_our_rules(
